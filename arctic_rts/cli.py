@@ -34,7 +34,9 @@ def _months(text: str) -> tuple[int, ...]:
             return tuple(range(first, last + 1))
         return tuple(int(v) for v in text.split(","))
     except ValueError:
-        raise argparse.ArgumentTypeError(f"months must look like 6,7,8 or 6-8, got {text!r}")
+        raise argparse.ArgumentTypeError(
+            f"months must look like 6,7,8 or 6-8, got {text!r}"
+        ) from None
 
 
 def _add_map_options(p: argparse.ArgumentParser) -> None:
