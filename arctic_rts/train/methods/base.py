@@ -1,0 +1,159 @@
+"""The interface every training method implements, and the pieces they share.
+
+A method turns one labelled batch (and, for the semi-supervised ones, one unlabelled batch) into
+a loss for the segmentation network, and may keep state of its own (a teacher, a centre, a
+discriminator and its optimiser) that it updates after each optimiser step and that goes into
+checkpoints. Batches hold raw reflectance (NaN already filled); the network the methods see is a
+:class:`NormalisedNet`, which applies the card's normalisation, so teachers copied from it carry it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from arctic_rts.config import TrainConfig
+from arctic_rts.model.unet import UNet
+from arctic_rts.train.augment import Batch, strong_augment, weak_augment
+
+
+class NormalisedNet(nn.Module):
+    """A UNet behind the per-band normalisation of its weights card.
+
+    Args:
+        unet: The network (takes normalised input).
+        mean: Per-band mean of raw reflectance.
+        std: Per-band standard deviation of raw reflectance.
+    """
+
+    def __init__(self, unet: UNet, mean: Sequence[float], std: Sequence[float]) -> None:
+        super().__init__()
+        self.unet = unet
+        self.register_buffer(
+            "mean", torch.tensor(list(mean), dtype=torch.float32).view(1, -1, 1, 1)
+        )
+        self.register_buffer("std", torch.tensor(list(std), dtype=torch.float32).view(1, -1, 1, 1))
+
+    @property
+    def device(self) -> torch.device:
+        """The device the network's tensors live on."""
+        mean: torch.Tensor = self.mean  # type: ignore[assignment]
+        return mean.device
+
+    def normalise(self, x: torch.Tensor) -> torch.Tensor:
+        """Raw reflectance -> network input; NaN becomes 0 (the band mean)."""
+        mean: torch.Tensor = self.mean  # type: ignore[assignment]
+        std: torch.Tensor = self.std  # type: ignore[assignment]
+        return torch.nan_to_num((x - mean) / std, nan=0.0)
+
+    def forward_heads(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        """All heads of the UNet for raw reflectance ``x`` (N, C, H, W)."""
+        return self.unet.forward_heads(self.normalise(x))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Segmentation logits (N, 1, H, W) for raw reflectance."""
+        return self.unet(self.normalise(x))
+
+
+def masked_mean(values: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """Mean of ``values`` weighted by ``weight`` (broadcast); 0 (with a graph) when no weight."""
+    weight = weight.to(values.dtype).expand_as(values)
+    return (values * weight).sum() / weight.sum().clamp_min(1.0)
+
+
+def bce_loss(logits: torch.Tensor, target: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    """Binary cross-entropy with logits, averaged over valid pixels only."""
+    per_pixel = F.binary_cross_entropy_with_logits(
+        logits, target.to(logits.dtype), reduction="none"
+    )
+    return masked_mean(per_pixel, valid)
+
+
+@dataclass
+class StepResult:
+    """What one training step's loss computation hands back to the loop."""
+
+    #: Scalar to minimise.
+    loss: torch.Tensor
+    #: Named parts of the loss (floats) for the log.
+    logs: dict[str, float] = field(default_factory=dict)
+
+
+class Method:
+    """Base class of the training strategies; subclasses override :meth:`loss` and friends.
+
+    Args:
+        config: The run's configuration (the method reads its own section).
+    """
+
+    #: Name as ``TrainConfig.method`` spells it.
+    name: str = "base"
+    #: Whether the method consumes an unlabelled batch each step.
+    uses_unlabelled: bool = False
+    #: Whether the labelled batch is augmented (weak then strong).
+    augments_labelled: bool = True
+
+    def __init__(self, config: TrainConfig) -> None:
+        self.config = config
+        #: Student outputs with the (augmented) batch they came from; add-ons such as the
+        #: elevation pretext read them, so no extra forward pass is needed.
+        self.records: list[tuple[dict[str, torch.Tensor], Batch]] = []
+
+    # --- set-up -------------------------------------------------------------------------------
+    def model_heads(self) -> dict[str, Any]:
+        """Extra keyword arguments of :class:`UNet` this method needs (e.g. its DINO head)."""
+        return {}
+
+    def setup(self, net: NormalisedNet) -> None:
+        """Create state that depends on the network (teacher copy, discriminator)."""
+
+    def hyperparameters(self) -> dict[str, Any]:
+        """The method's hyper-parameters, for the weights card."""
+        return {}
+
+    # --- one step -----------------------------------------------------------------------------
+    def augment_labelled(self, batch: Batch, generator: torch.Generator) -> Batch:
+        """Weak then strong augmentation of a labelled batch (if the method augments)."""
+        if not self.augments_labelled:
+            return batch
+        return strong_augment(weak_augment(batch, generator), generator, self.config.augment)
+
+    def supervised_part(
+        self, net: NormalisedNet, labelled: Batch, generator: torch.Generator
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor], Batch]:
+        """The labelled loss every method shares: augmented batch -> BCE over valid pixels."""
+        batch = self.augment_labelled(labelled, generator)
+        heads = net.forward_heads(batch["image"])
+        self.records.append((heads, batch))
+        return bce_loss(heads["logits"], batch["mask"], batch["valid"]), heads, batch
+
+    def loss(
+        self,
+        net: NormalisedNet,
+        labelled: Batch,
+        unlabelled: Batch | None,
+        step: int,
+        generator: torch.Generator,
+    ) -> StepResult:
+        """One step's loss; ``labelled`` has image, mask, valid, ``unlabelled`` image, valid."""
+        raise NotImplementedError
+
+    def after_step(self, net: NormalisedNet, step: int, total_steps: int) -> None:
+        """Update the method's own state after the optimiser stepped the network."""
+
+    # --- checkpoints --------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        """Tensors and numbers that resume the method exactly (loadable with weights_only)."""
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore :meth:`state_dict`'s output."""
+
+    def begin_step(self) -> None:
+        """Forget the previous step's records."""
+        self.records = []
