@@ -1,0 +1,220 @@
+"""Turn selected STAC items into lazy, cloud-masked reflectance arrays (one per scene).
+
+``load_scenes`` is the only reader of imagery in the mapping flow. Each scene stays on its own
+UTM grid (no reprojection across zones: polygons are merged later, in vector form), and no pixel
+is read until ``.compute()``: the arrays are dask graphs built by stackstac from STAC metadata.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import rioxarray  # noqa: F401  (registers the .rio accessor)
+import xarray as xr
+
+from arctic_rts.bands import canonical_band
+from arctic_rts.config import LoadConfig
+from arctic_rts.errors import ConfigError, LoadError
+from arctic_rts.search import normalize_item
+
+#: Frozen, hence safe as a shared default argument.
+_DEFAULT_CONFIG = LoadConfig()
+
+#: Reflectance from coarser bands (20 m, 60 m) is interpolated onto the 10 m grid; class maps
+#: (SCL) must never be interpolated.
+_BAND_RESAMPLING = "bilinear"
+_CLASS_RESAMPLING = "nearest"
+
+
+def load_scenes(
+    items: Iterable[Mapping[str, Any]],
+    bands: Sequence[str],
+    config: LoadConfig = _DEFAULT_CONFIG,
+) -> list[xr.DataArray]:
+    """Build one lazy, masked surface-reflectance array per item.
+
+    No I/O happens here: the result is a dask graph, and files are opened only when it is
+    computed (``.compute()``, ``.values``, or a downstream dask task).
+
+    Each array is on the item's own UTM grid (``proj:epsg``), spanning the extent of the item's
+    finest band asset, at ``config.resolution`` metres, with pixel-centre coordinates. Steps:
+    read the bands (bilinear from coarser bands) as float32; set the assets' nodata to NaN;
+    apply each band's ``raster:bands`` scale and offset; set NaN where the SCL class (read with
+    nearest neighbour) is in ``config.masked_scl_classes``.
+
+    Args:
+        items: STAC item dicts, normally from :func:`arctic_rts.search.search_scenes`; raw
+            provider items are normalised here (see :func:`arctic_rts.search.normalize_item`).
+        bands: Canonical band names in the order the model expects (the weights card's
+            ``bands``); the output's ``band`` coordinate has exactly this order.
+        config: Resolution, chunk size and masked SCL classes. With ``masked_scl_classes=()``
+            no SCL is read and items without SCL (e.g. L1C) can be loaded.
+
+    Returns:
+        One DataArray per item, in item order: dims ``("band", "y", "x")``, float32
+        reflectance (about 0..1), NaN where invalid; CRS set with rioxarray; attrs ``item_id``,
+        ``mgrs_tile``, ``datetime`` (ISO 8601), ``epsg``.
+
+    Raises:
+        ConfigError: ``bands`` is empty, repeats a band, names a non-canonical band or SCL.
+        LoadError: An item lacks a requested band or the SCL mask, or its grid is unknown.
+    """
+    band_list = _check_bands(bands)
+    return [_load_item(normalize_item(item), band_list, config) for item in items]
+
+
+def _check_bands(bands: Sequence[str]) -> list[str]:
+    band_list = [str(b) for b in bands]
+    if not band_list:
+        raise ConfigError("bands is empty: give the model card's band names, e.g. ['B04', 'B08'].")
+    for band in band_list:
+        if band == "SCL":
+            raise ConfigError(
+                "SCL is the cloud mask, not an input band; remove it from bands (the mask is "
+                "set with LoadConfig.masked_scl_classes)."
+            )
+        if canonical_band(band) != band:
+            raise ConfigError(
+                f"Band {band!r} is not a canonical Sentinel-2 band name; use names such as "
+                "B02, B04, B8A, B11 (see arctic_rts.bands)."
+            )
+    repeated = sorted({b for b in band_list if band_list.count(b) > 1})
+    if repeated:
+        raise ConfigError(f"bands lists {', '.join(repeated)} more than once; list each once.")
+    return band_list
+
+
+def _load_item(item: dict[str, Any], bands: list[str], config: LoadConfig) -> xr.DataArray:
+    """The lazy, scaled, masked array of one normalised item."""
+    item_id = str(item["id"])
+    props = item.get("properties", {})
+    use_mask = bool(config.masked_scl_classes)
+    needed = [*bands, "SCL"] if use_mask else bands
+    missing = [b for b in needed if b not in item["assets"]]
+    if missing:
+        hint = (
+            " (or pass LoadConfig(masked_scl_classes=()) to load without the cloud mask)"
+            if missing == ["SCL"]
+            else ""
+        )
+        raise LoadError(
+            f"Item {item_id!r} has no asset for band(s) {', '.join(missing)}; choose scenes "
+            f"from a collection that carries them{hint}."
+        )
+    epsg = props.get("proj:epsg")
+    if epsg is None:
+        raise LoadError(
+            f"Item {item_id!r} has no proj:epsg (nor proj:code); its UTM grid is unknown."
+        )
+    bounds = _item_bounds(item, needed)
+    grid = {
+        "epsg": int(epsg),
+        "resolution": config.resolution,
+        "bounds": bounds,
+        "chunksize": config.chunksize,
+    }
+
+    raw = _stack(item, bands, grid, _BAND_RESAMPLING)
+    scale = _band_vector(item, bands, "scale", 1.0)
+    offset = _band_vector(item, bands, "offset", 0.0)
+    nodata = _band_vector(item, bands, "nodata", np.nan)
+    # Nodata is matched on the digital numbers, before scaling changes them.
+    valid = raw != nodata
+    reflectance = (raw * scale + offset).where(valid)
+    if use_mask:
+        scl = _stack(item, ["SCL"], grid, _CLASS_RESAMPLING).squeeze("band", drop=True)
+        clear = ~scl.isin(list(config.masked_scl_classes)) & scl.notnull()
+        reflectance = reflectance.where(clear)
+
+    out = reflectance.astype(np.float32).transpose("band", "y", "x")
+    out.attrs = {
+        "item_id": item_id,
+        "mgrs_tile": str(props.get("s2:mgrs_tile", "")),
+        "datetime": str(props.get("datetime", "")),
+        "epsg": int(epsg),
+    }
+    out.name = "reflectance"
+    return out.rio.write_crs(int(epsg))
+
+
+def _stack(
+    item: dict[str, Any], assets: list[str], grid: dict[str, Any], resampling: str
+) -> xr.DataArray:
+    """stackstac over one item and the given assets, as (band, y, x) float32 with NaN fill."""
+    import stackstac
+    from rasterio.enums import Resampling
+
+    # stackstac 0.5.1 reads only proj:epsg (restored by normalize_item) and is given the exact
+    # grid, so snapping would only shift it; raster:bands scaling is applied by the caller.
+    stacked = stackstac.stack(
+        [item],
+        assets=assets,
+        epsg=grid["epsg"],
+        resolution=grid["resolution"],
+        bounds=grid["bounds"],
+        snap_bounds=False,
+        resampling=Resampling[resampling],
+        chunksize=grid["chunksize"],
+        dtype=np.dtype("float32"),
+        fill_value=np.float32(np.nan),
+        rescale=False,
+        xy_coords="center",
+        properties=False,
+        band_coords=False,
+        # A missing or unreadable file is an error, not silent NaN.
+        errors_as_nodata=(),
+    )
+    da = stacked.isel(time=0, drop=True).sel(band=assets)
+    keep = {"band", "x", "y"}
+    return da.drop_vars([c for c in da.coords if c not in keep])
+
+
+def _band_vector(item: dict[str, Any], bands: list[str], key: str, default: float) -> xr.DataArray:
+    """One number per band from its ``raster:bands`` entry, as a float32 band-coordinate array."""
+    values = []
+    for band in bands:
+        entry = (item["assets"][band].get("raster:bands") or [{}])[0]
+        value = entry.get(key)
+        values.append(default if value is None else float(value))
+    return xr.DataArray(np.asarray(values, dtype=np.float32), dims="band", coords={"band": bands})
+
+
+def _item_bounds(item: dict[str, Any], assets: list[str]) -> tuple[float, float, float, float]:
+    """The item's extent in its UTM CRS, from the finest asset's proj:bbox or transform+shape."""
+    best: tuple[float, tuple[float, float, float, float]] | None = None
+    for name in assets:
+        asset = item["assets"][name]
+        found = _asset_bounds(asset, item)
+        if found is None:
+            continue
+        pixel, box = found
+        if best is None or pixel < best[0]:
+            best = (pixel, box)
+    if best is None:
+        raise LoadError(
+            f"Item {item['id']!r} gives no proj:bbox, nor proj:transform and proj:shape, for its "
+            "band assets, so its grid is unknown."
+        )
+    return best[1]
+
+
+def _asset_bounds(
+    asset: Mapping[str, Any], item: Mapping[str, Any]
+) -> tuple[float, tuple[float, float, float, float]] | None:
+    """(pixel size, (xmin, ymin, xmax, ymax)) of one asset, or None when it does not say."""
+    props = item.get("properties", {})
+    transform = asset.get("proj:transform") or props.get("proj:transform")
+    shape = asset.get("proj:shape") or props.get("proj:shape")
+    if transform and shape:
+        a, _, c, _, e, f = (float(v) for v in transform[:6])
+        rows, cols = int(shape[0]), int(shape[1])
+        x0, x1 = sorted((c, c + a * cols))
+        y0, y1 = sorted((f, f + e * rows))
+        return abs(a), (x0, y0, x1, y1)
+    box = asset.get("proj:bbox") or props.get("proj:bbox")
+    if box and len(box) == 4:
+        # Without a transform the pixel size is unknown; rank such assets after known ones.
+        return float("inf"), (float(box[0]), float(box[1]), float(box[2]), float(box[3]))
+    return None
