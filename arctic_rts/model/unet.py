@@ -78,8 +78,21 @@ class DoubleConv(nn.Sequential):
         )
 
 
+def upsample2(x: torch.Tensor, size: torch.Size | tuple[int, int]) -> torch.Tensor:
+    """Bilinear 2x upsampling, then edge-replicated to ``size`` (for odd sizes).
+
+    A fixed factor of 2 keeps the sampling grid the same everywhere; interpolating straight to
+    an odd size would stretch it slightly and shift every pixel, breaking tiled inference.
+    """
+    x = F.interpolate(x, scale_factor=2.0, mode="bilinear", align_corners=False)
+    dh, dw = size[0] - x.shape[-2], size[1] - x.shape[-1]
+    if dh or dw:
+        x = F.pad(x, (0, dw, 0, dh), mode="replicate")
+    return x
+
+
 class UpStage(nn.Module):
-    """Decoder stage: bilinear upsample to the skip's size, conv2x2, norm, ReLU, concat, 2 convs."""
+    """Decoder stage: 2x upsample to the skip's size, conv2x2, norm, ReLU, concat, 2 convs."""
 
     def __init__(self, in_channels: int, out_channels: int) -> None:
         super().__init__()
@@ -88,7 +101,7 @@ class UpStage(nn.Module):
 
     def forward(self, x: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
         """Upsample ``x`` to ``skip``'s size and fuse the two."""
-        x = F.interpolate(x, size=skip.shape[-2:], mode="bilinear", align_corners=False)
+        x = upsample2(x, skip.shape[-2:])
         x = self.up_conv(x)
         return self.body(torch.cat([x, skip], dim=1))
 
@@ -96,8 +109,9 @@ class UpStage(nn.Module):
 class UNet(nn.Module):
     """The paper's UNet with a segmentation head and optional PixelDINO / elevation heads.
 
-    Any input size works (pooling floors, upsampling goes to the skip's size); sizes that are
-    multiples of 16 keep the network exactly translation-equivariant, which tiled inference needs.
+    Any input size works (pooling floors, 2x upsampling is padded to the skip's size); with tile
+    origins on the 16 px grid the network is translation-equivariant away from the edges, which
+    tiled inference needs.
     Inputs are converted to ``channels_last``, the fast layout for convolutions on CPU and GPU.
 
     Args:
@@ -183,10 +197,7 @@ class UNet(nn.Module):
         features, half = self._decode(x)
         out = {"logits": self.head(features)}
         if self.dino_head is not None:
-            dino = self.dino_head(half)
-            out["dino"] = F.interpolate(
-                dino, size=x.shape[-2:], mode="bilinear", align_corners=False
-            )
+            out["dino"] = upsample2(self.dino_head(half), x.shape[-2:])
         if self.elevation_head is not None:
             out["elevation"] = self.elevation_head(features)
         return out

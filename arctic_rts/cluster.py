@@ -1,0 +1,183 @@
+"""Dask clusters and the per-process model cache.
+
+``connect`` gives a ``distributed.Client`` for a local CPU cluster (worker processes), a
+``LocalCUDACluster`` with one worker per GPU (``gpu`` extra), or an existing scheduler. Tasks
+carry only a :class:`~arctic_rts.model.weights.ModelRef`; :func:`get_model` turns it into a
+network once per worker process, checks its hash, moves it to the worker's device and counts
+the loads (``client.run(arctic_rts.cluster.model_loads)`` reads the counts of every worker).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from typing import TYPE_CHECKING, Any
+
+from arctic_rts.config import ClusterConfig
+from arctic_rts.errors import ConfigError, WeightsError
+
+if TYPE_CHECKING:
+    import torch
+    from distributed import Client
+
+    from arctic_rts.model.weights import ModelRef, NormalizedModel
+
+log = logging.getLogger(__name__)
+
+#: Worker resource that marks a GPU; model tasks ask for one when workers declare it.
+GPU_RESOURCE = "GPU"
+
+_cache: dict[tuple[str, str, str], NormalizedModel] = {}
+_loads: dict[str, int] = {}
+_lock = threading.Lock()
+_threads_set = False
+
+
+def _match_worker_threads() -> None:
+    """Give torch as many threads as this Dask worker has (nannies pin OpenMP to one thread)."""
+    global _threads_set
+    if _threads_set:
+        return
+    _threads_set = True
+    try:
+        from distributed import get_worker
+
+        nthreads = get_worker().state.nthreads
+    except (ImportError, ValueError, AttributeError):
+        return  # not inside a Dask worker: leave torch's own choice
+    import torch
+
+    torch.set_num_threads(max(1, int(nthreads)))
+
+
+def get_model(ref: ModelRef, device: str | torch.device = "auto") -> NormalizedModel:
+    """The model behind ``ref`` on ``device``, loaded at most once per process.
+
+    Raises:
+        WeightsError: the file's tensors do not hash to ``ref.sha256`` (it changed after the
+            reference was made) or cannot be loaded.
+    """
+    from arctic_rts.model.weights import load_model, resolve_device
+
+    dev = resolve_device(device)
+    key = (ref.path, ref.sha256, str(dev))
+    model = _cache.get(key)
+    if model is not None:
+        return model
+    with _lock:  # threads of one worker must not load the same weights twice
+        model = _cache.get(key)
+        if model is None:
+            _match_worker_threads()
+            model, card = load_model(ref.path, device=dev)
+            if card.get("sha256") != ref.sha256:
+                raise WeightsError(
+                    f"{ref.path} now holds weights {str(card.get('sha256'))[:12]}, not the "
+                    f"{ref.sha256[:12]} this run was started with; restart the run."
+                )
+            import torch
+
+            # the fast layout for convolutions and the per-pixel LayerNorm on CPU and GPU
+            model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+            _cache[key] = model
+            _loads[ref.path] = _loads.get(ref.path, 0) + 1
+            log.info("loaded %s on %s in process %d", ref.path, dev, os.getpid())
+    return model
+
+
+def model_loads() -> dict[str, int]:
+    """How many times each weights file was loaded in this process (for tests and logs)."""
+    return dict(_loads)
+
+
+def clear_model_cache() -> None:
+    """Forget cached models and load counts in this process."""
+    with _lock:
+        _cache.clear()
+        _loads.clear()
+
+
+def gpu_workers(client: Client) -> bool:
+    """Whether the client's workers declare a GPU resource (then model tasks ask for one)."""
+    workers = client.scheduler_info().get("workers", {})
+    return any(w.get("resources", {}).get(GPU_RESOURCE) for w in workers.values())
+
+
+def active_client() -> Client | None:
+    """The distributed Client in use by this thread, if any."""
+    try:
+        from distributed import get_client
+
+        return get_client()
+    except (ImportError, ValueError):
+        return None
+
+
+def _gpus_visible() -> int:
+    try:
+        import torch
+
+        return torch.cuda.device_count() if torch.cuda.is_available() else 0
+    except ImportError:
+        return 0
+
+
+def _owning_client(cluster: Any) -> Client:
+    """A Client on ``cluster`` whose ``close()`` (and ``with`` exit) also closes the cluster."""
+    from distributed import Client
+
+    class OwningClient(Client):
+        def close(self, *args: Any, **kwargs: Any) -> Any:
+            try:
+                return super().close(*args, **kwargs)
+            finally:
+                cluster.close()
+
+    return OwningClient(cluster)
+
+
+def connect(config: ClusterConfig | None = None) -> Client:
+    """Connect to the cluster that ``config`` describes; use it as ``with connect(...) as c:``.
+
+    * ``config.scheduler`` set: a Client on that existing scheduler (``tcp://host:8786``).
+    * GPUs visible, ``dask_cuda`` importable and ``config.gpu != "no"``: a ``LocalCUDACluster``
+      with one worker per GPU, each declaring the resource ``{"GPU": 1}``.
+    * otherwise: a ``LocalCluster`` of worker processes (``config.n_workers``, default one
+      per two cores) with ``config.threads_per_worker`` threads each.
+
+    Clusters started here are closed when the returned client is closed.
+
+    Raises:
+        ConfigError: ``gpu="yes"`` without visible GPUs or without the ``gpu`` extra.
+    """
+    from distributed import Client, LocalCluster
+
+    config = config or ClusterConfig()
+    if config.scheduler:
+        return Client(config.scheduler)
+    n_gpus = _gpus_visible() if config.gpu != "no" else 0
+    if n_gpus:
+        try:
+            from dask_cuda import LocalCUDACluster
+        except ImportError as err:
+            if config.gpu == "yes":
+                raise ConfigError(
+                    "gpu='yes' needs dask-cuda: pip install 'arctic-rts[gpu]'."
+                ) from err
+            log.warning("GPUs visible but dask-cuda missing; using CPU workers")
+        else:
+            cluster = LocalCUDACluster(
+                n_workers=config.n_workers or n_gpus,
+                threads_per_worker=config.threads_per_worker,
+                resources={GPU_RESOURCE: 1},
+            )
+            return _owning_client(cluster)
+    elif config.gpu == "yes":
+        raise ConfigError("gpu='yes' but no CUDA GPU is visible; use gpu='auto' or 'no'.")
+    n_workers = config.n_workers or max(1, (os.cpu_count() or 2) // 2)
+    cluster = LocalCluster(
+        n_workers=n_workers,
+        threads_per_worker=config.threads_per_worker,
+        processes=True,
+    )
+    return _owning_client(cluster)
