@@ -1,0 +1,243 @@
+"""Tiling and prediction: windows and blend weights, tiled == whole-array inference, nodata."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import dask.array as dsa
+import numpy as np
+import pytest
+import torch
+import xarray as xr
+
+from arctic_rts.config import PredictConfig
+from arctic_rts.errors import ConfigError, WeightsError
+from arctic_rts.model import ModelRef, UNet, load_model, save_weights
+from arctic_rts.predict import predict
+from arctic_rts.tiling import (
+    FLOOR,
+    Blender,
+    aligned_chunks,
+    batched,
+    blend_weights,
+    tile_windows,
+)
+
+BANDS = ["B02", "B03", "B04"]
+
+
+def _scene(height: int, width: int, seed: int = 0, chunks: int | None = None) -> xr.DataArray:
+    data = np.random.default_rng(seed).normal(size=(3, height, width)).astype(np.float32)
+    arr = dsa.from_array(data, chunks=(1, chunks or height, chunks or width))
+    da = xr.DataArray(
+        arr,
+        dims=("band", "y", "x"),
+        coords={"band": BANDS, "y": 1000.0 - 10 * np.arange(height), "x": 10.0 * np.arange(width)},
+        attrs={"item_id": "scene-1", "epsg": 32618},
+    )
+    return da.rio.write_crs("EPSG:32618")
+
+
+def _small_conv() -> torch.nn.Module:
+    """A fully convolutional stand-in (receptive field 5 px, so a 16 px halo is exact)."""
+    torch.manual_seed(3)
+    return torch.nn.Sequential(
+        torch.nn.Conv2d(3, 4, 3, padding=1), torch.nn.ReLU(), torch.nn.Conv2d(4, 1, 3, padding=1)
+    ).eval()
+
+
+def _tiny_unet() -> UNet:
+    torch.manual_seed(5)
+    return UNet(3, widths=(4, 4, 8, 8), bottleneck=8).eval()
+
+
+def _whole(model: torch.nn.Module, data: np.ndarray) -> np.ndarray:
+    with torch.inference_mode():
+        x = torch.nan_to_num(torch.from_numpy(np.asarray(data, dtype=np.float32))[None])
+        return torch.sigmoid(model(x))[0, 0].numpy()
+
+
+# --------------------------------------------------------------------------------- tiling
+
+
+@pytest.mark.parametrize(
+    ("shape", "window", "halo", "ramp"),
+    [((100, 77), 48, 8, 0), ((37, 200), 64, 16, 8), ((10, 10), 64, 16, 0)],
+)
+def test_windows_cover_the_array_with_reliable_interiors(
+    shape: tuple[int, int], window: int, halo: int, ramp: int
+) -> None:
+    wins = tile_windows(shape, window, halo=halo, ramp=ramp)
+    stride = window - 2 * halo - ramp
+    reliable = np.zeros(shape, dtype=int)
+    for w in wins:
+        assert w.y0 % stride == 0 and w.x0 % stride == 0  # origins stay on the grid
+        assert 0 < w.shape[0] <= window and 0 < w.shape[1] <= window
+        top, bottom, left, right = w.edges
+        y0 = w.y0 if top else w.y0 + halo
+        y1 = w.y1 if bottom else w.y1 - halo
+        x0 = w.x0 if left else w.x0 + halo
+        x1 = w.x1 if right else w.x1 - halo
+        reliable[y0:y1, x0:x1] += 1
+    assert (reliable >= 1).all()
+
+
+def test_tile_windows_rejects_windows_without_core() -> None:
+    with pytest.raises(ValueError, match="no core"):
+        tile_windows((100, 100), 32, halo=16)
+
+
+def test_blend_weights_never_zero_and_shaped() -> None:
+    wins = tile_windows((200, 200), 96, halo=16, ramp=16)
+    inner = next(w for w in wins if not any(w.edges))
+    w = blend_weights(inner, halo=16, ramp=16)
+    assert w.shape == inner.shape
+    assert (w > 0).all() and w.max() == pytest.approx(1.0)
+    assert w[0, 48] == pytest.approx(FLOOR)  # unreliable outer band: floor only
+    assert w[48, 48] == 1.0  # interior
+    profile = w[48, :48]
+    assert (np.diff(profile) >= 0).all()  # smooth ramp up, no dip
+    corner = next(w for w in wins if w.edges[0] and w.edges[2])
+    wc = blend_weights(corner, halo=16, ramp=16)
+    assert wc[0, 0] == 1.0  # sides on the array's edge get no ramp
+
+
+@pytest.mark.parametrize("ramp", [0, 12])
+def test_blender_reproduces_a_global_field(ramp: int) -> None:
+    field = np.random.default_rng(1).random((2, 90, 130))
+    blender = Blender(field.shape, halo=8, ramp=ramp)
+    for win in tile_windows(field.shape[-2:], 48, halo=8, ramp=ramp):
+        blender.add(win, field[(slice(None), *win.slices)])
+    np.testing.assert_allclose(blender.result(np.float64), field, atol=1e-12)
+
+
+def test_blender_refuses_uncovered_pixels() -> None:
+    blender = Blender((10, 10))
+    blender.add(tile_windows((5, 10), 16)[0], np.ones((5, 10)))
+    with pytest.raises(ValueError, match="covered by no window"):
+        blender.result()
+
+
+def test_aligned_chunks_and_batches() -> None:
+    assert aligned_chunks(1000, 256, minimum=128) == (256, 256, 256, 232)
+    assert aligned_chunks(800, 256, minimum=128) == (256, 256, 288)  # 32 px rest merged
+    assert aligned_chunks(100, 256, minimum=128) == (100,)
+    wins = tile_windows((100, 100), 48, halo=8)
+    groups = list(batched(wins, 2))
+    assert sum(len(g) for g in groups) == len(wins)
+    assert all(len(g) <= 2 and len({w.shape for w in g}) == 1 for g in groups)
+
+
+# --------------------------------------------------------------------------------- predict
+
+
+@pytest.mark.parametrize(("height", "width"), [(150, 131), (40, 29), (97, 256)])
+def test_tiled_equals_whole_small_conv(height: int, width: int) -> None:
+    model = _small_conv()
+    da = _scene(height, width, chunks=50)
+    config = PredictConfig(tile_size=32, halo=16, batch_size=2)
+    prob = predict(da, model, config)
+    assert isinstance(prob.data, dsa.Array)  # lazy
+    got = prob.values
+    ref = _whole(model, da.values)
+    m = 16
+    np.testing.assert_allclose(got[m:-m, m:-m], ref[m:-m, m:-m], atol=1e-5)
+    assert np.isfinite(got).all() and got.min() >= 0 and got.max() <= 1
+
+
+def test_tiled_equals_whole_unet_halo_128() -> None:
+    model = _tiny_unet()
+    da = _scene(420, 389, seed=2)  # not a multiple of the tile; several blocks each way
+    prob = predict(da, model, PredictConfig(tile_size=64, halo=128, batch_size=2)).values
+    ref = _whole(model, da.values)
+    m = 128
+    assert np.abs(prob[m:-m, m:-m] - ref[m:-m, m:-m]).max() < 1e-5
+    # the scene's top/left edges are read exactly as whole-array inference reads them
+    assert np.abs(prob[:-m, :-m] - ref[:-m, :-m]).max() < 1e-5
+
+
+def test_scene_smaller_than_one_tile() -> None:
+    model = _tiny_unet()
+    da = _scene(48, 64, seed=4)
+    prob = predict(da, model, PredictConfig(tile_size=256, halo=128)).values
+    np.testing.assert_allclose(prob, _whole(model, da.values), atol=1e-5)
+
+
+def test_nodata_holes_are_nan_and_do_not_leak() -> None:
+    model = _small_conv()
+    da = _scene(130, 120, seed=6)
+    data = da.values.copy()
+    data[1, 40:60, 30:70] = np.nan  # one band missing: the pixel is invalid
+    data[:, 100:, 100:] = np.nan  # a fully masked corner block
+    holed = da.copy(data=dsa.from_array(data, chunks=(3, 64, 64)))
+    prob = predict(holed, model, PredictConfig(tile_size=32, halo=16, batch_size=3)).values
+    invalid = np.isnan(data).any(axis=0)
+    assert np.array_equal(np.isnan(prob), invalid)
+    ref = _whole(model, data)  # NaN -> 0 (the normalised band mean) for a stand-in model
+    m = 16
+    valid = ~invalid[m:-m, m:-m]
+    np.testing.assert_allclose(prob[m:-m, m:-m][valid], ref[m:-m, m:-m][valid], atol=1e-5)
+
+
+def test_output_keeps_coords_crs_attrs() -> None:
+    da = _scene(64, 80)
+    prob = predict(da, _small_conv(), PredictConfig(tile_size=32, halo=16))
+    assert prob.dims == ("y", "x") and prob.dtype == np.float32
+    np.testing.assert_array_equal(prob["x"].values, da["x"].values)
+    np.testing.assert_array_equal(prob["y"].values, da["y"].values)
+    assert prob.rio.crs.to_epsg() == 32618
+    assert prob.attrs["item_id"] == "scene-1"
+
+
+def test_tta_with_an_equivariant_model_changes_nothing() -> None:
+    torch.manual_seed(0)
+    pointwise = torch.nn.Conv2d(3, 1, 1).eval()  # commutes with every flip and rotation
+    da = _scene(70, 90)
+    plain = predict(da, pointwise, PredictConfig(tile_size=32, halo=16)).values
+    tta = predict(da, pointwise, PredictConfig(tile_size=32, halo=16, tta=True)).values
+    np.testing.assert_allclose(tta, plain, atol=1e-6)
+    other = predict(da, _small_conv(), PredictConfig(tile_size=32, halo=16, tta=True)).values
+    assert np.isfinite(other).all() and other.min() >= 0 and other.max() <= 1
+
+
+def test_ensemble_is_the_mean_of_probabilities() -> None:
+    a, b = _small_conv(), _tiny_unet()
+    da = _scene(64, 64)
+    config = PredictConfig(tile_size=64, halo=0)
+    both = predict(da, [a, b], config).values
+    expected = (predict(da, a, config).values + predict(da, b, config).values) / 2
+    np.testing.assert_allclose(both, expected, atol=1e-6)
+
+
+def _weights(tmp_path: Path) -> Path:
+    path = tmp_path / "tiny.safetensors"
+    card = {
+        "bands": BANDS,
+        "normalisation": {"mean": [0.1, 0.2, 0.3], "std": [1.0, 2.0, 0.5]},
+        "threshold": 0.5,
+    }
+    save_weights(_tiny_unet(), card, path)
+    return path
+
+
+def test_model_ref_matches_whole_scene_and_checks_bands(tmp_path: Path) -> None:
+    path = _weights(tmp_path)
+    ref = ModelRef.from_path(path)
+    da = _scene(300, 280, seed=9)
+    prob = predict(da, ref, PredictConfig(tile_size=64, halo=128, device="cpu")).values
+    model, _ = load_model(path)
+    with torch.inference_mode():
+        whole = torch.sigmoid(model(torch.from_numpy(da.values)[None]))[0, 0].numpy()
+    m = 128
+    assert np.abs(prob[:-m, :-m] - whole[:-m, :-m]).max() < 1e-5
+    wrong = da.assign_coords(band=["B02", "B03", "B08"])
+    with pytest.raises(WeightsError, match="B08"):
+        predict(wrong, ref)
+
+
+def test_bad_inputs_are_refused() -> None:
+    da = _scene(32, 32)
+    with pytest.raises(ConfigError, match="dims"):
+        predict(da.transpose("y", "x", "band"), _small_conv())
+    with pytest.raises(ConfigError, match="ModelRef"):
+        predict(da, "weights.safetensors")  # type: ignore[arg-type]
