@@ -1,0 +1,247 @@
+"""Probability rasters to slump polygons with per-object attributes.
+
+``vectorize`` thresholds one scene's probability map, labels connected objects, turns each into
+one polygon in the scene's own (UTM) CRS and measures it. The geometry helpers at the bottom
+(``polygonal``, ``measure_polygons``) are the one copy used by the inventory as well.
+
+Choices (documented in the README's inventory schema):
+
+* connectivity 8 by default: pixels that touch at a corner belong to the same object, so a slump
+  with a one-pixel-wide diagonal neck stays one object (``VectorizeConfig.connectivity``);
+* a pixel is foreground when ``prob >= threshold``; NaN is never foreground;
+* ``touches_invalid`` flags an object that touches, within one pixel (8-neighbourhood), a NaN
+  (cloud, nodata) pixel or the array edge: its true extent is unknown. It is kept, not dropped,
+  so the inventory can prefer another scene's complete view;
+* ``area_m2`` is planar area in the equal-area ``VectorizeConfig.area_crs`` (EPSG:6931);
+  ``perimeter_m`` is geodesic length on the WGS84 ellipsoid (equal-area projections stretch
+  lengths by several percent at 60-70 degrees N);
+* the minimum-area filter uses ``area_m2``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import geopandas as gpd
+import numpy as np
+import pandas as pd
+import shapely
+import xarray as xr
+from pyproj import Geod
+from rasterio.features import shapes
+from scipy import ndimage
+from shapely.geometry import MultiPolygon, Polygon, shape
+
+from arctic_rts.config import VectorizeConfig
+from arctic_rts.errors import ConfigError
+
+#: Attribute columns every ``vectorize`` result carries, in this order, before ``attrs`` keys.
+VECTOR_COLUMNS: tuple[str, ...] = (
+    "area_m2",
+    "perimeter_m",
+    "mean_prob",
+    "max_prob",
+    "n_pixels",
+    "touches_invalid",
+)
+
+_DTYPES: dict[str, str] = {
+    "area_m2": "float64",
+    "perimeter_m": "float64",
+    "mean_prob": "float64",
+    "max_prob": "float64",
+    "n_pixels": "int64",
+    "touches_invalid": "bool",
+}
+
+_GEOD = Geod(ellps="WGS84")
+
+
+def vectorize(
+    prob: xr.DataArray,
+    *,
+    threshold: float | None,
+    config: VectorizeConfig = VectorizeConfig(),  # noqa: B008 - frozen, so sharing is safe
+    attrs: Mapping[str, Any] | None = None,
+) -> gpd.GeoDataFrame:
+    """Turn a probability map into one polygon per connected slump object.
+
+    The array is computed once (dask-backed input is fine); everything after that is numpy.
+
+    Args:
+        prob: 2-D probability ``(y, x)`` in [0, 1], NaN where the scene is invalid, with a CRS and
+            affine transform readable by rioxarray (``prob.rio.crs``, ``prob.rio.transform()``).
+        threshold: The default cut, normally the model card's ``threshold``. ``config.threshold``,
+            when set, is the user's override and wins. One of the two must be given.
+        config: Threshold override, minimum area, opening, connectivity, area CRS.
+        attrs: Constant columns added to every row (scene_id, mgrs_tile, date, year, model,
+            weights_sha256, run_id...). Without it, ``scene_id``, ``mgrs_tile``, ``date`` and
+            ``year`` are taken from ``prob.attrs`` (``item_id``, ``mgrs_tile``, ``datetime``)
+            when present; keys of ``attrs`` override those.
+
+    Returns:
+        GeoDataFrame in ``prob``'s CRS with ``geometry`` (Polygon or MultiPolygon, valid), the
+        columns of :data:`VECTOR_COLUMNS` and one column per attribute. An empty scene gives an
+        empty frame with the same columns and CRS.
+
+    Raises:
+        ConfigError: No threshold at all, or a threshold outside (0, 1).
+        ValueError: ``prob`` is not 2-D or carries no CRS.
+    """
+    cut = config.threshold if config.threshold is not None else threshold
+    if cut is None or not 0 < cut < 1:
+        raise ConfigError(
+            f"vectorize needs a threshold strictly between 0 and 1 (got {cut}); pass the model "
+            "card's threshold or set VectorizeConfig.threshold."
+        )
+    if prob.ndim != 2:
+        raise ValueError(
+            f"vectorize expects a 2-D (y, x) probability array, got dims {prob.dims}; "
+            "select the band first."
+        )
+    if prob.rio.crs is None:
+        raise ValueError(
+            "the probability array has no CRS; write it with prob.rio.write_crs(epsg) first."
+        )
+    epsg = prob.rio.crs.to_epsg()
+    crs = f"EPSG:{epsg}" if epsg else prob.rio.crs.to_wkt()
+    transform = prob.rio.transform()
+    values = np.asarray(prob.compute().values, dtype=np.float32)
+    columns = _attribute_columns(prob.attrs, attrs)
+
+    labels, n = _label_objects(values, cut, config)
+    if n == 0:
+        return _empty_frame(crs, columns)
+
+    index = np.arange(1, n + 1)
+    n_pixels = np.bincount(labels.ravel(), minlength=n + 1)[1:].astype(np.int64)
+    mean_prob = np.asarray(ndimage.mean(values, labels, index), dtype=np.float64)
+    max_prob = np.asarray(ndimage.maximum(values, labels, index), dtype=np.float64)
+    touches = np.asarray(ndimage.maximum(_near_invalid(values), labels, index), dtype=bool)
+
+    geoms = gpd.GeoSeries(_polygons(labels, n, transform, config.connectivity), crs=crs)
+    area, perimeter = measure_polygons(geoms, config.area_crs)
+    keep = area >= config.min_area_m2
+    data: dict[str, Any] = {
+        "area_m2": area[keep],
+        "perimeter_m": perimeter[keep],
+        "mean_prob": mean_prob[keep],
+        "max_prob": max_prob[keep],
+        "n_pixels": n_pixels[keep],
+        "touches_invalid": touches[keep],
+    }
+    n_kept = int(keep.sum())
+    for key, value in columns.items():
+        data[key] = [value] * n_kept
+    # One constructor call: per-column assignment on a GeoDataFrame costs milliseconds each.
+    return gpd.GeoDataFrame(data, geometry=geoms[keep].reset_index(drop=True))[
+        ["geometry", *VECTOR_COLUMNS, *columns]
+    ]
+
+
+def _attribute_columns(
+    prob_attrs: Mapping[str, Any], attrs: Mapping[str, Any] | None
+) -> dict[str, Any]:
+    """Constant columns: what the loader recorded on the array, overridden by ``attrs``."""
+    derived: dict[str, Any] = {}
+    if "item_id" in prob_attrs:
+        derived["scene_id"] = str(prob_attrs["item_id"])
+    if "mgrs_tile" in prob_attrs:
+        derived["mgrs_tile"] = str(prob_attrs["mgrs_tile"])
+    when = prob_attrs.get("datetime")
+    if when:
+        derived["date"] = str(when)[:10]
+        derived["year"] = int(str(when)[:4])
+    derived.update(attrs or {})
+    return derived
+
+
+def _label_objects(
+    values: np.ndarray, cut: float, config: VectorizeConfig
+) -> tuple[np.ndarray, int]:
+    """Threshold (NaN is background), optionally open, and label connected objects."""
+    with np.errstate(invalid="ignore"):
+        mask = values >= cut
+    structure = ndimage.generate_binary_structure(2, 2 if config.connectivity == 8 else 1)
+    if config.opening_px > 0:
+        r = config.opening_px
+        yy, xx = np.mgrid[-r : r + 1, -r : r + 1]
+        mask = ndimage.binary_opening(mask, structure=(xx * xx + yy * yy) <= r * r)
+    labels, n = ndimage.label(mask, structure=structure)
+    return labels.astype(np.int32, copy=False), int(n)
+
+
+def _near_invalid(values: np.ndarray) -> np.ndarray:
+    """Pixels within one pixel (8-neighbourhood) of a NaN pixel, plus the array's outer ring."""
+    near = ndimage.binary_dilation(np.isnan(values), structure=np.ones((3, 3), dtype=bool))
+    near[0, :] = near[-1, :] = near[:, 0] = near[:, -1] = True
+    return near
+
+
+def _polygons(labels: np.ndarray, n: int, transform: Any, connectivity: int) -> list[Any]:
+    """One valid polygonal geometry per label 1..n, traced on pixel edges."""
+    parts: list[list[Polygon]] = [[] for _ in range(n)]
+    for geojson, value in shapes(
+        labels, mask=labels > 0, connectivity=connectivity, transform=transform
+    ):
+        parts[int(value) - 1].append(shape(geojson))
+    # 8-connected traces touch themselves at pixel corners (invalid rings); make_valid fixes
+    # that without moving any vertex.
+    return [polygonal(p[0] if len(p) == 1 else MultiPolygon(p)) for p in parts]
+
+
+def polygonal(geom: Any) -> Polygon | MultiPolygon:
+    """Return a valid Polygon or MultiPolygon: ``make_valid``, keeping only the areal parts.
+
+    Lines and points that ``make_valid`` can produce from collapsed rings are dropped; an input
+    without area gives an empty MultiPolygon.
+    """
+    if geom is None:
+        return MultiPolygon()
+    if not shapely.is_valid(geom):
+        geom = shapely.make_valid(geom)
+    if isinstance(geom, Polygon | MultiPolygon):
+        return geom
+    polys: list[Polygon] = []
+    for part in getattr(geom, "geoms", []):
+        if isinstance(part, Polygon):
+            polys.append(part)
+        elif isinstance(part, MultiPolygon):
+            polys.extend(part.geoms)
+    if len(polys) == 1:
+        return polys[0]
+    return MultiPolygon(polys)
+
+
+def measure_polygons(geoms: gpd.GeoSeries, area_crs: str) -> tuple[np.ndarray, np.ndarray]:
+    """Area (m2, planar in the equal-area ``area_crs``) and geodesic perimeter (m) per geometry.
+
+    Args:
+        geoms: Polygons with a CRS.
+        area_crs: An equal-area CRS, EPSG:6931 for the Arctic.
+
+    Returns:
+        ``(area_m2, perimeter_m)`` as float64 arrays aligned with ``geoms``.
+    """
+    if geoms.crs is None:
+        raise ValueError("measure_polygons needs geometries with a CRS (set it with set_crs).")
+    if len(geoms) == 0:
+        return np.zeros(0), np.zeros(0)
+    area = np.asarray(geoms.to_crs(area_crs).area, dtype=np.float64)
+    lonlat = geoms.to_crs("EPSG:4326")
+    perimeter = np.array(
+        [_GEOD.geometry_length(g.boundary) if not g.is_empty else 0.0 for g in lonlat],
+        dtype=np.float64,
+    )
+    return area, perimeter
+
+
+def _empty_frame(crs: Any, columns: Mapping[str, Any]) -> gpd.GeoDataFrame:
+    """An empty result that still carries the schema (columns, dtypes) and the CRS."""
+    data: dict[str, Any] = {c: pd.Series([], dtype=_DTYPES[c]) for c in VECTOR_COLUMNS}
+    for key, value in columns.items():
+        data[key] = pd.Series([], dtype=pd.Series([value]).dtype)
+    return gpd.GeoDataFrame(data, geometry=gpd.GeoSeries([], crs=crs))[
+        ["geometry", *VECTOR_COLUMNS, *columns]
+    ]
