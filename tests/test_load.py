@@ -1,0 +1,250 @@
+"""load_scenes on tiny generated GeoTIFFs and on the real 29RKH COGs via the embedded STAC API."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import rasterio
+from rasterio.transform import from_origin
+from rasterio.warp import Resampling, reproject
+
+from arctic_rts.bands import SCL_MASKED
+from arctic_rts.catalog import serve_catalog
+from arctic_rts.config import LoadConfig, SearchConfig
+from arctic_rts.errors import ConfigError, LoadError
+from arctic_rts.load import load_scenes
+from arctic_rts.search import search_scenes, select_scenes
+
+X0, Y0 = 500000.0, 7700000.0
+N10 = 32  # pixels of a 10 m band; 20 m bands have half
+
+
+def _write_tif(path: Path, data: np.ndarray, pixel: float, epsg: int) -> None:
+    profile = {
+        "driver": "GTiff",
+        "width": data.shape[1],
+        "height": data.shape[0],
+        "count": 1,
+        "dtype": data.dtype.name,
+        "crs": f"EPSG:{epsg}",
+        "transform": from_origin(X0, Y0, pixel, pixel),
+        "nodata": 0,
+        "tiled": True,
+        "blockxsize": 16,
+        "blockysize": 16,
+    }
+    with rasterio.open(path, "w", **profile) as dst:
+        dst.write(data, 1)
+
+
+def _red_dn() -> np.ndarray:
+    rows, cols = np.mgrid[0:N10, 0:N10]
+    dn = (1000 + 10 * rows + cols).astype(np.uint16)
+    dn[0, 0] = 0  # nodata
+    return dn
+
+
+def _scl() -> np.ndarray:
+    scl = np.full((N10 // 2, N10 // 2), 4, np.uint8)  # vegetation
+    scl[0:4, 8:12] = 9  # cloud, high probability
+    scl[10, 10] = 11  # snow
+    scl[12, 3] = 5  # bare soil: clear
+    return scl
+
+
+def _write_rasters(folder: Path, epsg: int = 32633) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    _write_tif(folder / "B04.tif", _red_dn(), 10, epsg)
+    _write_tif(folder / "B08.tif", np.full((N10, N10), 3000, np.uint16), 10, epsg)
+    _write_tif(folder / "B11.tif", np.full((N10 // 2, N10 // 2), 2000, np.uint16), 20, epsg)
+    _write_tif(folder / "SCL.tif", _scl(), 20, epsg)
+
+
+def _item(
+    folder: Path, item_id: str = "S2B_33WXS_20210715_0_L2A", epsg: int = 32633, style: str = "es"
+) -> dict[str, Any]:
+    """An item in Earth Search v1 style (colour keys, raster:bands) or Planetary Computer style."""
+    keys = {"B04": "red", "B08": "nir", "B11": "swir16", "SCL": "scl"}
+    assets: dict[str, Any] = {}
+    for band, key in keys.items():
+        pixel = 10 if band in ("B04", "B08") else 20
+        asset: dict[str, Any] = {
+            "href": str(folder / f"{band}.tif"),
+            "type": "image/tiff; application=geotiff; profile=cloud-optimized",
+            "proj:shape": [N10 * 10 // pixel, N10 * 10 // pixel],
+            "proj:transform": [pixel, 0, X0, 0, -pixel, Y0],
+        }
+        if style == "es":
+            entry: dict[str, Any] = {"nodata": 0}
+            if band != "SCL":
+                entry.update(scale=0.0001, offset=-0.1)
+            asset["raster:bands"] = [entry]
+        assets[key if style == "es" else band] = asset
+    props: dict[str, Any] = {
+        "datetime": "2021-07-15T10:00:00Z",
+        "eo:cloud_cover": 3.0,
+        "s2:processing_baseline": "05.00",
+    }
+    if style == "es":
+        props.update({"proj:epsg": epsg, "mgrs:utm_zone": 33, "mgrs:latitude_band": "W",
+                      "mgrs:grid_square": "XS"})  # fmt: skip
+    else:
+        props.update({"proj:code": f"EPSG:{epsg}", "s2:mgrs_tile": "33WXS"})
+    return {"type": "Feature", "id": item_id, "properties": props, "assets": assets, "links": []}
+
+
+def _expected_red() -> np.ndarray:
+    dn = _red_dn().astype(np.float32)
+    expected = dn * np.float32(1e-4) + np.float32(-0.1)
+    scl10 = np.kron(_scl(), np.ones((2, 2), np.uint8))
+    expected[np.isin(scl10, SCL_MASKED) | (dn == 0)] = np.nan
+    return expected
+
+
+@pytest.mark.parametrize("style", ["es", "pc"])
+def test_bands_in_asked_order_scaled_and_masked(tmp_path: Path, style: str) -> None:
+    _write_rasters(tmp_path)
+    item = _item(tmp_path, style=style)
+    [da] = load_scenes([item], ["B11", "B04", "B08"])
+    assert da.dims == ("band", "y", "x")
+    assert list(da.band.values) == ["B11", "B04", "B08"]
+    assert da.dtype == np.float32
+    assert da.shape == (3, N10, N10)
+    assert da.rio.crs.to_epsg() == 32633
+    assert tuple(da.rio.transform())[:6] == (10.0, 0.0, X0, 0.0, -10.0, Y0)
+    assert da.attrs == {
+        "item_id": item["id"],
+        "mgrs_tile": "33WXS",
+        "datetime": "2021-07-15T10:00:00Z",
+        "epsg": 32633,
+    }
+    values = da.values
+    np.testing.assert_allclose(values[1], _expected_red(), rtol=0, atol=1e-7)
+    cloud = np.isnan(_expected_red())
+    # Offset -0.1 applies to every band (baseline >= 04.00), also when derived for PC items.
+    np.testing.assert_allclose(values[2][~cloud], 0.2, atol=1e-6)
+    # The 20 m band is interpolated onto the 10 m grid; a constant field stays constant.
+    np.testing.assert_allclose(values[0][~cloud], 0.1, atol=1e-6)
+    # The mask is the same for every band except the red band's own nodata pixel.
+    assert np.array_equal(np.isnan(values[0]), np.isnan(values[2]))
+    assert np.isnan(values[1, 0, 0]) and not np.isnan(values[0, 0, 0])
+    assert np.isnan(values[:, 0:8, 16:24]).all()  # cloud
+    assert np.isnan(values[:, 20:22, 20:22]).all()  # snow
+    assert not np.isnan(values[:, 24:26, 6:8]).any()  # bare soil stays
+
+
+def test_nothing_is_read_before_compute(tmp_path: Path) -> None:
+    folder = tmp_path / "not-yet"
+    [da] = load_scenes([_item(folder)], ["B04"])
+    assert not folder.exists()
+    assert da.chunks is not None
+    # The files appear only now; computing reads them.
+    _write_rasters(folder)
+    np.testing.assert_allclose(da.values[0], _expected_red(), rtol=0, atol=1e-7)
+
+
+def test_each_item_keeps_its_own_utm_zone(tmp_path: Path) -> None:
+    _write_rasters(tmp_path / "z33", epsg=32633)
+    _write_rasters(tmp_path / "z34", epsg=32634)
+    items = [_item(tmp_path / "z33", "a", 32633), _item(tmp_path / "z34", "b", 32634)]
+    arrays = load_scenes(items, ["B08"])
+    assert [da.rio.crs.to_epsg() for da in arrays] == [32633, 32634]
+    assert [da.attrs["item_id"] for da in arrays] == ["a", "b"]
+    assert all(da.shape == (1, N10, N10) for da in arrays)
+
+
+def test_missing_band_names_band_and_item(tmp_path: Path) -> None:
+    with pytest.raises(LoadError, match=r"'S2B_33WXS_20210715_0_L2A'.*B12"):
+        load_scenes([_item(tmp_path)], ["B04", "B12"])
+
+
+def test_missing_scl_is_an_error_unless_the_mask_is_off(tmp_path: Path) -> None:
+    _write_rasters(tmp_path)
+    item = _item(tmp_path)
+    del item["assets"]["scl"]
+    with pytest.raises(LoadError, match=r"SCL.*masked_scl_classes"):
+        load_scenes([item], ["B04"])
+    [da] = load_scenes([item], ["B04"], LoadConfig(masked_scl_classes=()))
+    values = da.values[0]
+    # Only the nodata pixel is invalid without the cloud mask.
+    assert np.isnan(values).sum() == 1 and np.isnan(values[0, 0])
+
+
+@pytest.mark.parametrize(
+    ("bands", "match"),
+    [([], "empty"), (["B04", "SCL"], "SCL"), (["red"], "canonical"), (["B04", "B04"], "once")],
+)
+def test_bad_band_lists_are_config_errors(tmp_path: Path, bands: list[str], match: str) -> None:
+    with pytest.raises(ConfigError, match=match):
+        load_scenes([_item(tmp_path)], bands)
+
+
+# --- the real 29RKH scene through the whole path ----------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def rkh_api(shared_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """The real 29RKH item, its hrefs pointed at the real COGs, served by the embedded API."""
+    cogs = shared_data / "s2_l2a_cogs_29RKH"
+    item = json.loads((cogs / "S2A_29RKH_20200219_0_L2A.json").read_text())
+    for asset in item["assets"].values():
+        local = cogs / asset["href"].rsplit("/", 1)[-1]
+        if local.is_file():
+            asset["href"] = str(local)
+    folder = tmp_path_factory.mktemp("rkh")
+    (folder / "item.json").write_text(json.dumps(item))
+    with serve_catalog(folder) as url:
+        yield url, cogs
+
+
+def _reference(path: Path, transform: Any, shape: tuple[int, int], method: Resampling) -> Any:
+    """Read a COG with rasterio and warp it onto the requested grid, at its own dtype."""
+    with rasterio.open(path) as src:
+        out = np.zeros(shape, src.dtypes[0])
+        reproject(
+            rasterio.band(src, 1),
+            out,
+            dst_transform=transform,
+            dst_crs=src.crs,
+            resampling=method,
+            src_nodata=0,
+            dst_nodata=0,
+        )
+    return out
+
+
+@pytest.mark.realdata
+def test_real_29rkh_via_api_equals_direct_rasterio_read(rkh_api: Any) -> None:
+    url, cogs = rkh_api
+    # February scene: explicit months; the tile lies at about 11.4 W, 24.8 N.
+    config = SearchConfig(months=(2,), max_cloud_cover=20.0)
+    items = select_scenes(
+        search_scenes((-11.5, 24.7, -11.3, 24.9), 2020, stac_url=url, config=config)
+    )
+    assert [i["id"] for i in items] == ["S2A_29RKH_20200219_0_L2A"]
+    bands = ["B11", "B04", "B01", "B02", "B8A"]
+    # The COGs were decimated 10x: load at their 100 m grid.
+    [da] = load_scenes(items, bands, LoadConfig(resolution=100.0))
+    assert da.attrs["mgrs_tile"] == "29RKH" and da.attrs["epsg"] == 32629
+    assert list(da.band.values) == bands
+    assert da.shape == (5, 1098, 1098)
+    transform = da.rio.transform()
+    assert tuple(transform)[:6] == (100.0, 0.0, 199980.0, 0.0, -100.0, 2800020.0)
+    values = da.values
+
+    shape = (1098, 1098)
+    scl = _reference(cogs / "SCL.tif", transform, shape, Resampling.nearest)
+    masked = np.isin(scl, SCL_MASKED)
+    for index, band in enumerate(bands):
+        dn = _reference(cogs / f"{band}.tif", transform, shape, Resampling.bilinear)
+        expected = dn.astype(np.float32) * np.float32(1e-4)  # baseline 02.14: no offset
+        expected[masked | (dn == 0)] = np.nan
+        np.testing.assert_allclose(values[index], expected, rtol=0, atol=1e-7, err_msg=band)
+    invalid = np.isnan(values[1]).mean()
+    # The item states 4.05 % cloud cover (cirrus included); the SCL mask agrees.
+    assert 0.02 < invalid < 0.08
+    assert 0.0 < np.nanmean(values[1]) < 1.0
