@@ -14,7 +14,7 @@ import contextlib
 import copy
 import re
 import warnings
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -43,7 +43,7 @@ _BASELINE_IN_ID = re.compile(r"_N(\d{2})(\d{2})_")
 
 
 def search_scenes(
-    bbox: tuple[float, float, float, float] | list[float],
+    bbox: Sequence[float],
     year: int,
     *,
     stac_url: str,
@@ -76,7 +76,7 @@ def search_scenes(
         CatalogError: The API cannot be reached or answers with an error.
         NoScenesError: Nothing matched; the message says what was searched.
     """
-    box = validate_bbox(bbox)
+    box = validate_bbox(list(bbox))
     if isinstance(year, bool) or not isinstance(year, int) or not 2015 <= year <= 2100:
         raise ConfigError(
             f"year must be a whole year from 2015 (Sentinel-2's first), got {year!r}."
