@@ -163,7 +163,7 @@ def _probability_graph(arr: dsa.Array, models: list[Any], config: PredictConfig)
             drop_axis=0,
             dtype=np.float32,
             meta=np.empty((0, 0), dtype=np.float32),
-            name="rts-predict",
+            token="rts-predict",  # a prefix; `name` would make every scene share keys
         )
     return trim_internal(prob, {0: depth[1], 1: depth[2]}, boundary="none")
 

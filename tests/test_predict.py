@@ -241,3 +241,15 @@ def test_bad_inputs_are_refused() -> None:
         predict(da.transpose("y", "x", "band"), _small_conv())
     with pytest.raises(ConfigError, match="ModelRef"):
         predict(da, "weights.safetensors")  # type: ignore[arg-type]
+
+
+def test_scenes_computed_together_keep_their_own_results() -> None:
+    import dask
+
+    model = _small_conv()
+    config = PredictConfig(tile_size=32, halo=16)
+    scenes = [_scene(70, 60, seed=s) for s in (1, 2)]
+    together = dask.compute(*[predict(da, model, config).data for da in scenes])
+    for da, got in zip(scenes, together, strict=True):
+        np.testing.assert_array_equal(got, predict(da, model, config).values)
+    assert not np.allclose(together[0], together[1])

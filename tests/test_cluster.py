@@ -1,0 +1,138 @@
+"""Real multi-process Dask: one model load per worker process, and a separately started
+``dask scheduler`` / ``dask worker`` pair on loopback giving the same answer as one process."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import dask.array as dsa
+import numpy as np
+import pytest
+import torch
+import xarray as xr
+
+from arctic_rts.cluster import clear_model_cache, connect, get_model, model_loads
+from arctic_rts.config import ClusterConfig, PredictConfig
+from arctic_rts.errors import ConfigError, WeightsError
+from arctic_rts.model import ModelRef, UNet, load_model, save_weights
+from arctic_rts.predict import predict
+
+BANDS = ["B03", "B04", "B08"]
+CONFIG = PredictConfig(tile_size=96, halo=128, batch_size=1, device="cpu")
+
+
+@pytest.fixture(scope="module")
+def ref(tmp_path_factory: pytest.TempPathFactory) -> ModelRef:
+    torch.manual_seed(11)
+    path = tmp_path_factory.mktemp("weights") / "tiny.safetensors"
+    card = {"bands": BANDS, "normalisation": {"mean": [0.1, 0.1, 0.2], "std": [0.1, 0.1, 0.2]}}
+    save_weights(UNet(3, widths=(4, 4, 8, 8), bottleneck=8), card, path)
+    return ModelRef.from_path(path)
+
+
+def _scene(seed: int, size: int = 320) -> xr.DataArray:
+    data = np.random.default_rng(seed).random((3, size, size), dtype=np.float32) * 0.3
+    data[:, :20, :30] = np.nan
+    return xr.DataArray(
+        dsa.from_array(data, chunks=(3, 128, 128)),
+        dims=("band", "y", "x"),
+        coords={"band": BANDS, "y": np.arange(size), "x": np.arange(size)},
+    )
+
+
+def _whole(ref: ModelRef, da: xr.DataArray) -> np.ndarray:
+    model, _ = load_model(ref.path)
+    with torch.inference_mode():
+        out = torch.sigmoid(model(torch.from_numpy(da.values)[None]))[0, 0].numpy()
+    out[np.isnan(da.values).any(axis=0)] = np.nan
+    return out
+
+
+def test_get_model_loads_once_and_checks_hash(ref: ModelRef, tmp_path: Path) -> None:
+    clear_model_cache()
+    first = get_model(ref, "cpu")
+    assert get_model(ref, "cpu") is first
+    assert model_loads() == {ref.path: 1}
+    stale = ModelRef(ref.path, "0" * 64)
+    with pytest.raises(WeightsError, match="restart the run"):
+        get_model(stale, "cpu")
+
+
+def test_connect_refuses_gpu_yes_without_gpu() -> None:
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is visible here")
+    with pytest.raises(ConfigError, match="no CUDA GPU"):
+        connect(ClusterConfig(gpu="yes"))
+
+
+@pytest.mark.slow
+def test_one_model_load_per_worker_process_over_three_scenes(ref: ModelRef) -> None:
+    scenes = [_scene(seed) for seed in range(3)]
+    with connect(ClusterConfig(n_workers=2, threads_per_worker=1)) as client:
+        assert len(client.scheduler_info()["workers"]) == 2
+        probs = [predict(da, ref, CONFIG) for da in scenes]
+        results = client.compute([p.data for p in probs], sync=True)
+        loads = client.run(model_loads)
+        pids = client.run(lambda: __import__("os").getpid())
+    assert len(set(pids.values())) == 2  # two real processes
+    # 75 model tasks over 2 single-thread workers: both work, each loads the weights once
+    assert [v.get(ref.path, 0) for v in loads.values()] == [1, 1], loads
+    for da, got in zip(scenes, results, strict=True):
+        want = _whole(ref, da)
+        np.testing.assert_array_equal(np.isnan(got), np.isnan(want))
+        m = 128
+        assert np.nanmax(np.abs(got[:-m, :-m] - want[:-m, :-m])) < 1e-5
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture
+def loopback_scheduler() -> Iterator[str]:
+    """A real ``dask scheduler`` and ``dask worker`` (2 processes) started as subprocesses."""
+    dask_cli = Path(sys.executable).with_name("dask")
+    port = _free_port()
+    address = f"tcp://127.0.0.1:{port}"
+    dask_args = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
+    scheduler = [str(dask_cli), "scheduler", "--host", "127.0.0.1", "--port", str(port)]
+    worker = [str(dask_cli), "worker", address, "--nworkers", "2", "--nthreads", "1"]
+    worker += ["--host", "127.0.0.1", "--no-dashboard", "--death-timeout", "60"]
+    procs = [subprocess.Popen([*scheduler, "--no-dashboard"], **dask_args)]  # type: ignore[call-overload]
+    try:
+        procs.append(subprocess.Popen(worker, **dask_args))  # type: ignore[call-overload]
+        yield address
+    finally:
+        for proc in reversed(procs):
+            proc.terminate()
+        for proc in reversed(procs):
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+@pytest.mark.slow
+def test_separate_scheduler_and_workers_on_loopback(ref: ModelRef, loopback_scheduler: str) -> None:
+    scenes = [_scene(seed, size=288) for seed in (21, 22)]
+    deadline = time.monotonic() + 90
+    with connect(ClusterConfig(scheduler=loopback_scheduler)) as client:
+        client.wait_for_workers(2, timeout=max(1.0, deadline - time.monotonic()))
+        results = client.compute([predict(da, ref, CONFIG).data for da in scenes], sync=True)
+        loads = client.run(model_loads)
+    assert len(loads) == 2
+    assert all(v.get(ref.path, 0) <= 1 for v in loads.values()), loads
+    assert sum(v.get(ref.path, 0) for v in loads.values()) >= 1
+    for da, got in zip(scenes, results, strict=True):
+        want = _whole(ref, da)
+        np.testing.assert_array_equal(np.isnan(got), np.isnan(want))
+        m = 128
+        assert np.nanmax(np.abs(got[:-m, :-m] - want[:-m, :-m])) < 1e-5
