@@ -26,7 +26,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -351,7 +351,7 @@ def _start_server(
                 stdout=log_file,
                 stderr=subprocess.STDOUT,
                 env=env,
-                preexec_fn=_die_with_parent if sys.platform == "linux" else None,
+                preexec_fn=_parent_death_hook(),
             )
         try:
             _wait_ready(process, url, timeout, log)
@@ -364,13 +364,25 @@ def _start_server(
     raise CatalogError(last_error)
 
 
-def _die_with_parent() -> None:
-    """Ask Linux to terminate the server if the Python process dies without cleaning up."""
+def _parent_death_hook() -> Callable[[], None] | None:
+    """On Linux, a pre-exec hook that has the server terminated if Python dies uncleanly.
+
+    libc is looked up here, before the fork, so the child runs nothing but the prctl call.
+    """
+    if sys.platform != "linux":
+        return None
     import ctypes
 
+    try:
+        prctl = ctypes.CDLL("libc.so.6", use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
     pr_set_pdeathsig = 1
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
+
+    def hook() -> None:
+        prctl(pr_set_pdeathsig, int(signal.SIGTERM))
+
+    return hook
 
 
 def _wait_ready(process: subprocess.Popen[bytes], url: str, timeout: float, log: Path) -> None:
