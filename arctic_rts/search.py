@@ -18,10 +18,14 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from pystac.errors import STACError, STACTypeError
+from pystac_client import Client
+from pystac_client.exceptions import APIError
+
 from arctic_rts.bands import canonical_band
 from arctic_rts.catalog import RUSTAC_SERVER_ID, absolute_hrefs, is_absolute_href
 from arctic_rts.config import SearchConfig, validate_bbox
-from arctic_rts.errors import CatalogError, ConfigError, NoScenesError
+from arctic_rts.errors import CatalogError, ConfigError, NoScenesError, SkippedInputWarning
 
 #: Digital numbers per unit reflectance of Sentinel-2 L1C/L2A products.
 _QUANTIFICATION = 1e-4
@@ -32,6 +36,10 @@ _BASELINE_OFFSET = -0.1
 
 #: Frozen, hence safe as a shared default argument.
 _DEFAULT_CONFIG = SearchConfig()
+
+#: What pystac-client raises for an unreachable, failing or non-STAC endpoint (it wraps HTTP
+#: errors in APIError; odd documents surface as pystac or JSON errors).
+_API_ERRORS = (APIError, STACError, STACTypeError, OSError, ValueError, KeyError)
 
 #: Page size asked of the API (Earth Search allows up to 250 per page).
 _PAGE_SIZE = 100
@@ -88,16 +96,11 @@ def search_scenes(
         "args": [{"property": "eo:cloud_cover"}, config.max_cloud_cover],
     }
     for month in sorted(set(config.months)):
-        last_day = calendar.monthrange(year, month)[1]
-        interval = f"{year}-{month:02d}-01T00:00:00Z/{year}-{month:02d}-{last_day}T23:59:59.999Z"
         remaining = config.max_items - len(found)
         if remaining <= 0:
-            warnings.warn(
-                f"Stopped at {config.max_items} items (SearchConfig.max_items); later months "
-                "were not searched. Narrow the bbox or raise max_items.",
-                stacklevel=2,
-            )
             break
+        last_day = calendar.monthrange(year, month)[1]
+        interval = f"{year}-{month:02d}-01T00:00:00Z/{year}-{month:02d}-{last_day}T23:59:59.999Z"
         try:
             search = client.search(
                 collections=[config.collection],
@@ -110,8 +113,15 @@ def search_scenes(
             )
             for raw in search.items_as_dicts():
                 found.setdefault(str(raw["id"]), raw)
-        except Exception as exc:
+        except _API_ERRORS as exc:
             raise CatalogError(f"Search at {stac_url} failed: {_one_line(exc)}") from exc
+    if len(found) >= config.max_items:
+        warnings.warn(
+            f"The search stopped at SearchConfig.max_items = {config.max_items} items, so some "
+            "scenes may be missing; narrow the bbox or raise max_items.",
+            SkippedInputWarning,
+            stacklevel=2,
+        )
     if not found:
         months = ", ".join(calendar.month_abbr[m] for m in sorted(set(config.months)))
         raise NoScenesError(
@@ -122,7 +132,9 @@ def search_scenes(
     items = []
     for raw in found.values():
         if sign is not None:
-            raw = sign(raw)
+            signed = sign(raw)
+            # A signer that works in place and returns None is accepted too.
+            raw = signed if signed is not None else raw
         items.append(normalize_item(raw))
     return sorted(items, key=lambda d: (str(d["properties"].get("datetime")), str(d["id"])))
 
@@ -336,11 +348,9 @@ def _processing_baseline(item: Mapping[str, Any]) -> tuple[int, int]:
 
 def _open_client(url: str) -> Any:
     """Open a pystac-client Client, mapping every failure to one CatalogError line."""
-    from pystac_client import Client
-
     try:
         client = Client.open(url)
-    except Exception as exc:
+    except _API_ERRORS as exc:
         raise CatalogError(f"Cannot open the STAC API at {url}: {_one_line(exc)}") from exc
     if client.id == RUSTAC_SERVER_ID:
         # rustac serve handles CQL2 filters but does not list the conformance class, so

@@ -23,7 +23,7 @@ from shapely.geometry import box, shape
 
 from arctic_rts.catalog import serve_catalog
 from arctic_rts.config import SearchConfig
-from arctic_rts.errors import CatalogError, ConfigError, NoScenesError
+from arctic_rts.errors import CatalogError, ConfigError, NoScenesError, SkippedInputWarning
 from arctic_rts.search import mgrs_tile, normalize_item, search_scenes, select_scenes
 
 WORLD = (-180.0, -90.0, 180.0, 90.0)
@@ -194,6 +194,14 @@ def test_sign_hook_is_applied_to_every_item(api: str) -> None:
     )
     assert sorted(seen) == sorted(i["id"] for i in found)
     assert all(a["href"].endswith("?sig=test") for i in found for a in i["assets"].values())
+
+
+@pytest.mark.realdata
+def test_item_cap_stops_the_search_with_a_warning(api: str) -> None:
+    config = SearchConfig(months=(2, 4), max_cloud_cover=100.0, max_items=3)
+    with pytest.warns(SkippedInputWarning, match="max_items"):
+        found = search_scenes((-180.0, 60.0, 0.0, 85.0), 2024, stac_url=api, config=config)
+    assert len(found) == 3
 
 
 def test_unreachable_api_is_a_one_line_catalog_error() -> None:
