@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import importlib.metadata
 import json
 import math
 import os
@@ -109,6 +110,7 @@ RUN_COLUMNS: tuple[str, ...] = (
     "n_polygons",
     "n_scenes",
     "arctic_rts_version",
+    "versions",
     "stac_url",
     "info",
 )
@@ -806,12 +808,42 @@ def _run_row(
                 "n_polygons": len(rts),
                 "n_scenes": len(scenes),
                 "arctic_rts_version": __version__,
+                "versions": json.dumps(_versions(), sort_keys=True),
                 "stac_url": str(run.get("stac_url", "")) or None,
                 "info": json.dumps(dict(run), default=str, sort_keys=True),
             }
         ],
         columns=list(RUN_COLUMNS),
     )
+
+
+#: Distributions whose versions every ``runs`` row records (read from metadata, not imported).
+_VERSIONED = (
+    "torch",
+    "numpy",
+    "xarray",
+    "dask",
+    "rasterio",
+    "stackstac",
+    "pystac-client",
+    "geopandas",
+    "shapely",
+    "pyogrio",
+    "pyproj",
+)
+
+
+def _versions() -> dict[str, str | None]:
+    found: dict[str, str | None] = {
+        "python": sys.version.split()[0],
+        "gdal": pyogrio.__gdal_version_string__,
+    }
+    for dist in _VERSIONED:
+        try:
+            found[dist] = importlib.metadata.version(dist)
+        except importlib.metadata.PackageNotFoundError:
+            found[dist] = None
+    return found
 
 
 def _replace_year_rows(

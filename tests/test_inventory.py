@@ -348,6 +348,7 @@ def test_write_read_append_overwrite(tmp_path: Path, caplog: pytest.LogCaptureFi
     runs = pyogrio.read_dataframe(gpkg, layer="runs")
     assert list(runs.columns) == list(RUN_COLUMNS) and len(runs) == 3
     assert '"predict_s": 1.5' in runs["info"].iloc[0]
+    assert '"gdal": "3.' in runs["versions"].iloc[0] and '"torch"' in runs["versions"].iloc[0]
     scenes = pyogrio.read_dataframe(gpkg, layer="scenes")
     assert sorted(scenes["year"]) == [2021, 2022, 2022]  # 2021's rows replaced, not added
     with pytest.raises(InventoryError, match="2023"):
