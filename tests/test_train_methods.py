@@ -21,6 +21,15 @@ from arctic_rts.train.methods.pixeldino import PixelDINO, teacher_momentum
 C, S = 3, 32
 
 
+@pytest.fixture(autouse=True)
+def _one_thread() -> object:
+    """One intra-op thread: on a shared 2-core machine more threads only contend."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def _config(method: str, **kw: object) -> TrainConfig:
     return TrainConfig(data=TrainDataConfig(dataset="unused.zarr"), method=method, **kw)  # type: ignore[arg-type]
 

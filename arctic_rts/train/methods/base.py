@@ -15,49 +15,45 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 from arctic_rts.config import TrainConfig
 from arctic_rts.model.unet import UNet
+from arctic_rts.model.weights import NormalizedModel
 from arctic_rts.train.augment import Batch, strong_augment, weak_augment
 
 
-class NormalisedNet(nn.Module):
-    """A UNet behind the per-band normalisation of its weights card.
+class NormalisedNet(NormalizedModel):
+    """The UNet behind its card's normalisation, as :func:`load_model` rebuilds it, plus heads.
+
+    Training uses the very module inference uses (same normalisation arithmetic), so saved
+    weights predict exactly as the trained network did.
 
     Args:
         unet: The network (takes normalised input).
         mean: Per-band mean of raw reflectance.
         std: Per-band standard deviation of raw reflectance.
+        bands: Band names (default: placeholders; the loop passes the real ones).
     """
 
-    def __init__(self, unet: UNet, mean: Sequence[float], std: Sequence[float]) -> None:
-        super().__init__()
-        self.unet = unet
-        self.register_buffer(
-            "mean", torch.tensor(list(mean), dtype=torch.float32).view(1, -1, 1, 1)
-        )
-        self.register_buffer("std", torch.tensor(list(std), dtype=torch.float32).view(1, -1, 1, 1))
+    def __init__(
+        self,
+        unet: UNet,
+        mean: Sequence[float],
+        std: Sequence[float],
+        bands: Sequence[str] | None = None,
+    ) -> None:
+        names = list(bands) if bands is not None else [f"band{i}" for i in range(len(mean))]
+        card = {"bands": names, "normalisation": {"mean": list(mean), "std": list(std)}}
+        super().__init__(unet, card)
 
     @property
     def device(self) -> torch.device:
         """The device the network's tensors live on."""
-        mean: torch.Tensor = self.mean  # type: ignore[assignment]
-        return mean.device
-
-    def normalise(self, x: torch.Tensor) -> torch.Tensor:
-        """Raw reflectance -> network input; NaN becomes 0 (the band mean)."""
-        mean: torch.Tensor = self.mean  # type: ignore[assignment]
-        std: torch.Tensor = self.std  # type: ignore[assignment]
-        return torch.nan_to_num((x - mean) / std, nan=0.0)
+        return self.mean.device
 
     def forward_heads(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         """All heads of the UNet for raw reflectance ``x`` (N, C, H, W)."""
-        return self.unet.forward_heads(self.normalise(x))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Segmentation logits (N, 1, H, W) for raw reflectance."""
-        return self.unet(self.normalise(x))
+        return self.unet.forward_heads(self.normalise(x))  # type: ignore[no-any-return]
 
 
 def masked_mean(values: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:

@@ -1,0 +1,429 @@
+"""The training loop: ``train(config) -> weights path``, with checkpoints that resume exactly.
+
+One run: datasets -> band statistics (the card's normalisation) -> UNet with the method's heads
+-> AdamW with a warmup-cosine learning rate -> ``steps`` optimiser steps, each on one labelled
+(and, for semi-supervised methods, one unlabelled) batch -> periodic validation and checkpoints
+-> final weights as safetensors with the metadata card.
+
+Every random draw comes from generators whose states go into the checkpoint (batch sampling
+and crops from a numpy ``Generator``, augmentations from a CPU ``torch.Generator``, network and
+discriminator initialisation from the seeded global torch RNG), so a run stopped and resumed from
+its checkpoint ends with the same weights as an uninterrupted one on CPU. Checkpoints are
+written with ``torch.save`` and read back with ``weights_only=True``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import sys
+import time
+import tomllib
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from arctic_rts.config import (
+    AdversarialConfig,
+    AugmentConfig,
+    ElevationConfig,
+    FixMatchConfig,
+    PixelDINOConfig,
+    TrainConfig,
+    TrainDataConfig,
+)
+from arctic_rts.errors import ConfigError, DatasetError
+from arctic_rts.model.unet import UNet
+from arctic_rts.model.weights import resolve_device, save_weights
+from arctic_rts.train.data import (
+    Dataset,
+    FolderDataset,
+    PatchDataset,
+    band_statistics,
+    crop_or_pad,
+)
+from arctic_rts.train.evaluate import score_dataset
+from arctic_rts.train.methods import Method, NormalisedNet, build_method
+
+#: Names of files in the run folder.
+CHECKPOINT = "checkpoint.pt"
+WEIGHTS = "weights.safetensors"
+LOG = "log.jsonl"
+
+_SECTIONS: dict[str, type] = {
+    "data": TrainDataConfig,
+    "augment": AugmentConfig,
+    "pixeldino": PixelDINOConfig,
+    "fixmatch": FixMatchConfig,
+    "adversarial": AdversarialConfig,
+    "elevation": ElevationConfig,
+}
+_PATH_KEYS = ("dataset", "images", "masks", "unlabelled", "val_images", "val_masks")
+
+
+# --- configuration -----------------------------------------------------------------------------
+
+
+def _tuples(value: Any) -> Any:
+    return tuple(value) if isinstance(value, list) else value
+
+
+def _build(cls: type, table: dict[str, Any], where: str) -> Any:
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(table) - names)
+    if unknown:
+        raise ConfigError(
+            f"unknown key(s) {', '.join(unknown)} in [{where}]; known: {', '.join(sorted(names))}."
+        )
+    try:
+        return cls(**{k: _tuples(v) for k, v in table.items()})
+    except TypeError as err:
+        raise ConfigError(f"[{where}]: {err}") from err
+
+
+def load_train_config(path: str | Path, **overrides: Any) -> TrainConfig:
+    """Read a TOML run file into a :class:`TrainConfig`.
+
+    Top-level keys are ``TrainConfig`` fields; tables ``[data]``, ``[augment]``, ``[pixeldino]``,
+    ``[fixmatch]``, ``[adversarial]``, ``[elevation]`` its sections. Relative paths (data, and
+    ``out_dir``) are relative to the run file's folder. ``overrides`` replace top-level fields.
+
+    Raises:
+        ConfigError: unreadable file, unknown key, or invalid value.
+    """
+    path = Path(path)
+    try:
+        doc = tomllib.loads(path.read_text())
+    except (OSError, tomllib.TOMLDecodeError) as err:
+        raise ConfigError(f"cannot read run file {path}: {err}") from err
+    base = path.resolve().parent
+
+    def rel(v: str | None) -> str | None:
+        return None if v is None else str((base / v).resolve())
+
+    sections: dict[str, Any] = {}
+    for name, cls in _SECTIONS.items():
+        table = doc.pop(name, {})
+        if not isinstance(table, dict):
+            raise ConfigError(f"'{name}' in {path} must be a table ([{name}]).")
+        if name == "data":
+            table = {k: rel(v) if k in _PATH_KEYS else v for k, v in table.items()}
+        if name != "data" or table:
+            sections[name] = _build(cls, table, name)
+    if "data" not in sections:
+        raise ConfigError(f"{path} has no [data] table: say where the training patches are.")
+    if "out_dir" in doc:
+        doc["out_dir"] = rel(doc["out_dir"])
+    doc.update(overrides)
+    return _build(TrainConfig, {**doc, **sections}, "top level")  # type: ignore[no-any-return]
+
+
+def config_to_dict(config: TrainConfig) -> dict[str, Any]:
+    """The config as plain JSON types (tuples as lists)."""
+    return json.loads(json.dumps(dataclasses.asdict(config)))  # type: ignore[no-any-return]
+
+
+# --- data ------------------------------------------------------------------------------------
+
+
+def open_datasets(config: TrainConfig) -> tuple[Dataset, Dataset | None, Dataset | None]:
+    """Labelled, unlabelled (or None) and validation (or None) datasets of a run."""
+    data = config.data
+    labelled: Dataset
+    unlabelled: Dataset | None = None
+    val: Dataset | None = None
+    if data.dataset is not None:
+        groups = PatchDataset.groups(data.dataset)
+        labelled = PatchDataset(data.dataset, "labelled")
+        if "unlabelled" in groups and len(PatchDataset(data.dataset, "unlabelled")):
+            unlabelled = PatchDataset(data.dataset, "unlabelled")
+        if "val" in groups:
+            val = PatchDataset(data.dataset, "val")
+    else:
+        labelled = FolderDataset(data.images or "", data.masks, bands=data.bands)  # type: ignore[arg-type]
+    if data.unlabelled is not None:
+        unl = Path(data.unlabelled)
+        unlabelled = (
+            PatchDataset(unl, "unlabelled") if unl.suffix == ".zarr" else FolderDataset(unl)
+        )
+    if data.val_images is not None:
+        if data.val_masks is None:
+            raise ConfigError("data.val_images needs data.val_masks.")
+        val = FolderDataset(data.val_images, data.val_masks, bands=data.bands)
+    if len(labelled) == 0:
+        raise DatasetError("the labelled dataset is empty.")
+    return labelled, unlabelled, val
+
+
+def dataset_bands(config: TrainConfig, labelled: Dataset) -> tuple[str, ...]:
+    """The run's band names: the config's, else the dataset's."""
+    bands = config.data.bands or labelled.bands
+    if not bands:
+        raise ConfigError(
+            "the images carry no band names (PNG/JPEG, or GeoTIFF without descriptions): set "
+            "data.bands = ['B04', 'B03', 'B02'] (canonical names, in channel order)."
+        )
+    return tuple(bands)
+
+
+def sample_batch(
+    dataset: Dataset,
+    size: int,
+    patch: int,
+    rng: np.random.Generator,
+    device: torch.device,
+    fill: torch.Tensor,
+) -> dict[str, torch.Tensor]:
+    """``size`` random patches (random crops of larger images) as a batch on ``device``.
+
+    NaN reflectance is replaced by the band mean ``fill`` before augmentation (blurs and
+    bilinear warps would spread NaN) and those pixels are marked invalid.
+    """
+    idx = rng.integers(0, len(dataset), size)
+    samples = [crop_or_pad(dataset[int(i)], patch, rng) for i in idx]
+    batch = {k: torch.from_numpy(np.stack([s[k] for s in samples])) for k in samples[0]}
+    image = batch["image"]
+    bad = torch.isnan(image)
+    batch["valid"] = batch["valid"] * (~bad.any(dim=1, keepdim=True)).float()
+    batch["image"] = torch.where(bad, fill.view(1, -1, 1, 1).expand_as(image), image)
+    return {k: v.to(device) for k, v in batch.items()}
+
+
+def lr_factor(step: int, warmup: int, total: int) -> float:
+    """Warmup-cosine schedule as a factor of the peak learning rate."""
+    if warmup > 0 and step < warmup:
+        return (step + 1) / warmup
+    progress = (step - warmup) / max(total - warmup, 1)
+    return 0.5 * (1.0 + math.cos(math.pi * min(max(progress, 0.0), 1.0)))
+
+
+# --- the run -------------------------------------------------------------------------------
+
+
+def _card(
+    config: TrainConfig,
+    method: Method,
+    bands: tuple[str, ...],
+    mean: list[float],
+    std: list[float],
+    step: int,
+    metrics: dict[str, Any],
+    labelled: Dataset,
+    unlabelled: Dataset | None,
+) -> dict[str, Any]:
+    data = dataclasses.asdict(config.data)
+    data["n_labelled"] = len(labelled)
+    data["n_unlabelled"] = len(unlabelled) if unlabelled is not None else 0
+    return {
+        "name": config.name,
+        "bands": list(bands),
+        "normalisation": {"mean": mean, "std": std},
+        "patch_size": config.data.patch_size,
+        "threshold": config.threshold,
+        "training": {
+            "method": config.method,
+            "hyperparameters": {
+                **method.hyperparameters(),
+                "lr": config.lr,
+                "weight_decay": config.weight_decay,
+                "warmup_steps": config.warmup_steps,
+                "batch_size": config.batch_size,
+                "unlabelled_batch_size": config.unlabelled_batch_size,
+                "optimizer": "AdamW",
+                "schedule": "warmup-cosine",
+            },
+            "data": data,
+            "steps": step,
+            "seed": config.seed,
+        },
+        "metrics": metrics,
+    }
+
+
+def _save_checkpoint(path: Path, state: dict[str, Any]) -> None:
+    tmp = path.with_suffix(".tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+
+
+def train(
+    config: TrainConfig,
+    *,
+    progress: bool = True,
+    stop_after: int | None = None,
+    on_log: Callable[[dict[str, Any]], None] | None = None,
+) -> Path:
+    """Train a model as ``config`` says and write its weights; resume from a checkpoint if any.
+
+    Args:
+        config: The run (method, data, widths, steps, batch sizes, lr, seed, device...).
+        progress: Print a progress line every ``log_every`` steps.
+        stop_after: Stop (after checkpointing) once this many steps are done in total, without
+            writing final weights: for tests of resumption and for time-sliced runs.
+        on_log: Called with every log record (step, losses, lr, time per step, validation).
+
+    Returns:
+        The path of the final ``weights.safetensors`` (card beside it as ``weights.json``), or of
+        the checkpoint when ``stop_after`` ended the run early.
+    """
+    out = Path(config.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    device = resolve_device(config.device)
+    method = build_method(config)
+    labelled, unlabelled, val = open_datasets(config)
+    if method.uses_unlabelled and unlabelled is None:
+        raise ConfigError(
+            f"method {config.method} needs unlabelled data: set data.unlabelled (a folder of "
+            "images or a .zarr) or build the dataset with unlabelled regions."
+        )
+    bands = dataset_bands(config, labelled)
+    stats = labelled.attrs.get("normalisation") if isinstance(labelled, PatchDataset) else None
+    if stats:
+        mean, std = list(stats["mean"]), list(stats["std"])
+    else:
+        mean, std = band_statistics(labelled)
+
+    torch.manual_seed(config.seed)
+    unet = UNet(
+        len(bands), widths=config.widths, bottleneck=config.bottleneck, **method.model_heads()
+    )
+    net = NormalisedNet(unet, mean, std, bands).to(device)
+    method.setup(net)
+    optimizer = torch.optim.AdamW(net.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: lr_factor(s, config.warmup_steps, config.steps)
+    )
+    rng = np.random.default_rng(config.seed)
+    aug_gen = torch.Generator().manual_seed(config.seed)
+    fill = torch.tensor(mean, dtype=torch.float32)
+    step = 0
+    history: list[dict[str, Any]] = []
+    ckpt_path = out / CHECKPOINT
+    config_json = json.dumps(config_to_dict(config), sort_keys=True)
+
+    if config.resume and ckpt_path.exists():
+        state = torch.load(ckpt_path, map_location=device, weights_only=True)
+        saved = json.loads(state["config"])
+        mine = json.loads(config_json)
+        for k in ("steps", "out_dir", "resume", "device", "val_every", "checkpoint_every"):
+            saved.pop(k, None)
+            mine.pop(k, None)
+        if saved != mine:
+            raise ConfigError(
+                f"{ckpt_path} belongs to a different run configuration; use another out_dir "
+                "or set resume = false to start over."
+            )
+        net.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        method.load_state_dict(state["method"])
+        rng.bit_generator.state = json.loads(state["numpy_rng"])
+        aug_gen.set_state(state["aug_rng"])
+        torch.set_rng_state(state["torch_rng"])
+        step = int(state["step"])
+        history = json.loads(state["history"])
+
+    def checkpoint() -> None:
+        _save_checkpoint(
+            ckpt_path,
+            {
+                "step": step,
+                "config": config_json,
+                "model": net.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(),
+                "method": method.state_dict(),
+                "numpy_rng": json.dumps(rng.bit_generator.state),
+                "aug_rng": aug_gen.get_state(),
+                "torch_rng": torch.get_rng_state(),
+                "history": json.dumps(history),
+            },
+        )
+
+    def validate() -> dict[str, Any]:
+        if val is None:
+            return {}
+        net.eval()
+        scores = score_dataset(net, val, device=device, threshold=config.threshold)
+        net.train()
+        return scores
+
+    amp = config.amp and device.type == "cuda"
+    log_file = (out / LOG).open("a")
+    patch = config.data.patch_size
+    t0 = time.perf_counter()
+    t_steps = 0
+    net.train()
+    try:
+        while step < config.steps:
+            if stop_after is not None and step >= stop_after:
+                checkpoint()
+                return ckpt_path
+            batch_l = sample_batch(labelled, config.batch_size, patch, rng, device, fill)
+            batch_u = None
+            if method.uses_unlabelled and unlabelled is not None:
+                batch_u = sample_batch(
+                    unlabelled, config.unlabelled_batch_size, patch, rng, device, fill
+                )
+            method.begin_step()
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+                result = method.loss(net, batch_l, batch_u, step, aug_gen)
+            if not torch.isfinite(result.loss):
+                raise FloatingPointError(
+                    f"the loss became {float(result.loss)} at step {step}; lower lr or check data."
+                )
+            optimizer.zero_grad(set_to_none=True)
+            result.loss.backward()  # type: ignore[no-untyped-call]
+            optimizer.step()
+            scheduler.step()
+            method.after_step(net, step, config.steps)
+            step += 1
+            t_steps += 1
+            record: dict[str, Any] | None = None
+            if step % config.log_every == 0 or step == config.steps:
+                elapsed = time.perf_counter() - t0
+                record = {
+                    "step": step,
+                    "loss": float(result.loss.detach()),
+                    **result.logs,
+                    "lr": scheduler.get_last_lr()[0],
+                    "s_per_step": elapsed / max(t_steps, 1),
+                }
+            if config.val_every and (step % config.val_every == 0 or step == config.steps):
+                record = record or {"step": step}
+                record["val"] = validate()
+                history.append({"step": step, **record["val"]})
+            if record is not None:
+                log_file.write(json.dumps(record) + "\n")
+                log_file.flush()
+                if on_log is not None:
+                    on_log(record)
+                if progress:
+                    parts = [f"{k}={v:.4g}" for k, v in record.items() if isinstance(v, float)]
+                    val_part = (
+                        f" val_iou={record['val'].get('iou', float('nan')):.3f}"
+                        if record.get("val")
+                        else ""
+                    )
+                    print(
+                        f"[{config.method}] step {step}/{config.steps} {' '.join(parts)}{val_part}",
+                        file=sys.stderr,
+                        flush=True,
+                    )
+            if config.checkpoint_every and step % config.checkpoint_every == 0:
+                checkpoint()
+    finally:
+        log_file.close()
+
+    metrics = history[-1] if history else {}
+    if not metrics and val is not None:
+        metrics = {"step": step, **validate()}
+    card = _card(config, method, bands, mean, std, step, metrics, labelled, unlabelled)
+    weights = out / WEIGHTS
+    save_weights(unet, card, weights)
+    return weights
