@@ -134,6 +134,16 @@ _RTS_DTYPES = {
     "n_scenes_complete": "int64",
     "touches_invalid": "bool",
 }
+_CHANGE_DTYPES = {
+    "change": "object",
+    "year_prev": "int64",
+    "year_curr": "int64",
+    "area_prev_m2": "float64",
+    "area_curr_m2": "float64",
+    "d_area_m2": "float64",
+    "rel_change": "float64",
+    "threshold_m2": "float64",
+}
 _CHANGE_CLASSES = ("new", "grown", "shrunk", "stable", "not_detected")
 
 
@@ -192,7 +202,8 @@ def merge_polygons(
     cut = _column(allp, "touches_invalid", False).astype(bool).to_numpy()
     groups = _overlap_groups(np.asarray(allp.geometry.values), years, True, min_overlap, cut)
     rows = [_merge_group(allp.iloc[idx]) for idx in groups]
-    out = gpd.GeoDataFrame(pd.DataFrame(rows), geometry=[r.pop("geometry") for r in rows], crs=crs)
+    geoms = [r.pop("geometry") for r in rows]
+    out = gpd.GeoDataFrame(pd.DataFrame(rows), geometry=geoms, crs=crs)
     out["area_m2"], out["perimeter_m"] = measure_polygons(out.geometry, area_crs)
     out["rts_id"] = _rts_ids(out.geometry, out["year"].to_numpy(), out["area_m2"].to_numpy())
     out = out.sort_values("rts_id", kind="stable").reset_index(drop=True)
@@ -307,6 +318,7 @@ def change_layer(
     rel_threshold: float = InventoryConfig.change_rel_threshold,
     ring_px: float = InventoryConfig.change_ring_px,
     min_overlap: float = InventoryConfig.min_overlap,
+    years: tuple[int, int] | None = None,
 ) -> gpd.GeoDataFrame:
     """Classify slumps between two years: new, grown, shrunk, stable, not_detected.
 
@@ -326,6 +338,8 @@ def change_layer(
         rel_threshold: Relative area change threshold.
         ring_px: Ring width in pixels.
         min_overlap: Overlap share that makes two polygons the same slump.
+        years: ``(previous, current)`` year for the output columns; by default read from the
+            frames' ``year`` column (-1 when a frame is empty).
 
     Returns:
         One row per group, with :data:`CHANGE_COLUMNS`; the geometry is the union of the
@@ -341,7 +355,7 @@ def change_layer(
         pd.concat([prev, curr.to_crs(crs) if len(curr) else curr], ignore_index=True), crs=crs
     )
     if not len(both):
-        return _empty(crs, CHANGE_COLUMNS, {})
+        return _empty(crs, CHANGE_COLUMNS, _CHANGE_DTYPES)
     geoms = np.asarray([polygonal(g) for g in both.geometry], dtype=object)
     side = np.r_[np.zeros(n_prev, dtype=np.int64), np.ones(len(both) - n_prev, dtype=np.int64)]
     area = _area(both)
@@ -349,9 +363,12 @@ def change_layer(
     if np.isnan(perim).any():
         perim = measure_polygons(gpd.GeoSeries(geoms, crs=crs), VectorizeConfig.area_crs)[1]
     ids = _column(both, "rts_id", "").astype(str).to_numpy()
-    years = _column(both, "year", -1).astype("int64").to_numpy()
-    year_prev = int(years[:n_prev][0]) if n_prev else -1
-    year_curr = int(years[n_prev:][0]) if len(both) > n_prev else -1
+    row_years = _column(both, "year", -1).astype("int64").to_numpy()
+    if years is not None:
+        year_prev, year_curr = (int(y) for y in years)
+    else:
+        year_prev = int(row_years[:n_prev][0]) if n_prev else -1
+        year_curr = int(row_years[n_prev:][0]) if len(both) > n_prev else -1
 
     groups = _overlap_groups(geoms, side, False, min_overlap)
     rows = []
@@ -479,6 +496,7 @@ def write_inventory(
                         rel_threshold=config.change_rel_threshold,
                         ring_px=config.change_ring_px,
                         min_overlap=config.min_overlap,
+                        years=(y1, y2),
                     )
                     _write_layer(tmp, changes, f"changes_{y1}_{y2}", f"RTS change {y1}-{y2}")
             _replace_year_rows(tmp, "scenes", scene_frame, year, layers)

@@ -238,6 +238,12 @@ def test_change_layer_classes() -> None:
     assert stable["d_area_m2"] > 0.10 * stable["area_prev_m2"]
     assert change_layer(prev, curr, ring_px=0.1).query("change == 'stable'").empty
     assert ch.geometry.is_valid.all()
+    # A year without slumps before: everything is new, and the years still say which.
+    first = change_layer(prev.iloc[:0], curr, years=(2021, 2022))
+    assert set(first["change"]) == {"new"} and len(first) == len(curr)
+    assert set(first["year_prev"]) == {2021}
+    none = change_layer(prev.iloc[:0], curr.iloc[:0], years=(2021, 2022))
+    assert len(none) == 0 and list(none.columns) == ["geometry", *CHANGE_COLUMNS]
 
 
 # --- GeoPackage -------------------------------------------------------------------------------
