@@ -85,12 +85,11 @@ def _best_threshold(values: np.ndarray, labels: np.ndarray) -> tuple[float, str,
         (">", pos.size - pos_le, neg.size - neg_le),
         ("<=", pos_le, neg_le),
     ):
-        iou = tp / np.maximum(pos.size + fp, 1)  # tp / (tp + fp + fn) with fn = pos - tp
-        i = int(np.argmax(iou))
-        if iou[i] > best[0]:
-            best = (float(iou[i]), direction, float(cands[i]))
-    iou, direction, threshold = best
-    return threshold, direction, iou
+        ious = tp / np.maximum(pos.size + fp, 1)  # tp / (tp + fp + fn) with fn = pos - tp
+        i = int(np.argmax(ious))
+        if ious[i] > best[0]:
+            best = (float(ious[i]), direction, float(cands[i]))
+    return best[2], best[1], best[0]
 
 
 def single_band_baseline(

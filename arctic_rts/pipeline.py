@@ -110,7 +110,7 @@ def stac_endpoint(stac: str | Path | None) -> Iterator[str]:
     if text == "demo":
         from arctic_rts.demo import generate_demo
 
-        source: Path = generate_demo(DEFAULT_DEMO_ROOT).root
+        source: Path = generate_demo(DEFAULT_DEMO_ROOT).item_paths[0].parent
     else:
         source = Path(text)
         if not source.exists():
@@ -361,7 +361,7 @@ def run_demo(
         result = map_region(
             catalog.bbox,
             year,
-            stac=catalog.root,
+            stac=catalog.item_paths[0].parent,
             out=out,
             config=config,
             overwrite=True,
