@@ -85,6 +85,21 @@ def get_model(ref: ModelRef, device: str | torch.device = "auto") -> NormalizedM
     return model
 
 
+_device_locks: dict[str, threading.Lock] = {}
+
+
+def device_lock(device: torch.device) -> threading.Lock:
+    """One lock per GPU in this process: model tasks take turns on the device, while the
+    worker's other threads go on reading and vectorising.
+
+    This holds whatever the scheduler does with the ``GPU`` resource annotation (Dask's
+    low-level graph fusion drops layer annotations; see ``predict``).
+    """
+    key = str(device)
+    with _lock:
+        return _device_locks.setdefault(key, threading.Lock())
+
+
 def model_loads() -> dict[str, int]:
     """How many times each weights file was loaded in this process (for tests and logs)."""
     return dict(_loads)

@@ -11,6 +11,7 @@ the scene's edges. Only the scene's bottom/right edge is padded (reflect) to a m
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Sequence
 from typing import Any, TypeAlias
 
@@ -22,7 +23,7 @@ import torch
 import xarray as xr
 from dask.array.overlap import overlap, trim_internal
 
-from arctic_rts.cluster import GPU_RESOURCE, active_client, get_model, gpu_workers
+from arctic_rts.cluster import GPU_RESOURCE, active_client, device_lock, get_model, gpu_workers
 from arctic_rts.config import PredictConfig
 from arctic_rts.errors import ConfigError
 from arctic_rts.model.weights import ModelRef, NormalizedModel, check_bands, read_card
@@ -101,15 +102,17 @@ def _probabilities(batch: np.ndarray, models: list[Any], config: PredictConfig) 
     total = torch.zeros((n, h + ph, w + pw), dtype=torch.float32)
     for spec in models:
         net, device = _resolve(spec, config.device)
-        x = x_cpu.to(device, non_blocking=True)
-        if not isinstance(net, NormalizedModel):
-            x = torch.nan_to_num(x, nan=0.0)  # stand-in models get the normalised band mean
-        x = x.contiguous(memory_format=torch.channels_last)
-        for k, flip in views:
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
-                logits = net(_dihedral(x, k, flip))
-            prob = torch.sigmoid(_undo_dihedral(logits.float(), k, flip))[:, 0]
-            total += prob.cpu()
+        on_gpu = device.type == "cuda"
+        with device_lock(device) if on_gpu else contextlib.nullcontext():
+            x = x_cpu.to(device, non_blocking=True)
+            if not isinstance(net, NormalizedModel):
+                x = torch.nan_to_num(x, nan=0.0)  # stand-in models get the normalised band mean
+            x = x.contiguous(memory_format=torch.channels_last)
+            for k, flip in views:
+                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=on_gpu):
+                    logits = net(_dihedral(x, k, flip))
+                prob = torch.sigmoid(_undo_dihedral(logits.float(), k, flip))[:, 0]
+                total += prob.cpu()
     total /= len(models) * len(views)
     return total[:, :h, :w].numpy()
 
@@ -151,6 +154,10 @@ def _probability_graph(arr: dsa.Array, models: list[Any], config: PredictConfig)
     depth = {0: 0, 1: config.halo if len(ychunks) > 1 else 0}
     depth[2] = config.halo if len(xchunks) > 1 else 0
     padded = overlap(arr, depth=depth, boundary="none")
+    # Model tasks ask for the GPU resource when workers declare one, so reading and
+    # vectorising never wait for a GPU slot. Dask keeps layer annotations only while the graph
+    # is not low-level fused (``optimization.fuse.active: False`` or ``optimize_graph=False``);
+    # the per-device lock in the model task serialises GPU use either way.
     resources = {}
     client = active_client()
     if client is not None and gpu_workers(client):

@@ -136,3 +136,26 @@ def test_separate_scheduler_and_workers_on_loopback(ref: ModelRef, loopback_sche
         np.testing.assert_array_equal(np.isnan(got), np.isnan(want))
         m = 128
         assert np.nanmax(np.abs(got[:-m, :-m] - want[:-m, :-m])) < 1e-5
+
+
+def _model_task_resources(dask_scheduler: object) -> list[dict | None]:
+    tasks = dask_scheduler.tasks  # type: ignore[attr-defined]
+    return [ts.resource_restrictions for k, ts in tasks.items() if "rts-predict" in str(k)]
+
+
+@pytest.mark.slow
+def test_model_tasks_ask_for_a_gpu_when_workers_have_one() -> None:
+    from distributed import Client, LocalCluster, wait
+
+    da = _scene(3, size=160)
+    stand_in = torch.nn.Conv2d(3, 1, 1)
+    with (
+        LocalCluster(n_workers=1, threads_per_worker=2, resources={"GPU": 1}) as cluster,
+        Client(cluster) as client,
+    ):
+        prob = predict(da, stand_in, PredictConfig(tile_size=64, halo=16))
+        kept = client.persist(prob.data, optimize_graph=False)
+        wait(kept)
+        restrictions = client.run_on_scheduler(_model_task_resources)
+        assert restrictions and all(r == {"GPU": 1} for r in restrictions)
+        assert np.isfinite(kept.compute()[20:, 30:]).all()
