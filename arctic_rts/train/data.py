@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from arctic_rts.bands import canonical_band
+from arctic_rts.bands import L2A_BANDS, canonical_band
 from arctic_rts.errors import DatasetError, SkippedInputWarning
 
 #: File suffixes read as images or masks.
@@ -454,3 +454,470 @@ def parse_date(value: Any, fallback_id: str | None = None) -> date | None:
 def days_apart(a: date, b: date) -> int:
     """Absolute difference in days."""
     return abs((a - b) // timedelta(days=1))
+
+
+# --- label polygons (real files: mixed label types, nulls, invalid geometries, odd dates) ------
+
+
+def _warn(message: str) -> None:
+    warnings.warn(message, SkippedInputWarning, stacklevel=3)
+
+
+def _read_frame(source: Any, what: str) -> Any:
+    import geopandas as gpd
+
+    if isinstance(source, gpd.GeoDataFrame):
+        return source.copy()
+    path = Path(source)
+    if not path.exists():
+        raise DatasetError(f"{what} file {path} does not exist.")
+    try:
+        frame = gpd.read_file(path)
+    except Exception as err:  # pyogrio raises several types for unreadable files
+        raise DatasetError(f"cannot read {what} file {path}: {err}") from err
+    if frame.crs is None:
+        raise DatasetError(f"{what} file {path} declares no CRS; set one (e.g. EPSG:4326).")
+    return frame
+
+
+def _label_dates(frame: Any, what: str) -> list[date | None]:
+    """Per-row date from ``image_date``/``date`` (falling back to the image id), or None."""
+    date_col = next((c for c in ("image_date", "date", "datetime") if c in frame.columns), None)
+    ids = frame["image_id"] if "image_id" in frame.columns else [None] * len(frame)
+    dates: list[date | None] = []
+    repaired = 0
+    for raw, image_id in zip(
+        frame[date_col] if date_col else [None] * len(frame), ids, strict=True
+    ):
+        direct = parse_date(raw)
+        d = direct or parse_date(raw, None if image_id is None else str(image_id))
+        repaired += int(direct is None and d is not None and raw is not None)
+        dates.append(d)
+    if repaired:
+        _warn(f"{what}: {repaired} malformed date(s) (e.g. '202-00-722') taken from the image id.")
+    return dates
+
+
+def read_labels(source: str | Path | Any, *, slump_label: int = 1) -> Any:
+    """Read and clean label polygons; every skipped or repaired row is reported in a warning.
+
+    Handles the quirks of the real Nitze et al. files: ``label`` stored as int, float or text,
+    null labels (skipped), other label values (skipped), invalid geometries (repaired with
+    ``make_valid``; skipped when nothing areal remains), empty geometries (skipped), malformed
+    dates (taken from the PlanetScope image id when possible). Files without a ``label`` column
+    count every polygon as a slump.
+
+    Args:
+        source: A vector file (GeoPackage...) or a GeoDataFrame.
+        slump_label: The ``label`` value that means "thaw slump".
+
+    Returns:
+        GeoDataFrame in EPSG:4326 with ``geometry``, ``image_id`` (None when absent), ``date``
+        (``datetime.date`` or None) and ``year`` (int or None; from ``year`` or the date).
+
+    Raises:
+        DatasetError: unreadable file, no CRS, or no usable polygon at all.
+    """
+    import geopandas as gpd
+    import pandas as pd
+    import shapely
+
+    from arctic_rts.vectorize import polygonal
+
+    frame = _read_frame(source, "label")
+    name = Path(source).name if isinstance(source, (str, Path)) else "labels"
+    n0 = len(frame)
+    keep = np.ones(n0, dtype=bool)
+    if "label" in frame.columns:
+        values = pd.to_numeric(frame["label"].astype("string").str.strip(), errors="coerce")
+        nulls = frame["label"].isna().to_numpy()
+        text = (~nulls) & values.isna().to_numpy()
+        other = (~nulls) & (~text) & (values.to_numpy() != slump_label)
+        for mask, why in (
+            (nulls, "null label"),
+            (text, "a label that is no number"),
+            (other, f"a label other than {slump_label} (RTS)"),
+        ):
+            if mask.any():
+                _warn(f"{name}: skipped {int(mask.sum())} polygon(s) with {why}.")
+        keep &= ~(nulls | text | other)
+    geoms = frame.geometry.to_numpy()
+    empty = np.array([g is None or g.is_empty for g in geoms])
+    if (empty & keep).any():
+        _warn(f"{name}: skipped {int((empty & keep).sum())} polygon(s) without geometry.")
+    keep &= ~empty
+    invalid = keep & ~np.array([bool(g is not None and g.is_valid) for g in geoms])
+    fixed = list(geoms)
+    n_lost = 0
+    for i in np.flatnonzero(invalid):
+        repaired = polygonal(shapely.make_valid(geoms[i]))
+        if repaired.is_empty or repaired.area == 0:
+            keep[i] = False
+            n_lost += 1
+        fixed[i] = repaired
+    if invalid.any():
+        _warn(
+            f"{name}: repaired {int(invalid.sum()) - n_lost} invalid geometr(y/ies) with make_valid"
+            + (f"; skipped {n_lost} that had no area left." if n_lost else ".")
+        )
+    frame = frame.set_geometry(gpd.GeoSeries(fixed, crs=frame.crs, index=frame.index))
+    dates = _label_dates(frame, name)
+    years = (
+        [None if pd.isna(v) else int(v) for v in frame["year"]]
+        if "year" in frame.columns
+        else [d.year if d else None for d in dates]
+    )
+    undated = np.array([d is None and y is None for d, y in zip(dates, years, strict=True)])
+    if (undated & keep).any():
+        _warn(f"{name}: skipped {int((undated & keep).sum())} polygon(s) without a readable date.")
+    keep &= ~undated
+    out = gpd.GeoDataFrame(
+        {
+            "image_id": frame["image_id"].astype(str) if "image_id" in frame.columns else None,
+            "date": dates,
+            "year": years,
+        },
+        geometry=frame.geometry,
+        crs=frame.crs,
+    )[keep].to_crs("EPSG:4326")
+    if out.empty:
+        raise DatasetError(f"{name}: no usable slump polygon left after cleaning ({n0} read).")
+    return out.reset_index(drop=True)
+
+
+def read_footprints(source: str | Path | Any) -> Any:
+    """Read image footprints (``image_id``, date, geometry) with the same tolerance for quirks."""
+    import geopandas as gpd
+
+    from arctic_rts.vectorize import polygonal
+
+    frame = _read_frame(source, "footprint")
+    name = Path(source).name if isinstance(source, (str, Path)) else "labels"
+    dates = _label_dates(frame, name)
+    geoms = [polygonal(g) if g is not None else None for g in frame.geometry]
+    return gpd.GeoDataFrame(
+        {
+            "image_id": frame["image_id"].astype(str) if "image_id" in frame.columns else None,
+            "date": dates,
+        },
+        geometry=gpd.GeoSeries(geoms, crs=frame.crs),
+    ).to_crs("EPSG:4326")
+
+
+# --- building a patch dataset from labels and a STAC catalog ------------------------------------
+
+
+@dataclass(frozen=True)
+class LabelledImage:
+    """One labelled acquisition: its footprint, date (or year) and slump polygons (EPSG:4326)."""
+
+    key: str
+    footprint: Any
+    labels: Any
+    day: date | None
+    year: int
+
+
+def group_labels(
+    labels: Any, footprints: Any | None = None, *, footprint_buffer_m: float = 1000.0
+) -> list[LabelledImage]:
+    """Group cleaned labels per labelled image and attach each image's footprint.
+
+    Labels are grouped by ``image_id`` when present, else by date or year. A group whose image
+    has no footprint gets the labels' bounding box grown by ``footprint_buffer_m`` (with a
+    warning: background is then only sampled near the labels).
+    """
+    import shapely
+
+    key_col = "image_id" if labels["image_id"].notna().all() else None
+    groups: dict[str, list[int]] = {}
+    for i, row in enumerate(labels.itertuples()):
+        key = str(row.image_id) if key_col else str(row.date or row.year)
+        groups.setdefault(key, []).append(i)
+    fp_by_id: dict[str, Any] = {}
+    if footprints is not None:
+        for row in footprints.itertuples():
+            if row.geometry is not None and not row.geometry.is_empty:
+                fp_by_id[str(row.image_id)] = row.geometry
+        shared = (
+            None
+            if "image_id" in footprints.columns and footprints["image_id"].notna().all()
+            else shapely.union_all(footprints.geometry.to_numpy())
+        )
+    else:
+        shared = None
+    out, missing = [], []
+    for key, rows in groups.items():
+        part = labels.iloc[rows]
+        fp = fp_by_id.get(key, shared)
+        if fp is None:
+            missing.append(key)
+            utm = part.estimate_utm_crs()
+            box = shapely.box(*part.to_crs(utm).total_bounds).buffer(
+                footprint_buffer_m, join_style=2
+            )
+            import geopandas as gpd
+
+            fp = gpd.GeoSeries([box], crs=utm).to_crs("EPSG:4326").iloc[0]
+        d = part["date"].iloc[0]
+        year = int(part["year"].iloc[0]) if part["year"].iloc[0] is not None else d.year
+        out.append(LabelledImage(key, fp, part, d, year))
+    if missing:
+        _warn(
+            f"{len(missing)} labelled image(s) have no footprint (e.g. {missing[0]}); using the "
+            f"labels' extent grown by {footprint_buffer_m:.0f} m as footprint."
+        )
+    return out
+
+
+def closest_scenes(
+    items: Sequence[Mapping[str, Any]], day: date, tolerance_days: int
+) -> list[dict[str, Any]]:
+    """Per MGRS tile, the scene closest in time to ``day`` within the tolerance (ties: clearer)."""
+    from arctic_rts.search import mgrs_tile
+
+    best: dict[str, tuple[tuple[int, float], dict[str, Any]]] = {}
+    for item in items:
+        when = parse_date(str(item["properties"].get("datetime", ""))[:10])
+        if when is None:
+            continue
+        gap = days_apart(when, day)
+        if gap > tolerance_days:
+            continue
+        rank = (gap, float(item["properties"].get("eo:cloud_cover", 100.0)))
+        tile = mgrs_tile(item)
+        if tile not in best or rank < best[tile][0]:
+            best[tile] = (rank, dict(item))
+    return [v[1] for v in best.values()]
+
+
+def _season_months(day: date, tolerance_days: int) -> tuple[int, ...]:
+    lo, hi = day - timedelta(days=tolerance_days), day + timedelta(days=tolerance_days)
+    months = {lo.month, hi.month, day.month}
+    m = lo.month
+    while m != hi.month:
+        m = m % 12 + 1
+        months.add(m)
+    return tuple(sorted(months))
+
+
+def _clip(da: Any, geom_4326: Any) -> Any:
+    """The scene's pixels within the geometry's bounding box (in the scene's CRS), computed."""
+    import geopandas as gpd
+
+    bounds = gpd.GeoSeries([geom_4326], crs="EPSG:4326").to_crs(da.rio.crs).total_bounds
+    try:
+        return da.rio.clip_box(*bounds).compute()
+    except Exception:  # rioxarray raises NoDataInBounds (and friends) when nothing overlaps
+        return None
+
+
+def _rasterise(geoms: Sequence[Any], shape: tuple[int, int], transform: Any) -> np.ndarray:
+    from rasterio.features import rasterize
+
+    geoms = [g for g in geoms if g is not None and not g.is_empty]
+    if not geoms:
+        return np.zeros(shape, dtype=bool)
+    return rasterize(geoms, out_shape=shape, transform=transform, fill=0, default_value=1).astype(
+        bool
+    )
+
+
+def _dem_on(dem_path: Path, shape: tuple[int, int], transform: Any, crs: Any) -> np.ndarray:
+    import rasterio
+    from rasterio.warp import Resampling, reproject
+
+    out = np.full(shape, np.nan, dtype=np.float32)
+    with rasterio.open(dem_path) as src:
+        reproject(
+            rasterio.band(src, 1),
+            out,
+            dst_transform=transform,
+            dst_crs=crs,
+            resampling=Resampling.bilinear,
+            dst_nodata=np.nan,
+        )
+    return out
+
+
+def _add_patches(
+    writer: PatchWriter,
+    image: np.ndarray,
+    label: np.ndarray,
+    transform: Any,
+    meta: Mapping[str, Any],
+    stride: int,
+    min_valid: float,
+    dem: np.ndarray | None,
+) -> int:
+    """Cut one scene clip into patches; keep those with enough valid pixels. Returns the count."""
+    p = writer.patch_size
+    _, h, w = image.shape
+    valid_px = np.isfinite(image).all(axis=0) & (label != IGNORE)
+    n = 0
+    for y, x in patch_windows(h, w, p, stride):
+        if valid_px[y : y + p, x : x + p].mean() < min_valid:
+            continue
+        origin = transform * (x, y)
+        writer.add(
+            image[:, y : y + p, x : x + p],
+            label[y : y + p, x : x + p],
+            {**meta, "row": y, "col": x, "origin": [float(origin[0]), float(origin[1])]},
+            dem=None if dem is None else dem[y : y + p, x : x + p],
+        )
+        n += 1
+    return n
+
+
+def build_dataset(
+    labels: str | Path | Any,
+    out: str | Path,
+    *,
+    stac_url: str,
+    footprints: str | Path | Any | None = None,
+    bands: Sequence[str] = L2A_BANDS,
+    patch_size: int = 192,
+    stride: int | None = None,
+    tolerance_days: int = 21,
+    unlabelled_regions: Sequence[Sequence[float]] | None = None,
+    unlabelled_year: int | None = None,
+    dem: str | Path | None = None,
+    min_valid: float = 0.5,
+    load_config: Any = None,
+    max_cloud_cover: float = 60.0,
+) -> Path:
+    """Turn label polygons plus a STAC catalog into a zarr patch dataset.
+
+    For each labelled image (grouped by ``image_id``, else by date/year): the Sentinel-2 scene of
+    each MGRS tile over its footprint closest in time to the image's date within
+    ``tolerance_days`` (labels with only a year take the least cloudy summer scene), labels
+    rasterised onto the scene's grid, pixels outside the footprint (and invalid pixels) marked
+    ignore, patches of ``patch_size`` with ``stride``. Unlabelled patches come from the least
+    cloudy summer scene per tile over each region of ``unlabelled_regions`` (WGS84 boxes) in
+    ``unlabelled_year``. With ``dem``, a DEM (any CRS, read with GDAL) is resampled onto every
+    patch for the elevation pretext.
+
+    Returns:
+        The ``.zarr`` path. Its attributes record labels, footprints, STAC URL, tolerance, bands,
+        patch size, stride; each patch records image id, scene id, dates and its grid origin.
+
+    Raises:
+        DatasetError: no usable label, or no scene matched any labelled image.
+    """
+    import shapely
+
+    from arctic_rts.config import LoadConfig, SearchConfig
+    from arctic_rts.errors import NoScenesError
+    from arctic_rts.load import load_scenes
+    from arctic_rts.search import search_scenes, select_scenes
+
+    stride = stride or patch_size // 2
+    if patch_size < 16 or patch_size % 16 or stride < 1:
+        raise DatasetError("patch_size must be a multiple of 16 and stride positive.")
+    lconf = load_config or LoadConfig()
+    clean = read_labels(labels)
+    fps = read_footprints(footprints) if footprints is not None else None
+    images = group_labels(clean, fps)
+    writers = write_patches(
+        out,
+        bands=bands,
+        patch_size=patch_size,
+        stride=stride,
+        with_dem=dem is not None,
+        metadata={
+            "labels": str(labels) if isinstance(labels, (str, Path)) else "GeoDataFrame",
+            "footprints": str(footprints) if footprints is not None else None,
+            "stac_url": stac_url,
+            "tolerance_days": tolerance_days,
+            "unlabelled_regions": [list(r) for r in unlabelled_regions or []],
+            "unlabelled_year": unlabelled_year,
+            "dem": str(dem) if dem is not None else None,
+            "min_valid": min_valid,
+        },
+    )
+    n_lab = 0
+    for img in images:
+        bbox = shapely.bounds(img.footprint).tolist()
+        months = _season_months(img.day, tolerance_days) if img.day else (6, 7, 8)
+        try:
+            found = search_scenes(
+                bbox,
+                img.year,
+                stac_url=stac_url,
+                config=SearchConfig(months=months, max_cloud_cover=max_cloud_cover),
+            )
+        except NoScenesError:
+            found = []
+        scenes = closest_scenes(found, img.day, tolerance_days) if img.day else select_scenes(found)
+        if not scenes:
+            _warn(
+                f"labelled image {img.key}: no scene within {tolerance_days} days of "
+                f"{img.day or img.year}; skipped."
+            )
+            continue
+        for item, da in zip(scenes, load_scenes(scenes, bands, lconf), strict=True):
+            clip = _clip(da, img.footprint)
+            if clip is None:
+                continue
+            transform = clip.rio.transform()
+            shape = clip.shape[1:]
+            crs = clip.rio.crs
+            geoms = img.labels.to_crs(crs).geometry.to_numpy()
+            import geopandas as gpd
+
+            fp = gpd.GeoSeries([img.footprint], crs="EPSG:4326").to_crs(crs).iloc[0]
+            label = np.where(_rasterise(geoms, shape, transform), 1, 0).astype(np.uint8)
+            label[~_rasterise([fp], shape, transform)] = IGNORE
+            dem_arr = _dem_on(Path(dem), shape, transform, crs) if dem is not None else None
+            meta = {
+                "image_id": img.key,
+                "label_date": str(img.day) if img.day else None,
+                "scene_id": item["id"],
+                "scene_datetime": item["properties"].get("datetime"),
+                "epsg": int(crs.to_epsg() or 0),
+            }
+            n_lab += _add_patches(
+                writers["labelled"], clip.values, label, transform, meta, stride, min_valid, dem_arr
+            )
+    if n_lab == 0:
+        raise DatasetError(
+            "no labelled patch could be cut: no scene matched the labelled images (check the "
+            "STAC URL, the dates and tolerance_days) or the footprints hold too few valid pixels."
+        )
+    for region in unlabelled_regions or []:
+        if unlabelled_year is None:
+            raise DatasetError("unlabelled_regions need unlabelled_year.")
+        try:
+            found = search_scenes(
+                region, unlabelled_year, stac_url=stac_url,
+                config=SearchConfig(max_cloud_cover=max_cloud_cover),
+            )  # fmt: skip
+        except NoScenesError:
+            _warn(f"unlabelled region {list(region)}: no summer scene in {unlabelled_year}.")
+            continue
+        chosen = select_scenes(found)
+        for item, da in zip(chosen, load_scenes(chosen, bands, lconf), strict=True):
+            clip = _clip(da, shapely.box(*region))
+            if clip is None:
+                continue
+            shape = clip.shape[1:]
+            transform = clip.rio.transform()
+            label = np.zeros(shape, dtype=np.uint8)
+            dem_arr = (
+                _dem_on(Path(dem), shape, transform, clip.rio.crs) if dem is not None else None
+            )
+            meta = {"scene_id": item["id"], "scene_datetime": item["properties"].get("datetime"),
+                    "region": list(region), "epsg": int(clip.rio.crs.to_epsg() or 0)}  # fmt: skip
+            _add_patches(
+                writers["unlabelled"],
+                clip.values,
+                label,
+                transform,
+                meta,
+                stride,
+                min_valid,
+                dem_arr,
+            )
+    for w in writers.values():
+        w.close()
+    return Path(out)
