@@ -639,6 +639,8 @@ def summary_csv(
             *(f"n_{c}" for c in _CHANGE_CLASSES),
         ],
     )
+    for cls in _CHANGE_CLASSES:  # whole numbers, empty where there is no previous year
+        table[f"n_{cls}"] = table[f"n_{cls}"].astype("Int64")
     table.to_csv(target, index=False)
     return target
 
@@ -756,7 +758,8 @@ def _prepare_rts(polygons: gpd.GeoDataFrame, year: int, crs: str) -> gpd.GeoData
     geoms = [polygonal(g) for g in frame.geometry]
     frame["geometry"] = [MultiPolygon([g]) if isinstance(g, Polygon) else g for g in geoms]
     frame = frame[~frame.geometry.is_empty]
-    if "year" in frame.columns and len(frame) and (frame["year"] != year).any():
+    # -1 is merge_polygons' "year unknown" (vectorize got no year attribute).
+    if "year" in frame.columns and len(frame) and (~frame["year"].isin([year, -1])).any():
         raise InventoryError(
             f"polygons carry years {sorted(set(frame['year']))} but are written as year {year}; "
             "merge each year separately."
@@ -892,6 +895,9 @@ def _write_layer(target: Path, frame: gpd.GeoDataFrame, layer: str, description:
         geometry_type="MultiPolygon",
         promote_to_multi=True,
         layer_options={"SPATIAL_INDEX": "YES", "DESCRIPTION": description},
+        # GeoPackage 1.2 rather than GDAL 3.10's default 1.4: GDAL <= 3.6 (older QGIS) warn
+        # that 1.4 "may only be partially supported"; the inventory needs nothing newer.
+        dataset_options=None if target.exists() else {"VERSION": "1.2"},
     )
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import shutil
 import signal
 import sqlite3
 import subprocess
@@ -306,6 +307,15 @@ def _check_gpkg(path: Path, caplog: pytest.LogCaptureFixture) -> None:
             assert f"rtree_{layer}_geom" in tables, layer
             assert srs[layer] == 3413, layer
     assert not list(path.parent.glob(f".{path.name}.tmp-*"))
+    with sqlite3.connect(path) as db:
+        # GeoPackage 1.2: older GDAL/QGIS read it without a version warning.
+        assert db.execute("PRAGMA user_version").fetchone()[0] == 10200
+    ogrinfo = shutil.which("ogrinfo")
+    if ogrinfo:  # the GDAL command line, when installed, must not warn either
+        done = subprocess.run(
+            [ogrinfo, "-so", "-al", str(path)], capture_output=True, text=True, timeout=60
+        )
+        assert done.returncode == 0 and not done.stderr.strip(), done.stderr
 
 
 def _layer_digest(path: Path, layer: str) -> str:
@@ -469,5 +479,8 @@ def test_exports(tmp_path: Path) -> None:
     assert s.loc[("west", 2022), "n_grown"] == 1
     assert s.loc[("east", 2022), "n_new"] == 1 and s.loc[("east", 2022), "n_not_detected"] == 1
     assert np.isnan(s.loc[("east", 2021), "n_new"])
+    # Counts are written as whole numbers ("1", not "1.0"), empty without a previous year.
+    raw = pd.read_csv(csv, dtype=str, keep_default_na=False).set_index(["region", "year"])
+    assert raw.loc[("east", "2022"), "n_new"] == "1" and raw.loc[("east", "2021"), "n_new"] == ""
     total = pd.read_csv(summary_csv(gpkg, out=tmp_path / "all.csv"))
     assert list(total["n_slumps"]) == [2, 2]
