@@ -11,6 +11,7 @@ import argparse
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import NoReturn
 
 from arctic_rts import __version__
 from arctic_rts.config import (
@@ -26,11 +27,27 @@ from arctic_rts.errors import ArcticRTSError
 EXIT_OK, EXIT_PARTIAL, EXIT_ERROR, EXIT_INTERRUPTED = 0, 1, 2, 130
 
 
+class _Parser(argparse.ArgumentParser):
+    """An argument parser whose usage errors are one line, like every other error of the CLI.
+
+    argparse's default prints the whole usage block and prefixes the subcommand
+    (``arctic-rts map: error:``); scripts that grep stderr want the one ``arctic-rts: error:``
+    line. Sub-parsers inherit this class (``add_subparsers`` uses the parent's type).
+    """
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_ERROR, f"arctic-rts: error: {message} (see {self.prog} --help)\n")
+
+
 def _months(text: str) -> tuple[int, ...]:
     """Parse ``6,7,8`` or ``6-8`` into a tuple of months."""
     try:
         if "-" in text:
             first, last = (int(v) for v in text.split("-"))
+            if first > last:
+                raise argparse.ArgumentTypeError(
+                    f"months range {text!r} is empty; write it first-last, e.g. 6-8"
+                )
             return tuple(range(first, last + 1))
         return tuple(int(v) for v in text.split(","))
     except ValueError:
@@ -116,7 +133,7 @@ def _cmd_catalog_serve(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``arctic-rts`` (exposed for docs and tests)."""
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="arctic-rts", description="Map retrogressive thaw slumps from Sentinel-2."
     )
     parser.add_argument("--version", action="version", version=f"arctic-rts {__version__}")

@@ -23,7 +23,7 @@ import geopandas as gpd
 
 from arctic_rts import __version__
 from arctic_rts.config import EARTH_SEARCH_URL, MapConfig, validate_bbox
-from arctic_rts.errors import ConfigError, InventoryError
+from arctic_rts.errors import ConfigError, InventoryError, WeightsError
 
 #: Scenes whose model stage may be queued on the cluster at once; bounds memory and graph size.
 MAX_SCENES_IN_FLIGHT = 2
@@ -132,6 +132,24 @@ def resolve_weights(weights: str | Path | Sequence[str | Path] | None) -> list[A
     if not paths:
         raise ConfigError("no weights given.")
     return [ModelRef.from_path(p) for p in paths]
+
+
+def check_scene_bands(card: dict[str, Any], items: list[dict[str, Any]]) -> None:
+    """Refuse weights whose bands none of the selected scenes carries, before any cluster work.
+
+    Without this, a model for other imagery (an L1C model's ``B10`` on L2A scenes) or a card
+    with provider names (``red``) fails every scene one by one and leaves an empty inventory.
+    A band missing from only some scenes stays a per-scene failure.
+    """
+    bands = [str(b) for b in card["bands"]]
+    lacking = [it for it in items if any(b not in it.get("assets", {}) for b in bands)]
+    if items and len(lacking) == len(items):
+        missing = sorted({b for it in items for b in bands if b not in it.get("assets", {})})
+        raise WeightsError(
+            f"the model '{card.get('name')}' needs bands {missing} that none of the "
+            f"{len(items)} selected scenes carries; use weights whose card lists canonical "
+            "bands of this collection (Sentinel-2 L2A: B01-B09, B8A, B11, B12)."
+        )
 
 
 def _scene_record(item: dict[str, Any]) -> SceneRecord:
@@ -299,6 +317,7 @@ def map_region(
     with stac_endpoint(stac) as url:
         found = search_scenes(bbox_t, year, stac_url=url, config=config.search, sign=sign)
         items = select_scenes(found)
+        check_scene_bands(card, items)
         stac_label = url if stac is None or str(stac).startswith("http") else str(stac)
     t_search = time.perf_counter() - t_start
 
