@@ -498,6 +498,13 @@ def _label_dates(frame: Any, what: str) -> list[date | None]:
     return dates
 
 
+def _ids(frame: Any) -> list[str | None]:
+    """The ``image_id`` column as strings, None where missing (or no such column)."""
+    if "image_id" not in frame.columns:
+        return [None] * len(frame)
+    return [None if v is None or v != v else str(v) for v in frame["image_id"]]
+
+
 def read_labels(source: str | Path | Any, *, slump_label: int = 1) -> Any:
     """Read and clean label polygons; every skipped or repaired row is reported in a warning.
 
@@ -573,7 +580,7 @@ def read_labels(source: str | Path | Any, *, slump_label: int = 1) -> Any:
     keep &= ~undated
     out = gpd.GeoDataFrame(
         {
-            "image_id": frame["image_id"].astype(str) if "image_id" in frame.columns else None,
+            "image_id": _ids(frame),
             "date": dates,
             "year": years,
         },
@@ -597,7 +604,7 @@ def read_footprints(source: str | Path | Any) -> Any:
     geoms = [polygonal(g) if g is not None else None for g in frame.geometry]
     return gpd.GeoDataFrame(
         {
-            "image_id": frame["image_id"].astype(str) if "image_id" in frame.columns else None,
+            "image_id": _ids(frame),
             "date": dates,
         },
         geometry=gpd.GeoSeries(geoms, crs=frame.crs),
@@ -758,7 +765,7 @@ def _add_patches(
     for y, x in patch_windows(h, w, p, stride):
         if valid_px[y : y + p, x : x + p].mean() < min_valid:
             continue
-        origin = transform * (x, y)
+        origin = transform @ (x, y)
         writer.add(
             image[:, y : y + p, x : x + p],
             label[y : y + p, x : x + p],
