@@ -341,7 +341,8 @@ class TrainDataConfig:
     masks: str | None = None
     #: Folder (or zarr dataset) of unlabelled images for semi-supervised methods.
     unlabelled: str | None = None
-    #: Validation images and masks (folders); None: the dataset's own validation split, if any.
+    #: Validation images and masks (folders), or val_images = a .zarr patch dataset (its
+    #: labelled group); None: the dataset's own "val" group, if any.
     val_images: str | None = None
     val_masks: str | None = None
     #: Bands (canonical names) in input order; None: the dataset's own.
