@@ -151,9 +151,11 @@ def open_datasets(config: TrainConfig) -> tuple[Dataset, Dataset | None, Dataset
         unlabelled = (
             PatchDataset(unl, "unlabelled") if unl.suffix == ".zarr" else FolderDataset(unl)
         )
-    if data.val_images is not None:
+    if data.val_images is not None and Path(data.val_images).suffix == ".zarr":
+        val = PatchDataset(data.val_images, "labelled")
+    elif data.val_images is not None:
         if data.val_masks is None:
-            raise ConfigError("data.val_images needs data.val_masks.")
+            raise ConfigError("data.val_images needs data.val_masks (or point it at a .zarr).")
         val = FolderDataset(data.val_images, data.val_masks, bands=data.bands)
     if len(labelled) == 0:
         raise DatasetError("the labelled dataset is empty.")
