@@ -195,3 +195,22 @@ def test_round_trip_real_slump_outlines_all(shared_data: Path) -> None:
     print("round trip all outlines (n, share ok) at >=20/50/100 px:", shares)
     assert shares[50][1] >= 0.95
     assert shares[100][1] >= 0.95
+
+
+def test_measure_polygons_geodesic_perimeter_counts_holes_and_parts() -> None:
+    from pyproj import Geod
+    from shapely.geometry import MultiPolygon, Polygon, box
+
+    from arctic_rts.vectorize import measure_polygons
+
+    outer = box(0, 60, 0.01, 60.01)
+    holed = Polygon(outer.exterior.coords, [box(0.002, 60.002, 0.004, 60.004).exterior.coords])
+    multi = MultiPolygon([outer, box(1, 61, 1.02, 61.01)])
+    geoms = gpd.GeoSeries([outer, holed, multi, Polygon()], crs=4326).to_crs(32631)
+    area, perimeter = measure_polygons(geoms, "EPSG:6931")
+    geod = Geod(ellps="WGS84")
+    expected = [geod.geometry_length(g.boundary) for g in [outer, holed, multi]]
+    assert perimeter[:3] == pytest.approx(expected, rel=1e-6)
+    assert perimeter[1] > perimeter[0] and perimeter[3] == 0 and area[3] == 0
+    geodesic_area = abs(geod.geometry_area_perimeter(outer)[0])
+    assert area[0] == pytest.approx(geodesic_area, rel=1e-3)
