@@ -260,7 +260,13 @@ def map_scenes(
 
 def scenes_frame(records: list[SceneRecord]) -> gpd.GeoDataFrame:
     """The ``scenes`` table of the inventory (footprints in EPSG:4326)."""
-    rows = [{k: v for k, v in dataclasses.asdict(r).items() if k != "footprint"} for r in records]
+    rows = [
+        # The inventory's column is ``scene_id``; an ``item_id`` key would land in ``extra``.
+        {("scene_id" if k == "item_id" else k): v for k, v in dataclasses.asdict(r).items()}
+        for r in records
+    ]
+    for row in rows:
+        del row["footprint"]
     return gpd.GeoDataFrame(rows, geometry=[r.footprint for r in records], crs="EPSG:4326")
 
 
