@@ -446,7 +446,8 @@ def write_inventory(
         run: Provenance of the run: at least ``run_id``; ``stac_url``, configuration,
             versions, query, items, timings, counts are kept whole as JSON in ``runs.info``.
         scenes: One entry per scene: a GeoDataFrame, or dicts with :data:`SCENE_COLUMNS` keys
-            and an optional ``geometry`` footprint (shapely or GeoJSON, EPSG:4326).
+            (``item_id`` is taken for ``scene_id``) and an optional ``geometry`` footprint
+            (shapely or GeoJSON, EPSG:4326).
         overwrite: Replace the year's layer when it exists.
         config: CRS, overlap and change thresholds.
         pixel_size: Pixel edge in metres, for the change layer's ring.
@@ -775,7 +776,7 @@ def _prepare_scenes(
 ) -> gpd.GeoDataFrame:
     if isinstance(scenes, gpd.GeoDataFrame):
         src_crs = scenes.crs or "EPSG:4326"
-        records = [dict(r) for r in scenes.drop(columns="geometry").to_dict("records")]
+        records = [dict(r) for r in scenes.drop(columns=scenes.geometry.name).to_dict("records")]
         geoms = list(scenes.geometry)
     else:
         src_crs = "EPSG:4326"
@@ -784,6 +785,8 @@ def _prepare_scenes(
     rows = []
     for rec in records:
         row = {c: rec.pop(c, None) for c in SCENE_COLUMNS if c != "extra"}
+        if row["scene_id"] is None:  # STAC's name for it, as the pipeline's records use
+            row["scene_id"] = rec.pop("item_id", None)
         row["year"] = year if row["year"] is None else int(row["year"])
         row["run_id"] = run_id if row["run_id"] is None else str(row["run_id"])
         row["extra"] = json.dumps(rec, default=str, sort_keys=True) if rec else None

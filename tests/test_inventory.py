@@ -263,7 +263,7 @@ def _scenes(year: int) -> list[dict]:
             "bands": ["B04", "B08"],  # not a fixed column: kept in `extra`
         },
         {
-            "scene_id": f"S2A_08WMC_{year}",
+            "item_id": f"S2A_08WMC_{year}",  # the pipeline's records name it as STAC does
             "mgrs_tile": "08WMC",
             "status": "failed",
             "error": "HTTP 500 while reading B04",
