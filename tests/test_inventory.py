@@ -374,10 +374,20 @@ def test_write_read_append_overwrite(tmp_path: Path, caplog: pytest.LogCaptureFi
 @pytest.mark.filterwarnings("error::RuntimeWarning")
 def test_empty_year_is_a_layer_with_the_schema(tmp_path: Path, caplog) -> None:
     gpkg = tmp_path / "empty.gpkg"
-    write_inventory(gpkg, merge_polygons([]), year=2020, run={"run_id": "r"}, scenes=[])
+    # Scenes as a GeoDataFrame, shaped like the pipeline's records (item_id, footprint).
+    scenes = gpd.GeoDataFrame(
+        {"item_id": ["S2B_X"], "status": ["done"], "cloud_cover": [12.5], "n_polygons": [0]},
+        geometry=[box(LON - 0.1, LAT - 0.05, LON + 0.02, LAT + 0.05)],
+        crs="EPSG:4326",
+    )
+    write_inventory(gpkg, merge_polygons([]), year=2020, run={"run_id": "r"}, scenes=scenes)
     _check_gpkg(gpkg, caplog)
     info = pyogrio.read_info(gpkg, layer="rts_2020")
     assert info["features"] == 0 and list(info["fields"]) == list(RTS_COLUMNS)
+    back = pyogrio.read_dataframe(gpkg, layer="scenes")
+    assert back["scene_id"].tolist() == ["S2B_X"] and back["run_id"].tolist() == ["r"]
+    assert back["cloud_cover"].tolist() == [12.5] and back["year"].tolist() == [2020]
+    assert back.crs.to_epsg() == 3413 and back.geometry.iloc[0].area > 1e7
 
 
 _WRITER = textwrap.dedent(
