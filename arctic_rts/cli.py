@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import NoReturn
 
 from arctic_rts import __version__
+from arctic_rts.bands import L2A_BANDS
 from arctic_rts.config import (
     ClusterConfig,
     MapConfig,
@@ -117,10 +118,66 @@ def _cmd_map(args: argparse.Namespace) -> int:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
+    if args.generate_only:
+        from arctic_rts.demo import generate_demo
+
+        given = {"seed": args.seed, "years": args.years, "size_px": args.size_px}
+        catalog = generate_demo(args.root, **{k: v for k, v in given.items() if v is not None})
+        print(
+            f"demo catalog: {catalog.root} ({len(catalog.item_paths)} items, "
+            f"truth {catalog.truth_path})"
+        )
+        return EXIT_OK
     from arctic_rts.pipeline import run_demo
 
     report = run_demo(root=args.root, out=args.out, workers=args.workers, progress=not args.quiet)
     print(report)
+    return EXIT_OK
+
+
+def _cmd_dataset_build(args: argparse.Namespace) -> int:
+    from arctic_rts.pipeline import stac_endpoint
+    from arctic_rts.train.data import build_dataset
+
+    with stac_endpoint(args.stac) as url:
+        out = build_dataset(
+            args.labels,
+            args.out,
+            stac_url=url,
+            footprints=args.footprints,
+            bands=tuple(args.bands),
+            patch_size=args.patch_size,
+            stride=args.stride,
+            tolerance_days=args.tolerance_days,
+            unlabelled_regions=[tuple(b) for b in args.unlabelled_bbox or []],
+            unlabelled_year=args.unlabelled_year,
+            dem=args.dem,
+        )
+    print(f"dataset: {out}")
+    return EXIT_OK
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from arctic_rts.train.loop import load_train_config, train
+
+    overrides = {k: v for k, v in (("steps", args.steps), ("device", args.device)) if v}
+    weights = train(load_train_config(args.config, **overrides), progress=not args.quiet)
+    print(f"weights: {weights}")
+    return EXIT_OK
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from arctic_rts.train.evaluate import evaluate, format_table
+
+    result = evaluate(
+        args.weights,
+        args.images,
+        args.masks,
+        threshold=args.threshold,
+        min_area_m2=args.min_area,
+        json_out=args.json,
+    )
+    print(format_table(result))
     return EXIT_OK
 
 
@@ -148,7 +205,48 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, default=Path("demo-out/rts_demo.gpkg"))
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--quiet", action="store_true")
+    p.add_argument(
+        "--generate-only", action="store_true", help="only write the catalog (e.g. training data)"
+    )
+    p.add_argument("--seed", type=int, default=None, help="with --generate-only")
+    p.add_argument("--size-px", type=int, default=None, help="with --generate-only")
+    p.add_argument("--years", type=int, nargs="+", default=None, help="with --generate-only")
     p.set_defaults(func=_cmd_demo)
+
+    ds = sub.add_parser("dataset", help="training datasets").add_subparsers(
+        dest="dataset_command", required=True
+    )
+    p = ds.add_parser("build", help="label polygons + STAC scenes -> a zarr patch dataset")
+    p.add_argument("--labels", type=Path, required=True, help="vector file of slump polygons")
+    p.add_argument("--footprints", type=Path, default=None, help="labelled image footprints")
+    p.add_argument("--stac", required=True, help="STAC API URL, or a local item folder/.parquet")
+    p.add_argument("--out", type=Path, required=True, help="the .zarr dataset to write")
+    p.add_argument("--bands", nargs="+", default=list(L2A_BANDS))
+    p.add_argument("--patch-size", type=int, default=192)
+    p.add_argument("--stride", type=int, default=None, help="default: half the patch size")
+    p.add_argument("--tolerance-days", type=int, default=21)
+    p.add_argument(
+        "--unlabelled-bbox", type=float, nargs=4, action="append", metavar=("W", "S", "E", "N")
+    )
+    p.add_argument("--unlabelled-year", type=int, default=None)
+    p.add_argument("--dem", type=Path, default=None, help="DEM for the elevation pretext")
+    p.set_defaults(func=_cmd_dataset_build)
+
+    p = sub.add_parser("train", help="train a model from a TOML run file")
+    p.add_argument("--config", type=Path, required=True)
+    p.add_argument("--steps", type=int, default=None, help="override the run file's steps")
+    p.add_argument("--device", default=None, help="override: auto, cpu, cuda[:N]")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=_cmd_train)
+
+    p = sub.add_parser("evaluate", help="pixel and object scores of weights on image/mask pairs")
+    p.add_argument("--weights", type=Path, required=True)
+    p.add_argument("--images", type=Path, required=True)
+    p.add_argument("--masks", type=Path, required=True)
+    p.add_argument("--json", type=Path, default=None, help="also write the scores as JSON")
+    p.add_argument("--threshold", type=float, default=None, help="default: model card")
+    p.add_argument("--min-area", type=float, default=0.0, metavar="M2")
+    p.set_defaults(func=_cmd_evaluate)
 
     cat = sub.add_parser("catalog", help="the embedded STAC API").add_subparsers(
         dest="catalog_command", required=True
