@@ -43,6 +43,10 @@ class DatasetError(ArcticRTSError):
     """A training or evaluation dataset cannot be built or read."""
 
 
+class TrainingError(ArcticRTSError):
+    """A training run cannot go on (the loss diverged, a checkpoint belongs to another run)."""
+
+
 class ArcticRTSWarning(UserWarning):
     """Base class of the toolkit's warnings (skipped labels, dropped scenes, ...)."""
 
