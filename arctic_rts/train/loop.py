@@ -37,7 +37,7 @@ from arctic_rts.config import (
     TrainConfig,
     TrainDataConfig,
 )
-from arctic_rts.errors import ConfigError, DatasetError
+from arctic_rts.errors import ConfigError, DatasetError, TrainingError
 from arctic_rts.model.unet import UNet
 from arctic_rts.model.weights import resolve_device, save_weights
 from arctic_rts.train.data import (
@@ -309,14 +309,15 @@ def train(
     config_json = json.dumps(config_to_dict(config), sort_keys=True)
 
     if config.resume and ckpt_path.exists():
-        state = torch.load(ckpt_path, map_location=device, weights_only=True)
+        # RNG states must stay on the CPU; load_state_dict moves the rest to the device
+        state = torch.load(ckpt_path, map_location="cpu", weights_only=True)
         saved = json.loads(state["config"])
         mine = json.loads(config_json)
         for k in ("steps", "out_dir", "resume", "device", "val_every", "checkpoint_every"):
             saved.pop(k, None)
             mine.pop(k, None)
         if saved != mine:
-            raise ConfigError(
+            raise TrainingError(
                 f"{ckpt_path} belongs to a different run configuration; use another out_dir "
                 "or set resume = false to start over."
             )
@@ -376,8 +377,9 @@ def train(
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
                 result = method.loss(net, batch_l, batch_u, step, aug_gen)
             if not torch.isfinite(result.loss):
-                raise FloatingPointError(
-                    f"the loss became {float(result.loss)} at step {step}; lower lr or check data."
+                raise TrainingError(
+                    f"the loss became {float(result.loss)} at step {step}; lower lr or check "
+                    f"the data (resume restarts from {ckpt_path.name} if one was written)."
                 )
             optimizer.zero_grad(set_to_none=True)
             result.loss.backward()  # type: ignore[no-untyped-call]
