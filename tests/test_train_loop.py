@@ -209,3 +209,11 @@ def test_semi_supervised_without_unlabelled_data_is_refused(
         images=cfg.data.images, masks=cfg.data.masks, patch_size=SIZE)})  # fmt: skip
     with pytest.raises(ConfigError, match="unlabelled"):
         train(cfg, progress=False)
+
+
+def test_a_checkpoint_of_another_run_is_refused(folders: dict[str, Path], tmp_path: Path) -> None:
+    from arctic_rts.errors import TrainingError
+
+    train(_config(folders, tmp_path, "supervised", steps=4), progress=False, stop_after=1)
+    with pytest.raises(TrainingError, match="different run configuration"):
+        train(_config(folders, tmp_path, "supervised", steps=4, lr=5e-3), progress=False)

@@ -214,3 +214,19 @@ def test_elevation_loss_is_zero_for_the_right_relative_dem_and_trains_the_head()
     assert "elevation" in result.logs
     result.loss.backward()
     assert net.unet.elevation_head.weight.grad.abs().sum() > 0  # type: ignore[union-attr]
+
+
+def test_losses_ignore_pixels_outside_the_image() -> None:
+    from arctic_rts.train.methods.base import bce_loss
+
+    logits = torch.randn(1, 1, 8, 8)
+    target = (logits > 0).float()
+    valid = torch.ones(1, 1, 8, 8)
+    valid[..., :4] = 0
+    wrong = target.clone()
+    wrong[..., :4] = 1 - wrong[..., :4]  # garbage labels where the transform read outside
+    assert torch.equal(bce_loss(logits, target, valid), bce_loss(logits, wrong, valid))
+    assert not torch.equal(
+        bce_loss(logits, target, torch.ones_like(valid)),
+        bce_loss(logits, wrong, torch.ones_like(valid)),
+    )
