@@ -128,8 +128,8 @@ _SPECTRA_PERMILLE: dict[str, tuple[int, ...]] = {
     "shrub_b":  ( 35,  40,  60,  60, 100, 170, 200, 215, 222, 222, 215, 125),
     "heath_g":  ( 60,  65,  85,  90, 125, 165, 185, 195, 200, 200, 245, 165),
     "heath_b":  ( 65,  70,  88, 100, 130, 155, 170, 178, 183, 183, 255, 180),
-    "sedge_g":  ( 25,  28,  52,  40,  85, 160, 190, 200, 210, 205, 150,  70),
-    "sedge_b":  ( 35,  40,  58,  60,  90, 125, 140, 150, 156, 152, 175, 100),
+    "sedge_g":  ( 25,  28,  50,  38,  75, 130, 150, 158, 165, 160, 120,  60),
+    "sedge_b":  ( 33,  38,  55,  55,  80, 110, 122, 130, 135, 132, 150,  90),
     # water
     "lake":     ( 45,  40,  40,  28,  22,  18,  16,  14,  12,  10,   8,   6),
     "river":    ( 70,  70,  90,  80,  75,  55,  45,  40,  35,  25,  12,   8),
@@ -565,6 +565,8 @@ class _Slump:
     lobe: BaseGeometry  # the flow lobe beyond the mouth
     tip: tuple[float, float]  # downslope end, the anchor of growth
     veg: float  # share of vegetation left inside the scar
+    wet: float  # 0..1: how much of the floor is dark, wet mud
+    gain: float  # overall brightness of this scar's sediments
     first_year_index: int = 0
     vanish_year_index: int | None = None
     growth: list[float] = field(default_factory=list)  # area factor per later year
@@ -678,7 +680,7 @@ def _build_landscape(
     wet = (wet - wet.mean()) / (wet.std() + 1e-6)
     shrub = _smoothstep(0.5 + 0.4 * n1 + 0.8 * valley - 0.3)
     heath = _smoothstep(0.5 + 0.45 * n2 - 0.35 * wet - 0.6 * valley)
-    sedge = _smoothstep(0.5 + 0.45 * n3 + 0.45 * wet - 0.5) * (slope < 3)
+    sedge = _smoothstep(0.5 + 0.5 * n3 + 0.5 * wet - 0.35) * (slope < 3)
     tundra = np.full(shape, 0.6, np.float32)
 
     # --- look-alikes along rivers: wet mud banks next to the channel, gravel bars on the floor
@@ -745,9 +747,12 @@ def _build_landscape(
         "lake": lake_frac,
         "river": river.astype(np.float32),
         "bank": (np.maximum(bank, 0.6 * lake_shore)).astype(np.float32),
+        # the floodplain (channel, banks, bars), where slumps do not reach
+        "floodplain": (d_river < river_hw + 60).astype(np.float32),
         "gravel": gravel.astype(np.float32),
         "bare_dry": bare_dry,
         "texture": _noise(rng, shape, 6, beta=1.6),
+        "moisture": _noise(rng, shape, 150, beta=2.4),
         "mud_mix": _noise(rng, shape, 15, beta=2.0),
     }
     slumps = _place_slumps(rng, grid, fields, tiles, n_years, size_px)
@@ -829,16 +834,18 @@ def _place_slumps(
     """
     res = grid.res
     slope = fields["slope"]
-    water = fields["lake"] + fields["river"]
+    water = fields["lake"] + fields["river"] + fields["floodplain"]
     _, aspect_s = _slope_aspect(ndimage.gaussian_filter(fields["dem"], 6), res)
     valid_areas = [_transform_geom(t.valid, t.grid.epsg, grid.epsg).buffer(-40.0) for t in tiles]
     valid_union = shapely.union_all(valid_areas)
     scene_km2 = (size_px * 10 / 1000) ** 2
-    n_target = max(6, round(scene_km2 * 0.30))
+    n_target = max(4, round(scene_km2 * 0.30))
+    # Small test scenes get small slumps, so slumps stay a small share of the scene.
+    max_area = min(400_000.0, max(5000.0, 0.01 * scene_km2 * 1e6))
     n_new = [max(1, round(n_target * 0.12)) for _ in range(n_years - 1)]
     first_years = [0] * n_target + [yi + 1 for yi, n in enumerate(n_new) for _ in range(n)]
-    areas = sorted((_slump_area_m2(rng) for _ in range(n_target)), reverse=True)
-    areas += [_slump_area_m2(rng) for _ in first_years[n_target:]]
+    areas = sorted((min(_slump_area_m2(rng), max_area) for _ in range(n_target)), reverse=True)
+    areas += [min(_slump_area_m2(rng), max_area) for _ in first_years[n_target:]]
 
     cand = np.flatnonzero(((slope > 3.5) & (slope < 14.0) & (water < 0.01)).ravel())
     if cand.size == 0:
@@ -890,7 +897,8 @@ def _place_slumps(
         slumps.append(
             _Slump(
                 slump_id=len(slumps) + 1, shape=shape, rim=rim, lobe=lobe, tip=tip,
-                veg=float(rng.uniform(0.0, 0.3)), first_year_index=first_years[ai],
+                veg=float(rng.uniform(0.0, 0.45)), wet=float(rng.uniform(0.0, 1.0)),
+                gain=float(rng.uniform(0.82, 1.18)), first_year_index=first_years[ai],
                 growth=growth,
             )
         )  # fmt: skip
@@ -900,7 +908,7 @@ def _place_slumps(
     initial = [s for s in slumps if s.first_year_index == 0]
     for yi in range(1, n_years):
         alive = [s for s in initial if s.vanish_year_index is None]
-        n_vanish = max(1, round(len(alive) * 0.1)) if len(alive) > 4 else 0
+        n_vanish = max(1, round(len(alive) * 0.1)) if len(alive) > 2 else 0
         for i in rng.choice(len(alive), n_vanish, replace=False):
             alive[int(i)].vanish_year_index = yi
     return slumps
@@ -961,22 +969,25 @@ def _slump_fields(land: _Landscape, yi: int) -> dict[str, _F32]:
     """Per-year fields on the master grid: scar parts and revegetated scars."""
     grid = land.grid
     alive = _slumps_in_year(land, yi)
-    shapes, rims, lobes, vegs = [], [], [], []
+    shapes, rims, lobes = [], [], []
     for s, _ in alive:
         shp, rim, lobe = _slump_state(s, yi)
         shapes.append(shp)
         rims.append(rim)
         lobes.append(lobe)
-        vegs.append((shp, s.veg))
     full = _rasterize_frac(shapes, grid)
     rim_f = np.minimum(_rasterize_frac(rims, grid), full)
     lobe_f = np.minimum(_rasterize_frac(lobes, grid), full - rim_f)
-    veg = np.zeros_like(full)
-    if vegs:
-        veg = rasterize(
-            [(g, v) for g, v in vegs], out_shape=full.shape, transform=grid.transform,
-            fill=0.0, dtype="float32",
-        )  # fmt: skip
+    # Per-scar properties (vegetation left, wetness, brightness), so scars differ from each other.
+    props = {}
+    for key in ("veg", "wet", "gain"):
+        props[key] = np.zeros_like(full)
+        if shapes:
+            props[key] = rasterize(
+                [(g, getattr(s, key)) for g, (s, _) in zip(shapes, alive, strict=True)],
+                out_shape=full.shape, transform=grid.transform, fill=0.0, dtype="float32",
+                all_touched=True,
+            )  # fmt: skip
     gone = [
         _slump_state(s, s.vanish_year_index - 1)[0]
         for s in land.slumps
@@ -986,7 +997,9 @@ def _slump_fields(land: _Landscape, yi: int) -> dict[str, _F32]:
         "scar": full,
         "rim": rim_f,
         "lobe": lobe_f,
-        "scar_veg": veg,
+        "scar_veg": props["veg"],
+        "scar_wet": props["wet"],
+        "scar_gain": props["gain"],
         "reveg": _rasterize_frac(gone, grid),
     }
 
@@ -1031,7 +1044,8 @@ def _ground_weights(
     land: _Landscape, yfields: dict[str, _F32], where: tuple[Any, Any]
 ) -> tuple[_F32, _F32]:
     """Endmember weights (n_classes, H, W) summing to 1 on a tile grid, and the snow depth."""
-    f = {k: _sample(v, where) for k, v in land.fields.items() if k not in ("dem", "dem_s")}
+    skip = ("dem", "dem_s", "floodplain")
+    f = {k: _sample(v, where) for k, v in land.fields.items() if k not in skip}
     y = {k: _sample(v, where) for k, v in yfields.items()}
     h, w = f["tundra"].shape
     wts = np.zeros((len(_CLASSES), h, w), np.float32)
@@ -1055,14 +1069,16 @@ def _ground_weights(
     keep = 1 - scar
     wts *= keep
     vegf = y["scar_veg"] * floor
+    wetf = np.clip(mixw * (0.3 + 0.7 * y["scar_wet"]), 0, 1)
+    gain = np.where(scar > 0, y["scar_gain"], 1.0)
     wts[_CI["tundra"]] += vegf
-    wts[_CI["mud"]] += (floor - vegf) * (1 - 0.5 * mixw)
-    wts[_CI["lobe"]] += (floor - vegf) * 0.5 * mixw + lobe
-    wts[_CI["headwall"]] += rim
+    wts[_CI["mud"]] += (floor - vegf) * (1 - wetf) * gain
+    wts[_CI["lobe"]] += ((floor - vegf) * wetf + lobe) * gain
+    wts[_CI["headwall"]] += rim * gain
     _cover(wts, "river", f["river"])
     _cover(wts, "lake", f["lake"])
     # Brightness texture in every class (soil moisture, microtopography).
-    wts *= 1 + 0.06 * f["texture"][None]
+    wts *= 1 + 0.09 * f["texture"][None] + 0.06 * f["moisture"][None]
     return wts, _sample(land.snow_depth, where)
 
 
