@@ -1,0 +1,282 @@
+"""End to end: ``map_region`` on a generated demo catalog, served by the embedded STAC API, with
+a real two-process Dask ``LocalCluster``, read back with GDAL and sqlite.
+
+The model is a hand-set UNet (see :func:`_ndvi_unet`): a real weights file, loaded by the
+workers through ``ModelRef`` like any other, whose output is a per-pixel rule (bare, wet soil:
+NDVI < 0.3). Its detections are therefore known in advance, which lets the tests check where
+polygons land without a trained model.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import sqlite3
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import geopandas as gpd
+import numpy as np
+import pyogrio
+import pytest
+import shapely
+import torch
+
+from arctic_rts.bands import L2A_BANDS
+from arctic_rts.cluster import connect
+from arctic_rts.config import ClusterConfig, MapConfig, PredictConfig, SearchConfig
+from arctic_rts.demo import DemoCatalog, generate_demo
+from arctic_rts.errors import InventoryError
+from arctic_rts.model import UNet, save_weights
+from arctic_rts.pipeline import MapResult, map_region
+
+pytestmark = pytest.mark.slow
+
+YEAR = 2021
+#: Small scenes (1.8 km) keep the run short; at this size both tiles still see slumps.
+SIZE_PX = 180
+#: NDVI below this is "bare soil" for the stand-in model: 1.3 * B04 - 0.7 * B08 > 0.
+NDVI_MAX = 0.3
+CONFIG = MapConfig(
+    search=SearchConfig(months=(6, 7, 8), max_cloud_cover=60.0),
+    predict=PredictConfig(tile_size=128, halo=128, device="cpu"),
+    cluster=ClusterConfig(n_workers=2, threads_per_worker=1, gpu="no"),
+)
+
+
+def _ndvi_unet(bands: list[str]) -> UNet:
+    """A smallest UNet whose logit is +-8 by the sign of ``(1+t) * B04 - (1-t) * B08``.
+
+    Only centre taps are set and every deeper stage is zero, so the network is a per-pixel rule
+    passed through the real encoder/decoder: the first conv computes the score into channel 0
+    and its negative into channel 1; the per-pixel channel LayerNorm of two channels ``(s, -s)``
+    is ``sign(s)``; later convs carry that sign along the first skip connection to the head.
+    """
+    torch.manual_seed(0)
+    net = UNet(len(bands), widths=(2, 2), bottleneck=2)
+    with torch.no_grad():
+        for module in net.modules():
+            if isinstance(module, torch.nn.Conv2d):
+                module.weight.zero_()
+                assert module.bias is not None
+                module.bias.zero_()
+        score = torch.zeros(len(bands))
+        score[bands.index("B04")] = 1.0 + NDVI_MAX
+        score[bands.index("B08")] = -(1.0 - NDVI_MAX)
+        sign_pair = torch.tensor([[1.0, -1.0], [-1.0, 1.0]])
+        first = net.down[0][0][0]
+        first.weight[0, :, 1, 1] = score
+        first.weight[1, :, 1, 1] = -score
+        net.down[0][1][0].weight[:, :, 1, 1] = sign_pair
+        # The last decoder stage sees cat([upsampled deep path (zero), first skip]).
+        net.up[-1].body[0][0].weight[:, 2:4, 1, 1] = sign_pair
+        net.up[-1].body[1][0].weight[:, :, 1, 1] = sign_pair
+        net.head.weight[0, :, 0, 0] = torch.tensor([8.0, -8.0])
+    return net
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _expected_selection(catalog: DemoCatalog) -> dict[str, str]:
+    """Per MGRS tile, the least cloudy in-season item id, read straight from the item files."""
+    best: dict[str, tuple[float, str]] = {}
+    for path in catalog.item_paths:
+        props = json.loads(path.read_text())["properties"]
+        month = int(props["datetime"][5:7])
+        cloud = float(props["eo:cloud_cover"])
+        if month not in CONFIG.search.months or cloud > CONFIG.search.max_cloud_cover:
+            continue
+        zone, band, square = (
+            props[f"mgrs:{k}"] for k in ("utm_zone", "latitude_band", "grid_square")
+        )
+        tile = f"{int(zone):02d}{band}{square}"
+        if tile not in best or cloud < best[tile][0]:
+            best[tile] = (cloud, path.stem)
+    return {tile: item_id for tile, (_, item_id) in best.items()}
+
+
+@pytest.fixture(scope="session")
+def demo(tmp_path_factory: pytest.TempPathFactory) -> DemoCatalog:
+    return generate_demo(tmp_path_factory.mktemp("demo") / "catalog", size_px=SIZE_PX)
+
+
+@pytest.fixture(scope="module")
+def weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    bands = list(L2A_BANDS)
+    path = tmp_path_factory.mktemp("weights") / "ndvi_rule.safetensors"
+    card = {
+        "bands": bands,
+        # Identity normalisation: the first conv sees raw reflectance.
+        "normalisation": {"mean": [0.0] * len(bands), "std": [1.0] * len(bands)},
+        "threshold": 0.5,
+        "training": {"method": "hand-set NDVI rule for tests"},
+    }
+    save_weights(_ndvi_unet(bands), card, path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def client() -> Iterator[Any]:
+    with connect(CONFIG.cluster) as c:
+        yield c
+
+
+@pytest.fixture(scope="module")
+def mapped(
+    demo: DemoCatalog, weights: Path, client: Any, tmp_path_factory: pytest.TempPathFactory
+) -> MapResult:
+    out = tmp_path_factory.mktemp("out") / "inventory.gpkg"
+    return map_region(
+        demo.bbox,
+        YEAR,
+        stac=demo.items_dir,
+        weights=weights,
+        out=out,
+        config=CONFIG,
+        client=client,
+        progress=False,
+    )
+
+
+def test_stand_in_model_is_the_ndvi_rule(weights: Path) -> None:
+    from arctic_rts.model import load_model
+
+    model, card = load_model(weights, bands=list(L2A_BANDS))
+    # four columns of NDVI 0.71, 0.48 (tundra), 0.14 (bare mud), 0.0 (bright bare soil)
+    refl = np.full((1, len(L2A_BANDS), 4, 4), 0.1, dtype=np.float32)
+    refl[0, L2A_BANDS.index("B04")] = [0.05, 0.06, 0.09, 0.20]
+    refl[0, L2A_BANDS.index("B08")] = [0.30, 0.17, 0.12, 0.20]
+    with torch.no_grad():
+        prob = torch.sigmoid(model(torch.from_numpy(refl)))[0, 0].numpy()
+    assert card["bands"] == list(L2A_BANDS)
+    np.testing.assert_array_less(prob[:, :2], 0.01)
+    np.testing.assert_array_less(0.99, prob[:, 2:])
+
+
+def test_inventory_is_a_valid_geopackage(mapped: MapResult) -> None:
+    layers = dict(pyogrio.list_layers(mapped.out))
+    assert set(layers) >= {f"rts_{YEAR}", "scenes", "runs"}
+    info = pyogrio.read_info(mapped.out, layer=f"rts_{YEAR}")
+    assert info["crs"] == "EPSG:3413"
+    assert info["geometry_type"] == "MultiPolygon"
+    assert info["features"] == len(mapped.polygons) > 0
+    with sqlite3.connect(mapped.out) as db:
+        tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        srs = db.execute(
+            "SELECT srs_id FROM gpkg_geometry_columns WHERE table_name = ?", (f"rts_{YEAR}",)
+        ).fetchone()
+    assert f"rtree_rts_{YEAR}_geom" in tables
+    assert srs == (3413,)
+    rts = gpd.read_file(mapped.out, layer=f"rts_{YEAR}")
+    assert rts.crs.to_epsg() == 3413
+    assert shapely.is_valid(rts.geometry.values).all()
+    assert not rts.geometry.is_empty.any()
+    assert rts["rts_id"].is_unique
+    # the stand-in model is a step function: every detected pixel is ~1
+    assert (rts["mean_prob"] > 0.99).all()
+    assert (rts["area_m2"] >= CONFIG.vectorize.min_area_m2).all()
+    used = set(mapped.run["items_used"].split(","))
+    for ids in rts["scene_ids"]:
+        assert set(ids.split(",")) <= used
+
+
+def test_scenes_and_runs_tables_record_the_run(mapped: MapResult, demo: DemoCatalog) -> None:
+    expected = _expected_selection(demo)
+    assert len(expected) == 2  # the demo has two MGRS tiles
+    scenes = gpd.read_file(mapped.out, layer="scenes")
+    assert sorted(scenes["scene_id"]) == sorted(expected.values())
+    assert set(scenes["status"]) == {"done"}
+    assert (scenes["error"].fillna("") == "").all()
+    months = {int(str(d)[5:7]) for d in scenes["datetime"]}
+    assert months <= set(CONFIG.search.months)  # the clearer May/October scenes were skipped
+    assert scenes["n_polygons"].sum() >= len(mapped.polygons)
+    runs = pyogrio.read_dataframe(mapped.out, layer="runs")
+    assert len(runs) == 1
+    row = runs.iloc[0]
+    assert row["run_id"] == mapped.run["run_id"]
+    assert int(row["year"]) == YEAR
+    assert int(row["n_polygons"]) == len(mapped.polygons)
+    assert int(row["n_scenes"]) == 2
+    assert set(scenes["run_id"]) == {mapped.run["run_id"]}
+
+
+def test_polygons_land_on_the_true_slumps(mapped: MapResult, demo: DemoCatalog) -> None:
+    """Georeferencing end to end: the demo's slumps are wet mud (NDVI ~0.25), so the rule's
+    polygons cover much of the true slumps (some are under cloud) and little else. A shifted
+    or flipped grid anywhere between load and the GeoPackage would cover the slumps no better
+    than any other ground (about 2 % of it)."""
+    rts = gpd.read_file(mapped.out, layer=f"rts_{YEAR}")
+    scenes = gpd.read_file(mapped.out, layer="scenes").to_crs(rts.crs)
+    truth = gpd.read_file(demo.truth_path).to_crs(rts.crs)
+    truth = truth[truth["year"] == YEAR]
+    seen = scenes.union_all()
+    truth = truth[truth.geometry.within(seen)]
+    assert len(truth) >= 2
+    detected = rts.union_all()
+    on_slumps = truth.geometry.intersection(detected).area.sum() / truth.geometry.area.sum()
+    anywhere = detected.area / seen.area
+    assert on_slumps > 0.3
+    assert on_slumps > 10 * anywhere, (on_slumps, anywhere)
+
+
+def test_existing_output_is_refused_and_untouched(
+    mapped: MapResult, demo: DemoCatalog, weights: Path, client: Any
+) -> None:
+    before = _sha256(mapped.out)
+    with pytest.raises(InventoryError, match="overwrite"):
+        map_region(
+            demo.bbox,
+            YEAR,
+            stac=demo.items_dir,
+            weights=weights,
+            out=mapped.out,
+            config=CONFIG,
+            client=client,
+            progress=False,
+        )
+    assert _sha256(mapped.out) == before
+
+
+def test_a_broken_scene_is_recorded_and_the_others_mapped(
+    demo: DemoCatalog, weights: Path, client: Any, tmp_path: Path
+) -> None:
+    copy = tmp_path / "catalog"
+    shutil.copytree(demo.root, copy)
+    broken = _expected_selection(demo)["08WLB"]
+    item = json.loads((copy / "items" / f"{broken}.json").read_text())
+    cog = (copy / "items" / item["assets"]["nir"]["href"]).resolve()
+    assert cog.is_file() and copy in cog.parents
+    cog.write_bytes(b"not a GeoTIFF")
+    out = tmp_path / "inventory.gpkg"
+
+    result = map_region(
+        demo.bbox,
+        YEAR,
+        stac=copy / "items",
+        weights=weights,
+        out=out,
+        config=CONFIG,
+        client=client,
+        progress=False,
+    )
+
+    assert result.n_failed == 1
+    status = {s.item_id: s for s in result.scenes}
+    assert status[broken].status == "failed"
+    assert "nir" in status[broken].error or "B08" in status[broken].error
+    assert "\n" not in status[broken].error
+    others = [s for s in result.scenes if s.item_id != broken]
+    assert [s.status for s in others] == ["done"]
+    scenes = gpd.read_file(out, layer="scenes").set_index("scene_id")
+    assert scenes.loc[broken, "status"] == "failed"
+    assert scenes.loc[broken, "error"] == status[broken].error
+    assert scenes.loc[others[0].item_id, "status"] == "done"
+    rts = gpd.read_file(out, layer=f"rts_{YEAR}")
+    assert len(rts) == len(result.polygons) > 0
+    assert all(ids == others[0].item_id for ids in rts["scene_ids"])
+    runs = pyogrio.read_dataframe(out, layer="runs")
+    assert json.loads(runs.iloc[0]["info"])["scenes_failed"] == 1
