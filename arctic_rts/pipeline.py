@@ -333,7 +333,9 @@ def map_region(
         records, frames = map_scenes(
             items, refs, card, config, client, run_id=run_id, progress=progress
         )
-    merged = merge_polygons(frames, crs=config.inventory.crs)
+    merged = merge_polygons(
+        frames, crs=config.inventory.crs, min_overlap=config.inventory.min_overlap
+    )
     run = {
         "run_id": run_id,
         "started": started_at,
@@ -351,7 +353,14 @@ def map_region(
         "seconds_total": round(time.perf_counter() - t_start, 3),
     }
     write_inventory(
-        out, merged, year=year, run=run, scenes=scenes_frame(records), overwrite=overwrite
+        out,
+        merged,
+        year=year,
+        run=run,
+        scenes=scenes_frame(records),
+        overwrite=overwrite,
+        config=config.inventory,
+        pixel_size=config.load.resolution,
     )
     return MapResult(out, year, stac_label, records, merged, items, run)
 
