@@ -163,9 +163,9 @@ _BI = {b: i for i, b in enumerate(L2A_BANDS)}
 
 #: Ground centre of the demo: the Yukon coastal plain at the UTM zone 7/8 boundary (138 W).
 _CENTER_LONLAT = (-138.0, 69.05)
-#: The two tiles' scene centres lie this far west/east of the ground centre (metres), so the
-#: scenes overlap by about 70 % of their width.
-_TILE_SHIFT_M = 1500.0
+#: The two tiles' scene centres lie this share of the scene width west/east of the ground
+#: centre, so the scenes overlap by about 70 % of their width.
+_TILE_SHIFT = 0.15
 _TILES: tuple[tuple[int, float, str, int], ...] = (
     # (EPSG, east shift sign, UTC time of the overpass, relative orbit)
     (32607, -1.0, "20:49:19", 100),
@@ -413,7 +413,7 @@ def _plan_tiles(size_px: int) -> list[_Tile]:
     cx7, cy7 = to7.transform(*_CENTER_LONLAT)
     for k, (epsg, sign, utc, orbit) in enumerate(_TILES):
         lon, lat = Transformer.from_crs(32607, 4326, always_xy=True).transform(
-            cx7 + sign * _TILE_SHIFT_M, cy7
+            cx7 + sign * _TILE_SHIFT * extent, cy7
         )
         x, y = Transformer.from_crs(4326, epsg, always_xy=True).transform(lon, lat)
         x0 = math.floor((x - extent / 2) / 60.0) * 60.0
@@ -499,7 +499,7 @@ def _rasterize_frac(
     fine = rasterize(
         [(g, v) for g, v in zip(geoms, vals, strict=True) if not g.is_empty],
         out_shape=(grid.height * supersample, grid.width * supersample),
-        transform=grid.transform * Affine.scale(1.0 / supersample),
+        transform=grid.transform @ Affine.scale(1.0 / supersample),
         fill=0,
         dtype="float32",
     )
@@ -589,7 +589,8 @@ def _build_landscape(
     # tile 1 samples it exactly.
     polys = [_transform_geom(box(*t.grid.bounds()), t.grid.epsg, master_epsg) for t in tiles]
     union = shapely.union_all(polys)
-    xmin, ymin, xmax, ymax = union.buffer(1500.0).bounds
+    # margin: the lon/lat bbox of the rotated footprints overhangs them by ~5 % of a scene
+    xmin, ymin, xmax, ymax = union.buffer(300.0 + 0.1 * _extent(tiles)).bounds
     g1 = tiles[0].grid
     left = math.ceil((g1.x0 - xmin) / 10.0)
     top = math.ceil((ymax - g1.y0) / 10.0)
@@ -759,6 +760,11 @@ def _build_landscape(
     return _Landscape(grid, fields, slumps, snow_depth)
 
 
+def _extent(tiles: list[_Tile]) -> float:
+    """Edge length in metres of the tile scenes."""
+    return tiles[0].grid.width * tiles[0].grid.res
+
+
 def _wrap(angle: float) -> float:
     return (angle + math.pi) % (2 * math.pi) - math.pi
 
@@ -870,8 +876,10 @@ def _place_slumps(
         radius = math.sqrt(areas[ai] / unit.area)
         # local +x (downslope) must point along the azimuth of steepest descent
         rot = 90.0 - math.degrees(float(aspect_s[r, c]))
+        # Every other slump grows fast (>15 % a year, headwall retreat), the rest barely.
+        grows = (ai % 2 == 0) if ai < n_target else bool(rng.uniform() < 0.5)
         growth = [1.0] + [
-            float(rng.uniform(1.15, 1.6) if rng.uniform() < 0.45 else rng.uniform(1.0, 1.04))
+            float(rng.uniform(1.15, 1.6) if grows else rng.uniform(1.0, 1.04))
             for _ in range(n_years - 1)
         ]
         lin = math.sqrt(math.prod(growth[first_years[ai] + 1 :]))
@@ -1238,15 +1246,17 @@ def _scl(
     return scl
 
 
-def _valid_mask(tile: _Tile, res: float) -> NDArray[np.bool_]:
-    g = tile.grid
-    f = round(res / g.res)
-    gg = g.coarsen(f)
+def _valid_mask(tile: _Tile, res: int) -> NDArray[np.bool_]:
+    """Valid pixels at ``res``: decided on the 60 m grid, so every band and SCL agree."""
+    g60 = tile.grid.coarsen(6)
     if tile.nodata_cut is None:
-        return np.ones((gg.height, gg.width), bool)
-    cut = rasterize([(tile.nodata_cut, 1)], out_shape=(gg.height, gg.width), transform=gg.transform,
-                    dtype="uint8")  # fmt: skip
-    return cut == 0
+        valid = np.ones((g60.height, g60.width), bool)
+    else:
+        cut = rasterize([(tile.nodata_cut, 1)], out_shape=(g60.height, g60.width),
+                        transform=g60.transform, dtype="uint8")  # fmt: skip
+        valid = cut == 0
+    f = 60 // res
+    return np.repeat(np.repeat(valid, f, axis=0), f, axis=1)
 
 
 def _to_dn(refl: _F32, rng: np.random.Generator, valid: NDArray[np.bool_]) -> NDArray[np.uint16]:
