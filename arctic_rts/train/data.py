@@ -17,6 +17,7 @@ digital numbers), uint8 / 255; float images are taken as reflectance.
 from __future__ import annotations
 
 import json
+import math
 import re
 import warnings
 from collections.abc import Iterable, Mapping, Sequence
@@ -659,13 +660,12 @@ def group_labels(
         fp = fp_by_id.get(key, shared)
         if fp is None:
             missing.append(key)
-            utm = part.estimate_utm_crs()
-            box = shapely.box(*part.to_crs(utm).total_bounds).buffer(
-                footprint_buffer_m, join_style=2
-            )
-            import geopandas as gpd
-
-            fp = gpd.GeoSeries([box], crs=utm).to_crs("EPSG:4326").iloc[0]
+            # grow the lon/lat box by the buffer in metres (spherical: plenty for a margin)
+            w, s, e, n = part.total_bounds
+            dlat = footprint_buffer_m / 111_320.0
+            coslat = max(math.cos(math.radians(max(abs(s), abs(n)))), 0.01)
+            dlon = dlat / coslat
+            fp = shapely.box(w - dlon, max(s - dlat, -90.0), e + dlon, min(n + dlat, 90.0))
         d = part["date"].iloc[0]
         year = int(part["year"].iloc[0]) if part["year"].iloc[0] is not None else d.year
         out.append(LabelledImage(key, fp, part, d, year))
