@@ -6,7 +6,13 @@ The library, the CLI and TOML run files all read these classes. Each validates i
 
 from __future__ import annotations
 
+import dataclasses
+import itertools
+import tomllib
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
 from arctic_rts.bands import SCL_MASKED
 from arctic_rts.errors import ConfigError
@@ -177,6 +183,174 @@ class MapConfig:
     vectorize: VectorizeConfig = field(default_factory=VectorizeConfig)
     inventory: InventoryConfig = field(default_factory=InventoryConfig)
     cluster: ClusterConfig = field(default_factory=ClusterConfig)
+
+
+# --- yearly inventory runs (arctic_rts.pipeline.run_inventory) ------------------------------
+
+#: Exports an inventory run can write beside its GeoPackage (``exports = [...]`` in the file).
+INVENTORY_EXPORTS: tuple[str, ...] = ("geoparquet", "summary_csv")
+#: Tables of an inventory run file that fill :class:`MapConfig`'s sections.
+_MAP_SECTIONS = {
+    "search": SearchConfig,
+    "load": LoadConfig,
+    "predict": PredictConfig,
+    "vectorize": VectorizeConfig,
+    "inventory": InventoryConfig,
+    "cluster": ClusterConfig,
+}
+
+
+@dataclass(frozen=True)
+class RegionConfig:
+    """One named region of an inventory run, as a WGS84 box."""
+
+    #: Region name (the summary CSV's ``region`` column); unique within a run.
+    name: str
+    #: ``(west, south, east, north)`` in degrees.
+    bbox: tuple[float, float, float, float]
+
+    def __post_init__(self) -> None:
+        if not str(self.name).strip():
+            raise ConfigError("every region needs a non-empty name.")
+        object.__setattr__(self, "bbox", validate_bbox(list(self.bbox)))
+
+
+@dataclass(frozen=True)
+class InventoryRunConfig:
+    """One scheduled inventory (``arctic-rts inventory run FILE.toml``): regions x years.
+
+    Paths are taken as given here; :func:`read_inventory_run` makes a run file's relative paths
+    relative to that file.
+    """
+
+    #: The inventory GeoPackage; its work folder (manifest of finished scenes) is ``<out>.work``.
+    out: str
+    #: Years to map, strictly increasing; a change layer is written for each consecutive pair.
+    years: tuple[int, ...]
+    #: Regions as named boxes (``[[regions]]`` tables) ...
+    regions: tuple[RegionConfig, ...] = ()
+    #: ... or a vector file of region polygons (``regions = "file.gpkg"``); each polygon's
+    #: bounds are searched.
+    regions_file: str | None = None
+    #: Column of ``regions_file`` holding region names.
+    name_column: str = "name"
+    #: STAC API URL, ``"demo"``, a local item folder / stac-geoparquet file, or None (Earth Search).
+    stac: str | None = None
+    #: Weights files (several: an ensemble, probabilities averaged); empty: the bundled model.
+    weights: tuple[str, ...] = ()
+    #: Keep only slumps whose representative point lies inside a region (scenes reach far
+    #: beyond small regions); False keeps everything the selected scenes show.
+    clip_to_regions: bool = True
+    #: Extra outputs beside the GeoPackage: any of :data:`INVENTORY_EXPORTS`.
+    exports: tuple[str, ...] = ()
+    #: Replace year layers that another command (``arctic-rts map``) wrote into ``out``.
+    overwrite: bool = False
+    #: Stage parameters (tables ``[search]``, ``[load]``, ``[predict]``, ``[vectorize]``,
+    #: ``[inventory]``, ``[cluster]`` of the run file).
+    map: MapConfig = field(default_factory=MapConfig)
+
+    def __post_init__(self) -> None:
+        if not str(self.out).strip():
+            raise ConfigError("out must name the inventory GeoPackage, e.g. out = 'rts.gpkg'.")
+        years = self.years
+        if not years or any(isinstance(y, bool) or not isinstance(y, int) for y in years):
+            raise ConfigError(f"years must be a list of whole years, got {list(years)}.")
+        if any(b <= a for a, b in itertools.pairwise(years)):
+            raise ConfigError(f"years must be strictly increasing, got {list(years)}.")
+        if years[0] < 2015 or years[-1] > 2100:
+            raise ConfigError(f"years must lie in 2015-2100 (Sentinel-2), got {list(years)}.")
+        if bool(self.regions) == (self.regions_file is not None):
+            raise ConfigError(
+                "give the regions either as [[regions]] tables (name, bbox) or as "
+                "regions = 'file.gpkg', exactly one of the two."
+            )
+        names = [r.name for r in self.regions]
+        if len(set(names)) != len(names):
+            raise ConfigError(f"region names must be unique, got {names}.")
+        unknown = sorted(set(self.exports) - set(INVENTORY_EXPORTS))
+        if unknown:
+            raise ConfigError(
+                f"unknown export(s) {unknown}; choose from {list(INVENTORY_EXPORTS)}."
+            )
+
+
+def dataclass_from_table(cls: type, table: Mapping[str, Any], where: str) -> Any:
+    """Build a config dataclass from a TOML table; lists become tuples, unknown keys are refused.
+
+    Raises:
+        ConfigError: An unknown key, a missing required key or an invalid value.
+    """
+    if not isinstance(table, Mapping):
+        raise ConfigError(f"[{where}] must be a table of key = value pairs.")
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(table) - names)
+    if unknown:
+        raise ConfigError(
+            f"unknown key(s) {', '.join(unknown)} in [{where}]; known: {', '.join(sorted(names))}."
+        )
+    try:
+        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in table.items()})
+    except TypeError as err:
+        raise ConfigError(f"[{where}]: {err}") from err
+
+
+def read_inventory_run(path: str | Path) -> InventoryRunConfig:
+    """Read an inventory run file (TOML) into an :class:`InventoryRunConfig`.
+
+    Top-level keys are the run's fields (``out``, ``years``, ``regions``, ``stac``, ``weights``,
+    ``exports``...); ``regions`` is an array of ``{name, bbox}`` tables or a vector file's path.
+    Relative paths (``out``, ``regions``, ``weights``, a local ``stac``) are relative to the
+    run file's folder. See ``deploy/inventory.example.toml``.
+
+    Raises:
+        ConfigError: Unreadable file, unknown key or invalid value.
+    """
+    path = Path(path)
+    try:
+        doc = tomllib.loads(path.read_text())
+    except (OSError, tomllib.TOMLDecodeError) as err:
+        raise ConfigError(f"cannot read run file {path}: {err}") from err
+    base = path.resolve().parent
+
+    def rel(value: Any, key: str) -> str:
+        if not isinstance(value, str) or not value:
+            raise ConfigError(f"{key} in {path} must be a path (a string), got {value!r}.")
+        return str(base / Path(value).expanduser())
+
+    sections = {
+        name: dataclass_from_table(cls, doc.pop(name), name)
+        for name, cls in _MAP_SECTIONS.items()
+        if name in doc
+    }
+    run: dict[str, Any] = dict(doc)
+    if "out" in run:
+        run["out"] = rel(run["out"], "out")
+    regions = run.pop("regions", None)
+    if isinstance(regions, str):
+        run["regions_file"] = rel(regions, "regions")
+    elif isinstance(regions, list):
+        run["regions"] = tuple(
+            dataclass_from_table(RegionConfig, r, f"regions #{i + 1}")
+            for i, r in enumerate(regions)
+        )
+    elif regions is not None:
+        raise ConfigError(
+            f"regions in {path} must be [[regions]] tables (name, bbox) or a vector file path."
+        )
+    weights = run.pop("weights", None)
+    if weights is not None:
+        listed = [weights] if isinstance(weights, str) else weights
+        if not isinstance(listed, list):
+            raise ConfigError(f"weights in {path} must be a path or a list of paths.")
+        run["weights"] = tuple(rel(w, "weights") for w in listed)
+    stac = run.get("stac")
+    if isinstance(stac, str) and stac != "demo" and not stac.startswith(("http://", "https://")):
+        run["stac"] = rel(stac, "stac")
+    for key in ("out", "years"):
+        if key not in run:
+            raise ConfigError(f"{path} has no '{key}'; see deploy/inventory.example.toml.")
+    run["map"] = MapConfig(**sections)
+    return dataclass_from_table(InventoryRunConfig, run, "top level")  # type: ignore[no-any-return]
 
 
 # --- training (arctic_rts.train) -------------------------------------------------------------
