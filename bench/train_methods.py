@@ -130,8 +130,43 @@ def split_highres(label_share: float = 0.1, val_share: float = 0.2) -> dict[str,
 
 
 def elevation_data() -> dict[str, str]:
-    """A patch dataset with DEM from generated demo scenes (built once)."""
-    raise NotImplementedError("the elevation part is not written yet")
+    """Patch datasets with DEM from generated demo scenes (built once): train and validation.
+
+    Training: the slumps of one generated landscape (seed 101) as labels, its least cloudy
+    scene per tile as patches, and that area's scenes again as the unlabelled set; validation:
+    another landscape (seed 102), never seen in training.
+    """
+    import geopandas as gpd
+    from shapely.geometry import box
+
+    from arctic_rts.catalog import serve_catalog
+    from arctic_rts.demo import generate_demo
+    from arctic_rts.train.data import build_dataset
+
+    base = RESULTS / "_splits" / "elevation"
+
+    def build(seed: int, name: str) -> Path:
+        out = base / f"{name}.zarr"
+        if (out / "zarr.json").exists():
+            return out
+        cat = generate_demo(base / f"demo{seed}", seed=seed, size_px=480)
+        footprint = gpd.GeoDataFrame({"image_id": [None]}, geometry=[box(*cat.bbox)], crs=4326)
+        with serve_catalog(cat.items_dir) as url:
+            build_dataset(
+                cat.truth_path,
+                out,
+                stac_url=url,
+                footprints=footprint,
+                bands=("B04", "B03", "B02", "B08", "B11"),
+                patch_size=96,
+                stride=48,
+                unlabelled_regions=[cat.bbox],
+                unlabelled_year=cat.years[0],
+                dem=cat.dem_path,
+            )
+        return out
+
+    return {"dataset": str(build(101, "train")), "val_images": str(build(102, "val"))}
 
 
 def make_config(
@@ -161,10 +196,24 @@ def make_config(
     )
 
 
+def _claim(work: Path) -> bool:
+    """Mark ``work`` as being trained by this process; False if a live process holds it."""
+    work.mkdir(parents=True, exist_ok=True)
+    flag = work / "RUNNING"
+    if flag.exists():
+        try:
+            os.kill(int(flag.read_text()), 0)
+            return False
+        except (ProcessLookupError, ValueError):
+            pass  # its process died: resume from its checkpoint
+    flag.write_text(str(os.getpid()))
+    return True
+
+
 def run_one(
     dataset: str, data: dict[str, str], method: str, seed: int, steps: int
-) -> dict[str, Any]:
-    """Train one (method, seed) unless its result exists; return the result record."""
+) -> dict[str, Any] | None:
+    """Train one (method, seed) unless its result exists or another process is on it."""
     slug = method.replace("+", "_")
     target = RESULTS / dataset / slug / f"seed{seed}.json"
     if target.exists():
@@ -172,9 +221,14 @@ def run_one(
         if record.get("steps") == steps:
             return record  # type: ignore[no-any-return]
     work = RESULTS / "_runs" / dataset / slug / f"seed{seed}"
+    if not _claim(work):
+        return None  # another invocation is training this one right now
     cfg = make_config(dataset, data, method, seed, steps, work)
     t0 = time.perf_counter()
-    weights = train(cfg, progress=True)
+    try:
+        weights = train(cfg, progress=True)
+    finally:
+        (work / "RUNNING").unlink(missing_ok=True)
     card = json.loads(weights.with_suffix(".json").read_text())
     record = {
         "dataset": dataset,
@@ -308,6 +362,9 @@ def main(argv: list[str] | None = None) -> int:
             data = splits[part]()
             for method, seed in PLAN[part]:
                 record = run_one(part, data, method, seed, args.steps)
+                if record is None:
+                    print(f"{part} {method} seed{seed}: running elsewhere, skipped", flush=True)
+                    continue
                 print(f"{part} {method} seed{seed}: {record['metrics']}", flush=True)
                 write_table()
     print(write_table())
