@@ -181,6 +181,14 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _cmd_inventory_run(args: argparse.Namespace) -> int:
+    from arctic_rts.pipeline import run_inventory
+
+    result = run_inventory(args.run_file, progress=not args.quiet)
+    print(result.summary())
+    return EXIT_PARTIAL if result.n_failed else EXIT_OK
+
+
 def _cmd_catalog_serve(args: argparse.Namespace) -> int:
     from arctic_rts.catalog import serve_forever
 
@@ -247,6 +255,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threshold", type=float, default=None, help="default: model card")
     p.add_argument("--min-area", type=float, default=0.0, metavar="M2")
     p.set_defaults(func=_cmd_evaluate)
+
+    inv = sub.add_parser("inventory", help="yearly inventories").add_subparsers(
+        dest="inventory_command", required=True
+    )
+    p = inv.add_parser(
+        "run",
+        help="map every region and year of a TOML run file into one GeoPackage; resumable, "
+        "and a rerun with nothing new changes nothing",
+    )
+    p.add_argument("run_file", type=Path, help="the run file (see deploy/inventory.example.toml)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=_cmd_inventory_run)
 
     cat = sub.add_parser("catalog", help="the embedded STAC API").add_subparsers(
         dest="catalog_command", required=True

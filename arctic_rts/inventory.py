@@ -144,7 +144,9 @@ _CHANGE_DTYPES = {
     "rel_change": "float64",
     "threshold_m2": "float64",
 }
-_CHANGE_CLASSES = ("new", "grown", "shrunk", "stable", "not_detected")
+#: Classes of a change layer's ``change`` column, in reporting order.
+CHANGE_CLASSES: tuple[str, ...] = ("new", "grown", "shrunk", "stable", "not_detected")
+_CHANGE_CLASSES = CHANGE_CLASSES
 
 
 # ---------------------------------------------------------------------------------------------

@@ -11,7 +11,11 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import datetime as dt
+import functools
+import hashlib
 import json
+import os
+import re
 import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
@@ -22,7 +26,13 @@ from typing import Any
 import geopandas as gpd
 
 from arctic_rts import __version__
-from arctic_rts.config import EARTH_SEARCH_URL, MapConfig, validate_bbox
+from arctic_rts.config import (
+    EARTH_SEARCH_URL,
+    InventoryRunConfig,
+    MapConfig,
+    read_inventory_run,
+    validate_bbox,
+)
 from arctic_rts.errors import ConfigError, InventoryError, WeightsError
 
 #: Scenes whose model stage may be queued on the cluster at once; bounds memory and graph size.
@@ -419,3 +429,542 @@ def run_demo(
         f"time         : {time.perf_counter() - t0:.1f} s",
     ]
     return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------------------------
+# Yearly inventory runs: regions x years, a manifest of finished scenes, resume, idempotence
+
+#: Layout version of an inventory run's work folder; records of another version are not reused.
+MANIFEST_VERSION = 1
+#: Key of ``runs.info`` holding what a year layer was made from (see ``_year_fingerprint``).
+FINGERPRINT_KEY = "inventory_fingerprint"
+
+
+@dataclass
+class YearSummary:
+    """What an inventory run did for one year."""
+
+    year: int
+    n_scenes: int = 0
+    #: Scenes computed by this run (including those that failed).
+    n_computed: int = 0
+    #: Scenes taken from the manifest of an earlier run.
+    n_from_manifest: int = 0
+    #: ``(item_id, error)`` of each scene that failed; the next run retries them.
+    failed: list[tuple[str, str]] = field(default_factory=list)
+    n_polygons: int = 0
+    #: True when ``rts_<year>`` was (re)written; False when it already held this result.
+    written: bool = False
+    #: Counts per class of ``changes_<year-1>_<year>``, when the previous year is present.
+    changes: dict[str, int] | None = None
+    notes: list[str] = field(default_factory=list)
+
+
+@dataclass
+class InventoryRunResult:
+    """The outcome of :func:`run_inventory`."""
+
+    out: Path
+    work_dir: Path
+    run_id: str
+    years: list[YearSummary]
+    exports: list[Path] = field(default_factory=list)
+
+    @property
+    def n_failed(self) -> int:
+        """Scenes that failed in this run, over all years."""
+        return sum(len(y.failed) for y in self.years)
+
+    def summary(self) -> str:
+        """One block of lines per year: scenes, slumps, whether the layer changed, changes."""
+        lines = [f"inventory : {self.out}", f"work      : {self.work_dir}"]
+        for y in self.years:
+            state = f"layer rts_{y.year} " + ("written" if y.written else "unchanged")
+            if not y.n_scenes:
+                state = "nothing written"
+            lines.append(
+                f"{y.year}      : {y.n_scenes} scenes ({y.n_computed} computed, "
+                f"{y.n_from_manifest} from manifest, {len(y.failed)} failed), "
+                f"{y.n_polygons} slumps, {state}"
+            )
+            if y.changes is not None:
+                counts = ", ".join(f"{k} {v}" for k, v in y.changes.items())
+                lines.append(f"  changes {y.year - 1}->{y.year}: {counts}")
+            lines += [f"  note: {n}" for n in y.notes]
+            lines += [f"  FAILED {item}: {err}" for item, err in y.failed]
+        if self.exports:
+            lines.append("exports   : " + ", ".join(str(p) for p in self.exports))
+        return "\n".join(lines)
+
+
+class _Manifest:
+    """The work folder ``<out>.work``: one record per finished scene and year, reused on rerun.
+
+    ``scenes/<year>/<id>.parquet`` holds a scene's polygons (``vectorize`` output, in the
+    scene's CRS) and ``scenes/<year>/<id>.json`` its record; each is written to a temporary
+    file and renamed, the JSON last, so a record exists only for a scene whose polygons are
+    complete on disk. ``log.jsonl`` gets one line per scene computed, by any run (an audit of
+    the work done; the tests count it). A record is reused only when its ``scene_hash`` (model
+    and per-scene parameters) is this run's and its polygons file still has its sha256.
+    """
+
+    def __init__(self, root: Path, scene_hash: str) -> None:
+        self.root = root
+        self.scene_hash = scene_hash
+        (root / "scenes").mkdir(parents=True, exist_ok=True)
+
+    def _stem(self, year: int, item_id: str) -> Path:
+        safe = re.sub(r"[^A-Za-z0-9._-]", "_", item_id)
+        if safe != item_id:  # keep two ids that differ only in odd characters apart
+            safe += "-" + hashlib.sha256(item_id.encode()).hexdigest()[:8]
+        return self.root / "scenes" / str(year) / safe
+
+    def lookup(self, year: int, item_id: str) -> dict[str, Any] | None:
+        """The scene's finished record from an earlier run, or None when it must be computed."""
+        stem = self._stem(year, item_id)
+        try:
+            rec = json.loads(stem.with_suffix(".json").read_text())
+            data = stem.with_suffix(".parquet").read_bytes()
+        except (OSError, ValueError):
+            return None
+        ok = (
+            rec.get("manifest_version") == MANIFEST_VERSION
+            and rec.get("item_id") == item_id
+            and rec.get("status") == "done"
+            and rec.get("scene_hash") == self.scene_hash
+            and rec.get("polygons_sha256") == hashlib.sha256(data).hexdigest()
+        )
+        return rec if ok else None
+
+    def polygons(self, year: int, item_id: str) -> gpd.GeoDataFrame:
+        """The polygons of a finished scene."""
+        return gpd.read_parquet(self._stem(year, item_id).with_suffix(".parquet"))
+
+    def save(self, year: int, rec: SceneRecord, gdf: gpd.GeoDataFrame | None, run_id: str) -> None:
+        """Record a scene that finished (done or failed), atomically."""
+        from shapely.geometry import mapping
+
+        stem = self._stem(year, rec.item_id)
+        stem.parent.mkdir(parents=True, exist_ok=True)
+        record = {k: v for k, v in dataclasses.asdict(rec).items() if k != "footprint"}
+        doc: dict[str, Any] = {
+            "manifest_version": MANIFEST_VERSION,
+            "item_id": rec.item_id,
+            "year": year,
+            "scene_hash": self.scene_hash,
+            "run_id": run_id,
+            "status": rec.status,
+            "finished": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+            "record": record,
+            "footprint": mapping(rec.footprint) if rec.footprint is not None else None,
+        }
+        if gdf is not None:
+            tmp = stem.with_name(f".{stem.name}.tmp-{os.getpid()}.parquet")
+            gdf.to_parquet(tmp, index=False)
+            doc["polygons_sha256"] = hashlib.sha256(tmp.read_bytes()).hexdigest()
+            _replace_durably(tmp, stem.with_suffix(".parquet"))
+        tmp = stem.with_name(f".{stem.name}.tmp-{os.getpid()}.json")
+        tmp.write_text(json.dumps(doc, indent=1, default=str))
+        _replace_durably(tmp, stem.with_suffix(".json"))
+        with (self.root / "log.jsonl").open("a") as log:
+            keys = ("run_id", "item_id", "year", "status", "finished")
+            log.write(json.dumps({k: doc[k] for k in keys}) + "\n")
+
+
+def _replace_durably(tmp: Path, target: Path) -> None:
+    """Flush ``tmp`` to disk and rename it over ``target`` (atomic on one file system)."""
+    fd = os.open(tmp, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, target)
+
+
+def _scene_hash(config: MapConfig, refs: list[Any], card: dict[str, Any]) -> str:
+    """Hash of everything that decides a scene's polygons: model, loading, tiling, vectorising.
+
+    Device and batch size are left out (they change speed, not output); so are the search
+    (which scenes, not what a scene yields) and the merge (applied to the manifest's polygons).
+    """
+    predict = dataclasses.asdict(config.predict)
+    for key in ("device", "batch_size"):
+        predict.pop(key)
+    doc = {
+        "load": dataclasses.asdict(config.load),
+        "predict": predict,
+        "vectorize": dataclasses.asdict(config.vectorize),
+        "threshold": config.vectorize.threshold or float(card["threshold"]),
+        "bands": list(card["bands"]),
+        "weights": [r.sha256 for r in refs],
+    }
+    return hashlib.sha256(json.dumps(doc, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _year_fingerprint(
+    scene_hash: str,
+    scenes: list[tuple[str, str, str]],
+    config: MapConfig,
+    clip: gpd.GeoDataFrame | None,
+) -> str:
+    """What a year layer is made from: per-scene inputs, merge parameters and the clip regions."""
+    doc = {
+        "scene_hash": scene_hash,
+        "scenes": sorted(scenes),
+        "inventory": dataclasses.asdict(config.inventory),
+        "pixel_size": config.load.resolution,
+        "clip": None
+        if clip is None
+        else [[str(n), g.wkb_hex] for n, g in zip(clip["name"], clip.geometry, strict=True)],
+    }
+    return hashlib.sha256(json.dumps(doc, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def _read_regions(cfg: InventoryRunConfig) -> gpd.GeoDataFrame:
+    """The run's regions as polygons in EPSG:4326 with a ``name`` column."""
+    import shapely
+    from shapely.geometry import box
+
+    if cfg.regions_file is None:
+        # Densified so that the box keeps its shape when reprojected to the polar CRS.
+        geoms = [shapely.segmentize(box(*r.bbox), 0.01) for r in cfg.regions]
+        return gpd.GeoDataFrame(
+            {"name": [r.name for r in cfg.regions]}, geometry=geoms, crs="EPSG:4326"
+        )
+    try:
+        frame = gpd.read_file(cfg.regions_file)
+    except Exception as err:  # pyogrio's DataSourceError and OSError alike
+        raise ConfigError(f"cannot read regions file {cfg.regions_file}: {err}") from err
+    if cfg.name_column not in frame.columns:
+        raise ConfigError(
+            f"regions file {cfg.regions_file} has no column {cfg.name_column!r}; set "
+            f"name_column to one of {[c for c in frame.columns if c != 'geometry']}."
+        )
+    if frame.crs is None:
+        raise ConfigError(f"regions file {cfg.regions_file} declares no CRS; assign one.")
+    frame = frame[frame.geometry.notna() & ~frame.geometry.is_empty]
+    if not len(frame) or not frame.geom_type.isin(["Polygon", "MultiPolygon"]).all():
+        raise ConfigError(f"regions file {cfg.regions_file} must hold polygons (one per region).")
+    return gpd.GeoDataFrame(
+        {"name": frame[cfg.name_column].astype(str).to_numpy()},
+        geometry=frame.geometry.to_crs("EPSG:4326").to_numpy(),
+        crs="EPSG:4326",
+    )
+
+
+def _select_year(
+    regions: gpd.GeoDataFrame, year: int, url: str, config: MapConfig
+) -> tuple[list[dict[str, Any]], int, list[str]]:
+    """Search and select each region's scenes; the union, deduplicated by item id.
+
+    Returns the items (sorted by id), the number found before selection, and notes for regions
+    without scenes.
+    """
+    from arctic_rts.errors import NoScenesError
+    from arctic_rts.search import search_scenes, select_scenes
+
+    chosen: dict[str, dict[str, Any]] = {}
+    n_found, notes = 0, []
+    for name, geom in zip(regions["name"], regions.geometry, strict=True):
+        try:
+            found = search_scenes(geom.bounds, year, stac_url=url, config=config.search)
+        except NoScenesError as err:
+            notes.append(f"region {name}: {err}")
+            continue
+        n_found += len(found)
+        for item in select_scenes(found):
+            chosen.setdefault(item["id"], item)
+    return [chosen[k] for k in sorted(chosen)], n_found, notes
+
+
+def _record_from_manifest(rec: dict[str, Any]) -> SceneRecord:
+    from shapely.geometry import shape
+
+    fields = dict(rec["record"])
+    fp = rec.get("footprint")
+    return SceneRecord(**fields, footprint=shape(fp) if fp else None)
+
+
+def _clip_to_regions(polygons: gpd.GeoDataFrame, regions: gpd.GeoDataFrame) -> gpd.GeoDataFrame:
+    """Slumps whose representative point lies in a region (slumps are kept whole, not cut)."""
+    import shapely
+
+    if not len(polygons):
+        return polygons
+    area = shapely.union_all(regions.to_crs(polygons.crs).geometry.to_numpy())
+    inside = shapely.contains(area, polygons.geometry.representative_point().to_numpy())
+    return polygons[inside].reset_index(drop=True)
+
+
+def _layer_fingerprint(out: Path, year: int) -> tuple[bool, str | None]:
+    """Whether ``out`` holds ``rts_<year>``, and the fingerprint its last write recorded."""
+    import pyogrio
+
+    if not out.exists():
+        return False, None
+    layers = {str(name) for name, _ in pyogrio.list_layers(out)}
+    if f"rts_{year}" not in layers:
+        return False, None
+    if "runs" not in layers:
+        return True, None
+    runs = pyogrio.read_dataframe(out, layer="runs", read_geometry=False)
+    rows = runs[runs["layer"] == f"rts_{year}"]
+    if not len(rows):
+        return True, None
+    info = json.loads(rows.iloc[-1]["info"] or "{}")
+    fp = info.get(FINGERPRINT_KEY)
+    return True, str(fp) if fp else None
+
+
+def _change_counts(out: Path, year: int) -> dict[str, int] | None:
+    import pyogrio
+
+    from arctic_rts.inventory import CHANGE_CLASSES
+
+    layer = f"changes_{year - 1}_{year}"
+    if not out.exists() or layer not in {str(n) for n, _ in pyogrio.list_layers(out)}:
+        return None
+    frame = pyogrio.read_dataframe(out, layer=layer, read_geometry=False)
+    return {c: int((frame["change"] == c).sum()) for c in CHANGE_CLASSES}
+
+
+def _export_if_changed(write: Callable[[Path], Path], target: Path) -> Path:
+    """Write an export to a temporary file; replace ``target`` only when the bytes differ.
+
+    A rerun with nothing new leaves the file untouched, while an export that a killed run left
+    stale (the GeoPackage written, the export not yet) is refreshed.
+    """
+    tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}{target.suffix}")
+    try:
+        write(tmp)
+        if not target.exists() or target.read_bytes() != tmp.read_bytes():
+            _replace_durably(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return target
+
+
+@dataclass
+class _InventoryRun:
+    """What every year of one :func:`run_inventory` call shares."""
+
+    cfg: InventoryRunConfig
+    regions: gpd.GeoDataFrame
+    refs: list[Any]
+    card: dict[str, Any]
+    manifest: _Manifest
+    url: str
+    stac_label: str
+    run_id: str
+    cluster: Callable[[], Any]
+    progress: bool
+
+
+def run_inventory(
+    config: InventoryRunConfig | str | Path,
+    *,
+    progress: bool = True,
+    client: Any = None,
+) -> InventoryRunResult:
+    """Run a yearly inventory: every region, every year, into one GeoPackage; safe to rerun.
+
+    For each year: search and select scenes per region (the union of the regions' scenes,
+    deduplicated by item id); compute the scenes the manifest lacks (a scene's polygons and
+    record are written to ``<out>.work`` as soon as it finishes, so a killed run loses at most
+    the scenes in flight); merge all the year's scenes from the manifest, keep the slumps inside
+    the regions (``clip_to_regions``), and write ``rts_<year>`` unless the GeoPackage already
+    holds exactly this result (same fingerprint: scenes, their polygons' hashes, merge
+    parameters, regions). Writing a year also writes ``changes_<year-1>_<year>`` (and refreshes
+    ``changes_<year>_<year+1>``) when the neighbouring year is present. Scenes that fail are
+    recorded in the ``scenes`` table and retried by the next run; their year is written with
+    what succeeded. Finally the requested exports are refreshed when their content changed.
+
+    The GeoPackage's lock is held for the whole run, so two runs on one file cannot interleave.
+    A rerun with nothing new computes nothing and leaves every file byte-identical.
+
+    Args:
+        config: The run, or the path of its TOML file (see :func:`read_inventory_run`).
+        progress: Show progress bars.
+        client: An existing ``distributed.Client``; None connects as ``config.map.cluster``
+            says, and only when some scene needs computing.
+
+    Returns:
+        One :class:`YearSummary` per year, the exports written, the run id.
+
+    Raises:
+        ConfigError: Bad run file, region file or year.
+        InventoryError: ``out`` holds a year that another command wrote (set ``overwrite``).
+        InventoryLockedError: Another process is writing ``out``.
+        CatalogError, WeightsError: The STAC API or the weights cannot be used.
+    """
+    from arctic_rts.cluster import connect
+    from arctic_rts.inventory import lock_inventory
+    from arctic_rts.model.weights import read_card
+
+    cfg = config if isinstance(config, InventoryRunConfig) else read_inventory_run(config)
+    for year in cfg.years:
+        _validate_year(year)
+    out = Path(cfg.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    regions = _read_regions(cfg)
+    refs = resolve_weights(list(cfg.weights) or None)
+    card = read_card(refs[0].path)
+    scene_hash = _scene_hash(cfg.map, refs, card)
+    result = InventoryRunResult(out, out.with_name(out.name + ".work"), uuid.uuid4().hex[:12], [])
+
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(lock_inventory(out))
+        url = stack.enter_context(stac_endpoint(cfg.stac))
+
+        def cluster() -> Any:
+            nonlocal client
+            if client is None:  # connected on first need: a rerun with nothing new needs none
+                client = stack.enter_context(connect(cfg.map.cluster))
+            return client
+
+        run = _InventoryRun(
+            cfg=cfg,
+            regions=regions,
+            refs=refs,
+            card=card,
+            manifest=_Manifest(result.work_dir, scene_hash),
+            url=url,
+            stac_label=url if cfg.stac is None or cfg.stac.startswith("http") else cfg.stac,
+            run_id=result.run_id,
+            cluster=cluster,
+            progress=progress,
+        )
+        result.years = [_inventory_year(run, year) for year in cfg.years]
+        for summary in result.years:
+            summary.changes = _change_counts(out, summary.year)
+        result.exports = _refresh_exports(out, cfg.exports, regions)
+    return result
+
+
+def _inventory_year(run: _InventoryRun, year: int) -> YearSummary:
+    """One year of an inventory run: select, compute what is missing, merge, write if changed."""
+    from arctic_rts.inventory import merge_polygons, write_inventory
+
+    t0 = time.perf_counter()
+    started = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+    mcfg, manifest = run.cfg.map, run.manifest
+    summary = YearSummary(year)
+    items, n_found, summary.notes = _select_year(run.regions, year, run.url, mcfg)
+    summary.n_scenes = len(items)
+    if not items:
+        summary.notes.append(f"no scenes for {year} in any region; year not written.")
+        return summary
+    check_scene_bands(run.card, items)
+    todo = [it for it in items if manifest.lookup(year, it["id"]) is None]
+    summary.n_computed = len(todo)
+    summary.n_from_manifest = len(items) - len(todo)
+    fresh: dict[str, SceneRecord] = {}
+    if todo:
+        computed, _ = map_scenes(
+            todo,
+            run.refs,
+            run.card,
+            mcfg,
+            run.cluster(),
+            run_id=run.run_id,
+            on_done=functools.partial(manifest.save, year, run_id=run.run_id),
+            progress=run.progress,
+        )
+        fresh = {r.item_id: r for r in computed}
+
+    # Every scene is read back from the manifest, computed now or earlier, so that a resumed
+    # run merges exactly what an uninterrupted one does.
+    records, run_ids, frames, parts = [], [], [], []
+    for item in items:
+        rec = manifest.lookup(year, item["id"])
+        if rec is None:
+            failed = fresh.get(item["id"]) or _scene_record(item)
+            if failed.status != "failed":
+                failed.status, failed.error = "failed", "no record in the manifest"
+            summary.failed.append((failed.item_id, failed.error))
+            records.append(failed)
+            run_ids.append(run.run_id)
+            parts.append((item["id"], "failed", ""))
+            continue
+        records.append(_record_from_manifest(rec))
+        run_ids.append(str(rec["run_id"]))
+        frames.append(manifest.polygons(year, item["id"]))
+        parts.append((item["id"], "done", str(rec["polygons_sha256"])))
+    merged = merge_polygons(frames, crs=mcfg.inventory.crs, min_overlap=mcfg.inventory.min_overlap)
+    clip = run.regions if run.cfg.clip_to_regions else None
+    if clip is not None:
+        merged = _clip_to_regions(merged, clip)
+    summary.n_polygons = len(merged)
+
+    out = Path(run.cfg.out)
+    fingerprint = _year_fingerprint(manifest.scene_hash, parts, mcfg, clip)
+    present, written_fp = _layer_fingerprint(out, year)
+    if present and written_fp == fingerprint:
+        return summary
+    if present and written_fp is None and not run.cfg.overwrite:
+        raise InventoryError(
+            f"{out} already holds year {year} written by another command (no inventory run "
+            "fingerprint); set overwrite = true in the run file to replace it, or choose "
+            "another out."
+        )
+    scenes = scenes_frame(records)
+    scenes["run_id"] = run_ids  # the run that computed each scene, not the one writing
+    info = {
+        "run_id": run.run_id,
+        "started": started,
+        "finished": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "arctic_rts_version": __version__,
+        "stac_url": run.stac_label,
+        "query": json.dumps(
+            {
+                "regions": [
+                    [str(n), list(g.bounds)]
+                    for n, g in zip(run.regions["name"], run.regions.geometry, strict=True)
+                ],
+                "year": year,
+                **dataclasses.asdict(mcfg.search),
+            }
+        ),
+        "config": json.dumps(dataclasses.asdict(mcfg)),
+        "weights": ",".join(f"{r.path}#{r.sha256}" for r in run.refs),
+        "items_found": n_found,
+        "items_used": ",".join(it["id"] for it in items),
+        "scenes_failed": len(summary.failed),
+        "n_polygons": len(merged),
+        "work_dir": str(manifest.root),
+        "scene_hash": manifest.scene_hash,
+        FINGERPRINT_KEY: fingerprint,
+        "seconds_total": round(time.perf_counter() - t0, 3),
+    }
+    write_inventory(
+        out,
+        merged,
+        year=year,
+        run=info,
+        scenes=scenes,
+        overwrite=present,
+        config=mcfg.inventory,
+        pixel_size=mcfg.load.resolution,
+    )
+    summary.written = True
+    return summary
+
+
+def _refresh_exports(out: Path, exports: Sequence[str], regions: gpd.GeoDataFrame) -> list[Path]:
+    """Write the requested exports beside ``out`` (only those whose content changed)."""
+    from arctic_rts.inventory import export_geoparquet, summary_csv
+
+    done: list[Path] = []
+    if not out.exists():
+        return done
+    if "geoparquet" in exports:
+        done.append(
+            _export_if_changed(lambda p: export_geoparquet(out, p), out.with_suffix(".parquet"))
+        )
+    if "summary_csv" in exports:
+        done.append(
+            _export_if_changed(
+                lambda p: summary_csv(out, regions, p), out.with_name(f"{out.stem}_summary.csv")
+            )
+        )
+    return done
