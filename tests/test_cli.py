@@ -59,7 +59,8 @@ def weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory: pytest.TempPathFactory) -> DemoCatalog:
-    return generate_demo(tmp_path_factory.mktemp("demo") / "catalog", size_px=120)
+    # The catalog test_pipeline.py maps, reused when both run in one session.
+    return generate_demo(tmp_path_factory.getbasetemp() / "demo-catalog-180", size_px=180)
 
 
 def _run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:

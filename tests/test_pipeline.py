@@ -101,7 +101,10 @@ def _expected_selection(catalog: DemoCatalog) -> dict[str, str]:
 
 @pytest.fixture(scope="session")
 def demo(tmp_path_factory: pytest.TempPathFactory) -> DemoCatalog:
-    return generate_demo(tmp_path_factory.mktemp("demo") / "catalog", size_px=SIZE_PX)
+    # One folder per session and size: test_cli.py reuses the same catalog (generate_demo
+    # returns a complete catalog with the same parameters as is).
+    root = tmp_path_factory.getbasetemp() / f"demo-catalog-{SIZE_PX}"
+    return generate_demo(root, size_px=SIZE_PX)
 
 
 @pytest.fixture(scope="module")
