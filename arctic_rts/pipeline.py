@@ -131,7 +131,7 @@ def stac_endpoint(stac: str | Path | None) -> Iterator[str]:
 
 def resolve_weights(weights: str | Path | Sequence[str | Path] | None) -> list[Any]:
     """Turn the user's weights argument into model references (the bundled model by default)."""
-    from arctic_rts.model.weights import ModelRef, bundled_weights
+    from arctic_rts.model.weights import ModelRef, bundled_weights, read_card
 
     if weights is None:
         paths = [bundled_weights()]
@@ -141,7 +141,17 @@ def resolve_weights(weights: str | Path | Sequence[str | Path] | None) -> list[A
         paths = [Path(w) for w in weights]
     if not paths:
         raise ConfigError("no weights given.")
-    return [ModelRef.from_path(p) for p in paths]
+    refs = [ModelRef.from_path(p) for p in paths]
+    # Ensemble members read one loaded array; otherwise every scene would fail on its own.
+    first = list(read_card(refs[0].path)["bands"])
+    for ref in refs[1:]:
+        bands = list(read_card(ref.path)["bands"])
+        if bands != first:
+            raise WeightsError(
+                f"ensemble members must take the same bands in the same order: "
+                f"{refs[0].path} takes {first}, {ref.path} takes {bands}."
+            )
+    return refs
 
 
 def check_scene_bands(card: dict[str, Any], items: list[dict[str, Any]]) -> None:

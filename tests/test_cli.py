@@ -165,6 +165,19 @@ def test_weights_whose_bands_the_scenes_lack(
     assert stdout == ""
 
 
+def test_ensemble_members_with_other_bands(
+    weights: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    other = _save(tmp_path / "rgbn.safetensors", ["B02", "B03", "B04", "B08"])
+    out = tmp_path / "out.gpkg"
+    argv = ["map", "--bbox", *BBOX, "--year", "2021", "--stac", "http://127.0.0.1:9"]
+    argv += ["--ensemble", str(weights), str(other), "--out", str(out)]
+    code, _, err = _run(argv, capsys)
+    # refused on the weights alone, before the (unreachable) STAC API is asked
+    _assert_one_line_error(code, err, "ensemble", "rgbn.safetensors")
+    assert not out.exists()
+
+
 def test_unreachable_stac_api(
     weights: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
