@@ -165,6 +165,19 @@ def test_weights_whose_bands_the_scenes_lack(
     assert stdout == ""
 
 
+def test_no_scenes_found(
+    weights: Path, demo: DemoCatalog, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "out.gpkg"
+    # every demo scene has more than 0.5 % cloud
+    argv = ["map", "--bbox", *map(str, demo.bbox), "--year", "2021", "--max-cloud", "0.5"]
+    argv += ["--stac", str(demo.items_dir), "--weights", str(weights), "--out", str(out)]
+    code, stdout, err = _run(argv, capsys)
+    _assert_one_line_error(code, err, "No scenes", "0.5%")
+    assert not out.exists()
+    assert stdout == ""
+
+
 def test_ensemble_members_with_other_bands(
     weights: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
