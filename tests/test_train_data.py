@@ -220,3 +220,15 @@ def test_evaluate_sums_counts_and_writes_json(tmp_path: Path) -> None:
     with pytest.raises(WeightsError):
         evaluate(weights, odd, masks, device="cpu")
     _ = shapely  # keep the import for readers of polygons above
+
+
+@pytest.mark.realdata
+def test_unlabelled_regions_from_the_real_study_sites(shared_data: Path) -> None:
+    from arctic_rts.train.data import region_boxes
+
+    boxes = region_boxes(shared_data / "rts_study_sites_nitze2021" / "study_sites.geojson")
+    assert len(boxes) == 9
+    assert all(w < e and s < n and 60 < s < 80 for w, s, e, n in boxes)
+    assert region_boxes([(1, 2, 3, 4)]) == [(1.0, 2.0, 3.0, 4.0)]
+    with pytest.raises(DatasetError):
+        region_boxes([(1, 2, 3)])

@@ -776,6 +776,19 @@ def _add_patches(
     return n
 
 
+def region_boxes(regions: Sequence[Sequence[float]] | str | Path | Any | None) -> list[tuple]:
+    """WGS84 ``(W, S, E, N)`` boxes from a list of boxes or a vector file/GeoDataFrame."""
+    if regions is None:
+        return []
+    if isinstance(regions, (str, Path)) or hasattr(regions, "geometry"):
+        frame = _read_frame(regions, "region").to_crs("EPSG:4326")
+        return [tuple(float(v) for v in g.bounds) for g in frame.geometry if g is not None]
+    boxes = [tuple(float(v) for v in r) for r in regions]
+    if any(len(b) != 4 for b in boxes):
+        raise DatasetError("unlabelled regions must be (W, S, E, N) boxes or a vector file.")
+    return boxes
+
+
 def build_dataset(
     labels: str | Path | Any,
     out: str | Path,
@@ -786,7 +799,7 @@ def build_dataset(
     patch_size: int = 192,
     stride: int | None = None,
     tolerance_days: int = 21,
-    unlabelled_regions: Sequence[Sequence[float]] | None = None,
+    unlabelled_regions: Sequence[Sequence[float]] | str | Path | Any | None = None,
     unlabelled_year: int | None = None,
     dem: str | Path | None = None,
     min_valid: float = 0.5,
@@ -800,8 +813,9 @@ def build_dataset(
     ``tolerance_days`` (labels with only a year take the least cloudy summer scene), labels
     rasterised onto the scene's grid, pixels outside the footprint (and invalid pixels) marked
     ignore, patches of ``patch_size`` with ``stride``. Unlabelled patches come from the least
-    cloudy summer scene per tile over each region of ``unlabelled_regions`` (WGS84 boxes) in
-    ``unlabelled_year``. With ``dem``, a DEM (any CRS, read with GDAL) is resampled onto every
+    cloudy summer scene per tile over each region of ``unlabelled_regions`` (WGS84 boxes, or a
+    vector file / GeoDataFrame of region polygons such as study sites) in ``unlabelled_year``.
+    With ``dem``, a DEM (any CRS, read with GDAL) is resampled onto every
     patch for the elevation pretext.
 
     Returns:
@@ -836,7 +850,7 @@ def build_dataset(
             "footprints": str(footprints) if footprints is not None else None,
             "stac_url": stac_url,
             "tolerance_days": tolerance_days,
-            "unlabelled_regions": [list(r) for r in unlabelled_regions or []],
+            "unlabelled_regions": [list(r) for r in region_boxes(unlabelled_regions)],
             "unlabelled_year": unlabelled_year,
             "dem": str(dem) if dem is not None else None,
             "min_valid": min_valid,
@@ -891,7 +905,7 @@ def build_dataset(
             "no labelled patch could be cut: no scene matched the labelled images (check the "
             "STAC URL, the dates and tolerance_days) or the footprints hold too few valid pixels."
         )
-    for region in unlabelled_regions or []:
+    for region in region_boxes(unlabelled_regions):
         if unlabelled_year is None:
             raise DatasetError("unlabelled_regions need unlabelled_year.")
         try:
