@@ -25,7 +25,7 @@ import shapely
 import torch
 
 from arctic_rts.bands import L2A_BANDS
-from arctic_rts.cluster import connect
+from arctic_rts.cluster import connect, model_loads
 from arctic_rts.config import ClusterConfig, MapConfig, PredictConfig, SearchConfig
 from arctic_rts.demo import DemoCatalog, generate_demo
 from arctic_rts.errors import InventoryError
@@ -224,6 +224,17 @@ def test_polygons_land_on_the_true_slumps(mapped: MapResult, demo: DemoCatalog) 
     anywhere = detected.area / seen.area
     assert on_slumps > 0.3
     assert on_slumps > 10 * anywhere, (on_slumps, anywhere)
+
+
+def test_the_model_ran_on_the_workers(mapped: MapResult, weights: Path, client: Any) -> None:
+    """The weights travelled as a ModelRef and were loaded once per worker process that used
+    them, never in this (the client) process."""
+    path = str(weights.resolve())
+    per_worker: dict[str, dict[str, int]] = client.run(model_loads)
+    assert len(per_worker) == CONFIG.cluster.n_workers
+    counts = [loads[path] for loads in per_worker.values() if path in loads]
+    assert counts and all(n == 1 for n in counts)
+    assert path not in model_loads()
 
 
 def test_existing_output_is_refused_and_untouched(
