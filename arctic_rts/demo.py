@@ -69,7 +69,7 @@ __all__ = [
 ]
 
 #: Bumped whenever the generated scenes change; a catalog of another version is regenerated.
-GENERATOR_VERSION = "1.0.0"
+GENERATOR_VERSION = "1.0.1"
 #: The seed of the demo's own scenes. Train demo weights on other seeds.
 DEMO_SEED = 2021
 #: Scene edge in 10 m pixels (a multiple of 6 so the 60 m bands tile it exactly).
@@ -588,9 +588,10 @@ def _build_landscape(
     # The master grid covers both tile scenes plus margin, aligned with tile 1's pixels so that
     # tile 1 samples it exactly.
     polys = [_transform_geom(box(*t.grid.bounds()), t.grid.epsg, master_epsg) for t in tiles]
-    union = shapely.union_all(polys)
-    # margin: the lon/lat bbox of the rotated footprints overhangs them by ~5 % of a scene
-    xmin, ymin, xmax, ymax = union.buffer(300.0 + 0.1 * _extent(tiles)).bounds
+    # ... and the DEM's lon/lat box, which overhangs the rotated footprints at its corners
+    dem_box = box(*_dem_grid(tiles)[1].bounds()).segmentize(1e-3)
+    polys.append(_transform_geom(dem_box, 4326, master_epsg))
+    xmin, ymin, xmax, ymax = shapely.union_all(polys).buffer(300.0).bounds
     g1 = tiles[0].grid
     left = math.ceil((g1.x0 - xmin) / 10.0)
     top = math.ceil((ymax - g1.y0) / 10.0)
@@ -628,7 +629,7 @@ def _build_landscape(
     # --- terrain: low rolling plain rising inland, valleys with flat floors and 4-12 deg sides
     n_relief = _noise(rng, shape, 1500, beta=3.6)  # gentle: uplands stay below ~2 deg
     n_rough = _noise(rng, shape, 30, beta=2.0)
-    z = 30.0 + 6.0 * n_relief + 0.003 * (ys[:, None] - ys.mean()) * -1.0 + 0.4 * n_rough
+    z = 55.0 + 6.0 * n_relief + 0.003 * (ys[:, None] - ys.mean()) * -1.0 + 0.4 * n_rough
     n_floor = _noise(rng, shape, 300, beta=3.0)
     n_side = _noise(rng, shape, 400, beta=3.0)
     floor_w = 90.0 + 40.0 * n_floor
@@ -639,7 +640,7 @@ def _build_landscape(
         1.0,
         0.5 * (1 + np.cos(np.pi * np.clip((d_river - floor_w) / side_w, 0.0, 1.0))),
     )
-    z = z - depth * prof
+    z = np.maximum(z - depth * prof, 1.0 + 0.3 * n_rough)  # rivers near sea level, not below
     valley = (prof > 0.02).astype(np.float32)
 
     # --- water: channel (turbid) and thermokarst lakes on flat uplands (clear)
@@ -758,11 +759,6 @@ def _build_landscape(
     }
     slumps = _place_slumps(rng, grid, fields, tiles, n_years, size_px)
     return _Landscape(grid, fields, slumps, snow_depth)
-
-
-def _extent(tiles: list[_Tile]) -> float:
-    """Edge length in metres of the tile scenes."""
-    return tiles[0].grid.width * tiles[0].grid.res
 
 
 def _wrap(angle: float) -> float:
@@ -1525,8 +1521,13 @@ def _write_truth(path: Path, land: _Landscape, years: Sequence[int]) -> str:
     return path.name
 
 
-def _write_dem(out: Path, land: _Landscape, tiles: list[_Tile]) -> tuple[str, tuple[float, ...]]:
-    """The DEM as Copernicus GLO-30 ships it at 69 N: EPSG:4326, 1 x 2 arc-seconds, float32."""
+def _dem_grid(tiles: list[_Tile]) -> tuple[tuple[float, float, float, float], _Grid]:
+    """The demo bbox (both footprints) and a GLO-30-like lon/lat grid over it.
+
+    Copernicus GLO-30 at 60-70 N has 1 arc-second rows and 2 arc-second columns. ``_Grid``
+    has square pixels, so the returned grid carries the row spacing; ``_write_dem`` uses
+    the real 2:1 transform.
+    """
     footprints = [_transform_geom(t.valid, t.grid.epsg, 4326) for t in tiles]
     w, s, e, n = shapely.union_all(footprints).bounds
     bbox = (
@@ -1538,6 +1539,15 @@ def _write_dem(out: Path, land: _Landscape, tiles: list[_Tile]) -> tuple[str, tu
     y0 = math.ceil(bbox[3] / dy) * dy
     width = math.ceil((bbox[2] - x0) / dx)
     height = math.ceil((y0 - bbox[1]) / dy)
+    # a square-pixel grid with the same bounds: 2 * width columns of dy
+    return bbox, _Grid(4326, x0, y0, dy, height, 2 * width)
+
+
+def _write_dem(out: Path, land: _Landscape, tiles: list[_Tile]) -> tuple[str, tuple[float, ...]]:
+    """The DEM as Copernicus GLO-30 ships it at 69 N: EPSG:4326, 1 x 2 arc-seconds, float32."""
+    bbox, g = _dem_grid(tiles)
+    dy, dx = g.res, 2 * g.res
+    x0, y0, width, height = g.x0, g.y0, g.width // 2, g.height
     dem = np.zeros((height, width), np.float32)
     reproject(
         land.fields["dem"], dem, src_transform=land.grid.transform,
