@@ -19,7 +19,7 @@ Datasets:
 Each run's result is written as it finishes to ``bench/results/<dataset>/<method>/seed<k>.json``
 (weights beside it as ``.safetensors``, git-ignored), so the benchmark resumes where it stopped
 and can be completed over several invocations. The table in BENCHMARKS.md (between this
-script's markers) is rewritten from whatever results exist.
+script's heading, up to the next ``## `` heading) is rewritten from whatever results exist.
 """
 
 from __future__ import annotations
@@ -52,7 +52,8 @@ from arctic_rts.train.loop import train  # noqa: E402
 SHARED = Path(os.environ.get("ARCTIC_RTS_SHARED_DATA", ROOT.parent / "shared" / "data"))
 RESULTS = ROOT / "bench" / "results"
 BENCHMARKS = ROOT / "BENCHMARKS.md"
-START, END = "<!-- train_methods:start -->", "<!-- train_methods:end -->"
+#: This script's section of BENCHMARKS.md: from this heading to the next "## " heading.
+HEADING = "## Training methods (bench/train_methods.py)"
 
 #: Methods and seeds per dataset: >= 3 seeds for the two methods compared most.
 PLAN: dict[str, list[tuple[str, int]]] = {
@@ -277,8 +278,7 @@ def _fmt(values: list[float]) -> str:
 def write_table() -> str:
     """Rewrite this script's section of BENCHMARKS.md from the saved results."""
     lines = [
-        START,
-        "## Training methods (bench/train_methods.py)",
+        HEADING,
         "",
         "Validation on data never seen in training; pixel metrics with TP/FP/FN summed over the "
         "whole validation set; mean ± std over seeds (n = number of seeds). CPU-sized runs: UNet "
@@ -328,13 +328,16 @@ def write_table() -> str:
                 f"| {method} | {s:.3f} | {s / base:.2f} |" if base else f"| {method} | {s:.3f} | |"
             )
         lines.append("")
-    lines.append(END)
-    section = "\n".join(lines)
-    text = BENCHMARKS.read_text() if BENCHMARKS.exists() else "# Benchmarks\n"
-    if START in text and END in text:
-        text = text[: text.index(START)] + section + text[text.index(END) + len(END) :]
+    section = "\n".join(lines).rstrip("\n") + "\n"
+    old = BENCHMARKS.read_text() if BENCHMARKS.exists() else "# Benchmarks\n"
+    rows = old.splitlines()
+    start = next((i for i, r in enumerate(rows) if r.strip() == HEADING), None)
+    if start is None:
+        text = old.rstrip("\n") + "\n\n" + section
     else:
-        text = text.rstrip("\n") + "\n\n" + section + "\n"
+        end = next((i for i in range(start + 1, len(rows)) if rows[i].startswith("## ")), len(rows))
+        rest = "\n".join(rows[end:])
+        text = "\n".join(rows[:start]) + "\n" + section + ("\n" + rest + "\n" if rest else "")
     BENCHMARKS.write_text(text)
     return section
 
