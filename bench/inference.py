@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import os
 import platform
 import sys
 import tempfile
@@ -500,7 +501,9 @@ def main(argv: list[str] | None = None) -> int:
         f"`bench/inference.py{' --quick' if q else ''}` on {platform.machine()} CPU, torch "
         f"{torch.__version__}, {args.threads} threads, random-init paper UNet (12 bands, "
         f"widths 16/32/64/128, bottleneck 256), fp32, channels_last, {time.strftime('%Y-%m-%d')}."
-        + (" Quick mode: reduced sizes, not the full run." if q else ""),
+        + (" Quick mode: reduced sizes, not the full run." if q else "")
+        + f" Load average at the end: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores (other "
+        "work on a shared machine slows every row; ratios measured side by side hold better).",
         "",
         "| measure | result |",
         "|---|---|",
