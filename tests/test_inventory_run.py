@@ -153,11 +153,11 @@ def _comparable(path: Path, layer: str) -> pd.DataFrame:
     frame = pyogrio.read_dataframe(path, layer=layer)
     frame = frame.drop(columns=[c for c in ("run_id", "seconds") if c in frame.columns])
     if "geometry" in frame.columns:
+        geoms = frame.geometry
+        frame = pd.DataFrame(frame.drop(columns="geometry"))
         frame["geometry"] = [
-            None if g is None else shapely.to_wkb(shapely.normalize(g), hex=True)
-            for g in frame.geometry
+            None if g is None else shapely.to_wkb(shapely.normalize(g), hex=True) for g in geoms
         ]
-        frame = pd.DataFrame(frame)
     keys = [c for c in ("rts_id", "rts_ids_prev", "rts_ids_curr", "scene_id") if c in frame]
     return frame.sort_values(keys).reset_index(drop=True)
 
