@@ -146,7 +146,6 @@ _CHANGE_DTYPES = {
 }
 #: Classes of a change layer's ``change`` column, in reporting order.
 CHANGE_CLASSES: tuple[str, ...] = ("new", "grown", "shrunk", "stable", "not_detected")
-_CHANGE_CLASSES = CHANGE_CLASSES
 
 
 # ---------------------------------------------------------------------------------------------
@@ -552,6 +551,35 @@ def inventory_years(path: str | os.PathLike[str]) -> list[int]:
     )
 
 
+def last_write_info(path: str | os.PathLike[str], year: int) -> dict[str, Any] | None:
+    """The ``runs.info`` of the last write of ``rts_<year>``; None when that year is absent.
+
+    A year written by a version that kept no ``runs`` row for it gives an empty dict.
+    """
+    path = Path(path)
+    layers = _layers(path)
+    if f"rts_{year}" not in layers:
+        return None
+    if "runs" not in layers:
+        return {}
+    runs = pyogrio.read_dataframe(path, layer="runs", read_geometry=False)
+    rows = runs[runs["layer"] == f"rts_{year}"]
+    if not len(rows):
+        return {}
+    info = json.loads(rows.iloc[-1]["info"] or "{}")
+    return dict(info) if isinstance(info, dict) else {}
+
+
+def change_counts(path: str | os.PathLike[str], year: int) -> dict[str, int] | None:
+    """Rows per class of ``changes_<year-1>_<year>`` (None when that layer is absent)."""
+    path = Path(path)
+    layer = f"changes_{year - 1}_{year}"
+    if layer not in _layers(path):
+        return None
+    frame = pyogrio.read_dataframe(path, layer=layer, read_geometry=False)
+    return {c: int((frame["change"] == c).sum()) for c in CHANGE_CLASSES}
+
+
 # ---------------------------------------------------------------------------------------------
 # Exports
 
@@ -622,7 +650,7 @@ def summary_csv(
                 "max_area_m2": float(area.max()) if len(sub) else math.nan,
             }
             chg = assigned.get("chg")
-            for cls in _CHANGE_CLASSES:
+            for cls in CHANGE_CLASSES:
                 row[f"n_{cls}"] = (
                     int((chg[chg["region"] == name]["change"] == cls).sum())
                     if chg is not None
@@ -639,10 +667,10 @@ def summary_csv(
             "mean_area_m2",
             "median_area_m2",
             "max_area_m2",
-            *(f"n_{c}" for c in _CHANGE_CLASSES),
+            *(f"n_{c}" for c in CHANGE_CLASSES),
         ],
     )
-    for cls in _CHANGE_CLASSES:  # whole numbers, empty where there is no previous year
+    for cls in CHANGE_CLASSES:  # whole numbers, empty where there is no previous year
         table[f"n_{cls}"] = table[f"n_{cls}"].astype("Int64")
     table.to_csv(target, index=False)
     return target

@@ -706,38 +706,6 @@ def _clip_to_regions(polygons: gpd.GeoDataFrame, regions: gpd.GeoDataFrame) -> g
     return polygons[inside].reset_index(drop=True)
 
 
-def _layer_fingerprint(out: Path, year: int) -> tuple[bool, str | None]:
-    """Whether ``out`` holds ``rts_<year>``, and the fingerprint its last write recorded."""
-    import pyogrio
-
-    if not out.exists():
-        return False, None
-    layers = {str(name) for name, _ in pyogrio.list_layers(out)}
-    if f"rts_{year}" not in layers:
-        return False, None
-    if "runs" not in layers:
-        return True, None
-    runs = pyogrio.read_dataframe(out, layer="runs", read_geometry=False)
-    rows = runs[runs["layer"] == f"rts_{year}"]
-    if not len(rows):
-        return True, None
-    info = json.loads(rows.iloc[-1]["info"] or "{}")
-    fp = info.get(FINGERPRINT_KEY)
-    return True, str(fp) if fp else None
-
-
-def _change_counts(out: Path, year: int) -> dict[str, int] | None:
-    import pyogrio
-
-    from arctic_rts.inventory import CHANGE_CLASSES
-
-    layer = f"changes_{year - 1}_{year}"
-    if not out.exists() or layer not in {str(n) for n, _ in pyogrio.list_layers(out)}:
-        return None
-    frame = pyogrio.read_dataframe(out, layer=layer, read_geometry=False)
-    return {c: int((frame["change"] == c).sum()) for c in CHANGE_CLASSES}
-
-
 def _export_if_changed(write: Callable[[Path], Path], target: Path) -> Path:
     """Write an export to a temporary file; replace ``target`` only when the bytes differ.
 
@@ -808,7 +776,7 @@ def run_inventory(
         CatalogError, WeightsError: The STAC API or the weights cannot be used.
     """
     from arctic_rts.cluster import connect
-    from arctic_rts.inventory import lock_inventory
+    from arctic_rts.inventory import change_counts, lock_inventory
     from arctic_rts.model.weights import read_card
 
     cfg = config if isinstance(config, InventoryRunConfig) else read_inventory_run(config)
@@ -846,14 +814,14 @@ def run_inventory(
         )
         result.years = [_inventory_year(run, year) for year in cfg.years]
         for summary in result.years:
-            summary.changes = _change_counts(out, summary.year)
+            summary.changes = change_counts(out, summary.year)
         result.exports = _refresh_exports(out, cfg.exports, regions)
     return result
 
 
 def _inventory_year(run: _InventoryRun, year: int) -> YearSummary:
     """One year of an inventory run: select, compute what is missing, merge, write if changed."""
-    from arctic_rts.inventory import merge_polygons, write_inventory
+    from arctic_rts.inventory import last_write_info, merge_polygons, write_inventory
 
     t0 = time.perf_counter()
     started = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
@@ -906,12 +874,17 @@ def _inventory_year(run: _InventoryRun, year: int) -> YearSummary:
         merged = _clip_to_regions(merged, clip)
     summary.n_polygons = len(merged)
 
+    if not frames:
+        summary.notes.append(f"every scene of {year} failed; year not written.")
+        return summary
     out = Path(run.cfg.out)
     fingerprint = _year_fingerprint(manifest.scene_hash, parts, mcfg, clip)
-    present, written_fp = _layer_fingerprint(out, year)
+    written = last_write_info(out, year)
+    present = written is not None
+    written_fp = (written or {}).get(FINGERPRINT_KEY)
     if present and written_fp == fingerprint:
         return summary
-    if present and written_fp is None and not run.cfg.overwrite:
+    if present and not written_fp and not run.cfg.overwrite:
         raise InventoryError(
             f"{out} already holds year {year} written by another command (no inventory run "
             "fingerprint); set overwrite = true in the run file to replace it, or choose "

@@ -34,9 +34,11 @@ from arctic_rts.inventory import (
     RTS_COLUMNS,
     RUN_COLUMNS,
     SCENE_COLUMNS,
+    change_counts,
     change_layer,
     export_geoparquet,
     inventory_years,
+    last_write_info,
     lock_inventory,
     merge_polygons,
     read_inventory,
@@ -369,6 +371,34 @@ def test_write_read_append_overwrite(tmp_path: Path, caplog: pytest.LogCaptureFi
     assert sorted(scenes["year"]) == [2021, 2022, 2022]  # 2021's rows replaced, not added
     with pytest.raises(InventoryError, match="2023"):
         read_inventory(gpkg, 2023)
+
+
+def test_last_write_info_and_change_counts(tmp_path: Path) -> None:
+    gpkg = tmp_path / "inventory.gpkg"
+    assert last_write_info(gpkg, 2021) is None and change_counts(gpkg, 2022) is None
+    write_inventory(
+        gpkg, merge_polygons(_two_zone_frames(2021)), year=2021, run=_run(2021), scenes=[]
+    )
+    first = {**_run(2021), "fingerprint": "a"}
+    write_inventory(
+        gpkg,
+        merge_polygons(_two_zone_frames(2021)),
+        year=2021,
+        run=first,
+        scenes=[],
+        overwrite=True,
+    )
+    assert last_write_info(gpkg, 2021)["fingerprint"] == "a"  # the last write of that year
+    assert last_write_info(gpkg, 2022) is None and change_counts(gpkg, 2022) is None
+    gone = _truth()[["both"]]
+    frames22 = [f[~f.intersects(gone.to_crs(f.crs).union_all())] for f in _two_zone_frames(2022)]
+    write_inventory(gpkg, merge_polygons(frames22), year=2022, run=_run(2022), scenes=[])
+    assert last_write_info(gpkg, 2021)["fingerprint"] == "a"
+    assert "fingerprint" not in last_write_info(gpkg, 2022)
+    counts = change_counts(gpkg, 2022)
+    assert list(counts) == ["new", "grown", "shrunk", "stable", "not_detected"]
+    assert counts["not_detected"] == 1 and counts["stable"] == len(SLUMPS) - 1
+    assert change_counts(gpkg, 2021) is None
 
 
 @pytest.mark.filterwarnings("error::RuntimeWarning")
