@@ -93,6 +93,22 @@ def load_train_config(path: str | Path, **overrides: Any) -> TrainConfig:
     ``[fixmatch]``, ``[adversarial]``, ``[elevation]`` its sections. Relative paths (data, and
     ``out_dir``) are relative to the run file's folder. ``overrides`` replace top-level fields.
 
+    Example run file::
+
+        method = "pixeldino"          # or supervised, supervised+aug, fixmatchseg, adversarial,
+        out_dir = "runs/pixeldino"    # any of them + "+elevation" (needs a DEM in the dataset)
+        steps = 20000
+        seed = 0
+
+        [data]
+        dataset = "patches.zarr"      # from `arctic-rts dataset build` (labelled + unlabelled)
+        val_images = "val/images"     # folders paired by file name, or a .zarr
+        val_masks = "val/masks"
+        patch_size = 192
+
+        [pixeldino]
+        beta = 0.1
+
     Raises:
         ConfigError: unreadable file, unknown key, or invalid value.
     """
