@@ -269,13 +269,20 @@ def generate_demo(
     tmp = Path(tempfile.mkdtemp(prefix=f".{root.name}.tmp-", dir=root.parent))
     try:
         manifest = _write_catalog(tmp, params)
-        if root.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{root.name}.old-", dir=root.parent))
-            os.replace(root, old / "catalog")
-            os.replace(tmp, root)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, root)
+        try:
+            if root.exists() and any(root.iterdir()):
+                old = Path(tempfile.mkdtemp(prefix=f".{root.name}.old-", dir=root.parent))
+                os.replace(root, old / "catalog")
+                os.replace(tmp, root)
+                shutil.rmtree(old, ignore_errors=True)
+            else:
+                os.replace(tmp, root)  # replaces an empty folder, fails on a filled one
+        except OSError:
+            # Another process put the same catalog in place first: use theirs.
+            theirs = _read_manifest(root)
+            if theirs is None or theirs.get("params") != params:
+                raise
+            manifest = theirs
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
@@ -901,7 +908,7 @@ def _place_slumps(
         slumps.append(
             _Slump(
                 slump_id=len(slumps) + 1, shape=shape, rim=rim, lobe=lobe, tip=tip,
-                veg=float(rng.uniform(0.0, 0.45)), wet=float(rng.uniform(0.0, 1.0)),
+                veg=float(rng.uniform(0.0, 0.35)), wet=float(rng.uniform(0.0, 1.0)),
                 gain=float(rng.uniform(0.82, 1.18)), first_year_index=first_years[ai],
                 growth=growth,
             )

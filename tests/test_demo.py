@@ -9,6 +9,9 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import multiprocessing
+import shutil
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -402,8 +405,6 @@ def test_bad_parameters_are_refused(tmp_path: Path, kwargs: dict[str, Any], matc
 
 def test_catalog_folder_can_move(catalog: DemoCatalog, tmp_path: Path) -> None:
     moved = tmp_path / "moved"
-    import shutil
-
     shutil.copytree(catalog.root, moved)
     again = generate_demo(moved, seed=5, years=YEARS, size_px=SIZE_PX)
     assert again.root == moved
@@ -411,3 +412,16 @@ def test_catalog_folder_can_move(catalog: DemoCatalog, tmp_path: Path) -> None:
     href = Path(item.assets["nir"].get_absolute_href() or "")
     assert moved in href.parents and href.is_file()
     assert math.isfinite(again.bbox[0])
+
+
+def _generate_small(root: str) -> list[str]:
+    return [str(p) for p in generate_demo(root, seed=9, size_px=120).item_paths]
+
+
+def test_two_processes_generating_the_same_catalog_agree(tmp_path: Path) -> None:
+    root = tmp_path / "shared"
+    with ProcessPoolExecutor(2, mp_context=multiprocessing.get_context("spawn")) as pool:
+        a, b = pool.map(_generate_small, [str(root)] * 2)
+    assert a == b
+    assert all(Path(p).is_file() for p in a)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["shared"]  # no temp folders left
