@@ -1,7 +1,58 @@
-"""arctic-rts: map retrogressive thaw slumps across the Arctic from Sentinel-2."""
+"""arctic-rts: map retrogressive thaw slumps across the Arctic from Sentinel-2.
+
+The public API, one verb per stage (imported lazily, so ``import arctic_rts`` and the CLI's
+``--help`` stay fast)::
+
+    items = select_scenes(search_scenes(bbox, 2021, stac_url=url))
+    scenes = load_scenes(items, bands)          # lazy DataArrays, one per scene
+    prob = predict(scenes[0], ModelRef.from_path("model.safetensors"))
+    polygons = vectorize(prob, threshold=0.5)
+    merged = merge_polygons([polygons])
+    write_inventory("rts.gpkg", merged, year=2021, run={}, scenes=[])
+
+or all of it at once with :func:`map_region`.
+"""
 
 from __future__ import annotations
 
+import importlib
+from typing import Any
+
 __version__ = "0.1.0"
 
-__all__ = ["__version__"]
+#: Public name -> module that defines it.
+_EXPORTS = {
+    "map_region": "arctic_rts.pipeline",
+    "run_inventory": "arctic_rts.pipeline",
+    "search_scenes": "arctic_rts.search",
+    "select_scenes": "arctic_rts.search",
+    "normalize_item": "arctic_rts.search",
+    "serve_catalog": "arctic_rts.catalog",
+    "load_scenes": "arctic_rts.load",
+    "predict": "arctic_rts.predict",
+    "connect": "arctic_rts.cluster",
+    "vectorize": "arctic_rts.vectorize",
+    "merge_polygons": "arctic_rts.inventory",
+    "write_inventory": "arctic_rts.inventory",
+    "read_inventory": "arctic_rts.inventory",
+    "match_objects": "arctic_rts.metrics",
+    "ModelRef": "arctic_rts.model.weights",
+    "load_model": "arctic_rts.model.weights",
+    "save_weights": "arctic_rts.model.weights",
+    "generate_demo": "arctic_rts.demo",
+    "train": "arctic_rts.train",
+    "build_dataset": "arctic_rts.train",
+    "evaluate": "arctic_rts.train",
+}
+
+__all__ = ["__version__", *sorted(_EXPORTS)]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'arctic_rts' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return __all__
