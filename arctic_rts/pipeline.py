@@ -522,24 +522,30 @@ class _Manifest:
         self.root = root
         self.scene_hash = scene_hash
         (root / "scenes").mkdir(parents=True, exist_ok=True)
+        # Left by a run killed mid-save; the caller holds the inventory's lock, so no live
+        # run is writing them.
+        for stale in (root / "scenes").glob("*/.*.tmp-*"):
+            stale.unlink(missing_ok=True)
 
-    def _stem(self, year: int, item_id: str) -> Path:
+    def _path(self, year: int, item_id: str, suffix: str) -> Path:
         safe = re.sub(r"[^A-Za-z0-9._-]", "_", item_id)
         if safe != item_id:  # keep two ids that differ only in odd characters apart
             safe += "-" + hashlib.sha256(item_id.encode()).hexdigest()[:8]
-        return self.root / "scenes" / str(year) / safe
+        # Appended, not with_suffix: ids may hold dots (CDSE's "....SAFE").
+        return self.root / "scenes" / str(year) / (safe + suffix)
 
-    def lookup(self, year: int, item_id: str) -> dict[str, Any] | None:
+    def lookup(self, year: int, item: dict[str, Any]) -> dict[str, Any] | None:
         """The scene's finished record from an earlier run, or None when it must be computed."""
-        stem = self._stem(year, item_id)
+        item_id = str(item["id"])
         try:
-            rec = json.loads(stem.with_suffix(".json").read_text())
-            data = stem.with_suffix(".parquet").read_bytes()
+            rec = json.loads(self._path(year, item_id, ".json").read_text())
+            data = self._path(year, item_id, ".parquet").read_bytes()
         except (OSError, ValueError):
             return None
         ok = (
             rec.get("manifest_version") == MANIFEST_VERSION
             and rec.get("item_id") == item_id
+            and rec.get("item_key") == _item_key(item)
             and rec.get("status") == "done"
             and rec.get("scene_hash") == self.scene_hash
             and rec.get("polygons_sha256") == hashlib.sha256(data).hexdigest()
@@ -548,18 +554,27 @@ class _Manifest:
 
     def polygons(self, year: int, item_id: str) -> gpd.GeoDataFrame:
         """The polygons of a finished scene."""
-        return gpd.read_parquet(self._stem(year, item_id).with_suffix(".parquet"))
+        return gpd.read_parquet(self._path(year, item_id, ".parquet"))
 
-    def save(self, year: int, rec: SceneRecord, gdf: gpd.GeoDataFrame | None, run_id: str) -> None:
+    def save(
+        self,
+        year: int,
+        items: dict[str, dict[str, Any]],
+        rec: SceneRecord,
+        gdf: gpd.GeoDataFrame | None,
+        *,
+        run_id: str,
+    ) -> None:
         """Record a scene that finished (done or failed), atomically."""
         from shapely.geometry import mapping
 
-        stem = self._stem(year, rec.item_id)
-        stem.parent.mkdir(parents=True, exist_ok=True)
+        target = self._path(year, rec.item_id, ".json")
+        target.parent.mkdir(parents=True, exist_ok=True)
         record = {k: v for k, v in dataclasses.asdict(rec).items() if k != "footprint"}
         doc: dict[str, Any] = {
             "manifest_version": MANIFEST_VERSION,
             "item_id": rec.item_id,
+            "item_key": _item_key(items[rec.item_id]),
             "year": year,
             "scene_hash": self.scene_hash,
             "run_id": run_id,
@@ -569,13 +584,14 @@ class _Manifest:
             "footprint": mapping(rec.footprint) if rec.footprint is not None else None,
         }
         if gdf is not None:
-            tmp = stem.with_name(f".{stem.name}.tmp-{os.getpid()}.parquet")
+            parquet = self._path(year, rec.item_id, ".parquet")
+            tmp = parquet.with_name(f".{parquet.name}.tmp-{os.getpid()}")
             gdf.to_parquet(tmp, index=False)
             doc["polygons_sha256"] = hashlib.sha256(tmp.read_bytes()).hexdigest()
-            _replace_durably(tmp, stem.with_suffix(".parquet"))
-        tmp = stem.with_name(f".{stem.name}.tmp-{os.getpid()}.json")
+            _replace_durably(tmp, parquet)
+        tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
         tmp.write_text(json.dumps(doc, indent=1, default=str))
-        _replace_durably(tmp, stem.with_suffix(".json"))
+        _replace_durably(tmp, target)
         with (self.root / "log.jsonl").open("a") as log:
             keys = ("run_id", "item_id", "year", "status", "finished")
             log.write(json.dumps({k: doc[k] for k in keys}) + "\n")
@@ -589,6 +605,18 @@ def _replace_durably(tmp: Path, target: Path) -> None:
     finally:
         os.close(fd)
     os.replace(tmp, target)
+
+
+def _item_key(item: dict[str, Any]) -> str:
+    """What identifies an item's pixels beyond its id: a reprocessed scene is computed again.
+
+    Asset hrefs are left out on purpose: signed URLs change on every search, and a local
+    catalog may move.
+    """
+    props = item.get("properties", {})
+    keys = ("datetime", "updated", "s2:processing_baseline")
+    doc = {"id": item.get("id"), **{k: props.get(k) for k in keys}}
+    return hashlib.sha256(json.dumps(doc, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 def _scene_hash(config: MapConfig, refs: list[Any], card: dict[str, Any]) -> str:
@@ -833,7 +861,7 @@ def _inventory_year(run: _InventoryRun, year: int) -> YearSummary:
         summary.notes.append(f"no scenes for {year} in any region; year not written.")
         return summary
     check_scene_bands(run.card, items)
-    todo = [it for it in items if manifest.lookup(year, it["id"]) is None]
+    todo = [it for it in items if manifest.lookup(year, it) is None]
     summary.n_computed = len(todo)
     summary.n_from_manifest = len(items) - len(todo)
     fresh: dict[str, SceneRecord] = {}
@@ -845,7 +873,9 @@ def _inventory_year(run: _InventoryRun, year: int) -> YearSummary:
             mcfg,
             run.cluster(),
             run_id=run.run_id,
-            on_done=functools.partial(manifest.save, year, run_id=run.run_id),
+            on_done=functools.partial(
+                manifest.save, year, {it["id"]: it for it in todo}, run_id=run.run_id
+            ),
             progress=run.progress,
         )
         fresh = {r.item_id: r for r in computed}
@@ -854,7 +884,7 @@ def _inventory_year(run: _InventoryRun, year: int) -> YearSummary:
     # run merges exactly what an uninterrupted one does.
     records, run_ids, frames, parts = [], [], [], []
     for item in items:
-        rec = manifest.lookup(year, item["id"])
+        rec = manifest.lookup(year, item)
         if rec is None:
             failed = fresh.get(item["id"]) or _scene_record(item)
             if failed.status != "failed":

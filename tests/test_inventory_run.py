@@ -340,7 +340,7 @@ def _scene(item_id: str) -> SceneRecord:
     )
 
 
-def test_manifest_reuses_only_complete_records_of_the_same_model_and_parameters(
+def test_manifest_reuses_only_complete_records_of_the_same_scene_model_and_parameters(
     tmp_path: Path,
 ) -> None:
     gdf = gpd.GeoDataFrame(
@@ -348,29 +348,47 @@ def test_manifest_reuses_only_complete_records_of_the_same_model_and_parameters(
         geometry=[shapely.box(500000, 7650000, 500100, 7650100)],
         crs="EPSG:32607",
     )
-    manifest = _Manifest(tmp_path / "work", "hash-a")
-    manifest.save(2021, _scene("S2A/odd id"), gdf, "run1")
-    failed = _scene("S2B_failed")
+    props = {"datetime": "2021-07-13T20:49:19Z", "s2:processing_baseline": "05.00"}
+    odd = {"id": "S2A/odd id.SAFE", "properties": props}
+    plain = {"id": "S2A/odd id", "properties": props}  # differs only by the dotted suffix
+    bad = {"id": "S2B_failed", "properties": props}
+    items = {it["id"]: it for it in (odd, plain, bad)}
+    work = tmp_path / "work"
+    (work / "scenes" / "2021").mkdir(parents=True)
+    (work / "scenes" / "2021" / ".S2C.json.tmp-999").write_text("{")  # a killed run's
+    manifest = _Manifest(work, "hash-a")
+    assert not list((work / "scenes" / "2021").iterdir())
+    manifest.save(2021, items, _scene(odd["id"]), gdf, run_id="run1")
+    manifest.save(2021, items, _scene(plain["id"]), gdf.iloc[:0], run_id="run1")
+    failed = _scene(bad["id"])
     failed.status, failed.error = "failed", "LoadError: unreadable"
-    manifest.save(2021, failed, None, "run1")
+    manifest.save(2021, items, failed, None, run_id="run1")
 
-    rec = manifest.lookup(2021, "S2A/odd id")
+    rec = manifest.lookup(2021, odd)
     assert rec is not None and rec["run_id"] == "run1" and rec["record"]["n_polygons"] == 1
-    back = manifest.polygons(2021, "S2A/odd id")
+    back = manifest.polygons(2021, odd["id"])
     assert back.crs == gdf.crs and back.geometry.iloc[0].equals(gdf.geometry.iloc[0])
-    assert manifest.lookup(2021, "S2B_failed") is None  # failed scenes are retried
-    assert manifest.lookup(2022, "S2A/odd id") is None  # another year
-    assert _Manifest(tmp_path / "work", "hash-b").lookup(2021, "S2A/odd id") is None
-    # No temporary file is left, and the odd id got a safe, distinct file name.
-    names = sorted(p.name for p in (tmp_path / "work" / "scenes" / "2021").iterdir())
+    assert manifest.lookup(2021, plain) is not None and not len(
+        manifest.polygons(2021, "S2A/odd id")
+    )
+    assert manifest.lookup(2021, bad) is None  # failed scenes are retried
+    assert manifest.lookup(2022, odd) is None  # another year
+    assert _Manifest(work, "hash-b").lookup(2021, odd) is None  # another model or parameters
+    reprocessed = {**odd, "properties": {**props, "s2:processing_baseline": "05.10"}}
+    assert manifest.lookup(2021, reprocessed) is None
+    moved = {**odd, "assets": {"B04": {"href": "/elsewhere/B04.tif"}}}
+    assert manifest.lookup(2021, moved) is not None  # hrefs (signed, moved) do not count
+    # No temporary file is left, and the odd ids got safe, distinct file names.
+    names = sorted(p.name for p in (work / "scenes" / "2021").iterdir())
     assert not [n for n in names if n.startswith(".")]
-    assert any(n.startswith("S2A_odd_id-") for n in names)
-    assert [e["status"] for e in _log(tmp_path / "work")] == ["done", "failed"]
+    assert len([n for n in names if n.startswith("S2A_odd_id") and n.endswith(".json")]) == 2
+    assert [e["status"] for e in _log(work)] == ["done", "done", "failed"]
 
     # Polygons that changed on disk are not trusted: the scene is computed again.
-    parquet = next((tmp_path / "work" / "scenes" / "2021").glob("S2A*.parquet"))
+    parquet = next((work / "scenes" / "2021").glob("S2A_odd_id.SAFE*.parquet"))
     parquet.write_bytes(parquet.read_bytes()[:-10])
-    assert manifest.lookup(2021, "S2A/odd id") is None
+    assert manifest.lookup(2021, odd) is None
+    assert manifest.lookup(2021, plain) is not None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -635,6 +653,43 @@ def test_sigkill_inside_the_write_leaves_the_previous_file_and_a_free_lock(
     stdout = _finish_cli(both, tmp_path / "rerun")
     assert "rts_2021 unchanged" in stdout and "rts_2022 written" in stdout
     _assert_same_inventory(out, reference.out)
+
+
+@pytest.mark.slow
+def test_regions_from_a_vector_file_clip_the_inventory(
+    reference: InventoryRunResult, demo: DemoCatalog, weights: Path, client: Any, tmp_path: Path
+) -> None:
+    (_, west_bbox), _ = _regions(demo)
+    west = gpd.GeoDataFrame(
+        {"area": ["west side"]},
+        geometry=[shapely.segmentize(shapely.box(*west_bbox), 0.001)],
+        crs="EPSG:4326",
+    ).to_crs("EPSG:3413")  # any CRS: the runner reprojects
+    west.to_file(tmp_path / "regions.gpkg")
+    shutil.copytree(reference.work_dir, tmp_path / "out" / "inv.gpkg.work")
+    common = dict(stac=demo.items_dir, weights=weights, regions=[], years=(2021,))
+    extra = 'regions = "regions.gpkg"\nname_column = "area"'
+    run_file = _run_file(tmp_path / "run.toml", **common, extra=extra)
+
+    clipped = run_inventory(run_file, progress=False, client=client)
+    assert (clipped.years[0].n_computed, clipped.years[0].written) == (0, True)
+    out = clipped.out
+    rts = gpd.read_file(out, layer="rts_2021")
+    full = gpd.read_file(reference.out, layer="rts_2021")
+    assert 0 < len(rts) < len(full)
+    assert set(rts["rts_id"]) <= set(full["rts_id"])  # kept whole, not cut
+    inside = west.to_crs(rts.crs).geometry.iloc[0].contains(rts.representative_point())
+    assert inside.all()
+    csv = pd.read_csv(out.with_name("inv_summary.csv"))
+    assert list(csv["region"]) == ["west side"] and list(csv["n_slumps"]) == [len(rts)]
+
+    whole = run_inventory(
+        _run_file(tmp_path / "run.toml", **common, extra=extra + "\nclip_to_regions = false"),
+        progress=False,
+        client=client,
+    )
+    assert (whole.years[0].n_computed, whole.years[0].written) == (0, True)
+    assert whole.years[0].n_polygons >= len(full) > len(rts)
 
 
 @pytest.mark.slow
