@@ -69,7 +69,7 @@ __all__ = [
 ]
 
 #: Bumped whenever the generated scenes change; a catalog of another version is regenerated.
-GENERATOR_VERSION = "1.0.1"
+GENERATOR_VERSION = "1.0.2"
 #: The seed of the demo's own scenes. Train demo weights on other seeds.
 DEMO_SEED = 2021
 #: Scene edge in 10 m pixels (a multiple of 6 so the 60 m bands tile it exactly).
@@ -908,7 +908,7 @@ def _place_slumps(
         slumps.append(
             _Slump(
                 slump_id=len(slumps) + 1, shape=shape, rim=rim, lobe=lobe, tip=tip,
-                veg=float(rng.uniform(0.0, 0.35)), wet=float(rng.uniform(0.0, 1.0)),
+                veg=float(rng.uniform(0.0, 0.25)), wet=float(rng.uniform(0.0, 1.0)),
                 gain=float(rng.uniform(0.82, 1.18)), first_year_index=first_years[ai],
                 growth=growth,
             )
