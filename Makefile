@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test lint bench clean
+.PHONY: install demo test lint bench clean demo-weights
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -32,6 +32,21 @@ test: lint
 bench: $(STAMP)
 	$(BIN)/python bench/inference.py
 	$(BIN)/python bench/train_methods.py
+
+# Retrain the bundled demo weights on generated scenes from seeds other than the demo's (2021).
+DEMO_TRAIN := .demo-train
+ALL_DEMO_TILES := -139.5 68.5 -136.5 69.6
+demo-weights: $(STAMP)
+	$(BIN)/arctic-rts demo --generate-only --root $(DEMO_TRAIN)/seed7 --seed 7 --size-px 1800 --years 2021 2022
+	$(BIN)/arctic-rts demo --generate-only --root $(DEMO_TRAIN)/seed8 --seed 8 --size-px 1800
+	$(BIN)/arctic-rts dataset build --labels $(DEMO_TRAIN)/seed7/truth.gpkg \
+	    --stac $(DEMO_TRAIN)/seed7/items --out $(DEMO_TRAIN)/labelled.zarr --stride 144
+	$(BIN)/arctic-rts dataset build --labels $(DEMO_TRAIN)/seed8/truth.gpkg \
+	    --stac $(DEMO_TRAIN)/seed8/items --out $(DEMO_TRAIN)/unlabelled.zarr --stride 144 \
+	    --unlabelled-bbox $(ALL_DEMO_TILES) --unlabelled-year 2021
+	$(BIN)/arctic-rts train --config deploy/demo_weights/train.toml
+	cp $(DEMO_TRAIN)/run/weights.safetensors arctic_rts/data/demo_unet.safetensors
+	cp $(DEMO_TRAIN)/run/weights.json arctic_rts/data/demo_unet.json
 
 clean:
 	rm -rf $(VENV) .demo .mypy_cache .ruff_cache

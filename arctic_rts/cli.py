@@ -118,19 +118,24 @@ def _cmd_map(args: argparse.Namespace) -> int:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
+    given = {"seed": args.seed, "years": args.years, "size_px": args.size_px}
+    catalog = {k: v for k, v in given.items() if v is not None}
     if args.generate_only:
         from arctic_rts.demo import generate_demo
 
-        given = {"seed": args.seed, "years": args.years, "size_px": args.size_px}
-        catalog = generate_demo(args.root, **{k: v for k, v in given.items() if v is not None})
-        print(
-            f"demo catalog: {catalog.root} ({len(catalog.item_paths)} items, "
-            f"truth {catalog.truth_path})"
-        )
+        demo = generate_demo(args.root, **catalog)
+        print(f"demo catalog: {demo.root} ({len(demo.item_paths)} items, truth {demo.truth_path})")
         return EXIT_OK
     from arctic_rts.pipeline import run_demo
 
-    report = run_demo(root=args.root, out=args.out, workers=args.workers, progress=not args.quiet)
+    report = run_demo(
+        root=args.root,
+        out=args.out,
+        weights=args.weights,
+        workers=args.workers,
+        progress=not args.quiet,
+        **catalog,
+    )
     print(report)
     return EXIT_OK
 
@@ -216,9 +221,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--generate-only", action="store_true", help="only write the catalog (e.g. training data)"
     )
-    p.add_argument("--seed", type=int, default=None, help="with --generate-only")
-    p.add_argument("--size-px", type=int, default=None, help="with --generate-only")
-    p.add_argument("--years", type=int, nargs="+", default=None, help="with --generate-only")
+    p.add_argument("--seed", type=int, default=None, help="scene seed (default: the demo's)")
+    p.add_argument("--size-px", type=int, default=None, help="scene edge in 10 m pixels")
+    p.add_argument("--years", type=int, nargs="+", default=None, help="years with scenes")
+    p.add_argument("--weights", type=Path, default=None, help="default: the bundled weights")
     p.set_defaults(func=_cmd_demo)
 
     ds = sub.add_parser("dataset", help="training datasets").add_subparsers(

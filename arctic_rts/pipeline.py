@@ -120,7 +120,7 @@ def stac_endpoint(stac: str | Path | None) -> Iterator[str]:
     if text == "demo":
         from arctic_rts.demo import generate_demo
 
-        source: Path = generate_demo(DEFAULT_DEMO_ROOT).item_paths[0].parent
+        source: Path = generate_demo(DEFAULT_DEMO_ROOT).items_dir
     else:
         source = Path(text)
         if not source.exists():
@@ -389,11 +389,21 @@ def run_demo(
     *,
     root: Path = DEFAULT_DEMO_ROOT,
     out: Path = Path("demo-out/rts_demo.gpkg"),
+    weights: str | Path | None = None,
     workers: int = 2,
-    year: int = 2021,
     progress: bool = True,
+    **catalog: Any,
 ) -> str:
     """The offline demo: generate (or reuse) the demo catalog, map it, score it against the truth.
+
+    Args:
+        root: Folder of the demo catalog (reused when it already holds the same catalog).
+        out: The GeoPackage to write (replaced).
+        weights: Model to map with; None for the bundled demo weights.
+        workers: Local Dask worker processes.
+        progress: Show progress bars.
+        **catalog: ``seed``, ``years``, ``size_px`` for :func:`~arctic_rts.demo.generate_demo`
+            (another seed gives an independent scene set: a validation of the weights).
 
     Returns the printed report: the GeoPackage, the scenes used, the polygon count, and the
     object-level precision/recall of the model and of the best single-band threshold.
@@ -403,31 +413,34 @@ def run_demo(
     from arctic_rts.config import ClusterConfig
     from arctic_rts.demo import generate_demo
     from arctic_rts.load import load_scenes
-    from arctic_rts.model.weights import bundled_weights, read_card
+    from arctic_rts.model.weights import read_card
 
     t0 = time.perf_counter()
-    catalog = generate_demo(root)
+    demo = generate_demo(root, **catalog)
+    year = demo.years[0]
     out.parent.mkdir(parents=True, exist_ok=True)
     config = MapConfig(cluster=ClusterConfig(n_workers=workers))
-    truth = gpd.read_file(catalog.truth_path)
+    truth = gpd.read_file(demo.truth_path)
     truth = truth[truth["year"] == year]
     with connect(config.cluster) as client:
         result = map_region(
-            catalog.bbox,
+            demo.bbox,
             year,
-            stac=catalog.item_paths[0].parent,
+            stac=demo.items_dir,
+            weights=weights,
             out=out,
             config=config,
             overwrite=True,
             client=client,
             progress=progress,
         )
-        card = read_card(bundled_weights())
+        card = read_card(resolve_weights(weights)[0].path)
         scenes = load_scenes(result.items, card["bands"], config.load)
         model_scores = score_against_truth(result.polygons, truth, scenes)
         baseline = single_band_baseline(scenes, truth, config.vectorize, config.inventory.crs)
     lines = [
-        "arctic-rts demo (generated scenes, embedded STAC API, bundled model)",
+        f"arctic-rts demo: generated scenes (seed {demo.seed}), embedded STAC API, model "
+        f"{card.get('name', '?')} ({card.get('training', {}).get('method', '?')})",
         result.summary(),
         "",
         f"ground truth : {model_scores.n_true} slumps visible in the selected scenes",
