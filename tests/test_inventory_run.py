@@ -730,13 +730,14 @@ def test_two_year_demo_with_the_bundled_model_tells_grown_new_and_vanished_slump
         stac=catalog.items_dir,
         weights=bundled_weights(),
         regions=[("demo", list(catalog.bbox))],
-        # A half-pixel ring: the demo's slumps are small, and the default one-pixel ring
-        # (meant for noisy real imagery) would call their 15-60 % growth stable.
-        extra="[inventory]\nchange_ring_px = 0.5",
+        # Whole scenes (the truth covers them), and a half-pixel ring: the demo's slumps are
+        # small, and the default one-pixel ring (meant for noisy real imagery) would call
+        # their 15-60 % growth stable.
+        extra="clip_to_regions = false\n[inventory]\nchange_ring_px = 0.5",
     )
     result = run_inventory(run_file, progress=False)
-    truth = gpd.read_file(catalog.truth_path)
-    changes = gpd.read_file(result.out, layer="changes_2021_2022").to_crs(truth.crs)
+    changes = gpd.read_file(result.out, layer="changes_2021_2022")
+    truth = gpd.read_file(catalog.truth_path).to_crs(changes.crs)
     y1, y2 = YEARS
     before = truth[truth["year"] == y1].set_index("slump_id")
     after = truth[truth["year"] == y2].set_index("slump_id")
@@ -759,6 +760,7 @@ def test_two_year_demo_with_the_bundled_model_tells_grown_new_and_vanished_slump
             if i in detected[y1] and i in detected[y2]
         ],
     }
+    assert sum(map(len, cases.values())) >= 2, f"too few detected changes to judge: {cases}"
     for cls, ids in cases.items():
         side = before if cls == "not_detected" else after
         right = [
