@@ -19,6 +19,8 @@ from arctic_rts.errors import ConfigError, WeightsError
 
 if TYPE_CHECKING:
     import torch
+    import xarray as xr
+    from dask.delayed import Delayed
     from distributed import Client
 
     from arctic_rts.model.weights import ModelRef, NormalizedModel
@@ -116,6 +118,41 @@ def gpu_workers(client: Client) -> bool:
     """Whether the client's workers declare a GPU resource (then model tasks ask for one)."""
     workers = client.scheduler_info().get("workers", {})
     return any(w.get("resources", {}).get(GPU_RESOURCE) for w in workers.values())
+
+
+def _assemble(
+    blocks: list[Any], coords: Any, dims: tuple[Any, ...], attrs: dict[str, Any], name: Any
+) -> Any:
+    import numpy as np
+    import xarray as xr
+
+    return xr.DataArray(np.block(blocks), coords=coords.coords, dims=dims, attrs=attrs, name=name)
+
+
+def as_delayed(da: xr.DataArray, *, optimize_graph: bool = True) -> Delayed:
+    """One Delayed for the computed (numpy-backed) ``da``, coordinates, CRS and attrs kept.
+
+    ``dask.delayed(f)(da)`` finalises a dask-backed DataArray with its graph optimised and
+    flattened into one layer, which drops the layer annotations: the ``GPU`` resource that
+    model tasks ask for would be lost. Here the blocks are taken with
+    ``to_delayed(optimize_graph=optimize_graph)`` and joined in a task of their own; with
+    ``optimize_graph=False`` every annotation reaches the scheduler (compute the result with
+    ``optimize_graph=False`` too). Pass it where a task needs the whole array, e.g.
+    ``dask.delayed(vectorize)(as_delayed(prob, optimize_graph=not gpu_workers(client)))``.
+    """
+    import dask
+    import dask.array as dsa
+    import xarray as xr
+
+    if not isinstance(da.data, dsa.Array):
+        return dask.delayed(da)  # type: ignore[no-any-return]
+    coords = xr.Dataset(coords=da.coords)
+    if coords.chunks:
+        coords = coords.compute()  # small; the task must not carry a graph of its own
+    blocks = da.data.to_delayed(optimize_graph=optimize_graph).tolist()
+    return dask.delayed(_assemble, pure=True)(  # type: ignore[no-any-return]
+        blocks, coords, da.dims, dict(da.attrs), da.name
+    )
 
 
 def active_client() -> Client | None:

@@ -189,11 +189,21 @@ def _scene_record(item: dict[str, Any]) -> SceneRecord:
 
 
 def _scene_polygons(
-    item: dict[str, Any], refs: list[Any], card: dict[str, Any], config: MapConfig, run_id: str
+    item: dict[str, Any],
+    refs: list[Any],
+    card: dict[str, Any],
+    config: MapConfig,
+    run_id: str,
+    optimize_graph: bool = True,
 ) -> Any:
-    """The lazy graph of one scene: load -> predict -> vectorize (a dask Delayed)."""
+    """The lazy graph of one scene: load -> predict -> vectorize (a dask Delayed).
+
+    ``optimize_graph=False`` keeps the model tasks' ``GPU`` resource annotation (see
+    :func:`arctic_rts.cluster.as_delayed`).
+    """
     import dask
 
+    from arctic_rts.cluster import as_delayed
     from arctic_rts.load import load_scenes
     from arctic_rts.predict import predict
     from arctic_rts.vectorize import vectorize
@@ -211,7 +221,10 @@ def _scene_polygons(
         "run_id": run_id,
     }
     return dask.delayed(vectorize, pure=False)(
-        prob, threshold=threshold, config=config.vectorize, attrs=attrs
+        as_delayed(prob, optimize_graph=optimize_graph),
+        threshold=threshold,
+        config=config.vectorize,
+        attrs=attrs,
     )
 
 
@@ -234,6 +247,10 @@ def map_scenes(
     from distributed import as_completed
     from tqdm.auto import tqdm
 
+    from arctic_rts.cluster import gpu_workers
+
+    # Graph optimisation (fusion) drops the model tasks' GPU resource annotation.
+    optimize = not gpu_workers(client)
     records = [_scene_record(it) for it in items]
     frames: list[gpd.GeoDataFrame] = []
     pending = list(zip(items, records, strict=True))
@@ -246,7 +263,8 @@ def map_scenes(
             item, rec = pending.pop(0)
             t0 = time.perf_counter()
             try:
-                fut = client.compute(_scene_polygons(item, refs, card, config, run_id))
+                graph = _scene_polygons(item, refs, card, config, run_id, optimize)
+                fut = client.compute(graph, optimize_graph=optimize)
             except Exception as err:  # a scene that cannot even be planned is one failed scene
                 _finish(rec, None, f"{type(err).__name__}: {err}", t0)
                 continue

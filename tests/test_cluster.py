@@ -3,20 +3,23 @@
 
 from __future__ import annotations
 
+import json
 import socket
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import dask.array as dsa
 import numpy as np
 import pytest
+import rioxarray  # noqa: F401  (the .rio accessor)
 import torch
 import xarray as xr
 
-from arctic_rts.cluster import clear_model_cache, connect, get_model, model_loads
+from arctic_rts.cluster import as_delayed, clear_model_cache, connect, get_model, model_loads
 from arctic_rts.config import ClusterConfig, PredictConfig
 from arctic_rts.errors import ConfigError, WeightsError
 from arctic_rts.model import ModelRef, UNet, load_model, save_weights
@@ -159,3 +162,103 @@ def test_model_tasks_ask_for_a_gpu_when_workers_have_one() -> None:
         restrictions = client.run_on_scheduler(_model_task_resources)
         assert restrictions and all(r == {"GPU": 1} for r in restrictions)
         assert np.isfinite(kept.compute()[20:, 30:]).all()
+
+
+def test_as_delayed_keeps_values_coords_crs_and_annotations() -> None:
+    import dask
+    from dask.base import collections_to_expr
+
+    data = np.arange(2 * 40 * 30, dtype=np.float32).reshape(2, 40, 30)
+    da = xr.DataArray(
+        dsa.from_array(data, chunks=(1, 16, 16)),
+        dims=("band", "y", "x"),
+        coords={"band": ["a", "b"], "y": np.arange(40) * -10.0, "x": np.arange(30) * 10.0},
+        attrs={"item_id": "S2X"},
+        name="refl",
+    ).rio.write_crs("EPSG:32606")
+    with dask.annotate(resources={"GPU": 1}):
+        doubled = da.copy(data=da.data.map_blocks(lambda b: 2 * b, dtype=np.float32))
+    kept = as_delayed(doubled, optimize_graph=False)
+    resources = collections_to_expr(kept).__dask_annotations__()["resources"]
+    gpu_keys = [key for key, value in resources.items() if value == {"GPU": 1}]
+    assert len(gpu_keys) == 2 * 3 * 2  # every block of the annotated layer, nothing else
+    assert all("lambda" in str(key) for key in gpu_keys)
+    got = kept.compute(scheduler="synchronous")
+    np.testing.assert_array_equal(got.values, 2 * data)
+    assert got.dims == da.dims and got.name == "refl" and got.attrs["item_id"] == "S2X"
+    np.testing.assert_array_equal(got["y"].values, da["y"].values)
+    assert got.rio.crs == da.rio.crs
+    assert got.rio.transform() == da.rio.transform()
+
+
+class _ProcessingRecorder:
+    """Scheduler plugin: the resource restrictions of every task when it starts processing."""
+
+    name = "arctic-rts-test-recorder"
+
+    def __init__(self, scheduler: Any) -> None:
+        self.scheduler = scheduler
+        self.seen: dict[str, dict | None] = {}
+
+    def transition(self, key: Any, start: str, finish: str, *args: Any, **kwargs: Any) -> None:
+        if finish == "processing":
+            ts = self.scheduler.tasks.get(key)
+            self.seen[str(key)] = None if ts is None else ts.resource_restrictions
+
+
+def _add_recorder(dask_scheduler: Any) -> None:
+    from distributed.diagnostics.plugin import SchedulerPlugin
+
+    recorder = type("Recorder", (_ProcessingRecorder, SchedulerPlugin), {})(dask_scheduler)
+    dask_scheduler.add_plugin(recorder, name=_ProcessingRecorder.name, idempotent=False)
+
+
+def _recorded(dask_scheduler: Any) -> dict[str, dict | None]:
+    return dict(dask_scheduler.plugins[_ProcessingRecorder.name].seen)
+
+
+@pytest.mark.slow
+def test_map_scenes_model_tasks_reach_the_scheduler_asking_for_a_gpu(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    from distributed import Client, LocalCluster
+
+    from arctic_rts.bands import L2A_BANDS
+    from arctic_rts.config import MapConfig
+    from arctic_rts.demo import generate_demo
+    from arctic_rts.pipeline import map_scenes
+    from arctic_rts.search import normalize_item
+
+    # The session's demo catalog of test_pipeline.py / test_cli.py, reused when present.
+    demo = generate_demo(tmp_path_factory.getbasetemp() / "demo-catalog-180", size_px=180)
+    path = demo.item_paths[0]
+    item = normalize_item(json.loads(path.read_text()), base=path.parent)
+    bands = list(L2A_BANDS)
+    n = len(bands)
+    card = {
+        "bands": bands,
+        "normalisation": {"mean": [0.1] * n, "std": [0.1] * n},
+        "threshold": 0.5,
+    }
+    weights = tmp_path_factory.mktemp("gpu-weights") / "tiny.safetensors"
+    torch.manual_seed(3)
+    save_weights(UNet(n, widths=(4, 4), bottleneck=4), card, weights)
+    config = MapConfig(predict=PredictConfig(tile_size=64, halo=32, device="cpu"))
+    with (
+        LocalCluster(n_workers=1, threads_per_worker=2, resources={"GPU": 1}) as cluster,
+        Client(cluster) as client,
+    ):
+        client.run_on_scheduler(_add_recorder)
+        records, frames = map_scenes(
+            [item], [ModelRef.from_path(weights)], card, config, client, run_id="t", progress=False
+        )
+        seen = client.run_on_scheduler(_recorded)
+    assert [r.status for r in records] == ["done"], records[0].error
+    assert len(frames) == 1
+    model_tasks = {k: v for k, v in seen.items() if "rts-predict" in k}
+    # 180 px scene, 64 px tiles: 3 x 3 model tasks, every one restricted to a GPU slot
+    assert len(model_tasks) == 9, sorted(seen)
+    assert all(v == {"GPU": 1} for v in model_tasks.values()), model_tasks
+    # reading and vectorising never wait for a GPU slot
+    others = [v for k, v in seen.items() if "rts-predict" not in k]
+    assert others and not any(others)
