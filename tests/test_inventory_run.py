@@ -40,10 +40,11 @@ from arctic_rts.config import (
     ClusterConfig,
     InventoryConfig,
     InventoryRunConfig,
+    RegionConfig,
     read_inventory_run,
 )
 from arctic_rts.demo import DemoCatalog, generate_demo
-from arctic_rts.errors import ConfigError, InventoryError
+from arctic_rts.errors import ConfigError, InventoryError, InventoryLockedError
 from arctic_rts.inventory import (
     CHANGE_CLASSES,
     PAUSE_ENV,
@@ -320,6 +321,42 @@ def test_future_year_is_refused_before_any_work(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="year"):
         run_inventory(cfg, progress=False)
     assert not (tmp_path / "x.gpkg.work").exists()
+
+
+def test_a_second_run_on_the_same_inventory_is_refused_while_one_holds_it(
+    tmp_path: Path, weights: Path
+) -> None:
+    out = tmp_path / "out" / "inv.gpkg"
+    out.parent.mkdir()
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import fcntl, os, sys, time\n"
+            f"fd = os.open({str(out) + '.lock'!r}, os.O_RDWR | os.O_CREAT)\n"
+            "fcntl.flock(fd, fcntl.LOCK_EX)\n"
+            "os.write(fd, b'a running inventory')\n"
+            "print('held', flush=True)\n"
+            "time.sleep(120)\n",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline() == "held\n"
+        cfg = InventoryRunConfig(
+            out=str(out),
+            years=(2021,),
+            regions=(RegionConfig("a", (-138.1, 69.0, -137.9, 69.1)),),
+            stac=str(tmp_path / "no-catalog"),
+            weights=(str(weights),),
+        )
+        with pytest.raises(InventoryLockedError, match="a running inventory"):
+            run_inventory(cfg, progress=False)
+    finally:
+        holder.kill()
+        holder.wait()
+    assert not out.with_name("inv.gpkg.work").exists()  # refused before any work
 
 
 # ---------------------------------------------------------------------------------------------
