@@ -165,12 +165,18 @@ class ClusterConfig:
     threads_per_worker: int = 1
     #: Use GPUs (LocalCUDACluster from the ``gpu`` extra) when visible: "auto", "yes", "no".
     gpu: str = "auto"
+    #: Torch (intra-op) threads per model task in local workers; None shares this host's cores
+    #: out over all worker threads (at least 1). Workers of an existing scheduler read the
+    #: ``ARCTIC_RTS_TORCH_THREADS`` environment variable instead.
+    torch_threads: int | None = None
 
     def __post_init__(self) -> None:
         if self.gpu not in ("auto", "yes", "no"):
             raise ConfigError(f"gpu must be 'auto', 'yes' or 'no', got {self.gpu!r}.")
         if self.n_workers is not None and self.n_workers < 1:
             raise ConfigError(f"n_workers must be at least 1, got {self.n_workers}.")
+        if self.torch_threads is not None and self.torch_threads < 1:
+            raise ConfigError(f"torch_threads must be at least 1, got {self.torch_threads}.")
 
 
 @dataclass(frozen=True)

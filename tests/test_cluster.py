@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import os
 import socket
 import subprocess
 import sys
@@ -19,7 +20,15 @@ import rioxarray  # noqa: F401  (the .rio accessor)
 import torch
 import xarray as xr
 
-from arctic_rts.cluster import as_delayed, clear_model_cache, connect, get_model, model_loads
+from arctic_rts.cluster import (
+    TORCH_THREADS_ENV,
+    as_delayed,
+    clear_model_cache,
+    connect,
+    get_model,
+    model_loads,
+    torch_threads,
+)
 from arctic_rts.config import ClusterConfig, PredictConfig
 from arctic_rts.errors import ConfigError, WeightsError
 from arctic_rts.model import ModelRef, UNet, load_model, save_weights
@@ -262,3 +271,42 @@ def test_map_scenes_model_tasks_reach_the_scheduler_asking_for_a_gpu(
     # reading and vectorising never wait for a GPU slot
     others = [v for k, v in seen.items() if "rts-predict" not in k]
     assert others and not any(others)
+
+
+def _torch_threads_env() -> str | None:
+    return os.environ.get(TORCH_THREADS_ENV)
+
+
+@pytest.mark.slow
+def test_two_worker_processes_run_model_tasks_at_the_same_time(
+    ref: ModelRef, tmp_path: Path
+) -> None:
+    def sleepy(x: torch.Tensor) -> torch.Tensor:
+        # Sleeping, not computing: concurrency shows even on a loaded machine.
+        import os
+        import time
+
+        start = time.time()
+        time.sleep(0.3)
+        with open(tmp_path / f"{os.getpid()}.log", "a") as log:
+            log.write(f"{start} {time.time()}\n")
+        return x[:, :1]
+
+    config = ClusterConfig(n_workers=2, threads_per_worker=1, gpu="no")
+    with connect(config) as client:
+        env = client.run(_torch_threads_env)
+        client.run(get_model, ref, "cpu")  # sets torch's threads in each worker
+        threads = client.run(torch.get_num_threads)
+        prob = predict(_scene(5, size=256), sleepy, PredictConfig(tile_size=64, halo=32))
+        assert np.isfinite(client.compute(prob.data, sync=True)[20:, 30:]).all()
+    assert set(env.values()) == {str(torch_threads(config, 2))}
+    assert set(threads.values()) == {torch_threads(config, 2)}
+    spans = {
+        int(p.stem): [tuple(map(float, line.split())) for line in p.read_text().splitlines()]
+        for p in tmp_path.glob("*.log")
+    }
+    assert len(spans) == 2, spans  # both worker processes ran model tasks
+    assert sum(len(s) for s in spans.values()) == 16  # 4 x 4 blocks, one model call each
+    first, second = spans.values()
+    overlapping = [(a, b) for a in first for b in second if a[0] < b[1] and b[0] < a[1]]
+    assert overlapping, spans  # ... and at the same time
