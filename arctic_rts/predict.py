@@ -1,8 +1,9 @@
 """Run the segmentation model over a scene: a lazy probability map through Dask overlap.
 
-The scene is cut into Dask blocks aligned on the tile grid from the array origin, each read with
-``halo`` pixels of context from its neighbours (``map_overlap`` with ``boundary="none"``: no
-made-up pixels beyond the scene). A block holds ``batch_size`` tiles side by side, which run
+The scene is cut into Dask blocks aligned on the tile grid from the array origin, each run with
+``halo`` pixels of context copied from its neighbours (like ``map_overlap`` with
+``boundary="none"``: no made-up pixels beyond the scene, but without pinning whole neighbour
+blocks in memory). A block holds ``batch_size`` tiles side by side, which run
 through the model as one batch; their outputs are stitched with the blend weights of
 :mod:`arctic_rts.tiling` and the halo is trimmed. For the paper's UNet (4 poolings) with
 ``halo >= 128`` and tiles on the 16 px grid this equals whole-scene inference exactly, away from
@@ -12,16 +13,18 @@ the scene's edges. Only the scene's bottom/right edge is padded (reflect) to a m
 from __future__ import annotations
 
 import contextlib
+import functools
+import itertools
 from collections.abc import Callable, Sequence
 from typing import Any, TypeAlias
 
-import dask
 import dask.array as dsa
 import numpy as np
 import rioxarray  # noqa: F401  (registers the .rio accessor)
 import torch
 import xarray as xr
-from dask.array.overlap import overlap, trim_internal
+from dask.base import tokenize
+from dask.highlevelgraph import HighLevelGraph, MaterializedLayer
 
 from arctic_rts.cluster import GPU_RESOURCE, active_client, device_lock, get_model, gpu_workers
 from arctic_rts.config import PredictConfig
@@ -145,34 +148,142 @@ def _predict_block(block: np.ndarray, models: list[Any], config: PredictConfig) 
 # the graph
 
 
+def _piece(block: np.ndarray, rows: slice, cols: slice) -> np.ndarray:
+    """Part of an input block that a model window needs, as a copy: a view would keep the whole
+    block in memory until the last window that reads it has run."""
+    return np.array(block[:, rows, cols], dtype=np.float32, copy=True)
+
+
+def _predict_window(
+    pieces: list[list[np.ndarray]],
+    top: int,
+    bottom: int,
+    left: int,
+    right: int,
+    *,
+    models: list[Any],
+    config: PredictConfig,
+) -> np.ndarray:
+    """Probability of one block from the pieces of its window (the block and ``halo`` px of
+    context where the scene goes on); the context is cut off again."""
+    window = np.concatenate([np.concatenate(row, axis=2) for row in pieces], axis=1)
+    prob = _predict_block(window, models, config)
+    h, w = prob.shape
+    return prob[top : h - bottom, left : w - right].copy()
+
+
+def _axis_pieces(chunks: tuple[int, ...], start: int, stop: int) -> list[tuple[int, slice, bool]]:
+    """Input chunks along one axis that overlap ``start:stop``: (index, slice in the chunk,
+    whether the whole chunk is used)."""
+    offsets = np.concatenate([[0], np.cumsum(chunks)])
+    out = []
+    for k in range(len(chunks)):
+        lo, hi = max(start, int(offsets[k])), min(stop, int(offsets[k + 1]))
+        if lo < hi:
+            whole = lo == offsets[k] and hi == offsets[k + 1]
+            out.append((k, slice(lo - int(offsets[k]), hi - int(offsets[k])), whole))
+    return out
+
+
+def _windows(size: int, blocks: tuple[int, ...], halo: int) -> list[tuple[int, int, int, int]]:
+    """Per output block along one axis: window start and stop (block +- halo, within the
+    scene) and how much context to cut off before and after."""
+    out = []
+    start = 0
+    for n in blocks:
+        lo, hi = max(0, start - halo), min(size, start + n + halo)
+        out.append((lo, hi, start - lo, hi - start - n))
+        start += n
+    return out
+
+
 def _probability_graph(arr: dsa.Array, models: list[Any], config: PredictConfig) -> dsa.Array:
-    """Lazy ``(y, x)`` probabilities for a ``(band, y, x)`` dask array."""
-    tile = max(config.tile_size, config.halo)  # Dask's overlap needs chunks >= its depth
-    ychunks = aligned_chunks(arr.shape[1], tile, minimum=config.halo)
-    xchunks = aligned_chunks(arr.shape[2], tile * config.batch_size, minimum=config.halo)
-    arr = arr.rechunk((arr.shape[0], ychunks, xchunks))
-    depth = {0: 0, 1: config.halo if len(ychunks) > 1 else 0}
-    depth[2] = config.halo if len(xchunks) > 1 else 0
-    padded = overlap(arr, depth=depth, boundary="none")
+    """Lazy ``(y, x)`` probabilities for a ``(band, y, x)`` dask array.
+
+    One model task per block of the tile grid (origins on multiples of ``tile_size``), fed
+    with its window: the block plus ``halo`` px of context. The window is gathered straight
+    from whichever input chunks it overlaps, without rechunking: input chunks it covers whole
+    are passed as they are, the others through small tasks that copy the part needed. Unlike
+    ``dask.array.overlap`` (whose slices are views that pin whole neighbour chunks), an input
+    chunk is freed as soon as its own copies are made. What still grows with the scene is the
+    row of input chunks that waits for the next row's context; input read with
+    :func:`input_chunks` keeps every halo strip a chunk of its own, which bounds that too.
+    """
+    arr = arr.rechunk({0: -1})  # all bands of a pixel in one chunk
+    halo = config.halo
+    tile = max(config.tile_size, halo)
+    height, width = arr.shape[1:]
+    ychunks = aligned_chunks(height, tile, minimum=halo)
+    xchunks = aligned_chunks(width, tile * config.batch_size, minimum=halo)
+    token = tokenize(arr, models, config)
+    src, piece_name, name = arr.name, f"rts-piece-{token}", f"rts-predict-{token}"
+    run = functools.partial(_predict_window, models=models, config=config)
+    pieces_dsk: dict[Any, Any] = {}
+    model_dsk: dict[Any, Any] = {}
+    ywins, xwins = _windows(height, ychunks, halo), _windows(width, xchunks, halo)
+    for (i, (y0, y1, top, bottom)), (j, (x0, x1, left, right)) in itertools.product(
+        enumerate(ywins), enumerate(xwins)
+    ):
+        rows = []
+        for ky, rows_slice, whole_y in _axis_pieces(arr.chunks[1], y0, y1):
+            row: list[tuple[Any, ...]] = []
+            for kx, cols_slice, whole_x in _axis_pieces(arr.chunks[2], x0, x1):
+                if whole_y and whole_x:
+                    row.append((src, 0, ky, kx))
+                    continue
+                key = (piece_name, i, j, ky, kx)
+                pieces_dsk[key] = (_piece, (src, 0, ky, kx), rows_slice, cols_slice)
+                row.append(key)
+            rows.append(row)
+        model_dsk[(name, i, j)] = (run, rows, top, bottom, left, right)
     # Model tasks ask for the GPU resource when workers declare one, so reading and
     # vectorising never wait for a GPU slot. Dask keeps layer annotations only while the graph
-    # is not low-level fused (``optimization.fuse.active: False`` or ``optimize_graph=False``);
-    # the per-device lock in the model task serialises GPU use either way.
-    resources = {}
+    # is not low-level fused (``optimize_graph=False``, see ``cluster.as_delayed``); the
+    # per-device lock in the model task serialises GPU use either way.
+    annotations = None
     client = active_client()
     if client is not None and gpu_workers(client):
-        resources = {"resources": {GPU_RESOURCE: 1}}
-    with dask.annotate(**resources):
-        prob = padded.map_blocks(
-            _predict_block,
-            models,
-            config,
-            drop_axis=0,
-            dtype=np.float32,
-            meta=np.empty((0, 0), dtype=np.float32),
-            token="rts-predict",  # a prefix; `name` would make every scene share keys
-        )
-    return trim_internal(prob, {0: depth[1], 1: depth[2]}, boundary="none")
+        annotations = {"resources": {GPU_RESOURCE: 1}}
+    (src_layer,) = arr.__dask_layers__()
+    graph = HighLevelGraph(
+        {
+            **arr.dask.layers,
+            piece_name: MaterializedLayer(pieces_dsk),
+            name: MaterializedLayer(model_dsk, annotations=annotations),
+        },
+        {
+            **arr.dask.dependencies,
+            piece_name: {src_layer},
+            name: {src_layer, piece_name},
+        },
+    )
+    meta = np.empty((0, 0), dtype=np.float32)
+    return dsa.Array(graph, name, chunks=(ychunks, xchunks), meta=meta)
+
+
+def input_chunks(
+    height: int, width: int, config: PredictConfig | None = None
+) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """Chunk sizes along y and x for reading a scene that :func:`predict` will run on.
+
+    Every block of the tile grid is split into its ``halo``-wide margins and its middle, so
+    the context one block needs from its neighbours is a chunk of its own: no task then waits
+    on a neighbour's whole block, and a worker's memory does not grow with the scene's width.
+    The price is more, smaller reads (9 per block). With input chunked on the tile grid
+    instead (or coarser), a worker holds about one row of input chunks per scene.
+    """
+    config = config or PredictConfig()
+    tile = max(config.tile_size, config.halo)
+    out = []
+    for size, block in ((height, tile), (width, tile * config.batch_size)):
+        sizes: list[int] = []
+        for n in aligned_chunks(size, block, minimum=config.halo):
+            if config.halo and n > 2 * config.halo:
+                sizes += [config.halo, n - 2 * config.halo, config.halo]
+            else:
+                sizes.append(n)
+        out.append(tuple(sizes))
+    return out[0], out[1]
 
 
 def predict(

@@ -13,7 +13,7 @@ import xarray as xr
 from arctic_rts.config import PredictConfig
 from arctic_rts.errors import ConfigError, WeightsError
 from arctic_rts.model import ModelRef, UNet, load_model, save_weights
-from arctic_rts.predict import predict
+from arctic_rts.predict import input_chunks, predict
 from arctic_rts.tiling import (
     FLOOR,
     Blender,
@@ -253,3 +253,52 @@ def test_scenes_computed_together_keep_their_own_results() -> None:
     for da, got in zip(scenes, together, strict=True):
         np.testing.assert_array_equal(got, predict(da, model, config).values)
     assert not np.allclose(together[0], together[1])
+
+
+def _dependencies_by_layer(prob: xr.DataArray) -> dict[str, set[str]]:
+    """For each model task: the key prefixes of the tasks it reads."""
+    from dask.core import get_dependencies
+    from dask.utils import key_split
+
+    graph = dict(prob.data.__dask_graph__())
+    return {
+        str(key): {key_split(dep) for dep in get_dependencies(graph, key)}
+        for key in graph
+        if key_split(key) == "rts-predict"
+    }
+
+
+def test_input_chunks_give_every_halo_strip_its_own_chunk() -> None:
+    config = PredictConfig(tile_size=64, halo=16, batch_size=2)
+    ychunks, xchunks = input_chunks(420, 389, config)
+    assert sum(ychunks) == 420 and sum(xchunks) == 389
+    # the tile grid's block edges (64 px in y, 128 px in x) are chunk edges, with a 16 px
+    # chunk on each side of every interior block edge
+    ybounds = set(np.cumsum(ychunks).tolist())
+    assert {64, 128, 192, 256, 320}.issubset(ybounds)
+    assert {48, 80, 304, 336}.issubset(ybounds)
+    assert {128, 256, 112, 144}.issubset(set(np.cumsum(xchunks).tolist()))
+    from dask.utils import key_split
+
+    model = _small_conv()
+    da = _scene(420, 389, seed=8)
+    split = da.copy(data=da.data.rechunk((3, ychunks, xchunks)).persist())
+    prob = predict(split, model, config)
+    # every window is made of whole input chunks: nothing to copy, nothing pinned
+    deps = _dependencies_by_layer(prob)
+    assert deps and all(d == {key_split(split.data.name)} for d in deps.values())
+    np.testing.assert_array_equal(prob.values, predict(da, model, config).values)
+
+
+def test_windows_take_copies_of_partly_used_input_chunks() -> None:
+    from arctic_rts.predict import _piece
+
+    da = _scene(200, 200, chunks=64)
+    prob = predict(da, _small_conv(), PredictConfig(tile_size=64, halo=16))
+    deps = _dependencies_by_layer(prob)
+    assert len(deps) == 9  # 64, 64 and 72 px blocks each way (8 px are too few for a block)
+    # an interior block: its own input chunk whole, its neighbours' margins through copies
+    assert any(len(d) == 2 and any(p.startswith("rts-piece") for p in d) for d in deps.values())
+    block = np.ones((3, 64, 64), dtype=np.float32)
+    margin = _piece(block, slice(-16, None), slice(None))
+    assert margin.shape == (3, 16, 64) and not np.shares_memory(margin, block)
