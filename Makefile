@@ -45,6 +45,7 @@ demo-weights: $(STAMP)
 	    --stac $(DEMO_TRAIN)/seed8/items --out $(DEMO_TRAIN)/unlabelled.zarr --stride 144 \
 	    --unlabelled-bbox $(ALL_DEMO_TILES) --unlabelled-year 2021
 	$(BIN)/arctic-rts train --config deploy/demo_weights/train.toml
+	mkdir -p arctic_rts/data
 	cp $(DEMO_TRAIN)/run/weights.safetensors arctic_rts/data/demo_unet.safetensors
 	cp $(DEMO_TRAIN)/run/weights.json arctic_rts/data/demo_unet.json
 

@@ -578,6 +578,10 @@ class TrainConfig:
     resume: bool = True
     #: Probability threshold written into the card.
     threshold: float = 0.5
+    #: Expected share of each labelled batch drawn from patches that contain slumps (0: uniform
+    #: sampling, as in the paper). Where slumps cover ~1 % of the pixels, uniform batches first
+    #: teach the network the prior and little else in a short CPU run.
+    positive_share: float = 0.0
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     pixeldino: PixelDINOConfig = field(default_factory=PixelDINOConfig)
     fixmatch: FixMatchConfig = field(default_factory=FixMatchConfig)
@@ -599,3 +603,5 @@ class TrainConfig:
             raise ConfigError("val_every and checkpoint_every must be >= 0, log_every >= 1.")
         if not 0 < self.threshold < 1:
             raise ConfigError(f"threshold must lie strictly between 0 and 1, got {self.threshold}.")
+        if not 0 <= self.positive_share < 1:
+            raise ConfigError(f"positive_share must lie in 0..1, got {self.positive_share}.")

@@ -196,13 +196,18 @@ def sample_batch(
     rng: np.random.Generator,
     device: torch.device,
     fill: torch.Tensor,
+    weights: np.ndarray | None = None,
 ) -> dict[str, torch.Tensor]:
     """``size`` random patches (random crops of larger images) as a batch on ``device``.
 
     NaN reflectance is replaced by the band mean ``fill`` before augmentation (blurs and
-    bilinear warps would spread NaN) and those pixels are marked invalid.
+    bilinear warps would spread NaN) and those pixels are marked invalid. ``weights`` (summing
+    to 1) makes some patches likelier than others (see :func:`positive_weights`).
     """
-    idx = rng.integers(0, len(dataset), size)
+    if weights is None:
+        idx = rng.integers(0, len(dataset), size)
+    else:
+        idx = rng.choice(len(dataset), size=size, p=weights)
     samples = [crop_or_pad(dataset[int(i)], patch, rng) for i in idx]
     batch = {k: torch.from_numpy(np.stack([s[k] for s in samples])) for k in samples[0]}
     image = batch["image"]
@@ -210,6 +215,20 @@ def sample_batch(
     batch["valid"] = batch["valid"] * (~bad.any(dim=1, keepdim=True)).float()
     batch["image"] = torch.where(bad, fill.view(1, -1, 1, 1).expand_as(image), image)
     return {k: v.to(device) for k, v in batch.items()}
+
+
+def positive_weights(dataset: Dataset, share: float) -> np.ndarray | None:
+    """Sampling weights giving patches with slump pixels an expected ``share`` of each batch.
+
+    None when ``share`` is 0 or the dataset has no patch with (or none without) slumps.
+    """
+    if share <= 0:
+        return None
+    has = np.array([bool((dataset[i]["mask"] == 1).any()) for i in range(len(dataset))])
+    n_pos = int(has.sum())
+    if n_pos == 0 or n_pos == len(has):
+        return None
+    return np.where(has, share / n_pos, (1 - share) / (len(has) - n_pos))
 
 
 def lr_factor(step: int, warmup: int, total: int) -> float:
@@ -319,6 +338,7 @@ def train(
     rng = np.random.default_rng(config.seed)
     aug_gen = torch.Generator().manual_seed(config.seed)
     fill = torch.tensor(mean, dtype=torch.float32)
+    label_weights = positive_weights(labelled, config.positive_share)
     step = 0
     history: list[dict[str, Any]] = []
     ckpt_path = out / CHECKPOINT
@@ -383,7 +403,9 @@ def train(
             if stop_after is not None and step >= stop_after:
                 checkpoint()
                 return ckpt_path
-            batch_l = sample_batch(labelled, config.batch_size, patch, rng, device, fill)
+            batch_l = sample_batch(
+                labelled, config.batch_size, patch, rng, device, fill, label_weights
+            )
             batch_u = None
             if method.uses_unlabelled and unlabelled is not None:
                 batch_u = sample_batch(
