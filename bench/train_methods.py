@@ -275,6 +275,21 @@ def _fmt(values: list[float]) -> str:
     return f"{statistics.mean(vals):.3f} ± {statistics.stdev(vals):.3f}"
 
 
+def _verdict(records: list[dict[str, Any]]) -> str:
+    """One honest sentence per dataset: which method has the best mean IoU, or that none learnt."""
+    ious: dict[str, list[float]] = {}
+    for r in records:
+        ious.setdefault(r["method"], []).append(float(r["metrics"].get("iou", math.nan)))
+    means = {m: statistics.mean(v) for m, v in ious.items()}
+    if all(v == 0 or math.isnan(v) for v in means.values()):
+        return (
+            "Every run predicts no slump at threshold 0.5 (IoU 0): at this step budget the models "
+            "have not left the class prior, so this table ranks nothing; rerun with more --steps."
+        )
+    best = max(means, key=lambda m: means[m])
+    return f"Best mean IoU: **{best}** ({means[best]:.3f})."
+
+
 def write_table() -> str:
     """Rewrite this script's section of BENCHMARKS.md from the saved results."""
     lines = [
@@ -312,6 +327,8 @@ def write_table() -> str:
                 for k in ("iou", "f1", "precision", "recall")
             ]
             lines.append(f"| {method} | {len(rs)} | {' | '.join(cells)} |")
+        lines.append("")
+        lines.append(_verdict(records))
         lines.append("")
     timing_file = RESULTS / "timing.json"
     if timing_file.exists():
