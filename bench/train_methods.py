@@ -221,7 +221,7 @@ def run_one(
         record = json.loads(target.read_text())
         if record.get("steps") == steps:
             return record  # type: ignore[no-any-return]
-    work = RESULTS / "_runs" / dataset / slug / f"seed{seed}"
+    work = RESULTS / "_runs" / dataset / slug / f"steps{steps}_seed{seed}"
     if not _claim(work):
         return None  # another invocation is training this one right now
     cfg = make_config(dataset, data, method, seed, steps, work)
