@@ -82,11 +82,19 @@ class PredictConfig:
     """How the model runs over a scene."""
 
     #: Core tile edge in pixels (a multiple of 16); each tile is read with ``halo`` around it.
+    #: Chosen by measurement (``bench/inference.py --only tiles``, one thread, paper UNet, 12
+    #: bands, 2026-11-22): forward speed per window pixel hardly depends on the window
+    #: (0.19-0.35 Mpx/s, noise of a shared machine), so scene throughput follows the share of
+    #: new pixels per window on a 10980^2 scene, 0.45 / 0.57 / 0.66 / 0.74 / 0.80 for tiles of
+    #: 512 / 768 / 1024 / 1536 / 2048, while activations per window grow with its area: about
+    #: 0.35 / 0.67 / 1.0 / 1.7 / 2.6 GiB per worker thread. 1024 keeps a CPU worker thread near
+    #: 1 GiB; on GPUs or big-memory workers 2048 is ~20 % faster.
     tile_size: int = 1024
     #: Context in pixels added on every side of a tile; >= 128 makes tiled output equal
     #: whole-scene output for the paper's UNet (4 poolings), see DESIGN.md.
     halo: int = 128
-    #: Tiles per forward pass.
+    #: Tiles per forward pass. 1 by measurement: on CPU two 1280^2 windows per pass run no
+    #: faster per pixel than one (0.25 against 0.24 Mpx/s) and need twice the activations.
     batch_size: int = 1
     #: Test-time augmentation: mean over the 8 flips/rotations.
     tta: bool = False

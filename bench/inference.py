@@ -1,24 +1,41 @@
-"""Inference benchmarks, measured side by side in one run; writes ``## Inference`` of BENCHMARKS.md.
+"""Inference benchmarks, measured side by side in one run; writes the block of BENCHMARKS.md
+between ``<!-- inference:start -->`` and ``<!-- inference:end -->`` (nothing else; the block and
+its heading are appended when absent).
 
 Not part of ``make test``. Usage::
 
-    .venv/bin/python bench/inference.py            # full sizes (tens of minutes on 2 cores)
+    .venv/bin/python bench/inference.py            # full sizes: < 10 minutes on 2 quiet cores
     .venv/bin/python bench/inference.py --quick    # reduced sizes, to check the bench itself
+    .venv/bin/python bench/inference.py --only tiles memory   # some sections only
 
-Measures: raw model forward (Mpx/s, GFLOP/s against a large fp32 matmul), ``predict`` end to
-end against raw forward on tiles without overlap, tile-size choice, agreement with whole-scene
-inference on the real 12-band L1C scene, a hand-written tile loop and MONAI's
-``sliding_window_inference`` as peers, worker scaling, peak memory per worker against scene
-size, the map run against ``predict``, and a GPU-hours estimate for a pan-Arctic run.
-MONAI is optional (skipped with a message when absent); it is no dependency of arctic-rts.
+Sections: ``forward`` (raw model forward, GFLOP/s against a large fp32 matmul), ``tiles``
+(speed and activation memory per tile size, batch size; the evidence for ``PredictConfig``'s
+defaults), ``predict`` (end to end against raw forward), ``real`` (agreement with whole-scene
+inference on the real 12-band L1C scene), ``peers`` (a hand-written tile loop and MONAI's
+``sliding_window_inference``; MONAI is optional), ``scaling`` (1 and 2 worker processes),
+``memory`` (peak RSS of the worker that runs model tasks against scene size),
+``vectorize`` (the whole-scene vectorize task of the map run) and ``map`` (the map run against
+``predict``); then a GPU-hours estimate for a pan-Arctic run.
+
+Memory is measured on fresh worker processes as their peak resident set (``VmHWM``), while the
+client streams the probability blocks back as they finish (the way a per-block consumer would):
+so it shows what the worker that runs model tasks holds, not a whole result gathered in one
+place. Scene sizes up to 16384^2 run with a stand-in model (one pointwise op) on exactly the
+tiles, halos and blocks of the real one, because the real UNet would take an hour on two cores
+at 16384^2; the real model's own activations per window are measured in ``tiles`` and add to
+those numbers (one window per worker thread at a time).
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import os
 import platform
+import re
+import resource
+import subprocess
 import sys
 import tempfile
 import time
@@ -35,13 +52,17 @@ import xarray as xr
 
 from arctic_rts.config import ClusterConfig, PredictConfig
 from arctic_rts.model import ModelRef, UNet, load_model, save_weights
-from arctic_rts.predict import predict
+from arctic_rts.predict import input_chunks, predict
 from arctic_rts.tiling import Blender, tile_windows
 
 ROOT = Path(__file__).resolve().parents[1]
 SCENE = ROOT.parent / "shared" / "data" / "s2_l1c_13band_scene"
 #: The paper's L1C input: every band but B09 (water vapour).
 L1C_BANDS = ["B01", "B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B10", "B11", "B12"]
+SECTIONS = ("forward", "tiles", "predict", "real", "peers", "scaling", "memory", "vectorize", "map")
+START, END = "<!-- inference:start -->", "<!-- inference:end -->"
+HEADING = "## Inference (bench/inference.py)"
+MIB = 2**20
 
 
 def log(msg: str) -> None:
@@ -125,6 +146,84 @@ def predict_rate(da: xr.DataArray, ref: ModelRef, config: PredictConfig) -> floa
     return da.sizes["y"] * da.sizes["x"] / seconds / 1e6
 
 
+# --------------------------------------------------------------------------------- probes
+# Peak memory needs a fresh process: each probe runs in a subprocess (this file, --probe ...)
+# and prints one JSON line.
+
+
+def _peak_since_reset() -> Callable[[], int]:
+    """Start measuring this process's peak RSS from now; the returned function gives the peak
+    in bytes above the RSS at this point (Linux: VmHWM is reset through clear_refs)."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+        start = _rss()
+        return lambda: _vm_hwm() - start
+    except OSError:  # not Linux: the lifetime peak, which may hide a smaller later one
+        start_max = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        return lambda: (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - start_max) * 1024
+
+
+def _probe_window(window: int, batch: int, threads: int) -> dict[str, float]:
+    """Raw forward of the paper UNet on ``batch`` windows of ``window``^2: rate and the peak
+    memory the forward adds (activations)."""
+    torch.set_num_threads(threads)
+    torch.manual_seed(0)
+    model = UNet(len(L1C_BANDS)).eval().to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+    x = torch.rand(batch, len(L1C_BANDS), window, window)
+    x = x.contiguous(memory_format=torch.channels_last)
+    with torch.inference_mode():
+        model(x[..., :64, :64])
+        peak = _peak_since_reset()
+        seconds = timed(lambda: model(x))
+        added = peak()
+    return {"mpx_s": batch * window**2 / seconds / 1e6, "activation_mib": added / MIB}
+
+
+def _probe_vectorize(size: int) -> dict[str, float]:
+    """Peak memory and time of ``vectorize`` on one ``size``^2 probability scene (the map run
+    gathers each scene's probabilities into one such task)."""
+    from arctic_rts.vectorize import vectorize
+
+    rng = np.random.default_rng(0)
+    prob = np.full((size, size), 0.05, dtype=np.float32)
+    yy, xx = np.ogrid[-12:13, -12:13]
+    disk = (yy**2 + xx**2 <= 144).astype(np.float32) * 0.9
+    for y, x in rng.integers(20, size - 20, size=(max(1, size * size // 60000), 2)):
+        prob[y - 12 : y + 13, x - 12 : x + 13] = np.maximum(
+            prob[y - 12 : y + 13, x - 12 : x + 13], disk
+        )
+    prob[: size // 20] = np.nan  # a cloud band
+    da = xr.DataArray(
+        prob,
+        dims=("y", "x"),
+        coords={
+            "y": 7_800_000.0 - 10 * np.arange(size) - 5,
+            "x": 400_000.0 + 10 * np.arange(size) + 5,
+        },
+    ).rio.write_crs("EPSG:32606")
+    peak = _peak_since_reset()
+    t0 = time.perf_counter()
+    frame = vectorize(da, threshold=0.5)
+    seconds = time.perf_counter() - t0
+    return {
+        "seconds": seconds,
+        "added_mib": peak() / MIB,
+        "input_mib": prob.nbytes / MIB,
+        "polygons": len(frame),
+    }
+
+
+def probe(*args: str) -> dict[str, Any]:
+    """Run one probe in a fresh interpreter (with this process's nice level)."""
+    out = subprocess.run(
+        [sys.executable, __file__, "--probe", *args], capture_output=True, text=True, check=True
+    )
+    return dict(json.loads(out.stdout.strip().splitlines()[-1]))
+
+
+# --------------------------------------------------------------------------------- peers
+
+
 def read_real_scene(crop: int | None) -> xr.DataArray | None:
     """The real 12-band L1C scene on its 10 m grid (reflectance = DN / 10000)."""
     try:
@@ -148,8 +247,9 @@ def read_real_scene(crop: int | None) -> xr.DataArray | None:
 
 def hand_loop(model: torch.nn.Module, x: torch.Tensor, tile: int, overlap: int) -> np.ndarray:
     """The plain tile loop most projects write: fixed tiles, overlap, blended average."""
-    windows = tile_windows(tuple(x.shape[-2:]), tile, halo=0, ramp=overlap)
-    blender = Blender(tuple(x.shape[-2:]), halo=0, ramp=overlap)
+    shape = (int(x.shape[-2]), int(x.shape[-1]))
+    windows = tile_windows(shape, tile, halo=0, ramp=overlap)
+    blender = Blender(shape, halo=0, ramp=overlap)
     with torch.inference_mode():
         for win in windows:
             logits = model(x[(..., *win.slices)].contiguous(memory_format=torch.channels_last))
@@ -171,64 +271,123 @@ def monai_loop(model: torch.nn.Module, x: torch.Tensor, tile: int, overlap: int)
     return out[0, 0].numpy()
 
 
+# --------------------------------------------------------------------------------- clusters
+
+
 @contextlib.contextmanager
-def cluster(n_workers: int, threads: int) -> Iterator[Any]:
+def cluster(n_workers: int, threads: int, torch_threads: int | None = None) -> Iterator[Any]:
+    """A fresh LocalCluster (fresh worker processes: their peak RSS starts from nothing)."""
+    import distributed  # noqa: F401  (its config defaults must be loaded before config.set)
+
     from arctic_rts.cluster import connect
 
+    config = ClusterConfig(
+        n_workers=n_workers, threads_per_worker=threads, gpu="no", torch_threads=torch_threads
+    )
     with (
         dask.config.set({"distributed.worker.memory.terminate": False}),
-        connect(ClusterConfig(n_workers=n_workers, threads_per_worker=threads, gpu="no")) as client,
+        connect(config) as client,
     ):
         yield client
 
 
+def _fill(seed: int, block_info: dict[Any, Any] | None = None) -> np.ndarray:
+    """One block of a synthetic reflectance scene, made where it is needed (a root task)."""
+    assert block_info is not None
+    info = block_info[None]
+    loc = [lo for lo, _ in info["array-location"]]
+    rng = np.random.default_rng([seed, *loc])
+    return rng.random(info["chunk-shape"], dtype=np.float32) * 0.3
+
+
+def lazy_scene(size: int, chunks: tuple[Any, Any], bands: int = 12, seed: int = 0) -> xr.DataArray:
+    """A ``size``^2 scene whose blocks are generated on the workers, like reads from COGs."""
+    norm = dsa.core.normalize_chunks((bands, *chunks), (bands, size, size), dtype=np.float32)
+    arr = dsa.map_blocks(
+        _fill, seed, chunks=norm, dtype=np.float32, meta=np.empty((0, 0, 0), np.float32)
+    )
+    return xr.DataArray(arr, dims=("band", "y", "x"), coords={"band": L1C_BANDS[:bands]})
+
+
+def stream(client: Any, prob: xr.DataArray) -> float:
+    """Compute ``prob`` block by block, gathering each block as it finishes and dropping it
+    (the client streams; nothing waits on a whole scene). Returns the sum of the values."""
+    from distributed import as_completed
+
+    futures = client.compute(list(prob.data.to_delayed().ravel()))
+    done = as_completed(futures)
+    del futures
+    return float(sum(np.nansum(f.result()) for f in done))
+
+
 def cluster_rate(
-    n_workers: int, threads: int, da: xr.DataArray, ref: ModelRef, config: PredictConfig
-) -> float:
-    """Mpx/s of predict on a LocalCluster (models loaded on every worker before timing)."""
-    from distributed import wait
+    n_workers: int, threads: int, size: int, ref: ModelRef, config: PredictConfig
+) -> tuple[float, list[int], float]:
+    """Predict on a LocalCluster, one torch thread per task (models loaded first): Mpx/s, model
+    tasks per worker, and their concurrency (model-task seconds / wall seconds of the model
+    phase: 2.0 means two tasks ran at every moment, whatever else the machine was doing)."""
+    from distributed import get_task_stream
 
     from arctic_rts.cluster import get_model
 
-    with cluster(n_workers, threads) as client:
+    with cluster(n_workers, threads, torch_threads=1) as client:
         client.run(get_model, ref, "cpu")
-        scattered = da.copy(data=dsa.from_array(da.values, chunks=(da.sizes["band"], 1024, 1024)))
-        scattered = scattered.copy(data=client.persist(scattered.data))
-        wait(scattered.data)
-        seconds = timed(lambda: float(predict(scattered, ref, config).data.sum().compute()))
-    return da.sizes["y"] * da.sizes["x"] / seconds / 1e6
+        tile = config.tile_size
+        da = lazy_scene(size, (tile, tile), seed=1)
+        with get_task_stream(client) as stream_log:
+            seconds = timed(lambda: stream(client, predict(da, ref, config)))
+    spans: dict[str, list[tuple[float, float]]] = {}
+    for task in stream_log.data:
+        if "rts-predict" in str(task["key"]):
+            for part in task["startstops"]:
+                if part["action"] == "compute":
+                    spans.setdefault(task["worker"], []).append((part["start"], part["stop"]))
+    flat = [s for worker in spans.values() for s in worker]
+    busy = sum(stop - start for start, stop in flat)
+    wall = max(stop for _, stop in flat) - min(start for start, _ in flat)
+    counts = sorted((len(v) for v in spans.values()), reverse=True)
+    return size * size / seconds / 1e6, counts, busy / wall
+
+
+class StandIn:
+    """A stand-in model for memory runs: one pointwise op, same tiles, halos and blocks."""
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        return x[:, :1] - 0.1
+
+
+def _vm_hwm() -> int:
+    """This process's peak resident set so far, bytes (Linux)."""
+    text = Path("/proc/self/status").read_text()
+    return int(re.search(r"VmHWM:\s+(\d+) kB", text).group(1)) * 1024  # type: ignore[union-attr]
 
 
 def _rss() -> int:
-    import psutil
-
-    return int(psutil.Process().memory_info().rss)
+    text = Path("/proc/self/status").read_text()
+    return int(re.search(r"VmRSS:\s+(\d+) kB", text).group(1)) * 1024  # type: ignore[union-attr]
 
 
 def peak_worker_memory(
-    size: int, bands: int, ref: ModelRef, config: PredictConfig
-) -> tuple[float, float]:
-    """(peak RSS in MiB of the busiest worker, seconds) for a lazily generated size^2 scene.
+    size: int, layout: str, model: Any, config: PredictConfig, threads: int = 1
+) -> tuple[float, float, float]:
+    """(peak RSS MiB, RSS MiB before the run, seconds) of one fresh worker for a ``size``^2
+    scene read in ``layout`` chunks: "tiles" (the tile grid) or "split" (``input_chunks``)."""
+    from arctic_rts.cluster import get_model
 
-    RSS is sampled every 0.2 s from the client while the scene runs (``ru_maxrss`` would also
-    count what a worker process inherited at start).
-    """
-    from distributed import wait
-
-    with cluster(1, 2) as client:
-        shape, chunks = (bands, size, size), (bands, 1024, 1024)
-        arr = dsa.random.default_rng(0).random(shape, chunks=chunks, dtype=np.float32) * 0.3
-        da = xr.DataArray(arr, dims=("band", "y", "x"), coords={"band": L1C_BANDS[:bands]})
+    with cluster(1, threads) as client:
+        if isinstance(model, ModelRef):
+            client.run(get_model, model, "cpu")
+        tile = config.tile_size
+        chunks = (tile, tile) if layout == "tiles" else input_chunks(size, size, config)
+        da = lazy_scene(size, chunks)
+        small = lazy_scene(512, chunks if layout == "tiles" else input_chunks(512, 512, config))
+        stream(client, predict(small, model, config))  # warm: imports, allocator, model
+        before = max(client.run(_rss).values())
         t0 = time.perf_counter()
-        future = client.compute(predict(da, ref, config).data.sum())
-        peak = 0
-        while not future.done():
-            peak = max(peak, *client.run(_rss).values())
-            with contextlib.suppress(TimeoutError):
-                wait(future, timeout=0.2)
-        future.result()
+        stream(client, predict(da, model, config))
         seconds = time.perf_counter() - t0
-    return peak / 2**20, seconds
+        peak = max(client.run(_vm_hwm).values())
+    return peak / MIB, before / MIB, seconds
 
 
 def map_run_rate(folder: Path) -> tuple[float, float, str] | None:
@@ -273,7 +432,7 @@ def map_run_rate(folder: Path) -> tuple[float, float, str] | None:
         ref = ModelRef.from_path(weights)
         t0 = time.perf_counter()
         for s in scenes:
-            float(predict(s, ref, config.predict).data.sum().compute())
+            stream(client, predict(s, ref, config.predict))
         predict_seconds = time.perf_counter() - t0
     return (
         pixels / map_seconds / 1e6,
@@ -282,24 +441,37 @@ def map_run_rate(folder: Path) -> tuple[float, float, str] | None:
     )
 
 
+# --------------------------------------------------------------------------------- output
+
+
 def write_section(text: str, path: Path) -> None:
-    """Create or replace the ``## Inference`` section of BENCHMARKS.md, leaving others alone."""
+    """Replace the block between this script's markers in BENCHMARKS.md, leaving every other
+    line as it is; when the markers are absent, append ``## Inference (bench/inference.py)``
+    and the block at the end (an unmarked ``## Inference`` section of an older version of this
+    script is removed). The heading stays outside the markers, so scripts that own their
+    sections by heading (up to the next ``## `` line) never reach into the block."""
     old = path.read_text() if path.is_file() else "# Benchmarks\n"
-    lines = old.splitlines()
-    start = next((i for i, line in enumerate(lines) if line.strip() == "## Inference"), None)
-    if start is None:
-        new = old.rstrip("\n") + "\n\n" + text.rstrip("\n") + "\n"
+    block = f"{START}\n{text.strip()}\n{END}"
+    if START in old and END in old and old.index(START) < old.index(END):
+        new = old[: old.index(START)] + block + old[old.index(END) + len(END) :]
     else:
-        end = next(
-            (i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")), len(lines)
-        )
-        new = (
-            "\n".join([*lines[:start], *text.rstrip("\n").splitlines(), "", *lines[end:]]).rstrip(
-                "\n"
+        lines = [ln for ln in old.splitlines() if ln.strip() not in (START, END)]
+        start = next((i for i, ln in enumerate(lines) if ln.startswith("## Inference")), None)
+        if start is not None:
+            end = next(
+                (
+                    i
+                    for i in range(start + 1, len(lines))
+                    if lines[i].startswith("## ") or lines[i].startswith("<!--")
+                ),
+                len(lines),
             )
-            + "\n"
-        )
-    path.write_text(new)
+            del lines[start:end]
+        new = "\n".join(lines).rstrip("\n") + f"\n\n{HEADING}\n\n{block}\n"
+    path.write_text(new if new.endswith("\n") else new + "\n")
+
+
+# --------------------------------------------------------------------------------- main
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -307,100 +479,138 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="reduced sizes (checks the bench)")
     parser.add_argument("--threads", type=int, default=2, help="torch threads in this process")
     parser.add_argument("--out", type=Path, default=ROOT / "BENCHMARKS.md")
-    parser.add_argument(
-        "--skip",
-        nargs="*",
-        default=[],
-        help="sections to skip: peers scaling memory map real tiles",
-    )
+    parser.add_argument("--only", nargs="*", choices=SECTIONS, help="run only these sections")
+    parser.add_argument("--skip", nargs="*", default=[], choices=SECTIONS, help="sections to skip")
+    parser.add_argument("--probe", nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.probe:
+        kind, *params = args.probe
+        probes: dict[str, Callable[..., dict[str, Any]]] = {
+            "window": _probe_window,
+            "vectorize": _probe_vectorize,
+        }
+        fn = probes[kind]
+        print(json.dumps(fn(*map(int, params))))
+        return 0
     warnings.filterwarnings("ignore", message="Sending large graph")
     torch.set_num_threads(args.threads)
+    wanted = [s for s in (args.only or SECTIONS) if s not in args.skip]
     q = args.quick
-    default = PredictConfig()
-    bands = 12
+    default = PredictConfig(device="cpu")
+    halo = default.halo
+    bands = len(L1C_BANDS)
     rows: list[str] = []
     notes: list[str] = []
     tmp = Path(tempfile.mkdtemp(prefix="arctic-rts-bench-"))
     ref = make_weights(tmp, L1C_BANDS)
     model = fast_model(ref)
+    unet = model.unet
+    assert isinstance(unet, torch.nn.Module)
+    fpp = flops_per_pixel(unet, bands)
+    window = default.tile_size + 2 * halo
+    raw: dict[int, float] = {}
+    cpu_rate = None
 
-    # --- raw forward, FLOPs, peak
-    fpp = flops_per_pixel(model.unet, bands)
-    peak = matmul_peak(2048 if q else 4096)
-    window = default.tile_size + 2 * default.halo
-    raw_sizes = [512, window] if q else [512, window, 4096]
-    raw = {}
-    for s in raw_sizes:
-        raw[s] = raw_forward(model, bands, s, 1 if q else 2)
-        log(f"raw forward {s}^2: {raw[s]:.3f} Mpx/s")
-    rows.append(f"| FLOPs per output pixel (convolutions) | {fpp / 1e3:.0f} kFLOP |")
-    n_mm = 2048 if q else 4096
-    rows.append(row(f"fp32 matmul peak ({n_mm}^2, {args.threads} threads)", f"{peak:.0f} GFLOP/s"))
-    for s, r in raw.items():
+    if "forward" in wanted:
+        n_mm = 1024 if q else 2048
+        peak = matmul_peak(n_mm)
+        rows.append(row("FLOPs per output pixel (convolutions)", f"{fpp / 1e3:.0f} kFLOP"))
+        rows.append(
+            row(f"fp32 matmul peak ({n_mm}^2, {args.threads} threads)", f"{peak:.0f} GFLOP/s")
+        )
+        for s in [512] if q else [512, window]:
+            raw[s] = raw_forward(model, bands, s, 1 if q else 2)
+            log(f"raw forward {s}^2: {raw[s]:.3f} Mpx/s")
+            rows.append(
+                row(
+                    f"raw forward {s}^2 tile, fp32, {args.threads} threads",
+                    f"{raw[s]:.3f} Mpx/s = {raw[s] * fpp / 1e3:.0f} GFLOP/s "
+                    f"({100 * raw[s] * fpp / 1e3 / peak:.0f} % of matmul peak)",
+                )
+            )
+
+    if "tiles" in wanted:
+        from arctic_rts.predict import _windows
+        from arctic_rts.tiling import aligned_chunks
+
+        tiles = [512, 1024] if q else [512, 768, 1024, 1536, 2048]
+        per_tile = {}
+        for t in tiles:
+            got = probe("window", str(t + 2 * halo), "1", "1")
+            wins = _windows(10980, aligned_chunks(10980, t, minimum=halo), halo)
+            useful = (10980 / sum(hi - lo for lo, hi, _, _ in wins)) ** 2
+            per_tile[t] = got["mpx_s"] * useful
+            log(f"tile {t}: window {got}, useful share {useful:.2f}")
+            rows.append(
+                row(
+                    f"tile {t} (+{halo} px halo: {t + 2 * halo}^2 windows), 1 thread",
+                    f"forward {got['mpx_s']:.3f} Mpx/s of window, {useful:.2f} of it is new on a "
+                    f"10980^2 scene: {per_tile[t]:.3f} Mpx/s of scene; activations "
+                    f"{got['activation_mib']:.0f} MiB per window",
+                )
+            )
+        b2 = probe("window", str(window), "2", "1")
         rows.append(
             row(
-                f"raw forward {s}^2 tile, fp32",
-                f"{r:.3f} Mpx/s = {r * fpp / 1e3:.0f} GFLOP/s "
-                f"({100 * r * fpp / 1e3 / peak:.0f} % of matmul peak)",
+                f"batch 2 x {window}^2 windows, 1 thread",
+                f"forward {b2['mpx_s']:.3f} Mpx/s of window; activations "
+                f"{b2['activation_mib']:.0f} MiB",
             )
         )
-
-    # --- predict end to end against raw forward on tiles without overlap; tile-size choice
-    scene_size = 1536 if q else 4096
-    da = scene_array(bands, scene_size)
-    tiles = [512, 1024] if q else [512, 1024, 2048]
-    if "tiles" in args.skip:
-        tiles = [default.tile_size]
-    rates = {}
-    for t in tiles:
-        cfg = PredictConfig(tile_size=t, halo=default.halo, device="cpu")
-        rates[t] = predict_rate(da, ref, cfg)
-        base = raw_forward(model, bands, t, 1)
-        log(
-            f"predict tile {t}: {rates[t]:.3f} Mpx/s, raw {t}^2 {base:.3f}, "
-            f"ratio {rates[t] / base:.2f}"
-        )
-        rows.append(
-            row(
-                f"predict {scene_size}^2 scene, tile {t} + halo {default.halo}",
-                f"{rates[t]:.3f} Mpx/s = {rates[t] / base:.2f} x raw forward on {t}^2 tiles "
-                "without overlap",
-            )
-        )
-
-    # --- agreement on the real scene
-    real = None if "real" in args.skip else read_real_scene(768 if q else None)
-    if real is None:
+        best = max(per_tile, key=per_tile.__getitem__)
         notes.append(
-            "Agreement on the real L1C scene: skipped (../shared/data absent or --skip real)."
+            f"Tile size: scene throughput grows with the tile ({best} px fastest here) because "
+            f"the {halo} px halo, fixed by exactness (DESIGN.md), is a smaller share of a large "
+            "window, while activation memory grows with the window's area. The default stays "
+            f"{default.tile_size} px: activations near 1 GiB per worker thread; 2048 px tiles "
+            "are worth it on GPUs and big-memory workers (`PredictConfig(tile_size=2048)`). "
+            "Batching windows gives no speed on CPU and doubles memory: batch size 1."
         )
-    else:
-        cfg = PredictConfig(device="cpu")
-        with dask.config.set(scheduler="synchronous"):
-            tiled = predict(real, ref, cfg).values
-        with torch.inference_mode():
-            whole = torch.sigmoid(model(torch.from_numpy(real.values)[None]))[0, 0].numpy()
-        diff = float(np.nanmax(np.abs(tiled - whole)))
-        m = default.halo
-        inner = float(np.nanmax(np.abs(tiled[m:-m, m:-m] - whole[m:-m, m:-m])))
-        log(f"real scene {real.shape}: max |tiled - whole| = {diff:.2e} (inner {inner:.2e})")
+
+    if "predict" in wanted:
+        size = 1024 if q else 2048
+        da = scene_array(bands, size)
+        rate = predict_rate(da, ref, default)
+        base = raw.get(window) or raw_forward(model, bands, window, 1)
+        cpu_rate = rate
+        ideal = (min(size, default.tile_size) / min(size, window)) ** 2
+        log(f"predict {size}^2: {rate:.3f} Mpx/s")
         rows.append(
             row(
-                f"real L1C scene {real.sizes['y']}x{real.sizes['x']} px, 12 bands: max abs "
-                "prob diff, predict vs whole-scene",
-                f"{diff:.1e} (>= {m} px from the edges: {inner:.1e})",
+                f"predict {size}^2 scene, tile {default.tile_size} + halo {halo}, "
+                f"{args.threads} threads, one process",
+                f"{rate:.3f} Mpx/s = {rate / base:.2f} x raw forward of {window}^2 windows "
+                f"(halo share alone allows {ideal:.2f})",
             )
         )
 
-    # --- peers: hand-written loop and MONAI, 512 px tiles + 64 overlap
-    if "peers" not in args.skip:
-        peer = 1024 if q else 2048
+    if "real" in wanted:
+        real = read_real_scene(768 if q else 1536)
+        if real is None:
+            notes.append("Agreement on the real L1C scene: skipped (../shared/data absent).")
+        else:
+            with dask.config.set(scheduler="synchronous"):
+                tiled = predict(real, ref, default).values
+            with torch.inference_mode():
+                whole = torch.sigmoid(model(torch.from_numpy(real.values)[None]))[0, 0].numpy()
+            diff = float(np.nanmax(np.abs(tiled - whole)))
+            m = halo
+            inner = float(np.nanmax(np.abs(tiled[m:-m, m:-m] - whole[m:-m, m:-m])))
+            log(f"real scene {real.shape}: max |tiled - whole| = {diff:.2e} (inner {inner:.2e})")
+            rows.append(
+                row(
+                    f"real L1C scene {real.sizes['y']}x{real.sizes['x']} px, 12 bands: max abs "
+                    "prob diff, predict vs whole-scene",
+                    f"{diff:.1e} (>= {m} px from the edges: {inner:.1e})",
+                )
+            )
+
+    if "peers" in wanted:
+        peer = 512 if q else 1024
         x = torch.from_numpy(scene_array(bands, peer).values)[None]
         px = peer * peer / 1e6
         t_hand = timed(lambda: hand_loop(model, x, 512, 64))
-        ours_cfg = PredictConfig(device="cpu")
-        ours = predict_rate(scene_array(bands, peer), ref, ours_cfg)
+        ours = predict_rate(scene_array(bands, peer), ref, default)
         rows.append(
             row(
                 f"peer: hand-written loop, 512 px tiles + 64 overlap, {peer}^2",
@@ -410,7 +620,7 @@ def main(argv: list[str] | None = None) -> int:
         try:
             import monai  # noqa: F401
 
-            monai_loop(model, x[..., :512, :512], 512, 64)
+            monai_loop(model, x[..., :256, :256], 256, 32)
             t_monai = timed(lambda: monai_loop(model, x, 512, 64))
             rows.append(
                 row(
@@ -420,86 +630,124 @@ def main(argv: list[str] | None = None) -> int:
                 )
             )
         except ImportError:
+            rows.append(row(f"ours (default config), {peer}^2", f"{ours:.3f} Mpx/s"))
             notes.append(
                 "MONAI not installed: its row is skipped (pip install monai to include it)."
             )
         log(f"peers: hand {px / t_hand:.3f}, ours {ours:.3f} Mpx/s")
 
-    # --- scaling on a multi-process LocalCluster
-    if "scaling" not in args.skip:
-        sc = scene_array(bands, 1024 if q else 3072, seed=1)
-        cfg = PredictConfig(tile_size=512 if q else default.tile_size, device="cpu")
-        r11 = cluster_rate(1, 1, sc, ref, cfg)
-        r21 = cluster_rate(2, 1, sc, ref, cfg)
-        r12 = cluster_rate(1, 2, sc, ref, cfg)
-        log(f"scaling: 1x1 {r11:.3f}, 2x1 {r21:.3f}, 1x2 {r12:.3f}")
+    if "scaling" in wanted:
+        size, tile = (1024, 256) if q else (2048, 512)
+        cfg = PredictConfig(tile_size=tile, device="cpu")
+        blocks = (size // tile) ** 2
+        r11, _, c11 = cluster_rate(1, 1, size, ref, cfg)
+        r21, n21, c21 = cluster_rate(2, 1, size, ref, cfg)
+        r12, _, c12 = cluster_rate(1, 2, size, ref, cfg)
+        log(f"scaling: 1x1 {r11:.3f} ({c11:.2f}), 2x1 {r21:.3f} {n21} ({c21:.2f}), 1x2 {r12:.3f}")
+        what = (
+            f"LocalCluster, {size}^2 scene generated on the workers, tile {tile}: {blocks} "
+            "model tasks, 1 torch thread per task"
+        )
         rows.append(
             row(
-                f"scaling (LocalCluster, {sc.sizes['y']}^2, tile {cfg.tile_size}): 1 worker x 1 "
-                "thread",
-                f"{r11:.3f} Mpx/s",
+                f"scaling ({what}): 1 worker x 1 thread",
+                f"{r11:.3f} Mpx/s; model tasks running at once: {c11:.2f}",
             )
         )
-        rows.append(f"| 2 workers x 1 thread | {r21:.3f} Mpx/s = {r21 / r11:.2f} x 1x1 |")
+        rows.append(
+            row(
+                "2 workers x 1 thread",
+                f"{r21:.3f} Mpx/s = {r21 / r11:.2f} x 1x1; model tasks per worker "
+                f"{'/'.join(map(str, n21))}, running at once: {c21:.2f}",
+            )
+        )
         rows.append(
             row(
                 "1 worker x 2 threads",
-                f"{r12:.3f} Mpx/s = {r12 / r11:.2f} x 1x1 (2x1 / 1x2 = {r21 / r12:.2f})",
+                f"{r12:.3f} Mpx/s = {r12 / r11:.2f} x 1x1; running at once: {c12:.2f}",
             )
         )
+        notes.append(
+            "Scaling: 'running at once' is the model tasks' busy time over the wall time of the "
+            "model phase, from Dask's task stream: it shows whether the workers really ran model "
+            "tasks in parallel even when other work on the machine takes the cores (then the "
+            "speed-up in Mpx/s stays below it)."
+        )
 
-    # --- flat memory per worker
-    if "memory" not in args.skip:
-        sizes = [512, 1024, 2048] if q else [2048, 8192, 16384]
-        cfg = PredictConfig(device="cpu")
-        peaks = []
-        for s in sizes:
-            mib, sec = peak_worker_memory(s, bands, ref, cfg)
-            peaks.append(mib)
-            log(f"memory {s}^2: peak worker RSS {mib:.0f} MiB in {sec:.0f} s")
-            rows.append(
-                row(
-                    f"peak RSS of the worker (1 worker x 2 threads), {s}^2 scene",
-                    f"{mib:.0f} MiB ({s * s / sec / 1e6:.3f} Mpx/s)",
+    if "memory" in wanted:
+        sizes = [1024, 2048, 4096] if q else [2048, 8192, 16384]
+        stand_in = StandIn()
+        for layout, label in (
+            ("split", "read with `input_chunks`"),
+            ("tiles", "read in tile-grid chunks"),
+        ):
+            peaks = []
+            for s in sizes if layout == "split" else sizes[:2]:
+                mib, idle, sec = peak_worker_memory(s, layout, stand_in, default)
+                peaks.append(mib)
+                log(f"memory {layout} {s}^2: peak {mib:.0f} MiB (idle {idle:.0f}) in {sec:.0f} s")
+                rows.append(
+                    row(
+                        f"peak RSS of the worker (1 worker x 1 thread), {s}^2 scene {label}, "
+                        "stand-in model",
+                        f"{mib:.0f} MiB ({mib - idle:+.0f} MiB over the idle worker)",
+                    )
                 )
-            )
+            rows.append(row(f"memory spread, {label}", f"max/min = {max(peaks) / min(peaks):.2f}"))
+        s = sizes[0]
+        mib, idle, sec = peak_worker_memory(s, "tiles", ref, default)
         rows.append(
-            f"| memory spread across scene sizes | max/min = {max(peaks) / min(peaks):.2f} |"
+            row(
+                f"peak RSS of the worker (1 worker x 1 thread), {s}^2 scene, real UNet",
+                f"{mib:.0f} MiB ({mib - idle:+.0f} MiB over the idle worker; "
+                f"{s * s / sec / 1e6:.3f} Mpx/s)",
+            )
+        )
+        notes.append(
+            "Memory: the worker that runs model tasks holds, besides the runtime and one "
+            "window's activations per thread, the input blocks whose neighbours are not read "
+            "yet. Windows copy the margins they take from neighbouring blocks (dask's `overlap` "
+            "took views, which kept whole neighbour blocks alive: the old 688 MiB -> 2.7 GB). "
+            "Input read in tile-grid chunks still leaves about one row of blocks waiting for "
+            "the next row's context, so memory grows with the scene's width (for a 10980 px "
+            "Sentinel-2 scene: 11 blocks of 12 x 1024^2 float32, ~0.5 GB, more with 2048 px "
+            "reads); read with `predict.input_chunks` every halo strip is a chunk of its own and "
+            "only strips wait."
         )
 
-    # --- the whole map run against predict
-    if "map" not in args.skip:
+    if "vectorize" in wanted:
+        s = 4096 if q else 10980
+        got = probe("vectorize", str(s))
+        rows.append(
+            row(
+                f"vectorize one {s}^2 probability scene (the map run's per-scene task)",
+                f"{got['seconds']:.1f} s, +{got['added_mib']:.0f} MiB peak for a "
+                f"{got['input_mib']:.0f} MiB input, {got['polygons']} polygons",
+            )
+        )
+
+    if "map" in wanted:
         try:
-            got = map_run_rate(tmp)
+            got_map = map_run_rate(tmp)
         except Exception as err:  # the bench reports what it could not measure
-            got = None
+            got_map = None
             notes.append(f"Map run not measured: {type(err).__name__}: {str(err).splitlines()[0]}")
-        if got:
-            m_rate, p_rate, what = got
+        if got_map:
+            m_rate, p_rate, what = got_map
             rows.append(
                 row(
-                    f"map run (search, load, predict, vectorize, write) on the demo, {what}",
+                    "map run (search, load, predict, vectorize, write) on the demo, "
+                    f"{what}, 2 workers",
                     f"{m_rate:.3f} Mpx/s = {m_rate / p_rate:.2f} x predict on the same scenes "
                     f"({p_rate:.3f} Mpx/s)",
                 )
             )
 
     # --- report
-    best_tile = max(rates, key=rates.__getitem__)
-    cpu_rate = rates[best_tile]
-    tiles_per_year = 2500
-    px = tiles_per_year * 10980**2
-    overhead = 1.25
-    flop = px * fpp * overhead
-    gpu_eff = (0.05, 0.15)
-    bf16_peak = 990e12  # H100 SXM dense bf16
-    gpu_h = [flop / (bf16_peak * e) / 3600 for e in gpu_eff]
-    cpu_h = px / (cpu_rate * 1e6) / 3600
     text = [
-        "## Inference",
-        "",
-        f"`bench/inference.py{' --quick' if q else ''}` on {platform.machine()} CPU, torch "
-        f"{torch.__version__}, {args.threads} threads, random-init paper UNet (12 bands, "
+        f"`bench/inference.py{' --quick' if q else ''}"
+        f"{' --only ' + ' '.join(wanted) if args.only or args.skip else ''}` on "
+        f"{platform.machine()} CPU, torch {torch.__version__}, random-init paper UNet (12 bands, "
         f"widths 16/32/64/128, bottleneck 256), fp32, channels_last, {time.strftime('%Y-%m-%d')}."
         + (" Quick mode: reduced sizes, not the full run." if q else "")
         + f" Load average at the end: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores (other "
@@ -510,27 +758,31 @@ def main(argv: list[str] | None = None) -> int:
         *rows,
         "",
         *[f"- {n}" for n in notes],
-        "",
-        f"Tile size: measured above; the fastest was {best_tile} px (+{default.halo} px halo each "
-        "side). The halo is fixed at 128 px by exactness (DESIGN.md), so larger tiles waste "
-        "less on overlap, while a tile's activations grow with its area (memory rows).",
-        "",
-        "Pan-Arctic estimate. Assumptions: about 2,500 Sentinel-2 MGRS tiles (110 km, "
-        "overlapping) cover the northern permafrost lowlands where RTS occur (an order of "
-        "magnitude, not a count), one "
-        "least-cloudy scene per tile and year (`select_scenes`), 10980^2 px each: "
-        f"{px / 1e12:.2f} Tpx per year; {fpp / 1e3:.0f} kFLOP per pixel x {overhead} for the "
-        f"128 px halos = {flop / 1e15:.0f} PFLOP per year. A GPU worker reaching 5-15 % of an "
-        f"H100's ~990 TFLOP/s dense bf16 (a UNet with 16-32 channels at full resolution is "
-        f"memory-bound) needs {gpu_h[1]:.2f}-{gpu_h[0]:.2f} GPU-hours per year of imagery; "
-        f"the measured CPU rate ({cpu_rate:.2f} Mpx/s on {args.threads} threads) would need "
-        f"{cpu_h:.0f} such 2-core hours. TTA multiplies compute by 8, an ensemble by its size. "
-        f"At GPU speed the run is bound by reading ~{px * 12 * 2 / 1e12:.1f} TB of 12-band "
-        "uint16 imagery per year, not by the model: plan workers by I/O bandwidth.",
-        "",
     ]
+    if cpu_rate:
+        tiles_per_year = 2500
+        px = tiles_per_year * 10980**2
+        overhead = 1.25
+        flop = px * fpp * overhead
+        gpu_h = [flop / (990e12 * e) / 3600 for e in (0.05, 0.15)]  # H100 SXM dense bf16
+        cpu_h = px / (cpu_rate * 1e6) / 3600
+        text += [
+            "",
+            "Pan-Arctic estimate. Assumptions: about 2,500 Sentinel-2 MGRS tiles (110 km, "
+            "overlapping) cover the northern permafrost lowlands where RTS occur (an order of "
+            "magnitude, not a count), one least-cloudy scene per tile and year "
+            f"(`select_scenes`), 10980^2 px each: {px / 1e12:.2f} Tpx per year; "
+            f"{fpp / 1e3:.0f} kFLOP per pixel x {overhead} for the 128 px halos = "
+            f"{flop / 1e15:.0f} PFLOP per year. A GPU worker reaching 5-15 % of an H100's "
+            "~990 TFLOP/s dense bf16 (a UNet with 16-32 channels at full resolution is "
+            f"memory-bound) needs {gpu_h[1]:.2f}-{gpu_h[0]:.2f} GPU-hours per year of imagery; "
+            f"the measured CPU rate ({cpu_rate:.2f} Mpx/s on {args.threads} threads) would need "
+            f"{cpu_h:.0f} such 2-core hours. TTA multiplies compute by 8, an ensemble by its "
+            f"size. At GPU speed the run is bound by reading ~{px * 12 * 2 / 1e12:.1f} TB of "
+            "12-band uint16 imagery per year, not by the model: plan workers by I/O bandwidth.",
+        ]
     write_section("\n".join(text), args.out)
-    log(f"wrote the Inference section of {args.out}")
+    log(f"wrote the inference block of {args.out}")
     return 0
 
 
