@@ -202,7 +202,7 @@ def sample_batch(
 
     NaN reflectance is replaced by the band mean ``fill`` before augmentation (blurs and
     bilinear warps would spread NaN) and those pixels are marked invalid. ``weights`` (summing
-    to 1) makes some patches likelier than others (see :func:`positive_weights`).
+    to 1) makes some patches likelier than others (see :func:`label_balance`).
     """
     if weights is None:
         idx = rng.integers(0, len(dataset), size)
@@ -217,18 +217,25 @@ def sample_batch(
     return {k: v.to(device) for k, v in batch.items()}
 
 
-def positive_weights(dataset: Dataset, share: float) -> np.ndarray | None:
-    """Sampling weights giving patches with slump pixels an expected ``share`` of each batch.
+def label_balance(dataset: Dataset, share: float) -> tuple[np.ndarray | None, float]:
+    """Patch sampling weights and the expected slump share of the sampled labelled pixels.
 
-    None when ``share`` is 0 or the dataset has no patch with (or none without) slumps.
+    The weights (None for uniform sampling) give patches with slump pixels an expected ``share``
+    of each batch. The slump share is the prior the segmentation head's bias starts from:
+    with rare slumps, a head starting at 0.5 first drives every feature towards "no slump",
+    and ReLUs that die on the way never come back (the network collapses to the prior).
     """
-    if share <= 0:
-        return None
-    has = np.array([bool((dataset[i]["mask"] == 1).any()) for i in range(len(dataset))])
-    n_pos = int(has.sum())
-    if n_pos == 0 or n_pos == len(has):
-        return None
-    return np.where(has, share / n_pos, (1 - share) / (len(has) - n_pos))
+    fracs = np.empty(len(dataset))
+    for i in range(len(dataset)):
+        sample = dataset[i]
+        valid = np.asarray(sample["valid"]) > 0
+        fracs[i] = (np.asarray(sample["mask"])[valid] == 1).mean() if valid.any() else 0.0
+    has = fracs > 0
+    weights = None
+    if share > 0 and 0 < has.sum() < len(has):
+        weights = np.where(has, share / has.sum(), (1 - share) / (len(has) - has.sum()))
+    probs = weights if weights is not None else np.full(len(fracs), 1 / max(len(fracs), 1))
+    return weights, float(np.clip((probs * fracs).sum(), 1e-4, 0.5))
 
 
 def lr_factor(step: int, warmup: int, total: int) -> float:
@@ -338,7 +345,9 @@ def train(
     rng = np.random.default_rng(config.seed)
     aug_gen = torch.Generator().manual_seed(config.seed)
     fill = torch.tensor(mean, dtype=torch.float32)
-    label_weights = positive_weights(labelled, config.positive_share)
+    label_weights, prior = label_balance(labelled, config.positive_share)
+    with torch.no_grad():
+        unet.head.bias.fill_(math.log(prior / (1 - prior)))  # type: ignore[union-attr]
     step = 0
     history: list[dict[str, Any]] = []
     ckpt_path = out / CHECKPOINT
