@@ -19,6 +19,7 @@ import pytest
 import rioxarray  # noqa: F401  (the .rio accessor)
 import torch
 import xarray as xr
+from distributed.diagnostics.plugin import SchedulerPlugin
 
 from arctic_rts.cluster import (
     TORCH_THREADS_ENV,
@@ -200,7 +201,7 @@ def test_as_delayed_keeps_values_coords_crs_and_annotations() -> None:
     assert got.rio.transform() == da.rio.transform()
 
 
-class _ProcessingRecorder:
+class _ProcessingRecorder(SchedulerPlugin):
     """Scheduler plugin: the resource restrictions of every task when it starts processing."""
 
     name = "arctic-rts-test-recorder"
@@ -216,9 +217,7 @@ class _ProcessingRecorder:
 
 
 def _add_recorder(dask_scheduler: Any) -> None:
-    from distributed.diagnostics.plugin import SchedulerPlugin
-
-    recorder = type("Recorder", (_ProcessingRecorder, SchedulerPlugin), {})(dask_scheduler)
+    recorder = _ProcessingRecorder(dask_scheduler)
     dask_scheduler.add_plugin(recorder, name=_ProcessingRecorder.name, idempotent=False)
 
 
