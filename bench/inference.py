@@ -509,6 +509,7 @@ def main(argv: list[str] | None = None) -> int:
     fpp = flops_per_pixel(unet, bands)
     window = default.tile_size + 2 * halo
     raw: dict[int, float] = {}
+    activations: dict[int, float] = {}  # MiB a forward adds, per tile size
     cpu_rate = None
 
     if "forward" in wanted:
@@ -540,6 +541,7 @@ def main(argv: list[str] | None = None) -> int:
             wins = _windows(10980, aligned_chunks(10980, t, minimum=halo), halo)
             useful = (10980 / sum(hi - lo for lo, hi, _, _ in wins)) ** 2
             per_tile[t] = got["mpx_s"] * useful
+            activations[t] = got["activation_mib"]
             log(f"tile {t}: window {got}, useful share {useful:.2f}")
             rows.append(
                 row(
@@ -699,6 +701,20 @@ def main(argv: list[str] | None = None) -> int:
                     )
                 )
             rows.append(row(f"memory spread, {label}", f"max/min = {max(peaks) / min(peaks):.2f}"))
+            if layout == "split":
+                # The real UNet's worker holds the same plus one window's activations.
+                act = activations.get(default.tile_size)
+                if act is None:
+                    act = probe("window", str(window), "1", "1")["activation_mib"]
+                with_unet = [p + act for p in peaks]
+                rows.append(
+                    row(
+                        f"the same with the real UNet's activations per {window}^2 window "
+                        f"(+{act:.0f} MiB, tiles section): estimate",
+                        f"{' / '.join(f'{r:.0f}' for r in with_unet)} MiB, max/min = "
+                        f"{max(with_unet) / min(with_unet):.2f}",
+                    )
+                )
         s = sizes[0]
         mib, idle, sec = peak_worker_memory(s, "tiles", ref, default)
         rows.append(
