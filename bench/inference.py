@@ -716,10 +716,11 @@ def main(argv: list[str] | None = None) -> int:
                     )
                 )
         s = sizes[0]
-        mib, idle, sec = peak_worker_memory(s, "tiles", ref, default)
+        mib, idle, sec = peak_worker_memory(s, "split", ref, default)
         rows.append(
             row(
-                f"peak RSS of the worker (1 worker x 1 thread), {s}^2 scene, real UNet",
+                f"peak RSS of the worker (1 worker x 1 thread), {s}^2 scene read with "
+                "`input_chunks`, real UNet (a check on the estimate)",
                 f"{mib:.0f} MiB ({mib - idle:+.0f} MiB over the idle worker; "
                 f"{s * s / sec / 1e6:.3f} Mpx/s)",
             )
