@@ -36,6 +36,7 @@ from arctic_rts.config import (
     PixelDINOConfig,
     TrainConfig,
     TrainDataConfig,
+    dataclass_from_table,
 )
 from arctic_rts.errors import ConfigError, DatasetError, TrainingError
 from arctic_rts.model.unet import UNet
@@ -67,23 +68,6 @@ _PATH_KEYS = ("dataset", "images", "masks", "unlabelled", "val_images", "val_mas
 
 
 # --- configuration -----------------------------------------------------------------------------
-
-
-def _tuples(value: Any) -> Any:
-    return tuple(value) if isinstance(value, list) else value
-
-
-def _build(cls: type, table: dict[str, Any], where: str) -> Any:
-    names = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(table) - names)
-    if unknown:
-        raise ConfigError(
-            f"unknown key(s) {', '.join(unknown)} in [{where}]; known: {', '.join(sorted(names))}."
-        )
-    try:
-        return cls(**{k: _tuples(v) for k, v in table.items()})
-    except TypeError as err:
-        raise ConfigError(f"[{where}]: {err}") from err
 
 
 def load_train_config(path: str | Path, **overrides: Any) -> TrainConfig:
@@ -130,13 +114,13 @@ def load_train_config(path: str | Path, **overrides: Any) -> TrainConfig:
         if name == "data":
             table = {k: rel(v) if k in _PATH_KEYS else v for k, v in table.items()}
         if name != "data" or table:
-            sections[name] = _build(cls, table, name)
+            sections[name] = dataclass_from_table(cls, table, name)
     if "data" not in sections:
         raise ConfigError(f"{path} has no [data] table: say where the training patches are.")
     if "out_dir" in doc:
         doc["out_dir"] = rel(doc["out_dir"])
     doc.update(overrides)
-    return _build(TrainConfig, {**doc, **sections}, "top level")  # type: ignore[no-any-return]
+    return dataclass_from_table(TrainConfig, {**doc, **sections}, "top level")  # type: ignore[no-any-return]
 
 
 def config_to_dict(config: TrainConfig) -> dict[str, Any]:
