@@ -288,6 +288,14 @@ class InventoryRunConfig:
             )
 
 
+def read_toml(path: Path) -> dict[str, Any]:
+    """A run file's TOML document; an unreadable or malformed file is a one-line ConfigError."""
+    try:
+        return tomllib.loads(path.read_text())
+    except (OSError, tomllib.TOMLDecodeError) as err:
+        raise ConfigError(f"cannot read run file {path}: {err}") from err
+
+
 def dataclass_from_table(cls: type, table: Mapping[str, Any], where: str) -> Any:
     """Build a config dataclass from a TOML table; lists become tuples, unknown keys are refused.
 
@@ -320,10 +328,7 @@ def read_inventory_run(path: str | Path) -> InventoryRunConfig:
         ConfigError: Unreadable file, unknown key or invalid value.
     """
     path = Path(path)
-    try:
-        doc = tomllib.loads(path.read_text())
-    except (OSError, tomllib.TOMLDecodeError) as err:
-        raise ConfigError(f"cannot read run file {path}: {err}") from err
+    doc = read_toml(path)
     base = path.resolve().parent
 
     def rel(value: Any, key: str) -> str:

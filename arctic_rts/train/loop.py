@@ -20,7 +20,6 @@ import math
 import os
 import sys
 import time
-import tomllib
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -37,6 +36,7 @@ from arctic_rts.config import (
     TrainConfig,
     TrainDataConfig,
     dataclass_from_table,
+    read_toml,
 )
 from arctic_rts.errors import ConfigError, DatasetError, TrainingError
 from arctic_rts.model.unet import UNet
@@ -97,10 +97,7 @@ def load_train_config(path: str | Path, **overrides: Any) -> TrainConfig:
         ConfigError: unreadable file, unknown key, or invalid value.
     """
     path = Path(path)
-    try:
-        doc = tomllib.loads(path.read_text())
-    except (OSError, tomllib.TOMLDecodeError) as err:
-        raise ConfigError(f"cannot read run file {path}: {err}") from err
+    doc = read_toml(path)
     base = path.resolve().parent
 
     def rel(v: str | None) -> str | None:
