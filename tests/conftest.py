@@ -6,6 +6,10 @@ import os
 from pathlib import Path
 
 import pytest
+import torch
+
+from arctic_rts.bands import L2A_BANDS
+from arctic_rts.model import UNet, save_weights
 
 #: ../shared/data beside the repository (override with ARCTIC_RTS_SHARED_DATA).
 SHARED_DATA = Path(
@@ -21,3 +25,54 @@ def shared_data() -> Path:
     if not (SHARED_DATA / "README.md").is_file():
         pytest.skip(f"real data folder {SHARED_DATA} is absent (set ARCTIC_RTS_SHARED_DATA)")
     return SHARED_DATA
+
+
+#: NDVI below this is "bare soil" for the stand-in model: 1.3 * B04 - 0.7 * B08 > 0.
+NDVI_MAX = 0.3
+
+
+def _ndvi_unet(bands: list[str]) -> UNet:
+    """A smallest UNet whose logit is +-8 by the sign of ``(1+t) * B04 - (1-t) * B08``.
+
+    Only centre taps are set and every deeper stage is zero, so the network is a per-pixel rule
+    passed through the real encoder/decoder: the first conv computes the score into channel 0
+    and its negative into channel 1; the per-pixel channel LayerNorm of two channels ``(s, -s)``
+    is ``sign(s)``; later convs carry that sign along the first skip connection to the head.
+    """
+    torch.manual_seed(0)
+    net = UNet(len(bands), widths=(2, 2), bottleneck=2)
+    with torch.no_grad():
+        for module in net.modules():
+            if isinstance(module, torch.nn.Conv2d):
+                module.weight.zero_()
+                assert module.bias is not None
+                module.bias.zero_()
+        score = torch.zeros(len(bands))
+        score[bands.index("B04")] = 1.0 + NDVI_MAX
+        score[bands.index("B08")] = -(1.0 - NDVI_MAX)
+        sign_pair = torch.tensor([[1.0, -1.0], [-1.0, 1.0]])
+        first = net.down[0][0][0]
+        first.weight[0, :, 1, 1] = score
+        first.weight[1, :, 1, 1] = -score
+        net.down[0][1][0].weight[:, :, 1, 1] = sign_pair
+        # The last decoder stage sees cat([upsampled deep path (zero), first skip]).
+        net.up[-1].body[0][0].weight[:, 2:4, 1, 1] = sign_pair
+        net.up[-1].body[1][0].weight[:, :, 1, 1] = sign_pair
+        net.head.weight[0, :, 0, 0] = torch.tensor([8.0, -8.0])
+    return net
+
+
+@pytest.fixture(scope="session")
+def weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The hand-set NDVI-rule UNet as a real safetensors file (test_cli.py has its own)."""
+    bands = list(L2A_BANDS)
+    path = tmp_path_factory.mktemp("weights") / "ndvi_rule.safetensors"
+    card = {
+        "bands": bands,
+        # Identity normalisation: the first conv sees raw reflectance.
+        "normalisation": {"mean": [0.0] * len(bands), "std": [1.0] * len(bands)},
+        "threshold": 0.5,
+        "training": {"method": "hand-set NDVI rule for tests"},
+    }
+    save_weights(_ndvi_unet(bands), card, path)
+    return path

@@ -31,9 +31,7 @@ import psutil
 import pyogrio
 import pytest
 import shapely
-from test_pipeline import _ndvi_unet  # the per-pixel NDVI-rule stand-in model
 
-from arctic_rts.bands import L2A_BANDS
 from arctic_rts.cli import EXIT_ERROR, EXIT_PARTIAL, main
 from arctic_rts.cluster import connect
 from arctic_rts.config import (
@@ -52,7 +50,6 @@ from arctic_rts.inventory import (
     merge_polygons,
     write_inventory,
 )
-from arctic_rts.model import save_weights
 from arctic_rts.pipeline import (
     InventoryRunResult,
     SceneRecord,
@@ -74,20 +71,6 @@ CLI_TIMEOUT = 480
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory: pytest.TempPathFactory) -> DemoCatalog:
     return generate_demo(tmp_path_factory.mktemp("demo") / "catalog", years=YEARS, size_px=SIZE_PX)
-
-
-@pytest.fixture(scope="module")
-def weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    bands = list(L2A_BANDS)
-    path = tmp_path_factory.mktemp("weights") / "ndvi_rule.safetensors"
-    card = {
-        "bands": bands,
-        "normalisation": {"mean": [0.0] * len(bands), "std": [1.0] * len(bands)},
-        "threshold": 0.5,
-        "training": {"method": "hand-set NDVI rule for tests"},
-    }
-    save_weights(_ndvi_unet(bands), card, path)
-    return path
 
 
 def _regions(demo: DemoCatalog) -> list[tuple[str, list[float]]]:

@@ -1,10 +1,10 @@
 """End to end: ``map_region`` on a generated demo catalog, served by the embedded STAC API, with
 a real two-process Dask ``LocalCluster``, read back with GDAL and sqlite.
 
-The model is a hand-set UNet (see :func:`_ndvi_unet`): a real weights file, loaded by the
-workers through ``ModelRef`` like any other, whose output is a per-pixel rule (bare, wet soil:
-NDVI < 0.3). Its detections are therefore known in advance, which lets the tests check where
-polygons land without a trained model.
+The model is a hand-set UNet (the ``weights`` fixture in ``conftest.py``): a real weights
+file, loaded by the workers through ``ModelRef`` like any other, whose output is a per-pixel
+rule (bare, wet soil: NDVI < 0.3). Its detections are therefore known in advance, which lets
+the tests check where polygons land without a trained model.
 """
 
 from __future__ import annotations
@@ -29,7 +29,6 @@ from arctic_rts.cluster import connect, model_loads
 from arctic_rts.config import ClusterConfig, MapConfig, PredictConfig, SearchConfig
 from arctic_rts.demo import DemoCatalog, generate_demo
 from arctic_rts.errors import InventoryError
-from arctic_rts.model import UNet, save_weights
 from arctic_rts.pipeline import MapResult, map_region
 
 pytestmark = pytest.mark.slow
@@ -37,44 +36,11 @@ pytestmark = pytest.mark.slow
 YEAR = 2021
 #: Small scenes (1.8 km) keep the run short; at this size both tiles still see slumps.
 SIZE_PX = 180
-#: NDVI below this is "bare soil" for the stand-in model: 1.3 * B04 - 0.7 * B08 > 0.
-NDVI_MAX = 0.3
 CONFIG = MapConfig(
     search=SearchConfig(months=(6, 7, 8), max_cloud_cover=60.0),
     predict=PredictConfig(tile_size=128, halo=128, device="cpu"),
     cluster=ClusterConfig(n_workers=2, threads_per_worker=1, gpu="no"),
 )
-
-
-def _ndvi_unet(bands: list[str]) -> UNet:
-    """A smallest UNet whose logit is +-8 by the sign of ``(1+t) * B04 - (1-t) * B08``.
-
-    Only centre taps are set and every deeper stage is zero, so the network is a per-pixel rule
-    passed through the real encoder/decoder: the first conv computes the score into channel 0
-    and its negative into channel 1; the per-pixel channel LayerNorm of two channels ``(s, -s)``
-    is ``sign(s)``; later convs carry that sign along the first skip connection to the head.
-    """
-    torch.manual_seed(0)
-    net = UNet(len(bands), widths=(2, 2), bottleneck=2)
-    with torch.no_grad():
-        for module in net.modules():
-            if isinstance(module, torch.nn.Conv2d):
-                module.weight.zero_()
-                assert module.bias is not None
-                module.bias.zero_()
-        score = torch.zeros(len(bands))
-        score[bands.index("B04")] = 1.0 + NDVI_MAX
-        score[bands.index("B08")] = -(1.0 - NDVI_MAX)
-        sign_pair = torch.tensor([[1.0, -1.0], [-1.0, 1.0]])
-        first = net.down[0][0][0]
-        first.weight[0, :, 1, 1] = score
-        first.weight[1, :, 1, 1] = -score
-        net.down[0][1][0].weight[:, :, 1, 1] = sign_pair
-        # The last decoder stage sees cat([upsampled deep path (zero), first skip]).
-        net.up[-1].body[0][0].weight[:, 2:4, 1, 1] = sign_pair
-        net.up[-1].body[1][0].weight[:, :, 1, 1] = sign_pair
-        net.head.weight[0, :, 0, 0] = torch.tensor([8.0, -8.0])
-    return net
 
 
 def _sha256(path: Path) -> str:
@@ -105,21 +71,6 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> DemoCatalog:
     # returns a complete catalog with the same parameters as is).
     root = tmp_path_factory.getbasetemp() / f"demo-catalog-{SIZE_PX}"
     return generate_demo(root, size_px=SIZE_PX)
-
-
-@pytest.fixture(scope="module")
-def weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    bands = list(L2A_BANDS)
-    path = tmp_path_factory.mktemp("weights") / "ndvi_rule.safetensors"
-    card = {
-        "bands": bands,
-        # Identity normalisation: the first conv sees raw reflectance.
-        "normalisation": {"mean": [0.0] * len(bands), "std": [1.0] * len(bands)},
-        "threshold": 0.5,
-        "training": {"method": "hand-set NDVI rule for tests"},
-    }
-    save_weights(_ndvi_unet(bands), card, path)
-    return path
 
 
 @pytest.fixture(scope="module")
