@@ -16,6 +16,7 @@ from typing import NoReturn
 from arctic_rts import __version__
 from arctic_rts.bands import L2A_BANDS
 from arctic_rts.config import (
+    PRECISIONS,
     ClusterConfig,
     MapConfig,
     PredictConfig,
@@ -85,6 +86,12 @@ def _add_map_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--min-area", type=float, default=d_vec.min_area_m2, metavar="M2")
     p.add_argument("--tile-size", type=int, default=d_pred.tile_size)
     p.add_argument("--tta", action="store_true", help="average the 8 flips/rotations")
+    p.add_argument(
+        "--precision",
+        choices=PRECISIONS,
+        default=d_pred.precision,
+        help="forward-pass arithmetic (auto: bf16 on GPUs, fp32 on CPUs)",
+    )
     p.add_argument("--scheduler", default=None, help="address of a running Dask scheduler")
     p.add_argument("--workers", type=int, default=None, help="local worker processes")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -93,7 +100,7 @@ def _add_map_options(p: argparse.ArgumentParser) -> None:
 def _map_config(args: argparse.Namespace) -> MapConfig:
     return MapConfig(
         search=SearchConfig(months=tuple(args.months), max_cloud_cover=args.max_cloud),
-        predict=PredictConfig(tile_size=args.tile_size, tta=args.tta),
+        predict=PredictConfig(tile_size=args.tile_size, tta=args.tta, precision=args.precision),
         vectorize=VectorizeConfig(threshold=args.threshold, min_area_m2=args.min_area),
         cluster=ClusterConfig(scheduler=args.scheduler, n_workers=args.workers),
     )
@@ -133,6 +140,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         out=args.out,
         weights=args.weights,
         workers=args.workers,
+        threshold=args.threshold,
         progress=not args.quiet,
         **catalog,
     )
@@ -225,6 +233,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--size-px", type=int, default=None, help="scene edge in 10 m pixels")
     p.add_argument("--years", type=int, nargs="+", default=None, help="years with scenes")
     p.add_argument("--weights", type=Path, default=None, help="default: the bundled weights")
+    p.add_argument(
+        "--threshold", type=float, default=None, help="probability threshold (default: the card's)"
+    )
     p.set_defaults(func=_cmd_demo)
 
     ds = sub.add_parser("dataset", help="training datasets").add_subparsers(

@@ -77,6 +77,10 @@ class LoadConfig:
             raise ConfigError(f"chunksize must be at least 64 pixels, got {self.chunksize}.")
 
 
+#: Forward-pass arithmetic :class:`PredictConfig` accepts.
+PRECISIONS = ("auto", "fp32", "bf16")
+
+
 @dataclass(frozen=True)
 class PredictConfig:
     """How the model runs over a scene."""
@@ -100,8 +104,15 @@ class PredictConfig:
     tta: bool = False
     #: "auto" (CUDA when available), "cpu" or "cuda[:N]".
     device: str = "auto"
+    #: Arithmetic of the forward pass: "fp32", "bf16" (autocast; convolutions in bfloat16,
+    #: probabilities still float32) or "auto" (bf16 on GPUs, fp32 on CPUs).
+    precision: str = "auto"
 
     def __post_init__(self) -> None:
+        if self.precision not in PRECISIONS:
+            raise ConfigError(
+                f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}."
+            )
         if self.tile_size < 16 or self.tile_size % 16:
             raise ConfigError(f"tile_size must be a positive multiple of 16, got {self.tile_size}.")
         if self.halo < 0 or self.halo % 16:
@@ -414,8 +425,16 @@ class AugmentConfig:
     blur_p: float = 0.5
     #: Probability of each photometric change (gamma, brightness, contrast); 0 disables them.
     photometric_p: float = 1.0
+    #: Augmentation of the labelled batch for methods that augment it: "strong" (weak, then
+    #: the strong ranges above; the paper) or "weak" (flips and rot90 only). Unlabelled
+    #: batches of the semi-supervised methods always get the strong view.
+    labelled: str = "strong"
 
     def __post_init__(self) -> None:
+        if self.labelled not in ("strong", "weak"):
+            raise ConfigError(
+                f"augment.labelled must be 'strong' or 'weak', got {self.labelled!r}."
+            )
         _check_range("zoom", self.zoom, low=0.0)
         _check_range("gamma", self.gamma, low=0.0)
         for name in ("rotation_deg", "elastic_alpha", "elastic_sigma", "blur_sigma"):

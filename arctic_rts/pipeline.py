@@ -30,6 +30,7 @@ from arctic_rts.config import (
     EARTH_SEARCH_URL,
     InventoryRunConfig,
     MapConfig,
+    VectorizeConfig,
     read_inventory_run,
     validate_bbox,
 )
@@ -409,6 +410,7 @@ def run_demo(
     out: Path = Path("demo-out/rts_demo.gpkg"),
     weights: str | Path | None = None,
     workers: int = 2,
+    threshold: float | None = None,
     progress: bool = True,
     **catalog: Any,
 ) -> str:
@@ -419,6 +421,7 @@ def run_demo(
         out: The GeoPackage to write (replaced).
         weights: Model to map with; None for the bundled demo weights.
         workers: Local Dask worker processes.
+        threshold: Probability threshold of the polygons; None takes the model card's.
         progress: Show progress bars.
         **catalog: ``seed``, ``years``, ``size_px`` for :func:`~arctic_rts.demo.generate_demo`
             (another seed gives an independent scene set: a validation of the weights).
@@ -437,7 +440,9 @@ def run_demo(
     demo = generate_demo(root, **catalog)
     year = demo.years[0]
     out.parent.mkdir(parents=True, exist_ok=True)
-    config = MapConfig(cluster=ClusterConfig(n_workers=workers))
+    config = MapConfig(
+        vectorize=VectorizeConfig(threshold=threshold), cluster=ClusterConfig(n_workers=workers)
+    )
     truth = gpd.read_file(demo.truth_path)
     truth = truth[truth["year"] == year]
     with connect(config.cluster) as client:

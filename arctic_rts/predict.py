@@ -106,13 +106,14 @@ def _probabilities(batch: np.ndarray, models: list[Any], config: PredictConfig) 
     for spec in models:
         net, device = _resolve(spec, config.device)
         on_gpu = device.type == "cuda"
+        bf16 = config.precision == "bf16" or (config.precision == "auto" and on_gpu)
         with device_lock(device) if on_gpu else contextlib.nullcontext():
             x = x_cpu.to(device, non_blocking=True)
             if not isinstance(net, NormalizedModel):
                 x = torch.nan_to_num(x, nan=0.0)  # stand-in models get the normalised band mean
             x = x.contiguous(memory_format=torch.channels_last)
             for k, flip in views:
-                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=on_gpu):
+                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
                     logits = net(_dihedral(x, k, flip))
                 prob = torch.sigmoid(_undo_dihedral(logits.float(), k, flip))[:, 0]
                 total += prob.cpu()

@@ -59,7 +59,18 @@ ROOT = Path(__file__).resolve().parents[1]
 SCENE = ROOT.parent / "shared" / "data" / "s2_l1c_13band_scene"
 #: The paper's L1C input: every band but B09 (water vapour).
 L1C_BANDS = ["B01", "B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B10", "B11", "B12"]
-SECTIONS = ("forward", "tiles", "predict", "real", "peers", "scaling", "memory", "vectorize", "map")
+SECTIONS = (
+    "forward",
+    "tiles",
+    "predict",
+    "real",
+    "peers",
+    "precision",
+    "scaling",
+    "memory",
+    "vectorize",
+    "map",
+)
 START, END = "<!-- inference:start -->", "<!-- inference:end -->"
 HEADING = "## Inference (bench/inference.py)"
 MIB = 2**20
@@ -125,17 +136,32 @@ def matmul_peak(n: int) -> float:
     return 2 * n**3 / timed(lambda: torch.mm(a, b), 3) / 1e9
 
 
-def raw_forward(model: torch.nn.Module, bands: int, size: int, reps: int) -> float:
+def autocast(precision: str) -> contextlib.AbstractContextManager[Any]:
+    """bf16 autocast on the CPU for ``precision == "bf16"``, nothing for fp32."""
+    return torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16")
+
+
+def raw_forward(
+    model: torch.nn.Module, bands: int, size: int, reps: int, precision: str = "fp32"
+) -> float:
     """Mpx/s of one forward on a size x size tile (no overlap, no I/O, no Dask)."""
     x = torch.rand(1, bands, size, size).contiguous(memory_format=torch.channels_last)
-    with torch.inference_mode():
+    with torch.inference_mode(), autocast(precision):
         model(x)
         return size * size / timed(lambda: model(x), reps) / 1e6
 
 
-def scene_array(bands: int, size: int, seed: int = 0) -> xr.DataArray:
-    data = np.random.default_rng(seed).random((bands, size, size), dtype=np.float32) * 0.3
-    return xr.DataArray(data, dims=("band", "y", "x"), coords={"band": L1C_BANDS[:bands]})
+def whole_scene(model: torch.nn.Module, data: np.ndarray, precision: str = "fp32") -> np.ndarray:
+    """Probabilities of the whole scene in one forward pass (the reference for agreement)."""
+    x = torch.from_numpy(np.ascontiguousarray(data, dtype=np.float32))[None]
+    with torch.inference_mode(), autocast(precision):
+        logits = model(x.contiguous(memory_format=torch.channels_last))
+    return torch.sigmoid(logits.float())[0, 0].numpy()
+
+
+def scene_array(bands: list[str], size: int, seed: int = 0) -> xr.DataArray:
+    data = np.random.default_rng(seed).random((len(bands), size, size), dtype=np.float32) * 0.3
+    return xr.DataArray(data, dims=("band", "y", "x"), coords={"band": bands})
 
 
 def predict_rate(da: xr.DataArray, ref: ModelRef, config: PredictConfig) -> float:
@@ -163,27 +189,30 @@ def _peak_since_reset() -> Callable[[], int]:
         return lambda: (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - start_max) * 1024
 
 
-def _probe_window(window: int, batch: int, threads: int) -> dict[str, float]:
-    """Raw forward of the paper UNet on ``batch`` windows of ``window``^2: rate and the peak
-    memory the forward adds (activations)."""
-    torch.set_num_threads(threads)
-    torch.manual_seed(0)
-    model = UNet(len(L1C_BANDS)).eval().to(memory_format=torch.channels_last)  # type: ignore[call-overload]
-    x = torch.rand(batch, len(L1C_BANDS), window, window)
+def _probe_window(
+    weights: str, window: str, batch: str, threads: str, precision: str = "fp32"
+) -> dict[str, float]:
+    """Raw forward of the model in ``weights`` on ``batch`` windows of ``window``^2: rate and
+    the peak memory the forward adds (activations)."""
+    torch.set_num_threads(int(threads))
+    n, size = int(batch), int(window)
+    model = fast_model(ModelRef.from_path(weights))
+    x = torch.rand(n, len(model.bands), size, size)
     x = x.contiguous(memory_format=torch.channels_last)
-    with torch.inference_mode():
+    with torch.inference_mode(), autocast(precision):
         model(x[..., :64, :64])
         peak = _peak_since_reset()
         seconds = timed(lambda: model(x))
         added = peak()
-    return {"mpx_s": batch * window**2 / seconds / 1e6, "activation_mib": added / MIB}
+    return {"mpx_s": n * size**2 / seconds / 1e6, "activation_mib": added / MIB}
 
 
-def _probe_vectorize(size: int) -> dict[str, float]:
+def _probe_vectorize(size_text: str) -> dict[str, float]:
     """Peak memory and time of ``vectorize`` on one ``size``^2 probability scene (the map run
     gathers each scene's probabilities into one such task)."""
     from arctic_rts.vectorize import vectorize
 
+    size = int(size_text)
     rng = np.random.default_rng(0)
     prob = np.full((size, size), 0.05, dtype=np.float32)
     yy, xx = np.ogrid[-12:13, -12:13]
@@ -224,8 +253,8 @@ def probe(*args: str) -> dict[str, Any]:
 # --------------------------------------------------------------------------------- peers
 
 
-def read_real_scene(crop: int | None) -> xr.DataArray | None:
-    """The real 12-band L1C scene on its 10 m grid (reflectance = DN / 10000)."""
+def read_real_scene(crop: int | None, bands: list[str]) -> xr.DataArray | None:
+    """The real L1C scene's ``bands`` on its 10 m grid (reflectance = DN / 10000)."""
     try:
         import rasterio
         from rasterio.enums import Resampling
@@ -236,13 +265,13 @@ def read_real_scene(crop: int | None) -> xr.DataArray | None:
     with rasterio.open(SCENE / "s2_B02.tif") as ref:
         shape = ref.shape
     layers = []
-    for band in L1C_BANDS:
+    for band in bands:
         with rasterio.open(SCENE / f"s2_{band}.tif") as src:
             layers.append(src.read(1, out_shape=shape, resampling=Resampling.bilinear))
     data = np.stack(layers).astype(np.float32) / 10000.0
     if crop:
         data = data[:, :crop, :crop]
-    return xr.DataArray(data, dims=("band", "y", "x"), coords={"band": L1C_BANDS})
+    return xr.DataArray(data, dims=("band", "y", "x"), coords={"band": bands})
 
 
 def hand_loop(model: torch.nn.Module, x: torch.Tensor, tile: int, overlap: int) -> np.ndarray:
@@ -257,13 +286,15 @@ def hand_loop(model: torch.nn.Module, x: torch.Tensor, tile: int, overlap: int) 
     return blender.result()
 
 
-def monai_loop(model: torch.nn.Module, x: torch.Tensor, tile: int, overlap: int) -> np.ndarray:
+def monai_loop(
+    model: torch.nn.Module, x: torch.Tensor, tile: int, overlap: int, precision: str = "fp32"
+) -> np.ndarray:
     from monai.inferers import sliding_window_inference
 
     def net(t: torch.Tensor) -> torch.Tensor:
-        return torch.sigmoid(model(t.contiguous(memory_format=torch.channels_last)))
+        return torch.sigmoid(model(t.contiguous(memory_format=torch.channels_last)).float())
 
-    with torch.inference_mode():
+    with torch.inference_mode(), autocast(precision):
         out = sliding_window_inference(
             x, (tile, tile), 1, net, overlap=overlap / tile, mode="gaussian"
         )
@@ -300,13 +331,14 @@ def _fill(seed: int, block_info: dict[Any, Any] | None = None) -> np.ndarray:
     return rng.random(info["chunk-shape"], dtype=np.float32) * 0.3
 
 
-def lazy_scene(size: int, chunks: tuple[Any, Any], bands: int = 12, seed: int = 0) -> xr.DataArray:
+def lazy_scene(size: int, chunks: tuple[Any, Any], bands: list[str], seed: int = 0) -> xr.DataArray:
     """A ``size``^2 scene whose blocks are generated on the workers, like reads from COGs."""
-    norm = dsa.core.normalize_chunks((bands, *chunks), (bands, size, size), dtype=np.float32)
+    n = len(bands)
+    norm = dsa.core.normalize_chunks((n, *chunks), (n, size, size), dtype=np.float32)
     arr = dsa.map_blocks(
         _fill, seed, chunks=norm, dtype=np.float32, meta=np.empty((0, 0, 0), np.float32)
     )
-    return xr.DataArray(arr, dims=("band", "y", "x"), coords={"band": L1C_BANDS[:bands]})
+    return xr.DataArray(arr, dims=("band", "y", "x"), coords={"band": bands})
 
 
 def stream(client: Any, prob: xr.DataArray) -> float:
@@ -321,7 +353,7 @@ def stream(client: Any, prob: xr.DataArray) -> float:
 
 
 def cluster_rate(
-    n_workers: int, threads: int, size: int, ref: ModelRef, config: PredictConfig
+    n_workers: int, threads: int, size: int, ref: ModelRef, config: PredictConfig, bands: list[str]
 ) -> tuple[float, list[int], float]:
     """Predict on a LocalCluster, one torch thread per task (models loaded first): Mpx/s, model
     tasks per worker, and their concurrency (model-task seconds / wall seconds of the model
@@ -333,7 +365,7 @@ def cluster_rate(
     with cluster(n_workers, threads, torch_threads=1) as client:
         client.run(get_model, ref, "cpu")
         tile = config.tile_size
-        da = lazy_scene(size, (tile, tile), seed=1)
+        da = lazy_scene(size, (tile, tile), bands, seed=1)
         with get_task_stream(client) as stream_log:
             seconds = timed(lambda: stream(client, predict(da, ref, config)))
     spans: dict[str, list[tuple[float, float]]] = {}
@@ -368,7 +400,7 @@ def _rss() -> int:
 
 
 def peak_worker_memory(
-    size: int, layout: str, model: Any, config: PredictConfig, threads: int = 1
+    size: int, layout: str, model: Any, config: PredictConfig, bands: list[str], threads: int = 1
 ) -> tuple[float, float, float]:
     """(peak RSS MiB, RSS MiB before the run, seconds) of one fresh worker for a ``size``^2
     scene read in ``layout`` chunks: "tiles" (the tile grid) or "split" (``input_chunks``)."""
@@ -379,8 +411,9 @@ def peak_worker_memory(
             client.run(get_model, model, "cpu")
         tile = config.tile_size
         chunks = (tile, tile) if layout == "tiles" else input_chunks(size, size, config)
-        da = lazy_scene(size, chunks)
-        small = lazy_scene(512, chunks if layout == "tiles" else input_chunks(512, 512, config))
+        da = lazy_scene(size, chunks, bands)
+        small_chunks = chunks if layout == "tiles" else input_chunks(512, 512, config)
+        small = lazy_scene(512, small_chunks, bands)
         stream(client, predict(small, model, config))  # warm: imports, allocator, model
         before = max(client.run(_rss).values())
         t0 = time.perf_counter()
@@ -474,6 +507,113 @@ def write_section(text: str, path: Path) -> None:
 # --------------------------------------------------------------------------------- main
 
 
+def _agreement(prob: np.ndarray, ref: np.ndarray, margin: int) -> str:
+    """Max abs difference over the scene and at least ``margin`` px away from its edges."""
+    whole = float(np.nanmax(np.abs(prob - ref)))
+    inner = float(np.nanmax(np.abs(prob - ref)[margin:-margin, margin:-margin]))
+    return f"{whole:.1e} ({inner:.1e} >= {margin} px from the edges)"
+
+
+def write_geotiff(da: xr.DataArray, path: Path, block: int = 512) -> Path:
+    """``da`` (band, y, x) as a tiled float32 GeoTIFF on a made-up 10 m UTM grid."""
+    import rasterio
+    from rasterio.transform import from_origin
+
+    n, h, w = da.shape
+    profile = {
+        "driver": "GTiff",
+        "height": h,
+        "width": w,
+        "count": n,
+        "dtype": "float32",
+        "crs": "EPSG:32618",
+        "transform": from_origin(500_000, 7_600_000, 10, 10),
+        "tiled": True,
+        "blockxsize": block,
+        "blockysize": block,
+        "compress": "deflate",
+    }
+    with rasterio.open(path, "w", **profile) as dst:
+        dst.write(np.asarray(da.values, dtype=np.float32))
+        dst.descriptions = tuple(str(b) for b in da["band"].values)
+    return path
+
+
+def open_geotiff(path: Path, bands: list[str], config: PredictConfig) -> xr.DataArray:
+    """The GeoTIFF read lazily through GDAL in :func:`input_chunks` chunks, as a map run reads."""
+    import rioxarray
+
+    da = rioxarray.open_rasterio(path, lock=False)
+    assert isinstance(da, xr.DataArray)
+    ys, xs = input_chunks(da.sizes["y"], da.sizes["x"], config)
+    da = da.chunk({"band": -1, "y": ys, "x": xs})
+    return da.assign_coords(band=bands)
+
+
+def demo_precision(folder: Path, weights: Path, workers: int) -> list[tuple[str, str]]:
+    """Evaluation metrics of the bundled model on the demo scenes in fp32 and bf16: object
+    precision/recall of the map run, pixel IoU at the card's threshold, max abs prob diff."""
+    import geopandas as gpd
+
+    from arctic_rts.baseline import _truth_raster, score_against_truth
+    from arctic_rts.config import MapConfig
+    from arctic_rts.demo import generate_demo
+    from arctic_rts.load import load_scenes
+    from arctic_rts.model.weights import read_card
+    from arctic_rts.pipeline import map_region
+
+    catalog = generate_demo(folder / "demo")
+    card = read_card(weights)
+    truth = gpd.read_file(catalog.truth_path)
+    truth = truth[truth["year"] == catalog.years[0]]
+    out: list[tuple[str, str]] = []
+    probs: dict[str, list[np.ndarray]] = {}
+    with cluster(workers, 1) as client:
+        for precision in ("fp32", "bf16"):
+            config = MapConfig(
+                predict=PredictConfig(precision=precision, device="cpu"),
+                cluster=ClusterConfig(n_workers=workers, threads_per_worker=1, gpu="no"),
+            )
+            result = map_region(
+                catalog.bbox,
+                catalog.years[0],
+                stac=catalog.item_paths[0].parent,
+                weights=weights,
+                out=folder / f"precision_{precision}.gpkg",
+                config=config,
+                overwrite=True,
+                client=client,
+                progress=False,
+            )
+            scenes = load_scenes(result.items, card["bands"], config.load)
+            scores = score_against_truth(result.polygons, truth, scenes)
+            tp = fp = fn = 0
+            probs[precision] = []
+            for scene in scenes:
+                prob = predict(scene, ModelRef.from_path(weights), config.predict).compute()
+                p = np.asarray(prob.values)
+                probs[precision].append(p)
+                valid = np.isfinite(p)
+                hit = (p >= card["threshold"]) & valid
+                true = (_truth_raster(scene, truth) > 0) & valid
+                tp += int((hit & true).sum())
+                fp += int((hit & ~true).sum())
+                fn += int((~hit & true).sum())
+            iou = tp / max(tp + fp + fn, 1)
+            out.append(
+                (
+                    f"demo scenes ({len(scenes)}), bundled model, {precision}",
+                    f"pixel IoU {100 * iou:.2f} %; objects: precision {scores.precision:.3f}, "
+                    f"recall {scores.recall:.3f} ({scores.n_matched} of {scores.n_true})",
+                )
+            )
+    diff = max(
+        float(np.nanmax(np.abs(a - b))) for a, b in zip(probs["fp32"], probs["bf16"], strict=True)
+    )
+    out.append(("demo scenes: max abs prob diff bf16 vs fp32", f"{diff:.1e}"))
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="reduced sizes (checks the bench)")
@@ -481,6 +621,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=ROOT / "BENCHMARKS.md")
     parser.add_argument("--only", nargs="*", choices=SECTIONS, help="run only these sections")
     parser.add_argument("--skip", nargs="*", default=[], choices=SECTIONS, help="sections to skip")
+    parser.add_argument(
+        "--model",
+        choices=("bundled", "paper"),
+        default="bundled",
+        help="the bundled demo weights (default) or a random-init full-width paper UNet",
+    )
     parser.add_argument("--probe", nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.probe:
@@ -490,7 +636,7 @@ def main(argv: list[str] | None = None) -> int:
             "vectorize": _probe_vectorize,
         }
         fn = probes[kind]
-        print(json.dumps(fn(*map(int, params))))
+        print(json.dumps(fn(*params)))
         return 0
     warnings.filterwarnings("ignore", message="Sending large graph")
     torch.set_num_threads(args.threads)
@@ -498,37 +644,52 @@ def main(argv: list[str] | None = None) -> int:
     q = args.quick
     default = PredictConfig(device="cpu")
     halo = default.halo
-    bands = len(L1C_BANDS)
     rows: list[str] = []
     notes: list[str] = []
     tmp = Path(tempfile.mkdtemp(prefix="arctic-rts-bench-"))
-    ref = make_weights(tmp, L1C_BANDS)
+    if args.model == "bundled":
+        from arctic_rts.model.weights import bundled_weights
+
+        ref = ModelRef.from_path(bundled_weights())
+    else:
+        ref = make_weights(tmp, L1C_BANDS)
     model = fast_model(ref)
+    band_names = list(model.bands)
+    bands = len(band_names)
     unet = model.unet
     assert isinstance(unet, torch.nn.Module)
+    arch = json.loads(Path(ref.path).with_suffix(".json").read_text())["architecture"]
+    model_text = (
+        f"{'bundled demo weights' if args.model == 'bundled' else 'random-init paper UNet'} "
+        f"({bands} bands, widths {'/'.join(map(str, arch['widths']))}, bottleneck "
+        f"{arch['bottleneck']})"
+    )
     fpp = flops_per_pixel(unet, bands)
     window = default.tile_size + 2 * halo
-    raw: dict[int, float] = {}
+    raw: dict[tuple[int, str], float] = {}
     activations: dict[int, float] = {}  # MiB a forward adds, per tile size
     cpu_rate = None
+    chosen_rate = None
 
     if "forward" in wanted:
-        n_mm = 1024 if q else 2048
+        n_mm = 1024 if q else 4096
         peak = matmul_peak(n_mm)
         rows.append(row("FLOPs per output pixel (convolutions)", f"{fpp / 1e3:.0f} kFLOP"))
         rows.append(
             row(f"fp32 matmul peak ({n_mm}^2, {args.threads} threads)", f"{peak:.0f} GFLOP/s")
         )
-        for s in [512] if q else [512, window]:
-            raw[s] = raw_forward(model, bands, s, 1 if q else 2)
-            log(f"raw forward {s}^2: {raw[s]:.3f} Mpx/s")
-            rows.append(
-                row(
-                    f"raw forward {s}^2 tile, fp32, {args.threads} threads",
-                    f"{raw[s]:.3f} Mpx/s = {raw[s] * fpp / 1e3:.0f} GFLOP/s "
-                    f"({100 * raw[s] * fpp / 1e3 / peak:.0f} % of matmul peak)",
+        for precision in ("fp32", "bf16"):
+            for s in [512] if q else [512, window]:
+                raw[s, precision] = raw_forward(model, bands, s, 1 if q else 3, precision)
+                r = raw[s, precision]
+                log(f"raw forward {s}^2 {precision}: {r:.3f} Mpx/s")
+                rows.append(
+                    row(
+                        f"raw forward {s}^2 tile, {precision}, {args.threads} threads",
+                        f"{r:.3f} Mpx/s = {r * fpp / 1e3:.0f} GFLOP/s "
+                        f"({100 * r * fpp / 1e3 / peak:.0f} % of the fp32 matmul peak)",
+                    )
                 )
-            )
 
     if "tiles" in wanted:
         from arctic_rts.predict import _windows
@@ -537,7 +698,7 @@ def main(argv: list[str] | None = None) -> int:
         tiles = [512, 1024] if q else [512, 768, 1024, 1536, 2048]
         per_tile = {}
         for t in tiles:
-            got = probe("window", str(t + 2 * halo), "1", "1")
+            got = probe("window", ref.path, str(t + 2 * halo), "1", "1")
             wins = _windows(10980, aligned_chunks(10980, t, minimum=halo), halo)
             useful = (10980 / sum(hi - lo for lo, hi, _, _ in wins)) ** 2
             per_tile[t] = got["mpx_s"] * useful
@@ -545,114 +706,195 @@ def main(argv: list[str] | None = None) -> int:
             log(f"tile {t}: window {got}, useful share {useful:.2f}")
             rows.append(
                 row(
-                    f"tile {t} (+{halo} px halo: {t + 2 * halo}^2 windows), 1 thread",
+                    f"tile {t} (+{halo} px halo: {t + 2 * halo}^2 windows), fp32, 1 thread",
                     f"forward {got['mpx_s']:.3f} Mpx/s of window, {useful:.2f} of it is new on a "
                     f"10980^2 scene: {per_tile[t]:.3f} Mpx/s of scene; activations "
                     f"{got['activation_mib']:.0f} MiB per window",
                 )
             )
-        b2 = probe("window", str(window), "2", "1")
+        b2 = probe("window", ref.path, str(window), "2", "1")
         rows.append(
             row(
-                f"batch 2 x {window}^2 windows, 1 thread",
+                f"batch 2 x {window}^2 windows, fp32, 1 thread",
                 f"forward {b2['mpx_s']:.3f} Mpx/s of window; activations "
                 f"{b2['activation_mib']:.0f} MiB",
             )
         )
         best = max(per_tile, key=per_tile.__getitem__)
         notes.append(
-            f"Tile size: scene throughput grows with the tile ({best} px fastest here) because "
-            f"the {halo} px halo, fixed by exactness (DESIGN.md), is a smaller share of a large "
-            "window, while activation memory grows with the window's area. The default stays "
-            f"{default.tile_size} px: activations near 1 GiB per worker thread; 2048 px tiles "
-            "are worth it on GPUs and big-memory workers (`PredictConfig(tile_size=2048)`). "
-            "Batching windows gives no speed on CPU and doubles memory: batch size 1."
+            f"Tile size: the {halo} px halo is fixed by exactness (DESIGN.md; the `real` rows "
+            "measure it), so a larger tile wastes less of each window, while activation memory "
+            f"grows with the window's area; {best} px was fastest per scene pixel here. The "
+            f"default is {default.tile_size} px (see `PredictConfig.tile_size`)."
         )
 
     if "predict" in wanted:
         from arctic_rts.predict import _windows
         from arctic_rts.tiling import aligned_chunks
 
-        size = 1536 if q else 2560
-        da = scene_array(bands, size)
-        rate = predict_rate(da, ref, default)
-        base = raw.get(window) or raw_forward(model, bands, window, 1)
-        cpu_rate = rate
-        wins = _windows(size, aligned_chunks(size, default.tile_size, minimum=halo), halo)
-        share = (size / sum(hi - lo for lo, hi, _, _ in wins)) ** 2
-        log(f"predict {size}^2: {rate:.3f} Mpx/s (raw {base:.3f}, new share {share:.2f})")
-        rows.append(
-            row(
-                f"predict {size}^2 scene, tile {default.tile_size} + halo {halo}, "
-                f"{args.threads} threads, one process",
-                f"{rate:.3f} Mpx/s; its windows hold {share:.2f} new pixels, so raw forward "
-                f"({base:.3f} Mpx/s on {window}^2) allows {base * share:.3f}: tiling, blending "
-                f"and Dask keep {rate / (base * share):.2f} of it",
+        size = 1536 if q else 3072
+        da = scene_array(band_names, size)
+        for precision in ("fp32", "bf16"):
+            cfg = PredictConfig(device="cpu", precision=precision)
+            rate = predict_rate(da, ref, cfg)
+            base = raw.get((default.tile_size, precision)) or raw_forward(
+                model, bands, default.tile_size, 1, precision
             )
-        )
-
-    if "real" in wanted:
-        real = read_real_scene(768 if q else 1536)
-        if real is None:
-            notes.append("Agreement on the real L1C scene: skipped (../shared/data absent).")
-        else:
-            with dask.config.set(scheduler="synchronous"):
-                tiled = predict(real, ref, default).values
-            with torch.inference_mode():
-                whole = torch.sigmoid(model(torch.from_numpy(real.values)[None]))[0, 0].numpy()
-            diff = float(np.nanmax(np.abs(tiled - whole)))
-            m = halo
-            inner = float(np.nanmax(np.abs(tiled[m:-m, m:-m] - whole[m:-m, m:-m])))
-            log(f"real scene {real.shape}: max |tiled - whole| = {diff:.2e} (inner {inner:.2e})")
+            if precision == "fp32":
+                cpu_rate = rate
+            wins = _windows(size, aligned_chunks(size, default.tile_size, minimum=halo), halo)
+            share = (size / sum(hi - lo for lo, hi, _, _ in wins)) ** 2
+            log(f"predict {size}^2 {precision}: {rate:.3f} Mpx/s (raw {base:.3f})")
             rows.append(
                 row(
-                    f"real L1C scene {real.sizes['y']}x{real.sizes['x']} px, 12 bands: max abs "
-                    "prob diff, predict vs whole-scene",
-                    f"{diff:.1e} (>= {m} px from the edges: {inner:.1e})",
+                    f"predict {size}^2 scene, tile {default.tile_size} + halo {halo}, "
+                    f"{precision}, {args.threads} threads, one process",
+                    f"{rate:.3f} Mpx/s = {rate / base:.2f} x the raw forward on "
+                    f"{default.tile_size}^2 tiles without overlap ({base:.3f}); the halos leave "
+                    f"{share:.2f} of the window pixels new",
                 )
             )
 
-    if "peers" in wanted:
-        peer = 512 if q else 1024
-        x = torch.from_numpy(scene_array(bands, peer).values)[None]
-        px = peer * peer / 1e6
-        t_hand = timed(lambda: hand_loop(model, x, 512, 64))
-        ours = predict_rate(scene_array(bands, peer), ref, default)
+    real = read_real_scene(768 if q else 1920, band_names)
+    if real is None:
+        notes.append("Real L1C scene absent (../shared/data): a random scene stands in.")
+        real = scene_array(band_names, 768 if q else 1920)
+    real_size = real.sizes["y"]
+
+    if "real" in wanted:
+        data = real.values
+        whole = {p: whole_scene(model, data, p) for p in ("fp32", "bf16")}
+        for h in (32, 64, 96, 128):
+            cfg = PredictConfig(tile_size=256, halo=h, device="cpu")
+            with dask.config.set(scheduler="synchronous"):
+                tiled = predict(real, ref, cfg).values
+            log(f"real scene halo {h}: {_agreement(tiled, whole['fp32'], 128)}")
+            rows.append(
+                row(
+                    f"real L1C scene {real_size}^2, tiles of 256 + halo {h}, fp32: max abs prob "
+                    "diff against whole-scene fp32",
+                    _agreement(tiled, whole["fp32"], 128),
+                )
+            )
+        with dask.config.set(scheduler="synchronous"):
+            tiled = predict(real, ref, PredictConfig(device="cpu", precision="bf16")).values
         rows.append(
             row(
-                f"peer: hand-written loop, 512 px tiles + 64 overlap, {peer}^2",
-                f"{px / t_hand:.3f} Mpx/s",
+                "real L1C scene, default tiles, bf16: max abs prob diff against whole-scene bf16 "
+                "/ fp32",
+                f"{_agreement(tiled, whole['bf16'], 128)} / "
+                f"{_agreement(tiled, whole['fp32'], 128)}",
             )
         )
+        notes.append(
+            "Receptive field: the `real` rows measure how far context reaches. Tiles on the "
+            "16 px grid with a 128 px halo reproduce whole-scene inference; smaller halos differ "
+            "by the amounts shown (the default keeps 128)."
+        )
+
+    if "peers" in wanted:
+        data = real.values
+        x = torch.from_numpy(data)[None]
+        px = real_size * real_size / 1e6
+        whole = {p: whole_scene(model, data, p) for p in ("fp32", "bf16")}
+        t_hand = timed(lambda: hand_loop(model, x, 512, 64))
+        hand = hand_loop(model, x, 512, 64)
+        rows.append(
+            row(
+                f"peer: hand-written loop, 512 px tiles + 64 overlap, fp32, real scene "
+                f"{real_size}^2, {args.threads} threads",
+                f"{px / t_hand:.3f} Mpx/s; agreement {_agreement(hand, whole['fp32'], 128)}",
+            )
+        )
+        monai_rates: dict[str, float] = {}
         try:
             import monai  # noqa: F401
 
-            monai_loop(model, x[..., :256, :256], 256, 32)
-            t_monai = timed(lambda: monai_loop(model, x, 512, 64))
+            for precision in ("fp32", "bf16"):
+                monai_loop(model, x[..., :256, :256], 256, 32, precision)
+                t_monai = timed(lambda p=precision: monai_loop(model, x, 512, 64, p))
+                got = monai_loop(model, x, 512, 64, precision)
+                monai_rates[precision] = px / t_monai
+                rows.append(
+                    row(
+                        f"peer: MONAI sliding_window_inference, 512 + 64 overlap, gaussian, "
+                        f"{precision}, same scene, {args.threads} threads",
+                        f"{px / t_monai:.3f} Mpx/s; agreement with whole-scene "
+                        f"{precision}: {_agreement(got, whole[precision], 128)}",
+                    )
+                )
+        except ImportError:
+            notes.append(
+                "MONAI not installed: its rows are skipped (pip install monai to include them)."
+            )
+        for precision in ("fp32", "bf16"):
+            cfg = PredictConfig(device="cpu", precision=precision)
+            rate = predict_rate(real, ref, cfg)
+            with dask.config.set(scheduler="synchronous"):
+                got = predict(real, ref, cfg).values
+            vs = monai_rates.get(precision)
             rows.append(
                 row(
-                    f"peer: MONAI sliding_window_inference, 512 + 64 overlap, gaussian, {peer}^2",
-                    f"{px / t_monai:.3f} Mpx/s; ours (default config) {ours:.3f} Mpx/s = "
-                    f"{ours / (px / t_monai):.2f} x MONAI",
+                    f"ours, one process, {precision}, default tiles, {args.threads} threads",
+                    f"{rate:.3f} Mpx/s"
+                    + (f" = {rate / vs:.2f} x MONAI {precision}" if vs else "")
+                    + f"; agreement with whole-scene {precision}: "
+                    f"{_agreement(got, whole[precision], 128)}",
                 )
             )
-        except ImportError:
-            rows.append(row(f"ours (default config), {peer}^2", f"{ours:.3f} Mpx/s"))
-            notes.append(
-                "MONAI not installed: its row is skipped (pip install monai to include it)."
+        tif = write_geotiff(real, tmp / "real.tif")
+        for precision in ("fp32", "bf16"):
+            cfg = PredictConfig(device="cpu", precision=precision)
+            with cluster(2, 1, torch_threads=1) as client:
+                from arctic_rts.cluster import get_model
+
+                client.run(get_model, ref, "cpu")
+                lazy = open_geotiff(tif, band_names, cfg)
+                predict(lazy, ref, cfg).compute()  # warm: GDAL, allocator
+                t0 = time.perf_counter()
+                got = predict(lazy, ref, cfg).compute().values
+                seconds = time.perf_counter() - t0
+            rate = px / seconds
+            if precision == default.precision or (
+                default.precision == "auto" and precision == "fp32"
+            ):
+                chosen_rate = rate
+            vs = monai_rates.get(precision)
+            vs32 = monai_rates.get("fp32")
+            rows.append(
+                row(
+                    f"ours as the map run runs it: GeoTIFF read through GDAL, 2 workers x 1 "
+                    f"thread, {precision}, default tiles",
+                    f"{rate:.3f} Mpx/s"
+                    + (f" = {rate / vs:.2f} x MONAI {precision}" if vs else "")
+                    + (f" = {rate / vs32:.2f} x MONAI fp32" if vs32 and precision != "fp32" else "")
+                    + f"; agreement with whole-scene {precision}: "
+                    f"{_agreement(got, whole[precision], 128)}",
+                )
             )
-        log(f"peers: hand {px / t_hand:.3f}, ours {ours:.3f} Mpx/s")
+            log(rows[-1])
+
+    if "precision" in wanted:
+        if args.model != "bundled":
+            notes.append("Precision check skipped: it needs the bundled (trained) model.")
+        else:
+            try:
+                for measure, result in demo_precision(tmp, Path(ref.path), 2):
+                    rows.append(row(measure, result))
+                    log(rows[-1])
+            except Exception as err:  # the bench reports what it could not measure
+                notes.append(f"Precision check failed: {type(err).__name__}: {err}")
 
     if "scaling" in wanted:
         size, tile = (1024, 256) if q else (2048, 512)
         cfg = PredictConfig(tile_size=tile, device="cpu")
         blocks = (size // tile) ** 2
-        r11, _, c11 = cluster_rate(1, 1, size, ref, cfg)
-        r21, n21, c21 = cluster_rate(2, 1, size, ref, cfg)
-        r12, _, c12 = cluster_rate(1, 2, size, ref, cfg)
+        r11, _, c11 = cluster_rate(1, 1, size, ref, cfg, band_names)
+        r21, n21, c21 = cluster_rate(2, 1, size, ref, cfg, band_names)
+        r12, _, c12 = cluster_rate(1, 2, size, ref, cfg, band_names)
         log(f"scaling: 1x1 {r11:.3f} ({c11:.2f}), 2x1 {r21:.3f} {n21} ({c21:.2f}), 1x2 {r12:.3f}")
         what = (
-            f"LocalCluster, {size}^2 scene generated on the workers, tile {tile}: {blocks} "
+            f"LocalCluster, {size}^2 scene generated on the workers, tile {tile}, fp32: {blocks} "
             "model tasks, 1 torch thread per task"
         )
         rows.append(
@@ -671,7 +913,8 @@ def main(argv: list[str] | None = None) -> int:
         rows.append(
             row(
                 "1 worker x 2 threads",
-                f"{r12:.3f} Mpx/s = {r12 / r11:.2f} x 1x1; running at once: {c12:.2f}",
+                f"{r12:.3f} Mpx/s = {r12 / r11:.2f} x 1x1 (2 workers x 1 thread = "
+                f"{r21 / r12:.2f} x this); running at once: {c12:.2f}",
             )
         )
         notes.append(
@@ -680,7 +923,6 @@ def main(argv: list[str] | None = None) -> int:
             "tasks in parallel even when other work on the machine takes the cores (then the "
             "speed-up in Mpx/s stays below it)."
         )
-
     if "memory" in wanted:
         sizes = [1024, 2048, 4096] if q else [2048, 8192, 16384]
         stand_in = StandIn()
@@ -690,7 +932,7 @@ def main(argv: list[str] | None = None) -> int:
         ):
             peaks = []
             for s in sizes if layout == "split" else sizes[:2]:
-                mib, idle, sec = peak_worker_memory(s, layout, stand_in, default)
+                mib, idle, sec = peak_worker_memory(s, layout, stand_in, default, band_names)
                 peaks.append(mib)
                 log(f"memory {layout} {s}^2: peak {mib:.0f} MiB (idle {idle:.0f}) in {sec:.0f} s")
                 rows.append(
@@ -705,7 +947,7 @@ def main(argv: list[str] | None = None) -> int:
                 # The real UNet's worker holds the same plus one window's activations.
                 act = activations.get(default.tile_size)
                 if act is None:
-                    act = probe("window", str(window), "1", "1")["activation_mib"]
+                    act = probe("window", ref.path, str(window), "1", "1")["activation_mib"]
                 with_unet = [p + act for p in peaks]
                 rows.append(
                     row(
@@ -716,7 +958,7 @@ def main(argv: list[str] | None = None) -> int:
                     )
                 )
         s = sizes[0]
-        mib, idle, sec = peak_worker_memory(s, "split", ref, default)
+        mib, idle, sec = peak_worker_memory(s, "split", ref, default, band_names)
         rows.append(
             row(
                 f"peak RSS of the worker (1 worker x 1 thread), {s}^2 scene read with "
@@ -769,8 +1011,8 @@ def main(argv: list[str] | None = None) -> int:
     text = [
         f"`bench/inference.py{' --quick' if q else ''}"
         f"{' --only ' + ' '.join(wanted) if args.only or args.skip else ''}` on "
-        f"{platform.machine()} CPU, torch {torch.__version__}, random-init paper UNet (12 bands, "
-        f"widths 16/32/64/128, bottleneck 256), fp32, channels_last, {time.strftime('%Y-%m-%d')}."
+        f"{platform.machine()} CPU, torch {torch.__version__}, {model_text}, channels_last, "
+        f"{time.strftime('%Y-%m-%d')}."
         + (" Quick mode: reduced sizes, not the full run." if q else "")
         + f" Load average at the end: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores (other "
         "work on a shared machine slows every row; ratios measured side by side hold better).",
@@ -781,6 +1023,7 @@ def main(argv: list[str] | None = None) -> int:
         "",
         *[f"- {n}" for n in notes],
     ]
+    cpu_rate = chosen_rate or cpu_rate
     if cpu_rate:
         tiles_per_year = 2500
         px = tiles_per_year * 10980**2

@@ -302,3 +302,22 @@ def test_windows_take_copies_of_partly_used_input_chunks() -> None:
     block = np.ones((3, 64, 64), dtype=np.float32)
     margin = _piece(block, slice(-16, None), slice(None))
     assert margin.shape == (3, 16, 64) and not np.shares_memory(margin, block)
+
+
+def test_bf16_precision_runs_in_bf16_and_tiles_like_the_whole_scene() -> None:
+    model = _tiny_unet()
+    da = _scene(300, 260, seed=4)
+    cfg = PredictConfig(tile_size=64, halo=128, precision="bf16", device="cpu")
+    prob = predict(da, model, cfg).values
+    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
+        x = torch.from_numpy(da.values)[None]
+        whole = torch.sigmoid(model(x).float())[0, 0].numpy()
+    fp32 = _whole(model, da.values)
+    m = 128
+    # bf16 arithmetic really ran: the result moves away from fp32 ...
+    assert np.abs(prob - fp32).max() > 1e-4
+    # ... yet tiling adds no error of its own beyond bf16 rounding
+    assert np.abs(prob[m:-m, m:-m] - whole[m:-m, m:-m]).max() < 1e-3
+    assert prob.dtype == np.float32
+    with pytest.raises(ConfigError, match="precision"):
+        PredictConfig(precision="fp16")

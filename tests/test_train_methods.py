@@ -8,7 +8,7 @@ import math
 import pytest
 import torch
 
-from arctic_rts.config import PixelDINOConfig, TrainConfig, TrainDataConfig
+from arctic_rts.config import AugmentConfig, PixelDINOConfig, TrainConfig, TrainDataConfig
 from arctic_rts.errors import ConfigError
 from arctic_rts.model.unet import UNet
 from arctic_rts.train.augment import weak_augment
@@ -230,3 +230,18 @@ def test_losses_ignore_pixels_outside_the_image() -> None:
         bce_loss(logits, target, torch.ones_like(valid)),
         bce_loss(logits, wrong, torch.ones_like(valid)),
     )
+
+
+def test_labelled_augmentation_can_be_weak_only() -> None:
+    labelled, _ = _batches()
+    strong, _ = _method("pixeldino")
+    weak, _ = _method("pixeldino", augment=AugmentConfig(labelled="weak"))
+    got_weak = weak.augment_labelled(labelled, torch.Generator().manual_seed(1))
+    expected = weak_augment(labelled, torch.Generator().manual_seed(1))
+    for key in ("image", "mask", "valid"):
+        assert torch.equal(got_weak[key], expected[key])
+    # the default (the paper's) goes on to the strong view: resampled pixels, some ignored
+    got_strong = strong.augment_labelled(labelled, torch.Generator().manual_seed(1))
+    assert not torch.equal(got_strong["image"], expected["image"])
+    with pytest.raises(ConfigError, match="augment.labelled"):
+        AugmentConfig(labelled="none")

@@ -114,10 +114,14 @@ class Method:
 
     # --- one step -----------------------------------------------------------------------------
     def augment_labelled(self, batch: Batch, generator: torch.Generator) -> Batch:
-        """Weak then strong augmentation of a labelled batch (if the method augments)."""
+        """Weak then strong augmentation of a labelled batch (if the method augments; only weak
+        with ``augment.labelled = "weak"``)."""
         if not self.augments_labelled:
             return batch
-        return strong_augment(weak_augment(batch, generator), generator, self.config.augment)
+        weak = weak_augment(batch, generator)
+        if self.config.augment.labelled == "weak":
+            return weak
+        return strong_augment(weak, generator, self.config.augment)
 
     def supervised_part(
         self, net: NormalisedNet, labelled: Batch, generator: torch.Generator
