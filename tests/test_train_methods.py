@@ -243,5 +243,5 @@ def test_labelled_augmentation_can_be_weak_only() -> None:
     # the default (the paper's) goes on to the strong view: resampled pixels, some ignored
     got_strong = strong.augment_labelled(labelled, torch.Generator().manual_seed(1))
     assert not torch.equal(got_strong["image"], expected["image"])
-    with pytest.raises(ConfigError, match="augment.labelled"):
+    with pytest.raises(ConfigError, match=r"augment\.labelled"):
         AugmentConfig(labelled="none")
