@@ -94,9 +94,11 @@ class PredictConfig:
     #: 0.35 / 0.67 / 1.0 / 1.7 / 2.6 GiB per worker thread. 1024 keeps a CPU worker thread near
     #: 1 GiB; on GPUs or big-memory workers 2048 is ~20 % faster.
     tile_size: int = 1024
-    #: Context in pixels added on every side of a tile; >= 128 makes tiled output equal
-    #: whole-scene output for the paper's UNet (4 poolings), see DESIGN.md.
-    halo: int = 128
+    #: Context in pixels added on every side of a tile (a multiple of 16). ``None``: the halo
+    #: measured for the weights (the card's ``halo``, written by ``arctic-rts train`` with
+    #: :func:`arctic_rts.predict.measure_halo`), else 128, which makes tiled output equal
+    #: whole-scene output for any UNet with 4 poolings (DESIGN.md).
+    halo: int | None = None
     #: Tiles per forward pass. 1 by measurement: on CPU two 1280^2 windows per pass run no
     #: faster per pixel than one (0.25 against 0.24 Mpx/s) and need twice the activations.
     batch_size: int = 1
@@ -115,7 +117,7 @@ class PredictConfig:
             )
         if self.tile_size < 16 or self.tile_size % 16:
             raise ConfigError(f"tile_size must be a positive multiple of 16, got {self.tile_size}.")
-        if self.halo < 0 or self.halo % 16:
+        if self.halo is not None and (self.halo < 0 or self.halo % 16):
             raise ConfigError(f"halo must be a non-negative multiple of 16, got {self.halo}.")
         if self.batch_size < 1:
             raise ConfigError(f"batch_size must be at least 1, got {self.batch_size}.")

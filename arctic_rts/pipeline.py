@@ -661,7 +661,9 @@ def _scene_hash(config: MapConfig, refs: list[Any], card: dict[str, Any]) -> str
     Device and batch size are left out (they change speed, not output); so are the search
     (which scenes, not what a scene yields) and the merge (applied to the manifest's polygons).
     """
-    predict = dataclasses.asdict(config.predict)
+    from arctic_rts.predict import resolve_halo
+
+    predict = dataclasses.asdict(resolve_halo(config.predict, refs))
     for key in ("device", "batch_size"):
         predict.pop(key)
     doc = {

@@ -7,12 +7,16 @@ blocks in memory). A block holds ``batch_size`` tiles side by side, which run
 through the model as one batch; their outputs are stitched with the blend weights of
 :mod:`arctic_rts.tiling` and the halo is trimmed. For the paper's UNet (4 poolings) with
 ``halo >= 128`` and tiles on the 16 px grid this equals whole-scene inference exactly, away from
-the scene's edges. Only the scene's bottom/right edge is padded (reflect) to a multiple of 16.
+the scene's edges; a trained model's influence fades much sooner, so its card carries the
+smallest halo measured to stay within ``HALO_TOLERANCE`` of whole-image output
+(:func:`measure_halo`), and that is the default. Only the scene's bottom/right edge is padded
+(reflect) to a multiple of 16.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import itertools
 from collections.abc import Callable, Sequence
@@ -40,6 +44,75 @@ ModelSpec: TypeAlias = (
 
 #: Spatial alignment of the UNet: four 2x poolings.
 ALIGN = 16
+#: The halo that makes tiled output equal whole-scene output for any UNet with 4 poolings.
+EXACT_HALO = 128
+#: Largest probability difference against whole-image output that a measured halo may leave
+#: (a tenth of the 1e-3 the inference benchmark accepts).
+HALO_TOLERANCE = 1e-4
+
+
+def measure_halo(
+    model: Callable[[torch.Tensor], torch.Tensor],
+    image: np.ndarray,
+    tolerance: float = HALO_TOLERANCE,
+) -> tuple[int, dict[int, float]]:
+    """The smallest halo from which on tiled output stays within ``tolerance`` of whole-image
+    output, measured on ``image``.
+
+    A core of 64 x 64 px at the image's centre (on the 16 px grid) is run with halos of
+    0, 16, ..., 128 px and compared with the same pixels of one forward pass over the whole
+    image; the result is the smallest halo for which it and every larger one stay within
+    ``tolerance``. Run under fp32.
+
+    Args:
+        model: Raw reflectance ``(N, C, H, W)`` -> logits ``(N, 1, H, W)`` (e.g. a
+            :class:`~arctic_rts.model.weights.NormalizedModel`).
+        image: Reflectance ``(C, H, W)`` the model is meant for, at least 320 px on each side;
+            NaN is replaced by 0.
+
+    Returns:
+        The halo and the maximum absolute probability difference for every halo tried.
+    """
+    core = 4 * ALIGN
+    h, w = image.shape[-2:]
+    if min(h, w) < 2 * EXACT_HALO + core:
+        raise ConfigError(
+            f"measure_halo needs an image of at least {2 * EXACT_HALO + core} px a side, "
+            f"got {h} x {w}."
+        )
+    x = torch.nan_to_num(torch.from_numpy(np.asarray(image, dtype=np.float32)))[None]
+    x = x[..., : h - h % ALIGN, : w - w % ALIGN]
+    y0 = (x.shape[-2] // 2 - core // 2) // ALIGN * ALIGN
+    x0 = (x.shape[-1] // 2 - core // 2) // ALIGN * ALIGN
+    with torch.inference_mode():
+        whole = torch.sigmoid(model(x).float())[0, 0, y0 : y0 + core, x0 : x0 + core]
+        diffs: dict[int, float] = {}
+        for halo in range(0, EXACT_HALO + 1, ALIGN):
+            window = x[..., y0 - halo : y0 + core + halo, x0 - halo : x0 + core + halo]
+            tile = torch.sigmoid(model(window).float())[0, 0, halo:, halo:][:core, :core]
+            diffs[halo] = float((tile - whole).abs().max())
+    chosen = EXACT_HALO
+    for halo in sorted(diffs, reverse=True):
+        if diffs[halo] > tolerance:
+            break
+        chosen = halo
+    return chosen, diffs
+
+
+def resolve_halo(config: PredictConfig, model: ModelSpec) -> PredictConfig:
+    """``config`` with ``halo`` filled in where it is ``None``: the largest halo the models'
+    cards name (:func:`measure_halo`), or :data:`EXACT_HALO` for models without one."""
+    if config.halo is not None:
+        return config
+    halos = []
+    for m in _as_models(model):
+        measured = read_card(m.path).get("halo") if isinstance(m, ModelRef) else None
+        halos.append(EXACT_HALO if measured is None else int(measured))
+    return dataclasses.replace(config, halo=max(halos))
+
+
+def _halo(config: PredictConfig) -> int:
+    return EXACT_HALO if config.halo is None else config.halo
 
 
 def _as_models(model: ModelSpec) -> list[Any]:
@@ -128,13 +201,13 @@ def _predict_block(block: np.ndarray, models: list[Any], config: PredictConfig) 
     out = np.full(block.shape[1:], np.nan, dtype=np.float32)
     if invalid.all():
         return out  # fully masked: nothing to run
-    window = config.tile_size + 2 * config.halo
-    windows = tile_windows(block.shape[1:], window, halo=config.halo)
+    halo = _halo(config)
+    windows = tile_windows(block.shape[1:], config.tile_size + 2 * halo, halo=halo)
     with torch.inference_mode():
         if len(windows) == 1:
             prob = _probabilities(block[None], models, config)[0]
         else:
-            blender = Blender(block.shape[1:], halo=config.halo)
+            blender = Blender(block.shape[1:], halo=halo)
             for group in batched(windows, config.batch_size):
                 batch = np.stack([block[(slice(None), *win.slices)] for win in group])
                 for win, p in zip(group, _probabilities(batch, models, config), strict=True):
@@ -211,7 +284,7 @@ def _probability_graph(arr: dsa.Array, models: list[Any], config: PredictConfig)
     :func:`input_chunks` keeps every halo strip a chunk of its own, which bounds that too.
     """
     arr = arr.rechunk({0: -1})  # all bands of a pixel in one chunk
-    halo = config.halo
+    halo = _halo(config)
     tile = max(config.tile_size, halo)
     height, width = arr.shape[1:]
     ychunks = aligned_chunks(height, tile, minimum=halo)
@@ -263,7 +336,7 @@ def _probability_graph(arr: dsa.Array, models: list[Any], config: PredictConfig)
 
 
 def input_chunks(
-    height: int, width: int, config: PredictConfig | None = None
+    height: int, width: int, config: PredictConfig | None = None, model: ModelSpec | None = None
 ) -> tuple[tuple[int, ...], tuple[int, ...]]:
     """Chunk sizes along y and x for reading a scene that :func:`predict` will run on.
 
@@ -271,16 +344,20 @@ def input_chunks(
     the context one block needs from its neighbours is a chunk of its own: no task then waits
     on a neighbour's whole block, and a worker's memory does not grow with the scene's width.
     The price is more, smaller reads (9 per block). With input chunked on the tile grid
-    instead (or coarser), a worker holds about one row of input chunks per scene.
+    instead (or coarser), a worker holds about one row of input chunks per scene. Pass the
+    ``model`` that :func:`predict` will get when ``config.halo`` is ``None``.
     """
     config = config or PredictConfig()
-    tile = max(config.tile_size, config.halo)
+    if model is not None:
+        config = resolve_halo(config, model)
+    halo = _halo(config)
+    tile = max(config.tile_size, halo)
     out = []
     for size, block in ((height, tile), (width, tile * config.batch_size)):
         sizes: list[int] = []
-        for n in aligned_chunks(size, block, minimum=config.halo):
-            if config.halo and n > 2 * config.halo:
-                sizes += [config.halo, n - 2 * config.halo, config.halo]
+        for n in aligned_chunks(size, block, minimum=halo):
+            if halo and n > 2 * halo:
+                sizes += [halo, n - 2 * halo, halo]
             else:
                 sizes.append(n)
         out.append(tuple(sizes))
@@ -298,7 +375,8 @@ def predict(
         model: A :class:`~arctic_rts.model.weights.ModelRef` (loaded once per worker process),
             a callable tensor ``(N, C, H, W)`` -> logits ``(N, 1, H, W)``, or a list of them
             (an ensemble: the mean of their probabilities).
-        config: Tile size, halo, batch size, test-time augmentation, device.
+        config: Tile size, halo (``None``: the weights' measured halo, see
+            :func:`resolve_halo`), batch size, test-time augmentation, device, precision.
 
     Returns:
         float32 ``(y, x)`` probabilities in [0, 1], NaN where any input band was NaN, with the
@@ -309,8 +387,8 @@ def predict(
         ConfigError: wrong dims or model type.
         WeightsError: the bands of ``da`` differ from a model card's.
     """
-    config = config or PredictConfig()
     models = _as_models(model)
+    config = resolve_halo(config or PredictConfig(), models)
     _check_input(da, models)
     data = da.data
     arr = data if isinstance(data, dsa.Array) else dsa.from_array(np.asarray(data))

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import json
 import os
 import platform
@@ -52,7 +53,14 @@ import xarray as xr
 
 from arctic_rts.config import ClusterConfig, PredictConfig
 from arctic_rts.model import ModelRef, UNet, load_model, save_weights
-from arctic_rts.predict import input_chunks, predict
+from arctic_rts.predict import (
+    EXACT_HALO,
+    HALO_TOLERANCE,
+    input_chunks,
+    measure_halo,
+    predict,
+    resolve_halo,
+)
 from arctic_rts.tiling import Blender, tile_windows
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -642,8 +650,6 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     wanted = [s for s in (args.only or SECTIONS) if s not in args.skip]
     q = args.quick
-    default = PredictConfig(device="cpu")
-    halo = default.halo
     rows: list[str] = []
     notes: list[str] = []
     tmp = Path(tempfile.mkdtemp(prefix="arctic-rts-bench-"))
@@ -654,6 +660,9 @@ def main(argv: list[str] | None = None) -> int:
     else:
         ref = make_weights(tmp, L1C_BANDS)
     model = fast_model(ref)
+    default = resolve_halo(PredictConfig(device="cpu"), ref)  # the card's measured halo
+    halo = default.halo
+    assert halo is not None
     band_names = list(model.bands)
     bands = len(band_names)
     unet = model.unet
@@ -722,8 +731,8 @@ def main(argv: list[str] | None = None) -> int:
         )
         best = max(per_tile, key=per_tile.__getitem__)
         notes.append(
-            f"Tile size: the {halo} px halo is fixed by exactness (DESIGN.md; the `real` rows "
-            "measure it), so a larger tile wastes less of each window, while activation memory "
+            f"Tile size: with the measured {halo} px halo (the `real` rows), a larger tile wastes "
+            "less of each window, while activation memory "
             f"grows with the window's area; {best} px was fastest per scene pixel here. The "
             f"default is {default.tile_size} px (see `PredictConfig.tile_size`)."
         )
@@ -735,7 +744,7 @@ def main(argv: list[str] | None = None) -> int:
         size = 1536 if q else 3072
         da = scene_array(band_names, size)
         for precision in ("fp32", "bf16"):
-            cfg = PredictConfig(device="cpu", precision=precision)
+            cfg = dataclasses.replace(default, precision=precision)
             rate = predict_rate(da, ref, cfg)
             base = raw.get((default.tile_size, precision)) or raw_forward(
                 model, bands, default.tile_size, 1, precision
@@ -764,7 +773,7 @@ def main(argv: list[str] | None = None) -> int:
     if "real" in wanted:
         data = real.values
         whole = {p: whole_scene(model, data, p) for p in ("fp32", "bf16")}
-        for h in (32, 64, 96, 128):
+        for h in (0, 16, 32, 48, 64, 96, 128):
             cfg = PredictConfig(tile_size=256, halo=h, device="cpu")
             with dask.config.set(scheduler="synchronous"):
                 tiled = predict(real, ref, cfg).values
@@ -776,20 +785,33 @@ def main(argv: list[str] | None = None) -> int:
                     _agreement(tiled, whole["fp32"], 128),
                 )
             )
-        with dask.config.set(scheduler="synchronous"):
-            tiled = predict(real, ref, PredictConfig(device="cpu", precision="bf16")).values
+        on_real, _ = measure_halo(model, data)
+        card = json.loads(Path(ref.path).with_suffix(".json").read_text())
         rows.append(
             row(
-                "real L1C scene, default tiles, bf16: max abs prob diff against whole-scene bf16 "
-                "/ fp32",
+                f"halo measured by `measure_halo` (tolerance {HALO_TOLERANCE:g}): card (training "
+                "patches) / real scene",
+                f"{card.get('halo', 'none')} px / {on_real} px; default used here: {halo} px",
+            )
+        )
+        with dask.config.set(scheduler="synchronous"):
+            tiled = predict(real, ref, dataclasses.replace(default, precision="bf16")).values
+        rows.append(
+            row(
+                f"real L1C scene, default tiles (halo {halo}), bf16: max abs prob diff against "
+                "whole-scene bf16 / fp32",
                 f"{_agreement(tiled, whole['bf16'], 128)} / "
                 f"{_agreement(tiled, whole['fp32'], 128)}",
             )
         )
         notes.append(
             "Receptive field: the `real` rows measure how far context reaches. Tiles on the "
-            "16 px grid with a 128 px halo reproduce whole-scene inference; smaller halos differ "
-            "by the amounts shown (the default keeps 128)."
+            f"16 px grid with a {EXACT_HALO} px halo reproduce whole-scene inference for any "
+            "UNet with 4 poolings; a trained model's influence fades sooner. `arctic-rts train` "
+            "measures it on its own patches (`predict.measure_halo`: the smallest halo from which "
+            f"on tiled output stays within {HALO_TOLERANCE:g} of whole-image output) and writes "
+            "it to the card, and that is predict's default halo; weights without one get "
+            f"{EXACT_HALO} px."
         )
 
     if "peers" in wanted:
@@ -828,7 +850,7 @@ def main(argv: list[str] | None = None) -> int:
                 "MONAI not installed: its rows are skipped (pip install monai to include them)."
             )
         for precision in ("fp32", "bf16"):
-            cfg = PredictConfig(device="cpu", precision=precision)
+            cfg = dataclasses.replace(default, precision=precision)
             rate = predict_rate(real, ref, cfg)
             with dask.config.set(scheduler="synchronous"):
                 got = predict(real, ref, cfg).values
@@ -844,7 +866,7 @@ def main(argv: list[str] | None = None) -> int:
             )
         tif = write_geotiff(real, tmp / "real.tif")
         for precision in ("fp32", "bf16"):
-            cfg = PredictConfig(device="cpu", precision=precision)
+            cfg = dataclasses.replace(default, precision=precision)
             with cluster(2, 1, torch_threads=1) as client:
                 from arctic_rts.cluster import get_model
 
@@ -887,7 +909,7 @@ def main(argv: list[str] | None = None) -> int:
 
     if "scaling" in wanted:
         size, tile = (1024, 256) if q else (2048, 512)
-        cfg = PredictConfig(tile_size=tile, device="cpu")
+        cfg = dataclasses.replace(default, tile_size=tile)
         blocks = (size // tile) ** 2
         r11, _, c11 = cluster_rate(1, 1, size, ref, cfg, band_names)
         r21, n21, c21 = cluster_rate(2, 1, size, ref, cfg, band_names)
@@ -1027,7 +1049,7 @@ def main(argv: list[str] | None = None) -> int:
     if cpu_rate:
         tiles_per_year = 2500
         px = tiles_per_year * 10980**2
-        overhead = 1.25
+        overhead = ((default.tile_size + 2 * halo) / default.tile_size) ** 2
         flop = px * fpp * overhead
         gpu_h = [flop / (990e12 * e) / 3600 for e in (0.05, 0.15)]  # H100 SXM dense bf16
         cpu_h = px / (cpu_rate * 1e6) / 3600
@@ -1037,7 +1059,8 @@ def main(argv: list[str] | None = None) -> int:
             "overlapping) cover the northern permafrost lowlands where RTS occur (an order of "
             "magnitude, not a count), one least-cloudy scene per tile and year "
             f"(`select_scenes`), 10980^2 px each: {px / 1e12:.2f} Tpx per year; "
-            f"{fpp / 1e3:.0f} kFLOP per pixel x {overhead} for the 128 px halos = "
+            f"{fpp / 1e3:.0f} kFLOP per pixel x {overhead:.2f} for the {halo} px halos around "
+            f"{default.tile_size} px tiles = "
             f"{flop / 1e15:.0f} PFLOP per year. A GPU worker reaching 5-15 % of an H100's "
             "~990 TFLOP/s dense bf16 (a UNet with 16-32 channels at full resolution is "
             f"memory-bound) needs {gpu_h[1]:.2f}-{gpu_h[0]:.2f} GPU-hours per year of imagery; "

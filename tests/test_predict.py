@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import dask.array as dsa
@@ -13,7 +14,7 @@ import xarray as xr
 from arctic_rts.config import PredictConfig
 from arctic_rts.errors import ConfigError, WeightsError
 from arctic_rts.model import ModelRef, UNet, load_model, save_weights
-from arctic_rts.predict import input_chunks, predict
+from arctic_rts.predict import EXACT_HALO, input_chunks, measure_halo, predict, resolve_halo
 from arctic_rts.tiling import (
     FLOOR,
     Blender,
@@ -321,3 +322,45 @@ def test_bf16_precision_runs_in_bf16_and_tiles_like_the_whole_scene() -> None:
     assert prob.dtype == np.float32
     with pytest.raises(ConfigError, match="precision"):
         PredictConfig(precision="fp16")
+
+
+# --------------------------------------------------------------------------------- measured halo
+
+
+def test_measure_halo_finds_the_receptive_field() -> None:
+    image = np.random.default_rng(1).normal(size=(3, 336, 352)).astype(np.float32)
+    # two 3x3 convolutions reach 2 px: no halo differs, 16 px is exact
+    halo, diffs = measure_halo(_small_conv(), image)
+    assert halo == 16 and diffs[0] > 1e-2 and diffs[16] == 0.0
+    torch.manual_seed(0)
+    pointwise = torch.nn.Conv2d(3, 1, 1).eval()
+    assert measure_halo(pointwise, image)[0] == 0
+    # a UNet reaches further; 128 px reproduces it, the rule picks the smallest halo within
+    # the tolerance from which on every larger one is within it too
+    halo, diffs = measure_halo(_tiny_unet(), image, tolerance=1e-4)
+    assert diffs[128] < 1e-6 and diffs[0] > 1e-4
+    assert all(d <= 1e-4 for h, d in diffs.items() if h >= halo)
+    assert diffs[halo - 16] > 1e-4
+    with pytest.raises(ConfigError, match="at least 320 px"):
+        measure_halo(_small_conv(), image[:, :300])
+
+
+def test_the_weights_measured_halo_is_the_default(tmp_path: Path) -> None:
+    path = _weights(tmp_path)
+    plain = ModelRef.from_path(path)
+    assert resolve_halo(PredictConfig(), plain).halo == EXACT_HALO  # the card names none
+    assert resolve_halo(PredictConfig(), _small_conv()).halo == EXACT_HALO
+    card = json.loads(path.with_suffix(".json").read_text())
+    measured = tmp_path / "measured.safetensors"
+    save_weights(_tiny_unet(), {**card, "halo": 32}, measured)
+    ref = ModelRef.from_path(measured)
+    assert resolve_halo(PredictConfig(), ref).halo == 32
+    assert resolve_halo(PredictConfig(halo=64), ref).halo == 64  # an explicit halo wins
+    assert resolve_halo(PredictConfig(), [ref, plain]).halo == EXACT_HALO  # the widest
+    da = _scene(200, 190, seed=3)
+    default = predict(da, ref, PredictConfig(tile_size=64, device="cpu")).values
+    explicit = predict(da, ref, PredictConfig(tile_size=64, halo=32, device="cpu")).values
+    np.testing.assert_array_equal(default, explicit)
+    chunks = input_chunks(200, 190, PredictConfig(tile_size=64), ref)
+    assert chunks == input_chunks(200, 190, PredictConfig(tile_size=64, halo=32))
+    assert chunks != input_chunks(200, 190, PredictConfig(tile_size=64))

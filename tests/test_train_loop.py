@@ -115,6 +115,11 @@ def test_each_method_learns_and_its_weights_predict_identically(
     assert card["bands"] == list(BANDS)
     assert card["training"]["method"] == method and card["training"]["steps"] == 30
     assert 0 <= card["metrics"]["iou"] <= 1
+    # the halo predict will use by default, measured on the trained network
+    halo = card["halo"]
+    diffs = card["halo_measurement"]["max_abs_prob_diff"]
+    assert halo in range(0, 129, 16) and diffs[str(halo)] <= 1e-4
+    assert halo == 0 or diffs[str(halo - 16)] > 1e-4
     # reloaded weights predict exactly as the trained network did
     from arctic_rts.model.unet import UNet
     from arctic_rts.train.methods import NormalisedNet

@@ -270,6 +270,33 @@ def _card(
     }
 
 
+def _measured_halo(
+    net: NormalisedNet, labelled: Dataset, fill: torch.Tensor, patch: int
+) -> dict[str, Any]:
+    """The card's ``halo``: :func:`~arctic_rts.predict.measure_halo` on a mosaic of training
+    patches (the first ones, NaN filled with the band mean), on the CPU, after training."""
+    from arctic_rts.predict import EXACT_HALO, HALO_TOLERANCE, measure_halo
+
+    side = math.ceil((2 * EXACT_HALO + 64) / patch)
+    mosaic = np.empty((len(fill), side * patch, side * patch), dtype=np.float32)
+    band_mean = fill.numpy()[:, None, None]
+    for k in range(side * side):
+        image = np.asarray(crop_or_pad(labelled[k % len(labelled)], patch)["image"])
+        r, c = divmod(k, side)
+        tile = np.where(np.isfinite(image), image, band_mean)
+        mosaic[:, r * patch : (r + 1) * patch, c * patch : (c + 1) * patch] = tile
+    net.eval()
+    halo, diffs = measure_halo(net.cpu(), mosaic)
+    return {
+        "halo": halo,
+        "halo_measurement": {
+            "tolerance": HALO_TOLERANCE,
+            "max_abs_prob_diff": {str(h): d for h, d in diffs.items()},
+            "image": f"mosaic of {side} x {side} training patches of {patch} px",
+        },
+    }
+
+
 def _save_checkpoint(path: Path, state: dict[str, Any]) -> None:
     tmp = path.with_suffix(".tmp")
     torch.save(state, tmp)
@@ -456,6 +483,7 @@ def train(
     if not metrics and val is not None:
         metrics = {"step": step, **validate()}
     card = _card(config, method, bands, mean, std, step, metrics, labelled, unlabelled)
+    card.update(_measured_halo(net, labelled, fill, config.data.patch_size))
     weights = out / WEIGHTS
     save_weights(unet, card, weights)
     return weights
