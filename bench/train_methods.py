@@ -2,7 +2,7 @@
 
 Usage::
 
-    .venv/bin/python bench/train_methods.py [--steps 200] [--only s2,highres,elevation,timing]
+    .venv/bin/python bench/train_methods.py [--steps 300] [--only s2,highres,elevation,timing]
 
 Datasets:
 
@@ -372,7 +372,7 @@ def write_table() -> str:
 def main(argv: list[str] | None = None) -> int:
     """Run what is missing of the benchmark, then rewrite the table."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--steps", type=int, default=200)
+    parser.add_argument("--steps", type=int, default=300)
     parser.add_argument("--only", default="timing,s2,highres,elevation")
     parser.add_argument("--table-only", action="store_true")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
