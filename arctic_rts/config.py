@@ -86,13 +86,13 @@ class PredictConfig:
     """How the model runs over a scene."""
 
     #: Core tile edge in pixels (a multiple of 16); each tile is read with ``halo`` around it.
-    #: Chosen by measurement (``bench/inference.py --only tiles``, one thread, paper UNet, 12
-    #: bands, 2026-11-22): forward speed per window pixel hardly depends on the window
-    #: (0.19-0.35 Mpx/s, noise of a shared machine), so scene throughput follows the share of
-    #: new pixels per window on a 10980^2 scene, 0.45 / 0.57 / 0.66 / 0.74 / 0.80 for tiles of
-    #: 512 / 768 / 1024 / 1536 / 2048, while activations per window grow with its area: about
-    #: 0.35 / 0.67 / 1.0 / 1.7 / 2.6 GiB per worker thread. 1024 keeps a CPU worker thread near
-    #: 1 GiB; on GPUs or big-memory workers 2048 is ~20 % faster.
+    #: Chosen with the paper UNet and a 128 px halo (``bench/inference.py --only tiles``, one
+    #: thread, 2026-11-22): the forward speed per window pixel hardly depended on the window, so
+    #: scene throughput followed the share of new pixels per window (0.45 / 0.66 / 0.80 for
+    #: tiles of 512 / 1024 / 2048), while activations per window grow with its area (about
+    #: 1 GiB per worker thread at 1024). With the bundled model's measured 32 px halo the
+    #: shares are 0.79 / 0.89 / 0.94 and 768 px was fastest per scene pixel in the same probe
+    #: (0.63 against 0.56 Mpx/s at 1024; BENCHMARKS.md); 1024 was not re-tuned for that.
     tile_size: int = 1024
     #: Context in pixels added on every side of a tile (a multiple of 16). ``None``: the halo
     #: measured for the weights (the card's ``halo``, written by ``arctic-rts train`` with
