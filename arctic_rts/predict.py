@@ -177,11 +177,17 @@ def _resolve(model: Any, device: str) -> tuple[Callable[[torch.Tensor], torch.Te
 
 
 def _dihedral(x: torch.Tensor, k: int, flip: bool) -> torch.Tensor:
+    """One of the 8 flips/rotations, in channels_last (``rot90`` copies even for ``k = 0``, into
+    the default layout: the model would then run in the slower NCHW layout)."""
+    if k == 0 and not flip:
+        return x
     x = torch.flip(x, dims=(-1,)) if flip else x
-    return torch.rot90(x, k, dims=(-2, -1))
+    return torch.rot90(x, k, dims=(-2, -1)).contiguous(memory_format=torch.channels_last)
 
 
 def _undo_dihedral(x: torch.Tensor, k: int, flip: bool) -> torch.Tensor:
+    if k == 0 and not flip:
+        return x
     x = torch.rot90(x, -k, dims=(-2, -1))
     return torch.flip(x, dims=(-1,)) if flip else x
 

@@ -364,3 +364,15 @@ def test_the_weights_measured_halo_is_the_default(tmp_path: Path) -> None:
     chunks = input_chunks(200, 190, PredictConfig(tile_size=64), ref)
     assert chunks == input_chunks(200, 190, PredictConfig(tile_size=64, halo=32))
     assert chunks != input_chunks(200, 190, PredictConfig(tile_size=64))
+
+
+def test_dihedral_views_keep_channels_last_and_invert() -> None:
+    from arctic_rts.predict import _dihedral, _undo_dihedral
+
+    x = torch.rand(1, 3, 32, 48).contiguous(memory_format=torch.channels_last)
+    assert _dihedral(x, 0, False) is x  # the plain view costs no copy
+    for k in range(4):
+        for flip in (False, True):
+            view = _dihedral(x, k, flip)
+            assert view.is_contiguous(memory_format=torch.channels_last)
+            assert torch.equal(_undo_dihedral(view, k, flip), x)
