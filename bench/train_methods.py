@@ -291,8 +291,9 @@ def _verdict(records: list[dict[str, Any]]) -> str:
     means = {m: statistics.mean(v) for m, v in ious.items()}
     if all(v == 0 or math.isnan(v) for v in means.values()):
         return (
-            "Every run predicts no slump at threshold 0.5 (IoU 0): at this step budget the models "
-            "have not left the class prior, so this table ranks nothing; rerun with more --steps."
+            "Every run predicts no slump at threshold 0.5 (IoU 0): at this step budget no "
+            "probability on the validation set reaches 0.5, so this table ranks nothing; rerun "
+            "with more --steps."
         )
     best = max(means, key=lambda m: means[m])
     return f"Best mean IoU: **{best}** ({means[best]:.3f})."
