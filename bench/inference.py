@@ -53,6 +53,7 @@ import xarray as xr
 
 from arctic_rts.config import ClusterConfig, PredictConfig
 from arctic_rts.model import ModelRef, UNet, load_model, save_weights
+from arctic_rts.model.weights import read_card
 from arctic_rts.predict import (
     EXACT_HALO,
     HALO_TOLERANCE,
@@ -667,7 +668,7 @@ def main(argv: list[str] | None = None) -> int:
     bands = len(band_names)
     unet = model.unet
     assert isinstance(unet, torch.nn.Module)
-    arch = json.loads(Path(ref.path).with_suffix(".json").read_text())["architecture"]
+    arch = read_card(ref.path)["architecture"]
     model_text = (
         f"{'bundled demo weights' if args.model == 'bundled' else 'random-init paper UNet'} "
         f"({bands} bands, widths {'/'.join(map(str, arch['widths']))}, bottleneck "
@@ -786,7 +787,7 @@ def main(argv: list[str] | None = None) -> int:
                 )
             )
         on_real, _ = measure_halo(model, data)
-        card = json.loads(Path(ref.path).with_suffix(".json").read_text())
+        card = read_card(ref.path)
         rows.append(
             row(
                 f"halo measured by `measure_halo` (tolerance {HALO_TOLERANCE:g}): card (training "
