@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from arctic_rts.config import ClusterConfig
@@ -34,6 +35,7 @@ _cache: dict[tuple[str, str, str], NormalizedModel] = {}
 _loads: dict[str, int] = {}
 _lock = threading.Lock()
 _threads_set = False
+_allocator_tuned: bool | None = None
 
 
 #: Environment variable with the torch threads per model task in a worker process; ``connect``
@@ -59,6 +61,64 @@ def _match_worker_threads() -> None:
     import torch
 
     torch.set_num_threads(int(value))
+
+
+#: glibc malloc settings for processes that run the model. By default glibc hands every
+#: allocation above 32 MiB (above 64 MiB in a thread's own arena) to ``mmap`` and unmaps it on
+#: free, so each forward pass faults in its activations page by page again, and Dask's
+#: nannies trim freed heap memory at 64 KiB: the bundled UNet ran at half speed on 1088^2
+#: windows (about 1.7-2.3 against 2.8-3.4 Mpx/s on 2 threads, BENCHMARKS.md). With one arena,
+#: a 1 GiB mmap threshold and 2 GiB kept before trimming, freed activations are reused.
+#: :func:`connect` sets these in the environment of the workers it starts (glibc reads them at
+#: process start); start workers of an existing scheduler with them too (``deploy/``).
+ALLOCATOR_ENV: dict[str, str] = {
+    "MALLOC_ARENA_MAX": "1",
+    "MALLOC_MMAP_THRESHOLD_": str(2**30),
+    "MALLOC_TRIM_THRESHOLD_": str(2**31 - 1),
+}
+#: ``mallopt`` parameter numbers of glibc's malloc.h for the settings above.
+_MALLOPT = {"MALLOC_TRIM_THRESHOLD_": -1, "MALLOC_MMAP_THRESHOLD_": -3, "MALLOC_ARENA_MAX": -8}
+
+
+def _startup_environ() -> set[str]:
+    """Names in this process's environment as it started (what glibc read): nannies add
+    their pre-spawn variables to the parent's ``os.environ`` later, without effect there."""
+    try:
+        raw = Path("/proc/self/environ").read_bytes()
+    except OSError:  # not Linux
+        return set(os.environ)
+    return {item.split(b"=", 1)[0].decode(errors="replace") for item in raw.split(b"\0") if item}
+
+
+def tune_allocator() -> bool:
+    """Apply :data:`ALLOCATOR_ENV` to this running process through glibc's ``mallopt``, once.
+
+    Settings that were in the environment when this process started are left as they are
+    (glibc applied them; the user or the nanny chose them).
+    Threads that have allocated before this call keep their own arena, so it helps fully only
+    where the model runs in a thread started later or in the main thread; processes started
+    with :data:`ALLOCATOR_ENV` in their environment need no call. :func:`get_model` calls it.
+
+    Returns:
+        Whether glibc accepted every setting (False on other C libraries, e.g. macOS).
+    """
+    global _allocator_tuned
+    if _allocator_tuned is not None:
+        return _allocator_tuned
+    _allocator_tuned = False
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None)
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):
+        return False
+    ok = True
+    for name, value in ALLOCATOR_ENV.items():
+        if name not in _startup_environ():
+            ok = bool(mallopt(_MALLOPT[name], int(value))) and ok
+    _allocator_tuned = ok
+    return ok
 
 
 def _usable_cores() -> int:
@@ -95,6 +155,7 @@ def get_model(ref: ModelRef, device: str | torch.device = "auto") -> NormalizedM
         model = _cache.get(key)
         if model is None:
             _match_worker_threads()
+            tune_allocator()
             model, card = load_model(ref.path, device=dev)
             if card.get("sha256") != ref.sha256:
                 raise WeightsError(
@@ -231,11 +292,22 @@ def connect(config: ClusterConfig | None = None) -> Client:
     Raises:
         ConfigError: ``gpu="yes"`` without visible GPUs or without the ``gpu`` extra.
     """
-    from distributed import Client, LocalCluster
+    import dask
+    from distributed import Client
 
     config = config or ClusterConfig()
     if config.scheduler:
         return Client(config.scheduler)
+    # Nannies put pre-spawn variables into a worker's environment before it starts, where
+    # glibc reads them; their own default trims freed memory at 64 KiB.
+    environ = {**dask.config.get("distributed.nanny.pre-spawn-environ", {}), **ALLOCATOR_ENV}
+    with dask.config.set({"distributed.nanny.pre-spawn-environ": environ}):
+        return _start_local(config)
+
+
+def _start_local(config: ClusterConfig) -> Client:
+    from distributed import LocalCluster
+
     n_gpus = _gpus_visible() if config.gpu != "no" else 0
     if n_gpus:
         try:

@@ -192,16 +192,17 @@ def _undo_dihedral(x: torch.Tensor, k: int, flip: bool) -> torch.Tensor:
     return torch.flip(x, dims=(-1,)) if flip else x
 
 
-def _probabilities(batch: np.ndarray, models: list[Any], config: PredictConfig) -> np.ndarray:
-    """Mean probability ``(N, H, W)`` over models (and the 8 dihedral views with TTA)."""
-    n, _, h, w = batch.shape
+def _probabilities(batch: torch.Tensor, models: list[Any], config: PredictConfig) -> np.ndarray:
+    """Mean probability ``(N, H, W)`` over models (and the 8 dihedral views with TTA) for
+    float32 reflectance ``(N, C, H, W)``, best in channels_last layout (then not copied)."""
+    h, w = batch.shape[-2:]
     ph, pw = pad_to_multiple(h, ALIGN), pad_to_multiple(w, ALIGN)
-    x_cpu = torch.from_numpy(batch)
+    x_cpu = batch
     if ph or pw:
         mode = "reflect" if ph < h and pw < w else "replicate"
         x_cpu = torch.nn.functional.pad(x_cpu, (0, pw, 0, ph), mode=mode)
     views = [(k, f) for f in (False, True) for k in range(4)] if config.tta else [(0, False)]
-    total = torch.zeros((n, h + ph, w + pw), dtype=torch.float32)
+    total: torch.Tensor | None = None
     for spec in models:
         net, device = _resolve(spec, config.device)
         on_gpu = device.type == "cuda"
@@ -214,28 +215,32 @@ def _probabilities(batch: np.ndarray, models: list[Any], config: PredictConfig) 
             for k, flip in views:
                 with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
                     logits = net(_dihedral(x, k, flip))
-                prob = torch.sigmoid(_undo_dihedral(logits.float(), k, flip))[:, 0]
-                total += prob.cpu()
-    total /= len(models) * len(views)
+                prob = torch.sigmoid(_undo_dihedral(logits.float(), k, flip))[:, 0].cpu()
+                total = prob if total is None else total.add_(prob)
+    assert total is not None  # _as_models guarantees a model
+    if len(models) * len(views) > 1:
+        total /= len(models) * len(views)
     return total[:, :h, :w].numpy()
 
 
-def _predict_block(block: np.ndarray, models: list[Any], config: PredictConfig) -> np.ndarray:
-    """Probability ``(y, x)`` for one block ``(band, y, x)`` of reflectance (halo included)."""
-    block = np.asarray(block, dtype=np.float32)
-    invalid = np.isnan(block).any(axis=0)
-    out = np.full(block.shape[1:], np.nan, dtype=np.float32)
+def _predict_block(
+    block: torch.Tensor, invalid: np.ndarray, models: list[Any], config: PredictConfig
+) -> np.ndarray:
+    """Probability ``(y, x)`` for one block ``(band, y, x)`` of float32 reflectance (halo
+    included), NaN where ``invalid``."""
+    shape = (int(block.shape[1]), int(block.shape[2]))
+    out = np.full(shape, np.nan, dtype=np.float32)
     if invalid.all():
         return out  # fully masked: nothing to run
     halo = _halo(config)
-    windows = tile_windows(block.shape[1:], config.tile_size + 2 * halo, halo=halo)
+    windows = tile_windows(shape, config.tile_size + 2 * halo, halo=halo)
     with torch.inference_mode():
         if len(windows) == 1:
             prob = _probabilities(block[None], models, config)[0]
         else:
-            blender = Blender(block.shape[1:], halo=halo)
+            blender = Blender(shape, halo=halo)
             for group in batched(windows, config.batch_size):
-                batch = np.stack([block[(slice(None), *win.slices)] for win in group])
+                batch = torch.stack([block[(slice(None), *win.slices)] for win in group])
                 for win, p in zip(group, _probabilities(batch, models, config), strict=True):
                     blender.add(win, p)
             prob = blender.result()
@@ -254,6 +259,26 @@ def _piece(block: np.ndarray, rows: slice, cols: slice) -> np.ndarray:
     return np.array(block[:, rows, cols], dtype=np.float32, copy=True)
 
 
+def _assemble(pieces: list[list[np.ndarray]]) -> tuple[torch.Tensor, np.ndarray]:
+    """A window from its rows of ``(band, y, x)`` pieces: float32 ``(band, y, x)`` in
+    channels_last layout (bands of a pixel side by side, the model's layout, written in one
+    pass instead of a concatenation and a layout copy) and where any band is NaN."""
+    heights = [row[0].shape[1] for row in pieces]
+    widths = [piece.shape[2] for piece in pieces[0]]
+    window = torch.empty((sum(heights), sum(widths), pieces[0][0].shape[0]), dtype=torch.float32)
+    invalid = np.empty(window.shape[:2], dtype=bool)
+    y = 0
+    for row, h in zip(pieces, heights, strict=True):
+        x = 0
+        for piece, w in zip(row, widths, strict=True):
+            piece = np.require(piece, dtype=np.float32, requirements="W")  # torch needs both
+            window[y : y + h, x : x + w].copy_(torch.from_numpy(piece).permute(1, 2, 0))
+            invalid[y : y + h, x : x + w] = np.isnan(piece).any(axis=0)
+            x += w
+        y += h
+    return window.permute(2, 0, 1), invalid
+
+
 def _predict_window(
     pieces: list[list[np.ndarray]],
     top: int,
@@ -266,8 +291,8 @@ def _predict_window(
 ) -> np.ndarray:
     """Probability of one block from the pieces of its window (the block and ``halo`` px of
     context where the scene goes on); the context is cut off again."""
-    window = np.concatenate([np.concatenate(row, axis=2) for row in pieces], axis=1)
-    prob = _predict_block(window, models, config)
+    window, invalid = _assemble(pieces)
+    prob = _predict_block(window, invalid, models, config)
     h, w = prob.shape
     return prob[top : h - bottom, left : w - right].copy()
 
@@ -417,7 +442,8 @@ def predict(
     config = resolve_halo(config or PredictConfig(), models)
     _check_input(da, models)
     data = da.data
-    arr = data if isinstance(data, dsa.Array) else dsa.from_array(np.asarray(data))
+    # name=False: a random name instead of hashing every pixel of an in-memory scene
+    arr = data if isinstance(data, dsa.Array) else dsa.from_array(np.asarray(data), name=False)
     prob = _probability_graph(arr, models, config)
     template = da.isel(band=0, drop=True)
     out = xr.DataArray(

@@ -51,6 +51,7 @@ import numpy as np
 import torch
 import xarray as xr
 
+from arctic_rts.cluster import ALLOCATOR_ENV, tune_allocator
 from arctic_rts.config import ClusterConfig, PredictConfig
 from arctic_rts.model import ModelRef, UNet, load_model, save_weights
 from arctic_rts.model.weights import read_card
@@ -173,11 +174,12 @@ def scene_array(bands: list[str], size: int, seed: int = 0) -> xr.DataArray:
     return xr.DataArray(data, dims=("band", "y", "x"), coords={"band": bands})
 
 
-def predict_rate(da: xr.DataArray, ref: ModelRef, config: PredictConfig) -> float:
-    """Mpx/s of ``predict(...).compute()`` in this process (one task at a time)."""
+def predict_rate(da: xr.DataArray, ref: ModelRef, config: PredictConfig, reps: int = 3) -> float:
+    """Mpx/s of ``predict(...).compute()`` in this process (one task at a time), best of
+    ``reps`` like the raw forward it is compared with."""
     with dask.config.set(scheduler="synchronous"):
         predict(da.isel(y=slice(0, 64), x=slice(0, 64)), ref, config).compute()  # loads model
-        seconds = timed(lambda: predict(da, ref, config).compute())
+        seconds = timed(lambda: predict(da, ref, config).compute(), reps)
     return da.sizes["y"] * da.sizes["x"] / seconds / 1e6
 
 
@@ -199,20 +201,24 @@ def _peak_since_reset() -> Callable[[], int]:
 
 
 def _probe_window(
-    weights: str, window: str, batch: str, threads: str, precision: str = "fp32"
+    weights: str, window: str, batch: str, threads: str, malloc: str = "tuned"
 ) -> dict[str, float]:
-    """Raw forward of the model in ``weights`` on ``batch`` windows of ``window``^2: rate and
-    the peak memory the forward adds (activations)."""
+    """Raw forward (fp32) of the model in ``weights`` on ``batch`` windows of ``window``^2:
+    rate and the peak memory the forward adds (activations); with ``malloc="tuned"`` after
+    :func:`~arctic_rts.cluster.tune_allocator`, as in a worker, else with glibc's defaults."""
+    if malloc == "tuned":
+        tune_allocator()
     torch.set_num_threads(int(threads))
     n, size = int(batch), int(window)
     model = fast_model(ModelRef.from_path(weights))
     x = torch.rand(n, len(model.bands), size, size)
     x = x.contiguous(memory_format=torch.channels_last)
-    with torch.inference_mode(), autocast(precision):
+    with torch.inference_mode():
         model(x[..., :64, :64])
         peak = _peak_since_reset()
-        seconds = timed(lambda: model(x))
+        model(x)  # the activations' memory (a tuned allocator keeps it for the next pass)
         added = peak()
+        seconds = timed(lambda: model(x), 3)
     return {"mpx_s": n * size**2 / seconds / 1e6, "activation_mib": added / MIB}
 
 
@@ -252,9 +258,15 @@ def _probe_vectorize(size_text: str) -> dict[str, float]:
 
 
 def probe(*args: str) -> dict[str, Any]:
-    """Run one probe in a fresh interpreter (with this process's nice level)."""
+    """Run one probe in a fresh interpreter (with this process's nice level), without the
+    allocator variables a cluster start leaves in this process's environment."""
+    env = {k: v for k, v in os.environ.items() if k not in ALLOCATOR_ENV}
     out = subprocess.run(
-        [sys.executable, __file__, "--probe", *args], capture_output=True, text=True, check=True
+        [sys.executable, __file__, "--probe", *args],
+        capture_output=True,
+        text=True,
+        check=True,
+        env=env,
     )
     return dict(json.loads(out.stdout.strip().splitlines()[-1]))
 
@@ -296,8 +308,9 @@ def hand_loop(model: torch.nn.Module, x: torch.Tensor, tile: int, overlap: int) 
 
 
 def monai_loop(
-    model: torch.nn.Module, x: torch.Tensor, tile: int, overlap: int, precision: str = "fp32"
+    model: torch.nn.Module, x: torch.Tensor, tile: int, overlap: float, precision: str = "fp32"
 ) -> np.ndarray:
+    """MONAI's ``sliding_window_inference`` with gaussian blending; ``overlap`` in pixels."""
     from monai.inferers import sliding_window_inference
 
     def net(t: torch.Tensor) -> torch.Tensor:
@@ -649,6 +662,9 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     warnings.filterwarnings("ignore", message="Sending large graph")
     torch.set_num_threads(args.threads)
+    # Every row runs with the allocator settings of arctic-rts workers (peers included), in
+    # this process and its probes; the `forward` section also measures glibc's defaults.
+    tuned = tune_allocator()
     wanted = [s for s in (args.only or SECTIONS) if s not in args.skip]
     q = args.quick
     rows: list[str] = []
@@ -700,12 +716,37 @@ def main(argv: list[str] | None = None) -> int:
                         f"({100 * r * fpp / 1e3 / peak:.0f} % of the fp32 matmul peak)",
                     )
                 )
+        for s in [512] if q else [512, default.tile_size, window]:
+            got = {
+                m: probe("window", ref.path, str(s), "1", str(args.threads), m)["mpx_s"]
+                for m in ("default", "tuned")
+            }
+            rows.append(
+                row(
+                    f"raw forward {s}^2 tile, fp32, {args.threads} threads, fresh process: glibc "
+                    "malloc defaults / tuned (`cluster.ALLOCATOR_ENV`)",
+                    f"{got['default']:.3f} / {got['tuned']:.3f} Mpx/s = "
+                    f"{got['tuned'] / got['default']:.2f} x",
+                )
+            )
+            log(rows[-1])
+        notes.append(
+            "Allocator: glibc gives every allocation above 32 MiB (64 MiB in a thread's arena) "
+            "its own mmap and unmaps it on free, so each forward pass faults its activations "
+            "in page by page again, and Dask's nannies trim freed heap memory at 64 KiB. "
+            "Workers started by `cluster.connect` get `MALLOC_ARENA_MAX=1`, a 1 GiB mmap "
+            "threshold and a 2 GiB trim threshold in their environment, and `get_model` "
+            "applies the same through `mallopt` in any process that runs the model; the "
+            "`fresh process` rows show what that is worth. Every other row runs tuned"
+            + ("" if tuned else " (here mallopt was refused: glibc defaults)")
+            + ", the peers too."
+        )
 
     if "tiles" in wanted:
         from arctic_rts.predict import _windows
         from arctic_rts.tiling import aligned_chunks
 
-        tiles = [512, 1024] if q else [512, 768, 1024, 1536, 2048]
+        tiles = [512, 1024] if q else [512, 768, 1024, 1536, 2048, 3072]
         per_tile = {}
         for t in tiles:
             got = probe("window", ref.path, str(t + 2 * halo), "1", "1")
@@ -820,7 +861,7 @@ def main(argv: list[str] | None = None) -> int:
         x = torch.from_numpy(data)[None]
         px = real_size * real_size / 1e6
         whole = {p: whole_scene(model, data, p) for p in ("fp32", "bf16")}
-        t_hand = timed(lambda: hand_loop(model, x, 512, 64))
+        t_hand = timed(lambda: hand_loop(model, x, 512, 64), 3)
         hand = hand_loop(model, x, 512, 64)
         rows.append(
             row(
@@ -835,7 +876,7 @@ def main(argv: list[str] | None = None) -> int:
 
             for precision in ("fp32", "bf16"):
                 monai_loop(model, x[..., :256, :256], 256, 32, precision)
-                t_monai = timed(lambda p=precision: monai_loop(model, x, 512, 64, p))
+                t_monai = timed(lambda p=precision: monai_loop(model, x, 512, 64, p), 3)
                 got = monai_loop(model, x, 512, 64, precision)
                 monai_rates[precision] = px / t_monai
                 rows.append(
@@ -846,19 +887,40 @@ def main(argv: list[str] | None = None) -> int:
                         f"{precision}: {_agreement(got, whole[precision], 128)}",
                     )
                 )
+            t_half = timed(lambda: monai_loop(model, x, 512, 256), 3)
+            got = monai_loop(model, x, 512, 256)
+            rows.append(
+                row(
+                    "peer: MONAI sliding_window_inference, 512 + 256 overlap (0.5), gaussian, "
+                    f"fp32, same scene, {args.threads} threads",
+                    f"{px / t_half:.3f} Mpx/s; agreement with whole-scene fp32: "
+                    f"{_agreement(got, whole['fp32'], 128)}",
+                )
+            )
+            notes.append(
+                "MONAI's agreement: its gaussian importance map is clamped at 1e-3, so near the "
+                "corners where four windows overlap every window gets that same weight, the "
+                "ones whose edge (no context) lies there included: their plain average is "
+                "what differs from whole-scene inference (constant blending gives the same "
+                "maximum). A halo that is cut off, as ours, never lets edge pixels in."
+            )
         except ImportError:
             notes.append(
                 "MONAI not installed: its rows are skipped (pip install monai to include them)."
             )
-        for precision in ("fp32", "bf16"):
-            cfg = dataclasses.replace(default, precision=precision)
+        variants = [(p, default) for p in ("fp32", "bf16")]
+        if default.tile_size != 1024:
+            variants.append(("fp32", dataclasses.replace(default, tile_size=1024)))
+        for precision, base_cfg in variants:
+            cfg = dataclasses.replace(base_cfg, precision=precision)
             rate = predict_rate(real, ref, cfg)
             with dask.config.set(scheduler="synchronous"):
                 got = predict(real, ref, cfg).values
             vs = monai_rates.get(precision)
             rows.append(
                 row(
-                    f"ours, one process, {precision}, default tiles, {args.threads} threads",
+                    f"ours, one process, {precision}, tile {cfg.tile_size} + halo {cfg.halo}, "
+                    f"{args.threads} threads",
                     f"{rate:.3f} Mpx/s"
                     + (f" = {rate / vs:.2f} x MONAI {precision}" if vs else "")
                     + f"; agreement with whole-scene {precision}: "
@@ -887,7 +949,7 @@ def main(argv: list[str] | None = None) -> int:
             rows.append(
                 row(
                     f"ours as the map run runs it: GeoTIFF read through GDAL, 2 workers x 1 "
-                    f"thread, {precision}, default tiles",
+                    f"thread, {precision}, tile {cfg.tile_size} + halo {cfg.halo}",
                     f"{rate:.3f} Mpx/s"
                     + (f" = {rate / vs:.2f} x MONAI {precision}" if vs else "")
                     + (f" = {rate / vs32:.2f} x MONAI fp32" if vs32 and precision != "fp32" else "")
