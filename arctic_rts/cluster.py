@@ -80,14 +80,16 @@ ALLOCATOR_ENV: dict[str, str] = {
 _MALLOPT = {"MALLOC_TRIM_THRESHOLD_": -1, "MALLOC_MMAP_THRESHOLD_": -3, "MALLOC_ARENA_MAX": -8}
 
 
-def _startup_environ() -> set[str]:
-    """Names in this process's environment as it started (what glibc read): nannies add
-    their pre-spawn variables to the parent's ``os.environ`` later, without effect there."""
+def startup_environ() -> dict[str, str]:
+    """This process's environment as it started (what glibc read): nannies add their
+    pre-spawn variables to the parent's ``os.environ`` later, without effect there. Run it on
+    workers (``client.run(startup_environ)``) to see the settings they started with."""
     try:
         raw = Path("/proc/self/environ").read_bytes()
     except OSError:  # not Linux
-        return set(os.environ)
-    return {item.split(b"=", 1)[0].decode(errors="replace") for item in raw.split(b"\0") if item}
+        return dict(os.environ)
+    pairs = (item.decode(errors="replace").split("=", 1) for item in raw.split(b"\0"))
+    return {pair[0]: pair[1] for pair in pairs if len(pair) == 2}
 
 
 def tune_allocator() -> bool:
@@ -115,7 +117,7 @@ def tune_allocator() -> bool:
         return False
     ok = True
     for name, value in ALLOCATOR_ENV.items():
-        if name not in _startup_environ():
+        if name not in startup_environ():
             ok = bool(mallopt(_MALLOPT[name], int(value))) and ok
     _allocator_tuned = ok
     return ok

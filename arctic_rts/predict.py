@@ -442,8 +442,13 @@ def predict(
     config = resolve_halo(config or PredictConfig(), models)
     _check_input(da, models)
     data = da.data
-    # name=False: a random name instead of hashing every pixel of an in-memory scene
-    arr = data if isinstance(data, dsa.Array) else dsa.from_array(np.asarray(data), name=False)
+    if isinstance(data, dsa.Array):
+        arr = data
+    else:
+        # In memory: chunked so that every window is made of whole chunks (no piece copies);
+        # name=False: a random name instead of hashing every pixel.
+        ys, xs = input_chunks(da.sizes["y"], da.sizes["x"], config)
+        arr = dsa.from_array(np.asarray(data), chunks=(-1, ys, xs), name=False)
     prob = _probability_graph(arr, models, config)
     template = da.isel(band=0, drop=True)
     out = xr.DataArray(

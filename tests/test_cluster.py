@@ -19,16 +19,20 @@ import pytest
 import rioxarray  # noqa: F401  (the .rio accessor)
 import torch
 import xarray as xr
+import yaml
 from distributed.diagnostics.plugin import SchedulerPlugin
 
 from arctic_rts.cluster import (
+    ALLOCATOR_ENV,
     TORCH_THREADS_ENV,
     as_delayed,
     clear_model_cache,
     connect,
     get_model,
     model_loads,
+    startup_environ,
     torch_threads,
+    tune_allocator,
 )
 from arctic_rts.config import ClusterConfig, PredictConfig
 from arctic_rts.errors import ConfigError, WeightsError
@@ -36,6 +40,7 @@ from arctic_rts.model import ModelRef, UNet, load_model, save_weights
 from arctic_rts.predict import predict
 
 BANDS = ["B03", "B04", "B08"]
+DEPLOY_DASK_CONFIG = Path(__file__).resolve().parents[1] / "deploy" / "dask"
 CONFIG = PredictConfig(tile_size=96, halo=128, batch_size=1, device="cpu")
 
 
@@ -76,6 +81,28 @@ def test_get_model_loads_once_and_checks_hash(ref: ModelRef, tmp_path: Path) -> 
         get_model(stale, "cpu")
 
 
+def _allocator_environs(client: Any) -> dict[str, dict[str, str]]:
+    """Per worker: the allocator variables it started with (what glibc read)."""
+    if not sys.platform.startswith("linux"):
+        return {}
+    started = client.run(startup_environ)
+    return {w: {k: v for k, v in env.items() if k in ALLOCATOR_ENV} for w, env in started.items()}
+
+
+def test_deploy_dask_config_gives_workers_the_allocator_settings() -> None:
+    text = (DEPLOY_DASK_CONFIG / "arctic-rts.yaml").read_text()
+    environ = yaml.safe_load(text)["distributed"]["nanny"]["pre-spawn-environ"]
+    assert environ == ALLOCATOR_ENV
+    recipe = (DEPLOY_DASK_CONFIG.parent / "slurm" / "dask-cluster.sbatch").read_text()
+    assert "DASK_CONFIG=" in recipe and "deploy/dask" in recipe
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt (Linux)")
+def test_tune_allocator_is_accepted_by_glibc() -> None:
+    assert tune_allocator() is True
+    assert tune_allocator() is True  # once per process; later calls report the first
+
+
 def test_connect_refuses_gpu_yes_without_gpu() -> None:
     if torch.cuda.is_available():
         pytest.skip("a GPU is visible here")
@@ -92,7 +119,11 @@ def test_one_model_load_per_worker_process_over_three_scenes(ref: ModelRef) -> N
         results = client.compute([p.data for p in probs], sync=True)
         loads = client.run(model_loads)
         pids = client.run(lambda: __import__("os").getpid())
+        environs = _allocator_environs(client)
     assert len(set(pids.values())) == 2  # two real processes
+    # the workers started with the allocator settings (not the nanny's 64 KiB trim threshold)
+    assert len(environs) == (2 if sys.platform.startswith("linux") else 0)
+    assert all(env == ALLOCATOR_ENV for env in environs.values()), environs
     # 75 model tasks over 2 single-thread workers: both work, each loads the weights once
     assert [v.get(ref.path, 0) for v in loads.values()] == [1, 1], loads
     for da, got in zip(scenes, results, strict=True):
@@ -110,7 +141,8 @@ def _free_port() -> int:
 
 @pytest.fixture
 def loopback_scheduler() -> Iterator[str]:
-    """A real ``dask scheduler`` and ``dask worker`` (2 processes) started as subprocesses."""
+    """A real ``dask scheduler`` and ``dask worker`` (2 processes) started as subprocesses,
+    the workers configured as the deployment recipes do (``DASK_CONFIG=deploy/dask``)."""
     dask_cli = Path(sys.executable).with_name("dask")
     port = _free_port()
     address = f"tcp://127.0.0.1:{port}"
@@ -120,7 +152,8 @@ def loopback_scheduler() -> Iterator[str]:
     worker += ["--host", "127.0.0.1", "--no-dashboard", "--death-timeout", "60"]
     procs = [subprocess.Popen([*scheduler, "--no-dashboard"], **dask_args)]  # type: ignore[call-overload]
     try:
-        procs.append(subprocess.Popen(worker, **dask_args))  # type: ignore[call-overload]
+        env = {**os.environ, "DASK_CONFIG": str(DEPLOY_DASK_CONFIG)}
+        procs.append(subprocess.Popen(worker, env=env, **dask_args))  # type: ignore[call-overload]
         yield address
     finally:
         for proc in reversed(procs):
@@ -141,7 +174,10 @@ def test_separate_scheduler_and_workers_on_loopback(ref: ModelRef, loopback_sche
         client.wait_for_workers(2, timeout=max(1.0, deadline - time.monotonic()))
         results = client.compute([predict(da, ref, CONFIG).data for da in scenes], sync=True)
         loads = client.run(model_loads)
+        environs = _allocator_environs(client)
     assert len(loads) == 2
+    assert len(environs) == (2 if sys.platform.startswith("linux") else 0)
+    assert all(env == ALLOCATOR_ENV for env in environs.values()), environs
     assert all(v.get(ref.path, 0) <= 1 for v in loads.values()), loads
     assert sum(v.get(ref.path, 0) for v in loads.values()) >= 1
     for da, got in zip(scenes, results, strict=True):
