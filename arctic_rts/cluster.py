@@ -74,7 +74,7 @@ def _match_worker_threads() -> None:
 ALLOCATOR_ENV: dict[str, str] = {
     "MALLOC_ARENA_MAX": "1",
     "MALLOC_MMAP_THRESHOLD_": str(2**30),
-    "MALLOC_TRIM_THRESHOLD_": str(2**31 - 1),
+    "MALLOC_TRIM_THRESHOLD_": str(2**28),
 }
 #: ``mallopt`` parameter numbers of glibc's malloc.h for the settings above.
 _MALLOPT = {"MALLOC_TRIM_THRESHOLD_": -1, "MALLOC_MMAP_THRESHOLD_": -3, "MALLOC_ARENA_MAX": -8}
