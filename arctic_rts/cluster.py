@@ -9,6 +9,7 @@ the loads (``client.run(arctic_rts.cluster.model_loads)`` reads the counts of ev
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import os
 import threading
@@ -109,8 +110,6 @@ def tune_allocator() -> bool:
         return _allocator_tuned
     _allocator_tuned = False
     try:
-        import ctypes
-
         libc = ctypes.CDLL(None)
         mallopt = libc.mallopt
     except (OSError, AttributeError):
@@ -121,6 +120,67 @@ def tune_allocator() -> bool:
             ok = bool(mallopt(_MALLOPT[name], int(value))) and ok
     _allocator_tuned = ok
     return ok
+
+
+class _MallInfo2(ctypes.Structure):
+    _fields_ = [
+        (name, ctypes.c_size_t)
+        for name in (
+            "arena",
+            "ordblks",
+            "smblks",
+            "hblks",
+            "hblkhd",
+            "usmblks",
+            "fsmblks",
+            "uordblks",
+            "fordblks",
+            "keepcost",
+        )
+    ]
+
+
+#: Resident free heap memory a process may collect beyond what it held free after its first
+#: model task (or its last trim) before :func:`release_free_memory` hands it back: about two
+#: windows' activations at the default tile size (560 MiB at 1088^2, BENCHMARKS.md).
+FREE_MEMORY_KEPT = 2**30
+_free_baseline: int | None = None
+
+
+def _resident_free() -> int:
+    """Resident bytes of this process that malloc does not count as in use (the runtime's own
+    memory, roughly constant, plus free heap memory that was touched and not returned)."""
+    libc = ctypes.CDLL(None)
+    libc.mallinfo2.restype = _MallInfo2
+    info = libc.mallinfo2()
+    resident = int(Path("/proc/self/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    return resident - int(info.uordblks) - int(info.hblkhd)
+
+
+def release_free_memory() -> bool:
+    """Hand free heap memory back to the OS (glibc ``malloc_trim``) once the resident free
+    memory has grown by more than :data:`FREE_MEMORY_KEPT`; returns whether it did.
+
+    With the allocator settings above, memory freed between long-lived blocks stays in the
+    process for reuse. Model tasks call this when they finish, so that what a worker keeps
+    stays bounded however many scenes it runs, while a window's activations are still reused
+    from one task to the next (trimming after every task cost about a third of the speed).
+    Does nothing where glibc's ``mallinfo2`` (2.33+) or ``/proc`` are missing.
+    """
+    global _free_baseline
+    if not tune_allocator():
+        return False
+    try:
+        free = _resident_free()
+    except (AttributeError, OSError):
+        return False
+    if _free_baseline is None or free < _free_baseline:
+        _free_baseline = free
+    if free - _free_baseline <= FREE_MEMORY_KEPT:
+        return False
+    ctypes.CDLL(None).malloc_trim(ctypes.c_size_t(0))
+    _free_baseline = _resident_free()
+    return True
 
 
 def _usable_cores() -> int:

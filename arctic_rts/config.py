@@ -86,21 +86,20 @@ class PredictConfig:
     """How the model runs over a scene."""
 
     #: Core tile edge in pixels (a multiple of 16); each tile is read with ``halo`` around it.
-    #: Chosen with the paper UNet and a 128 px halo (``bench/inference.py --only tiles``, one
-    #: thread, 2026-11-22): the forward speed per window pixel hardly depended on the window, so
-    #: scene throughput followed the share of new pixels per window (0.45 / 0.66 / 0.80 for
-    #: tiles of 512 / 1024 / 2048), while activations per window grow with its area (about
-    #: 1 GiB per worker thread at 1024). With the bundled model's measured 32 px halo the
-    #: shares are 0.79 / 0.89 / 0.94 and 768 px was fastest per scene pixel in the same probe
-    #: (0.63 against 0.56 Mpx/s at 1024; BENCHMARKS.md); 1024 was not re-tuned for that.
+    #: Chosen by measurement (``bench/inference.py --only tiles``: bundled model, its measured
+    #: 32 px halo, the workers' allocator settings, 1 thread, 2026-12-01): per pixel of a
+    #: 10980^2 scene, tiles of 768 and 1024 ran fastest (1.72 and 1.68 Mpx/s; 512: 1.51, 2048:
+    #: 1.63, 1536 and 3072: 1.34-1.39), with 312 and 560 MiB of activations per window (2048:
+    #: 1.7 GiB). Windows much above 1100^2 free more than the allocator's 256 MiB trim
+    #: threshold keeps, so part of their activations is faulted in again on every pass.
     tile_size: int = 1024
     #: Context in pixels added on every side of a tile (a multiple of 16). ``None``: the halo
     #: measured for the weights (the card's ``halo``, written by ``arctic-rts train`` with
     #: :func:`arctic_rts.predict.measure_halo`), else 128, which makes tiled output equal
     #: whole-scene output for any UNet with 4 poolings (DESIGN.md).
     halo: int | None = None
-    #: Tiles per forward pass. 1 by measurement: on CPU two 1280^2 windows per pass run no
-    #: faster per pixel than one (0.25 against 0.24 Mpx/s) and need twice the activations.
+    #: Tiles per forward pass. 1 by measurement: on CPU two 1088^2 windows per pass run no
+    #: faster per pixel than one and need twice the activations (``bench/inference.py``).
     batch_size: int = 1
     #: Test-time augmentation: mean over the 8 flips/rotations.
     tta: bool = False

@@ -30,7 +30,14 @@ import xarray as xr
 from dask.base import tokenize
 from dask.highlevelgraph import HighLevelGraph, MaterializedLayer
 
-from arctic_rts.cluster import GPU_RESOURCE, active_client, device_lock, get_model, gpu_workers
+from arctic_rts.cluster import (
+    GPU_RESOURCE,
+    active_client,
+    device_lock,
+    get_model,
+    gpu_workers,
+    release_free_memory,
+)
 from arctic_rts.config import PredictConfig
 from arctic_rts.errors import ConfigError
 from arctic_rts.model.weights import ModelRef, NormalizedModel, check_bands, read_card
@@ -294,7 +301,10 @@ def _predict_window(
     window, invalid = _assemble(pieces)
     prob = _predict_block(window, invalid, models, config)
     h, w = prob.shape
-    return prob[top : h - bottom, left : w - right].copy()
+    out = prob[top : h - bottom, left : w - right].copy()
+    del window, invalid, prob
+    release_free_memory()
+    return out
 
 
 def _axis_pieces(chunks: tuple[int, ...], start: int, stop: int) -> list[tuple[int, slice, bool]]:

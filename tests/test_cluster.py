@@ -30,6 +30,7 @@ from arctic_rts.cluster import (
     connect,
     get_model,
     model_loads,
+    release_free_memory,
     startup_environ,
     torch_threads,
     tune_allocator,
@@ -101,6 +102,23 @@ def test_deploy_dask_config_gives_workers_the_allocator_settings() -> None:
 def test_tune_allocator_is_accepted_by_glibc() -> None:
     assert tune_allocator() is True
     assert tune_allocator() is True  # once per process; later calls report the first
+
+
+def _resident_mib() -> float:
+    return int(Path("/proc/self/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's malloc_trim (Linux)")
+def test_release_free_memory_returns_what_collected_and_no_more() -> None:
+    release_free_memory()  # the baseline: what this process holds free now
+    blocks = [np.ones(300 * 2**20 // 8) for _ in range(5)]  # 1.5 GB, touched
+    last = blocks.pop()  # stays in use above the others: they cannot be trimmed from the top
+    blocks.clear()
+    before = _resident_mib()
+    assert release_free_memory() is True
+    assert before - _resident_mib() > 1000  # the 1.2 GB freed below `last` went back
+    assert release_free_memory() is False  # nothing collected since
+    del last
 
 
 def test_connect_refuses_gpu_yes_without_gpu() -> None:

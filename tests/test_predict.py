@@ -180,6 +180,19 @@ def test_nodata_holes_are_nan_and_do_not_leak() -> None:
     np.testing.assert_allclose(prob[m:-m, m:-m][valid], ref[m:-m, m:-m][valid], atol=1e-5)
 
 
+def test_input_storage_does_not_change_probabilities() -> None:
+    """Dask chunks of any layout, a read-only float64 copy and plain numpy give one answer."""
+    model = _small_conv()
+    da = _scene(150, 140, seed=8, chunks=48)
+    config = PredictConfig(tile_size=32, halo=16)
+    want = predict(da, model, config).values
+    readonly = da.values.astype(np.float64)
+    readonly.flags.writeable = False
+    for data in (dsa.from_array(readonly, chunks=(3, 70, 33)), da.values):
+        got = predict(da.copy(data=data), model, config).values
+        np.testing.assert_allclose(got, want, atol=1e-6)
+
+
 def test_output_keeps_coords_crs_attrs() -> None:
     da = _scene(64, 80)
     prob = predict(da, _small_conv(), PredictConfig(tile_size=32, halo=16))
