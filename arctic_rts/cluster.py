@@ -66,12 +66,13 @@ def _match_worker_threads() -> None:
 
 #: glibc malloc settings for processes that run the model. By default glibc hands every
 #: allocation above 32 MiB (above 64 MiB in a thread's own arena) to ``mmap`` and unmaps it on
-#: free, so each forward pass faults in its activations page by page again, and Dask's
-#: nannies trim freed heap memory at 64 KiB: the bundled UNet ran at half speed on 1088^2
-#: windows (about 1.7-2.3 against 2.8-3.4 Mpx/s on 2 threads, BENCHMARKS.md). With one arena,
-#: a 1 GiB mmap threshold and 2 GiB kept before trimming, freed activations are reused.
-#: :func:`connect` sets these in the environment of the workers it starts (glibc reads them at
-#: process start); start workers of an existing scheduler with them too (``deploy/``).
+#: free, and Dask's nannies trim freed heap memory at 64 KiB, so each forward pass faults its
+#: activations in again page by page: about 180,000 page faults per pass on a 1088^2 window
+#: of the bundled UNet, and 2.4 against 3.9 Mpx/s on 1024^2 tiles (2 threads, BENCHMARKS.md).
+#: With one arena, a 1 GiB mmap threshold and 256 MiB kept at the top of the heap, freed
+#: activations are reused (no faults after the first pass); :func:`release_free_memory` bounds
+#: what collects. :func:`connect` sets these in the environment of the workers it starts
+#: (glibc reads them at process start); for workers of your own, see ``deploy/dask``.
 ALLOCATOR_ENV: dict[str, str] = {
     "MALLOC_ARENA_MAX": "1",
     "MALLOC_MMAP_THRESHOLD_": str(2**30),

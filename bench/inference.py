@@ -733,7 +733,7 @@ def main(argv: list[str] | None = None) -> int:
             "its own mmap and unmaps it on free, so each forward pass faults its activations "
             "in page by page again, and Dask's nannies trim freed heap memory at 64 KiB. "
             "Workers started by `cluster.connect` get `MALLOC_ARENA_MAX=1`, a 1 GiB mmap "
-            "threshold and a 2 GiB trim threshold in their environment, and `get_model` "
+            "threshold and a 256 MiB trim threshold in their environment, and `get_model` "
             "applies the same through `mallopt` in any process that runs the model; the "
             "`fresh process` rows show what that is worth. Every other row runs tuned"
             + ("" if tuned else " (here mallopt was refused: glibc defaults)")
@@ -1031,7 +1031,8 @@ def main(argv: list[str] | None = None) -> int:
             "Memory: the worker that runs model tasks holds, besides the runtime and one "
             "window's activations per thread, the input blocks whose neighbours are not read "
             "yet, and what the allocator keeps of freed memory for reuse (up to its trim "
-            "threshold at the top of the heap, plus holes between live blocks). Windows copy "
+            "threshold at the top of the heap, plus holes between live blocks, which "
+            "`cluster.release_free_memory` hands back once they pass 1 GiB). Windows copy "
             "the margins they take from neighbouring blocks (dask's `overlap` took views, which "
             "kept whole neighbour blocks alive). Input read in tile-grid chunks leaves rows of "
             "whole blocks waiting for the next row's context (48 MiB per 12-band 1024^2 block), "
