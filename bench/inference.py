@@ -715,10 +715,11 @@ def main(argv: list[str] | None = None) -> int:
                     )
                 )
         for s in [512] if q else [512, default.tile_size, window]:
-            got = {
-                m: probe("window", ref.path, str(s), "1", str(args.threads), m)["mpx_s"]
-                for m in ("default", "tuned")
-            }
+            got = {"default": 0.0, "tuned": 0.0}
+            for _ in range(1 if q else 3):  # alternating, best of each: the machine drifts
+                for m in got:
+                    rate = probe("window", ref.path, str(s), "1", str(args.threads), m)["mpx_s"]
+                    got[m] = max(got[m], rate)
             rows.append(
                 row(
                     f"raw forward {s}^2 tile, fp32, {args.threads} threads, fresh process: glibc "
@@ -785,8 +786,10 @@ def main(argv: list[str] | None = None) -> int:
         da = scene_array(band_names, size)
         for precision in ("fp32", "bf16"):
             cfg = dataclasses.replace(default, precision=precision)
-            base = raw_forward(model, bands, default.tile_size, 3, precision)  # side by side
-            rate = predict_rate(da, ref, cfg)
+            base = rate = 0.0
+            for _ in range(1 if q else 3):  # alternating, best of each: the machine drifts
+                base = max(base, raw_forward(model, bands, default.tile_size, 2, precision))
+                rate = max(rate, predict_rate(da, ref, cfg, 2))
             if precision == "fp32":
                 cpu_rate = rate
             wins = _windows(size, aligned_chunks(size, default.tile_size, minimum=halo), halo)
@@ -857,7 +860,7 @@ def main(argv: list[str] | None = None) -> int:
         x = torch.from_numpy(data)[None]
         px = real_size * real_size / 1e6
         whole = {p: whole_scene(model, data, p) for p in ("fp32", "bf16")}
-        t_hand = timed(lambda: hand_loop(model, x, 512, 64), 3)
+        t_hand = timed(lambda: hand_loop(model, x, 512, 64), 5)
         hand = hand_loop(model, x, 512, 64)
         rows.append(
             row(
@@ -872,7 +875,7 @@ def main(argv: list[str] | None = None) -> int:
 
             for precision in ("fp32", "bf16"):
                 monai_loop(model, x[..., :256, :256], 256, 32, precision)
-                t_monai = timed(lambda p=precision: monai_loop(model, x, 512, 64, p), 3)
+                t_monai = timed(lambda p=precision: monai_loop(model, x, 512, 64, p), 5)
                 got = monai_loop(model, x, 512, 64, precision)
                 monai_rates[precision] = px / t_monai
                 rows.append(
@@ -909,7 +912,7 @@ def main(argv: list[str] | None = None) -> int:
             variants.append(("fp32", dataclasses.replace(default, tile_size=1024)))
         for precision, base_cfg in variants:
             cfg = dataclasses.replace(base_cfg, precision=precision)
-            rate = predict_rate(real, ref, cfg)
+            rate = predict_rate(real, ref, cfg, 5)
             with dask.config.set(scheduler="synchronous"):
                 got = predict(real, ref, cfg).values
             vs = monai_rates.get(precision)
