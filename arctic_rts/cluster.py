@@ -68,7 +68,7 @@ def _match_worker_threads() -> None:
 #: allocation above 32 MiB (above 64 MiB in a thread's own arena) to ``mmap`` and unmaps it on
 #: free, and Dask's nannies trim freed heap memory at 64 KiB, so each forward pass faults its
 #: activations in again page by page: about 180,000 page faults per pass on a 1088^2 window
-#: of the bundled UNet, and 2.4 against 3.9 Mpx/s on 1024^2 tiles (2 threads, BENCHMARKS.md).
+#: of the bundled UNet; tuned, the forward ran 1.2-1.6x faster in fresh processes (BENCHMARKS.md).
 #: With one arena, a 1 GiB mmap threshold and 256 MiB kept at the top of the heap, freed
 #: activations are reused (no faults after the first pass); :func:`release_free_memory` bounds
 #: what collects. :func:`connect` sets these in the environment of the workers it starts
