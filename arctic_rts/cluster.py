@@ -143,7 +143,7 @@ class _MallInfo2(ctypes.Structure):
 
 #: Resident free heap memory a process may collect beyond what it held free after its first
 #: model task (or its last trim) before :func:`release_free_memory` hands it back: about two
-#: windows' activations at the default tile size (560 MiB at 1088^2, BENCHMARKS.md).
+#: windows' activations at the default tile size (0.4-0.6 GiB per 1088^2 window, BENCHMARKS.md).
 FREE_MEMORY_KEPT = 2**30
 _free_baseline: int | None = None
 
