@@ -10,6 +10,7 @@ the loads (``client.run(arctic_rts.cluster.model_loads)`` reads the counts of ev
 from __future__ import annotations
 
 import ctypes
+import functools
 import logging
 import os
 import threading
@@ -94,35 +95,6 @@ def startup_environ() -> dict[str, str]:
     return {pair[0]: pair[1] for pair in pairs if len(pair) == 2}
 
 
-def tune_allocator() -> bool:
-    """Apply :data:`ALLOCATOR_ENV` to this running process through glibc's ``mallopt``, once.
-
-    Settings that were in the environment when this process started are left as they are
-    (glibc applied them; the user or the nanny chose them).
-    Threads that have allocated before this call keep their own arena, so it helps fully only
-    where the model runs in a thread started later or in the main thread; processes started
-    with :data:`ALLOCATOR_ENV` in their environment need no call. :func:`get_model` calls it.
-
-    Returns:
-        Whether glibc accepted every setting (False on other C libraries, e.g. macOS).
-    """
-    global _allocator_tuned
-    if _allocator_tuned is not None:
-        return _allocator_tuned
-    _allocator_tuned = False
-    try:
-        libc = ctypes.CDLL(None)
-        mallopt = libc.mallopt
-    except (OSError, AttributeError):
-        return False
-    ok = True
-    for name, value in ALLOCATOR_ENV.items():
-        if name not in startup_environ():
-            ok = bool(mallopt(_MALLOPT[name], int(value))) and ok
-    _allocator_tuned = ok
-    return ok
-
-
 class _MallInfo2(ctypes.Structure):
     _fields_ = [
         (name, ctypes.c_size_t)
@@ -141,6 +113,47 @@ class _MallInfo2(ctypes.Structure):
     ]
 
 
+@functools.cache
+def _glibc() -> Any | None:
+    """This process's C library when it is glibc (``mallopt``, ``mallinfo2``, ``malloc_trim``
+    present), else None; looked up once, not on every model task."""
+    try:
+        libc = ctypes.CDLL(None)
+        libc.mallopt, libc.mallinfo2, libc.malloc_trim  # noqa: B018  (presence check)
+    except (OSError, AttributeError):  # not glibc, or glibc < 2.33
+        return None
+    libc.mallinfo2.restype = _MallInfo2
+    libc.malloc_trim.argtypes = [ctypes.c_size_t]
+    return libc
+
+
+def tune_allocator() -> bool:
+    """Apply :data:`ALLOCATOR_ENV` to this running process through glibc's ``mallopt``, once.
+
+    Settings that were in the environment when this process started are left as they are
+    (glibc applied them; the user or the nanny chose them).
+    Threads that have allocated before this call keep their own arena, so it helps fully only
+    where the model runs in a thread started later or in the main thread; processes started
+    with :data:`ALLOCATOR_ENV` in their environment need no call. :func:`get_model` calls it.
+
+    Returns:
+        Whether glibc accepted every setting (False on other C libraries, e.g. macOS, and on
+        glibc older than 2.33).
+    """
+    global _allocator_tuned
+    if _allocator_tuned is not None:
+        return _allocator_tuned
+    libc = _glibc()
+    ok = libc is not None
+    if libc is not None:
+        started = startup_environ()
+        for name, value in ALLOCATOR_ENV.items():
+            if name not in started:
+                ok = bool(libc.mallopt(_MALLOPT[name], int(value))) and ok
+    _allocator_tuned = ok
+    return ok
+
+
 #: Resident free heap memory a process may collect beyond what it held free after its first
 #: model task (or its last trim) before :func:`release_free_memory` hands it back: about two
 #: windows' activations at the default tile size (0.4-0.6 GiB per 1088^2 window, BENCHMARKS.md).
@@ -148,11 +161,9 @@ FREE_MEMORY_KEPT = 2**30
 _free_baseline: int | None = None
 
 
-def _resident_free() -> int:
+def _resident_free(libc: Any) -> int:
     """Resident bytes of this process that malloc does not count as in use (the runtime's own
     memory, roughly constant, plus free heap memory that was touched and not returned)."""
-    libc = ctypes.CDLL(None)
-    libc.mallinfo2.restype = _MallInfo2
     info = libc.mallinfo2()
     resident = int(Path("/proc/self/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE")
     return resident - int(info.uordblks) - int(info.hblkhd)
@@ -169,18 +180,19 @@ def release_free_memory() -> bool:
     Does nothing where glibc's ``mallinfo2`` (2.33+) or ``/proc`` are missing.
     """
     global _free_baseline
-    if not tune_allocator():
+    libc = _glibc()
+    if libc is None:
         return False
     try:
-        free = _resident_free()
-    except (AttributeError, OSError):
+        free = _resident_free(libc)
+    except OSError:  # no /proc
         return False
     if _free_baseline is None or free < _free_baseline:
         _free_baseline = free
     if free - _free_baseline <= FREE_MEMORY_KEPT:
         return False
-    ctypes.CDLL(None).malloc_trim(ctypes.c_size_t(0))
-    _free_baseline = _resident_free()
+    libc.malloc_trim(0)
+    _free_baseline = _resident_free(libc)
     return True
 
 

@@ -706,8 +706,6 @@ def main(argv: list[str] | None = None) -> int:
     )
     fpp = flops_per_pixel(unet, bands)
     window = default.tile_size + 2 * halo
-    raw: dict[tuple[int, str], float] = {}
-    activations: dict[int, float] = {}  # MiB a forward adds, per tile size
     cpu_rate = None
     chosen_rate = None
 
@@ -720,8 +718,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         for precision in ("fp32", "bf16"):
             for s in [512] if q else [512, window]:
-                raw[s, precision] = raw_forward(model, bands, s, 1 if q else 3, precision)
-                r = raw[s, precision]
+                r = raw_forward(model, bands, s, 1 if q else 3, precision)
                 log(f"raw forward {s}^2 {precision}: {r:.3f} Mpx/s")
                 rows.append(
                     row(
@@ -768,7 +765,6 @@ def main(argv: list[str] | None = None) -> int:
             wins = _windows(10980, aligned_chunks(10980, t, minimum=halo), halo)
             useful = (10980 / sum(hi - lo for lo, hi, _, _ in wins)) ** 2
             per_tile[t] = got["mpx_s"] * useful
-            activations[t] = got["activation_mib"]
             log(f"tile {t}: window {got}, useful share {useful:.2f}")
             rows.append(
                 row(
