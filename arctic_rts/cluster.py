@@ -36,7 +36,6 @@ GPU_RESOURCE = "GPU"
 _cache: dict[tuple[str, str, str], NormalizedModel] = {}
 _loads: dict[str, int] = {}
 _lock = threading.Lock()
-_threads_set = False
 _allocator_tuned: bool | None = None
 
 
@@ -45,24 +44,49 @@ _allocator_tuned: bool | None = None
 TORCH_THREADS_ENV = "ARCTIC_RTS_TORCH_THREADS"
 
 
-def _match_worker_threads() -> None:
-    """Set torch's threads in this process from :data:`TORCH_THREADS_ENV`, once.
+def task_threads(concurrent_tasks: int) -> int | None:
+    """Torch (intra-op) threads for a model task run by the calling thread, or None to keep
+    the thread's own setting.
 
-    Without it torch keeps its own choice, which in a Dask worker is one thread (nannies set
-    ``OMP_NUM_THREADS=1``): parallelism then comes from worker threads and processes.
+    * :data:`TORCH_THREADS_ENV` set (workers started by :func:`connect`, deploy recipes): that.
+    * another distributed worker, or the calling program's main thread (the synchronous
+      scheduler): None.
+    * a thread of Dask's local threaded scheduler: the cores shared out over the model tasks
+      that can run at once (``concurrent_tasks``, at most the pool's ``num_workers``): two
+      single-threaded forwards side by side beat one forward on two threads (bench).
     """
-    global _threads_set
-    if _threads_set:
-        return
-    _threads_set = True
     value = os.environ.get(TORCH_THREADS_ENV, "")
-    if not value.isdigit() or int(value) < 1:
-        if value:
-            log.warning("ignoring %s=%r: not a positive integer", TORCH_THREADS_ENV, value)
+    if value:
+        if value.isdigit() and int(value) >= 1:
+            return int(value)
+        log.warning("ignoring %s=%r: not a positive integer", TORCH_THREADS_ENV, value)
+    if threading.current_thread() is threading.main_thread():
+        return None
+    from distributed import get_worker
+
+    try:
+        get_worker()
+        return None
+    except ValueError:
+        pass
+    import dask
+    from dask.system import CPU_COUNT
+
+    pool = int(dask.config.get("num_workers", None) or CPU_COUNT)
+    return max(1, _usable_cores() // max(1, min(pool, concurrent_tasks)))
+
+
+def use_task_threads(concurrent_tasks: int) -> None:
+    """Apply :func:`task_threads` to the calling thread. Torch keeps its thread count per
+    thread (set from the process-wide value at the thread's first parallel operation), so
+    this runs in every model task rather than once per process."""
+    n = task_threads(concurrent_tasks)
+    if n is None:
         return
     import torch
 
-    torch.set_num_threads(int(value))
+    if torch.get_num_threads() != n:
+        torch.set_num_threads(n)
 
 
 #: glibc malloc settings for processes that run the model. By default glibc hands every
@@ -203,13 +227,26 @@ def _usable_cores() -> int:
         return os.cpu_count() or 1
 
 
+def local_workers(config: ClusterConfig) -> int:
+    """Worker processes of a local CPU cluster: ``config.n_workers``, or one per two cores."""
+    return config.n_workers or max(1, _usable_cores() // 2)
+
+
+def worker_threads(config: ClusterConfig, n_workers: int) -> int:
+    """Threads per local worker: ``config.threads_per_worker``, or this host's cores shared
+    out over ``n_workers`` (at least 1)."""
+    if config.threads_per_worker is not None:
+        return config.threads_per_worker
+    return max(1, _usable_cores() // n_workers)
+
+
 def torch_threads(config: ClusterConfig, n_workers: int) -> int:
     """Torch threads per model task: ``config.torch_threads``, or this host's cores shared out
-    over ``n_workers`` x ``config.threads_per_worker`` concurrent tasks (at least 1), so that
+    over ``n_workers`` x :func:`worker_threads` concurrent tasks (at least 1), so that
     tasks never oversubscribe the cores and no core is left idle."""
     if config.torch_threads is not None:
         return config.torch_threads
-    return max(1, _usable_cores() // (n_workers * config.threads_per_worker))
+    return max(1, _usable_cores() // (n_workers * worker_threads(config, n_workers)))
 
 
 def get_model(ref: ModelRef, device: str | torch.device = "auto") -> NormalizedModel:
@@ -229,7 +266,6 @@ def get_model(ref: ModelRef, device: str | torch.device = "auto") -> NormalizedM
     with _lock:  # threads of one worker must not load the same weights twice
         model = _cache.get(key)
         if model is None:
-            _match_worker_threads()
             tune_allocator()
             model, card = load_model(ref.path, device=dev)
             if card.get("sha256") != ref.sha256:
@@ -355,12 +391,13 @@ def connect(config: ClusterConfig | None = None) -> Client:
     * GPUs visible, ``dask_cuda`` importable and ``config.gpu != "no"``: a ``LocalCUDACluster``
       with one worker per GPU, each declaring the resource ``{"GPU": 1}``.
     * otherwise: a ``LocalCluster`` of worker processes (``config.n_workers``, default one
-      per two cores) with ``config.threads_per_worker`` threads each.
+      per two cores) with :func:`worker_threads` threads each (default: the cores shared out).
 
     Local workers give each model task :func:`torch_threads` torch threads: by default the
-    cores are shared out, e.g. 1 worker x 1 thread on 2 cores runs torch on 2 threads, 2
-    workers x 1 thread on 2 cores run 1 each (the fastest layout when a scene has enough
-    blocks: tasks run in parallel without sharing a thread pool).
+    cores are shared out, so on 2 cores the default is 1 worker x 2 threads, each model task
+    on 1 torch thread (the fastest layout measured when a scene has enough blocks: two
+    forwards side by side beat one on two threads, and threads of one process share the
+    input without transfers); ``threads_per_worker=1`` gives 1 worker running torch on 2.
 
     Clusters started here are closed when the returned client is closed.
 
@@ -397,17 +434,17 @@ def _start_local(config: ClusterConfig) -> Client:
             n_workers = config.n_workers or n_gpus
             cluster = LocalCUDACluster(
                 n_workers=n_workers,
-                threads_per_worker=config.threads_per_worker,
+                threads_per_worker=worker_threads(config, n_workers),
                 resources={GPU_RESOURCE: 1},
                 env={TORCH_THREADS_ENV: str(torch_threads(config, n_workers))},
             )
             return _owning_client(cluster)
     elif config.gpu == "yes":
         raise ConfigError("gpu='yes' but no CUDA GPU is visible; use gpu='auto' or 'no'.")
-    n_workers = config.n_workers or max(1, _usable_cores() // 2)
+    n_workers = local_workers(config)
     cluster = LocalCluster(
         n_workers=n_workers,
-        threads_per_worker=config.threads_per_worker,
+        threads_per_worker=worker_threads(config, n_workers),
         processes=True,
         env={TORCH_THREADS_ENV: str(torch_threads(config, n_workers))},
     )

@@ -181,8 +181,10 @@ class ClusterConfig:
     scheduler: str | None = None
     #: Local worker processes (None: one per GPU, or one per 2 cores on CPU).
     n_workers: int | None = None
-    #: Threads per local worker.
-    threads_per_worker: int = 1
+    #: Threads per local worker (None: the cores shared out over the workers, so each model
+    #: task runs torch on one thread: measured faster than fewer tasks on more threads, see
+    #: BENCHMARKS.md; a GPU worker's other threads read and vectorise while it runs).
+    threads_per_worker: int | None = None
     #: Use GPUs (LocalCUDACluster from the ``gpu`` extra) when visible: "auto", "yes", "no".
     gpu: str = "auto"
     #: Torch (intra-op) threads per model task in local workers; None shares this host's cores
@@ -197,6 +199,10 @@ class ClusterConfig:
             raise ConfigError(f"n_workers must be at least 1, got {self.n_workers}.")
         if self.torch_threads is not None and self.torch_threads < 1:
             raise ConfigError(f"torch_threads must be at least 1, got {self.torch_threads}.")
+        if self.threads_per_worker is not None and self.threads_per_worker < 1:
+            raise ConfigError(
+                f"threads_per_worker must be at least 1, got {self.threads_per_worker}."
+            )
 
 
 @dataclass(frozen=True)

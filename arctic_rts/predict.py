@@ -37,6 +37,7 @@ from arctic_rts.cluster import (
     get_model,
     gpu_workers,
     release_free_memory,
+    use_task_threads,
 )
 from arctic_rts.config import PredictConfig
 from arctic_rts.errors import ConfigError
@@ -295,9 +296,12 @@ def _predict_window(
     *,
     models: list[Any],
     config: PredictConfig,
+    tasks: int,
 ) -> np.ndarray:
     """Probability of one block from the pieces of its window (the block and ``halo`` px of
-    context where the scene goes on); the context is cut off again."""
+    context where the scene goes on); the context is cut off again. ``tasks``: model tasks in
+    the graph (how many could run at once, for :func:`~arctic_rts.cluster.use_task_threads`)."""
+    use_task_threads(tasks)
     window, invalid = _assemble(pieces)
     prob = _predict_block(window, invalid, models, config)
     h, w = prob.shape
@@ -352,7 +356,9 @@ def _probability_graph(arr: dsa.Array, models: list[Any], config: PredictConfig)
     xchunks = aligned_chunks(width, tile * config.batch_size, minimum=halo)
     token = tokenize(arr, models, config)
     src, piece_name, name = arr.name, f"rts-piece-{token}", f"rts-predict-{token}"
-    run = functools.partial(_predict_window, models=models, config=config)
+    run = functools.partial(
+        _predict_window, models=models, config=config, tasks=len(ychunks) * len(xchunks)
+    )
     pieces_dsk: dict[Any, Any] = {}
     model_dsk: dict[Any, Any] = {}
     ywins, xwins = _windows(height, ychunks, halo), _windows(width, xchunks, halo)
@@ -438,6 +444,10 @@ def predict(
             (an ensemble: the mean of their probabilities).
         config: Tile size, halo (``None``: the weights' measured halo, see
             :func:`resolve_halo`), batch size, test-time augmentation, device, precision.
+
+    Without a distributed Client, Dask's threaded scheduler runs the model tasks side by side,
+    each on its share of the cores (:func:`~arctic_rts.cluster.use_task_threads`); the
+    synchronous scheduler runs them one after the other on the caller's torch threads.
 
     Returns:
         float32 ``(y, x)`` probabilities in [0, 1], NaN where any input band was NaN, with the

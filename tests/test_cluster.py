@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import dask
 import dask.array as dsa
 import numpy as np
 import pytest
@@ -32,8 +33,10 @@ from arctic_rts.cluster import (
     model_loads,
     release_free_memory,
     startup_environ,
+    task_threads,
     torch_threads,
     tune_allocator,
+    worker_threads,
 )
 from arctic_rts.config import ClusterConfig, PredictConfig
 from arctic_rts.errors import ConfigError, WeightsError
@@ -342,24 +345,79 @@ def test_two_worker_processes_run_model_tasks_at_the_same_time(
         start = time.time()
         time.sleep(0.3)
         with open(tmp_path / f"{os.getpid()}.log", "a") as log:
-            log.write(f"{start} {time.time()}\n")
+            log.write(f"{start} {time.time()} {torch.get_num_threads()}\n")
         return x[:, :1]
 
     config = ClusterConfig(n_workers=2, threads_per_worker=1, gpu="no")
     with connect(config) as client:
         env = client.run(_torch_threads_env)
-        client.run(get_model, ref, "cpu")  # sets torch's threads in each worker
-        threads = client.run(torch.get_num_threads)
         prob = predict(_scene(5, size=256), sleepy, PredictConfig(tile_size=64, halo=32))
         assert np.isfinite(client.compute(prob.data, sync=True)[20:, 30:]).all()
     assert set(env.values()) == {str(torch_threads(config, 2))}
-    assert set(threads.values()) == {torch_threads(config, 2)}
-    spans = {
-        int(p.stem): [tuple(map(float, line.split())) for line in p.read_text().splitlines()]
+    records = {
+        int(p.stem): [line.split() for line in p.read_text().splitlines()]
         for p in tmp_path.glob("*.log")
     }
+    # every model task ran torch on the threads its worker was started with
+    assert {int(r[2]) for rs in records.values() for r in rs} == {torch_threads(config, 2)}
+    spans = {pid: [(float(r[0]), float(r[1])) for r in rs] for pid, rs in records.items()}
     assert len(spans) == 2, spans  # both worker processes ran model tasks
     assert sum(len(s) for s in spans.values()) == 16  # 4 x 4 blocks, one model call each
     first, second = spans.values()
     overlapping = [(a, b) for a in first for b in second if a[0] < b[1] and b[0] < a[1]]
     assert overlapping, spans  # ... and at the same time
+
+
+def test_task_threads_env_main_thread_and_local_pool(monkeypatch: pytest.MonkeyPatch) -> None:
+    import threading
+
+    from dask.system import CPU_COUNT
+
+    cores = len(os.sched_getaffinity(0))
+    monkeypatch.delenv(TORCH_THREADS_ENV, raising=False)
+    assert task_threads(8) is None  # main thread: the synchronous scheduler keeps the caller's
+
+    seen: dict[str, int | None] = {}
+
+    def in_thread(key: str, tasks: int) -> None:
+        t = threading.Thread(target=lambda: seen.__setitem__(key, task_threads(tasks)))
+        t.start()
+        t.join()
+
+    in_thread("many", 1000)
+    in_thread("one", 1)
+    with dask.config.set(num_workers=1):
+        in_thread("pool of one", 1000)
+    assert seen["many"] == max(1, cores // min(1000, CPU_COUNT))
+    assert seen["one"] == cores  # a single model task gets every core
+    assert seen["pool of one"] == cores
+    monkeypatch.setenv(TORCH_THREADS_ENV, "3")
+    assert task_threads(8) == 3
+    monkeypatch.setenv(TORCH_THREADS_ENV, "zero")
+    assert task_threads(8) is None  # ignored with a warning
+
+
+def test_threaded_scheduler_runs_model_tasks_on_shared_out_threads(ref: ModelRef) -> None:
+    seen: list[int] = []
+
+    def recording(x: torch.Tensor) -> torch.Tensor:
+        seen.append(torch.get_num_threads())
+        return x[:, :1]
+
+    before = torch.get_num_threads()
+    prob = predict(_scene(6, size=256), recording, PredictConfig(tile_size=64, halo=32))
+    with dask.config.set(scheduler="threads", num_workers=2):
+        prob.compute()
+    cores = len(os.sched_getaffinity(0))
+    assert len(seen) == 16 and set(seen) == {max(1, cores // 2)}
+    assert torch.get_num_threads() == before  # the caller's own setting is left alone
+
+
+def test_local_worker_threads_share_out_the_cores() -> None:
+    cores = len(os.sched_getaffinity(0))
+    assert worker_threads(ClusterConfig(), 1) == cores
+    assert worker_threads(ClusterConfig(threads_per_worker=3), 1) == 3
+    assert torch_threads(ClusterConfig(), 1) == 1  # one torch thread per concurrent task
+    assert torch_threads(ClusterConfig(threads_per_worker=1), 1) == cores
+    with pytest.raises(ConfigError, match="threads_per_worker"):
+        ClusterConfig(threads_per_worker=0)
