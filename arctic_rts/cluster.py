@@ -59,7 +59,7 @@ def task_threads(concurrent_tasks: int) -> int | None:
     if value:
         if value.isdigit() and int(value) >= 1:
             return int(value)
-        log.warning("ignoring %s=%r: not a positive integer", TORCH_THREADS_ENV, value)
+        _warn_threads_env(value)
     if threading.current_thread() is threading.main_thread():
         return None
     from distributed import get_worker
@@ -74,6 +74,12 @@ def task_threads(concurrent_tasks: int) -> int | None:
 
     pool = int(dask.config.get("num_workers", None) or CPU_COUNT)
     return max(1, _usable_cores() // max(1, min(pool, concurrent_tasks)))
+
+
+@functools.cache
+def _warn_threads_env(value: str) -> None:
+    """Warn once per process and value, not on every model task."""
+    log.warning("ignoring %s=%r: not a positive integer", TORCH_THREADS_ENV, value)
 
 
 def use_task_threads(concurrent_tasks: int) -> None:

@@ -225,8 +225,10 @@ def predict_rate(
     threads (model tasks side by side, the cores shared out), else the synchronous one (one
     task at a time on this process's torch threads)."""
     scheduler = {"scheduler": "threads", "num_workers": threads} if threads else {}
+    warm = 2 * config.tile_size  # up to 4 blocks: every thread of the pool (kept by Dask per
+    # num_workers) has run the model before the timing, as in a long run
     with dask.config.set(scheduler="threads" if threads else "synchronous"):
-        predict(da.isel(y=slice(0, 64), x=slice(0, 64)), ref, config).compute()  # loads model
+        predict(da.isel(y=slice(0, warm), x=slice(0, warm)), ref, config).compute(**scheduler)
         seconds = timed(lambda: predict(da, ref, config).compute(**scheduler), reps)
     return da.sizes["y"] * da.sizes["x"] / seconds / 1e6
 
@@ -423,16 +425,22 @@ def stream(client: Any, prob: xr.DataArray) -> float:
 
 
 def cluster_rate(
-    n_workers: int, threads: int, size: int, ref: ModelRef, config: PredictConfig, bands: list[str]
+    n_workers: int,
+    threads: int,
+    size: int,
+    ref: ModelRef,
+    config: PredictConfig,
+    bands: list[str],
+    torch_threads: int = 1,
 ) -> tuple[float, list[int], float]:
-    """Predict on a LocalCluster, one torch thread per task (models loaded first): Mpx/s, model
+    """Predict on a LocalCluster, ``torch_threads`` per task (models loaded first): Mpx/s, model
     tasks per worker, and their concurrency (model-task seconds / wall seconds of the model
     phase: 2.0 means two tasks ran at every moment, whatever else the machine was doing)."""
     from distributed import get_task_stream
 
     from arctic_rts.cluster import get_model
 
-    with cluster(n_workers, threads, torch_threads=1) as client:
+    with cluster(n_workers, threads, torch_threads=torch_threads) as client:
         client.run(get_model, ref, "cpu")
         tile = config.tile_size
         da = lazy_scene(size, (tile, tile), bands, seed=1)
@@ -464,14 +472,29 @@ def _rss() -> int:
     return int(re.search(r"VmRSS:\s+(\d+) kB", text).group(1)) * 1024  # type: ignore[union-attr]
 
 
+def _set_free_memory_kept(value: int) -> None:
+    import arctic_rts.cluster
+
+    arctic_rts.cluster.FREE_MEMORY_KEPT = value
+
+
 def peak_worker_memory(
-    size: int, layout: str, model: Any, config: PredictConfig, bands: list[str], threads: int = 1
+    size: int,
+    layout: str,
+    model: Any,
+    config: PredictConfig,
+    bands: list[str],
+    threads: int = 1,
+    kept: int | None = None,
 ) -> tuple[float, float, float]:
     """(peak RSS MiB, RSS MiB before the run, seconds) of one fresh worker for a ``size``^2
-    scene read in ``layout`` chunks: "tiles" (the tile grid) or "split" (``input_chunks``)."""
+    scene read in ``layout`` chunks: "tiles" (the tile grid) or "split" (``input_chunks``);
+    ``kept``: the worker's ``cluster.FREE_MEMORY_KEPT`` instead of the default."""
     from arctic_rts.cluster import get_model
 
     with cluster(1, threads) as client:
+        if kept is not None:
+            client.run(_set_free_memory_kept, kept)
         if isinstance(model, ModelRef):
             client.run(get_model, model, "cpu")
         tile = config.tile_size
@@ -1066,12 +1089,15 @@ def main(argv: list[str] | None = None) -> int:
                 notes.append(f"Precision check failed: {type(err).__name__}: {err}")
 
     if "scaling" in wanted:
-        size, tile = (1024, 256) if q else (2048, 512)
+        # 64 model tasks: with few tasks the split between 2 workers decides (16 tasks went
+        # 9/7 in an earlier run, a ceiling of 1.78x); a real 10980^2 scene has 121 of 1024 px.
+        size, tile = (1024, 256) if q else (4096, 512)
         cfg = dataclasses.replace(default, tile_size=tile)
         blocks = (size // tile) ** 2
         r11, _, c11 = cluster_rate(1, 1, size, ref, cfg, band_names)
         r21, n21, c21 = cluster_rate(2, 1, size, ref, cfg, band_names)
         r12, _, c12 = cluster_rate(1, 2, size, ref, cfg, band_names)
+        r1t, _, c1t = cluster_rate(1, 1, size, ref, cfg, band_names, torch_threads=2)
         log(f"scaling: 1x1 {r11:.3f} ({c11:.2f}), 2x1 {r21:.3f} {n21} ({c21:.2f}), 1x2 {r12:.3f}")
         what = (
             f"LocalCluster, {size}^2 scene generated on the workers, tile {tile}, fp32: {blocks} "
@@ -1097,6 +1123,13 @@ def main(argv: list[str] | None = None) -> int:
                 f"{r21 / r12:.2f} x this); running at once: {c12:.2f}",
             )
         )
+        rows.append(
+            row(
+                "1 worker x 1 thread, 2 torch threads per task (the default before)",
+                f"{r1t:.3f} Mpx/s = {r1t / r11:.2f} x 1x1 (1 worker x 2 threads, the default "
+                f"now = {r12 / r1t:.2f} x this); running at once: {c1t:.2f}",
+            )
+        )
         notes.append(
             "Scaling: 'running at once' is the model tasks' busy time over the wall time of the "
             "model phase, from Dask's task stream: it shows whether the workers really ran model "
@@ -1105,13 +1138,24 @@ def main(argv: list[str] | None = None) -> int:
         )
     if "memory" in wanted:
         sizes = [1024, 2048] if q else [2048, 4096, 8192, 16384]
-        for layout, label in (
-            ("split", "read with `input_chunks`"),
-            ("tiles", "read in tile-grid chunks"),
+        from arctic_rts.cluster import FREE_MEMORY_KEPT
+
+        half = FREE_MEMORY_KEPT // 2
+        for layout, label, kept in (
+            ("split", "read with `input_chunks`", None),
+            ("tiles", "read in tile-grid chunks", None),
+            (
+                "split",
+                f"read with `input_chunks`, `FREE_MEMORY_KEPT` = {half // MIB} MiB instead of "
+                f"{FREE_MEMORY_KEPT // MIB}",
+                half,
+            ),
         ):
             peaks = []
             for s in sizes if layout == "split" else sizes[:3]:
-                mib, idle, sec = peak_worker_memory(s, layout, ref, default, band_names)
+                if kept is not None and s == sizes[1] and len(sizes) > 3:
+                    continue  # 2048, 8192, 16384: the sizes the target names
+                mib, idle, sec = peak_worker_memory(s, layout, ref, default, band_names, 1, kept)
                 peaks.append(mib)
                 log(f"memory {layout} {s}^2: peak {mib:.0f} MiB (idle {idle:.0f}) in {sec:.0f} s")
                 rows.append(
@@ -1133,7 +1177,9 @@ def main(argv: list[str] | None = None) -> int:
             "kept whole neighbour blocks alive). Input read in tile-grid chunks leaves rows of "
             "whole blocks waiting for the next row's context (48 MiB per 12-band 1024^2 block), "
             "so memory grows with the scene's width; read with `predict.input_chunks` every halo "
-            "strip is a chunk of its own and only strips wait, at the price of 9 reads per block."
+            "strip is a chunk of its own and only strips wait, at the price of 9 reads per block. "
+            "The allowance trades memory for speed: every trim makes the next window fault its "
+            "activations in again; the rows with half of it show both sides in this run."
         )
 
     if "vectorize" in wanted:
