@@ -237,9 +237,8 @@ def _predict_block(
     """Probability ``(y, x)`` for one block ``(band, y, x)`` of float32 reflectance (halo
     included), NaN where ``invalid``."""
     shape = (int(block.shape[1]), int(block.shape[2]))
-    out = np.full(shape, np.nan, dtype=np.float32)
     if invalid.all():
-        return out  # fully masked: nothing to run
+        return np.full(shape, np.nan, dtype=np.float32)  # fully masked: nothing to run
     halo = _halo(config)
     windows = tile_windows(shape, config.tile_size + 2 * halo, halo=halo)
     with torch.inference_mode():
@@ -252,9 +251,8 @@ def _predict_block(
                 for win, p in zip(group, _probabilities(batch, models, config), strict=True):
                     blender.add(win, p)
             prob = blender.result()
-    out[...] = prob
-    out[invalid] = np.nan
-    return out
+    prob[invalid] = np.nan  # float32, writable: a view of the model's output or the blend
+    return prob
 
 
 # ---------------------------------------------------------------------------------------------
@@ -281,7 +279,8 @@ def _assemble(pieces: list[list[np.ndarray]]) -> tuple[torch.Tensor, np.ndarray]
         for piece, w in zip(row, widths, strict=True):
             piece = np.require(piece, dtype=np.float32, requirements="W")  # torch needs both
             window[y : y + h, x : x + w].copy_(torch.from_numpy(piece).permute(1, 2, 0))
-            invalid[y : y + h, x : x + w] = np.isnan(piece).any(axis=0)
+            # NaN in any band makes the band sum NaN: one pass, no (band, y, x) mask
+            invalid[y : y + h, x : x + w] = np.isnan(piece.sum(axis=0, dtype=np.float32))
             x += w
         y += h
     return window.permute(2, 0, 1), invalid

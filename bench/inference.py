@@ -971,12 +971,22 @@ def main(argv: list[str] | None = None) -> int:
             )
         )
         monai_rates: dict[str, float] = {}
+        ours_fp32: dict[str, float] = {}  # measured alternating with MONAI fp32
         try:
             import monai  # noqa: F401
 
             for precision in ("fp32", "bf16"):
                 monai_loop(model, x[..., :256, :256], 256, 32, precision)
-                t_monai = timed(lambda p=precision: monai_loop(model, x, 512, 64, p), 5)
+                if precision == "fp32":  # the target's pair: runs alternating, best of 5 each
+                    ours_fp32 = {"side by side": 0.0, "one task": 0.0}
+                    t_monai = float("inf")
+                    for _ in range(5):
+                        t_monai = min(t_monai, timed(lambda: monai_loop(model, x, 512, 64)))
+                        for key, threads in (("side by side", args.threads), ("one task", None)):
+                            rate = predict_rate(real, ref, default, 1, threads=threads)
+                            ours_fp32[key] = max(ours_fp32[key], rate)
+                else:
+                    t_monai = timed(lambda p=precision: monai_loop(model, x, 512, 64, p), 5)
                 got = monai_loop(model, x, 512, 64, precision)
                 monai_rates[precision] = px / t_monai
                 rows.append(
@@ -988,6 +998,7 @@ def main(argv: list[str] | None = None) -> int:
                     )
                 )
             t_half = timed(lambda: monai_loop(model, x, 512, 256), 3)
+            monai_rates["fp32 half"] = px / t_half
             got = monai_loop(model, x, 512, 256)
             rows.append(
                 row(
@@ -1016,7 +1027,10 @@ def main(argv: list[str] | None = None) -> int:
             precision = variant.split()[0]
             cfg = dataclasses.replace(base_cfg, precision=precision)
             one_by_one = variant != precision
-            rate = predict_rate(real, ref, cfg, 5, threads=None if one_by_one else args.threads)
+            if precision == "fp32" and base_cfg is default and ours_fp32:
+                rate = ours_fp32["one task" if one_by_one else "side by side"]
+            else:
+                rate = predict_rate(real, ref, cfg, 5, threads=None if one_by_one else args.threads)
             with dask.config.set(scheduler="synchronous"):
                 got = predict(real, ref, cfg).values
             vs = monai_rates.get(precision)
@@ -1031,6 +1045,12 @@ def main(argv: list[str] | None = None) -> int:
                     f"{how}",
                     f"{rate:.3f} Mpx/s"
                     + (f" = {rate / vs:.2f} x MONAI {precision}" if vs else "")
+                    + (
+                        f" (runs alternating with it, best of 5 each) = "
+                        f"{rate / monai_rates['fp32 half']:.2f} x MONAI at 0.5 overlap"
+                        if precision == "fp32" and base_cfg is default and ours_fp32
+                        else ""
+                    )
                     + f"; agreement with whole-scene {precision}: "
                     f"{_agreement(got, whole[precision], 128)}",
                 )
