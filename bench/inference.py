@@ -158,27 +158,14 @@ def raw_forward(
         return size * size / timed(lambda: model(x), reps) / 1e6
 
 
-def raw_tiles(model: torch.nn.Module, data: np.ndarray, tile: int, precision: str) -> float:
-    """Mpx/s of the model alone over ``data`` (C, H, W) cut into tiles without overlap: the
-    limit for tiled inference of that scene, timed over the same work as ``predict``."""
-    x = torch.from_numpy(np.ascontiguousarray(data, dtype=np.float32))[None]
-    h, w = x.shape[-2:]
-    tiles = [
-        x[..., y : y + tile, c : c + tile].contiguous(memory_format=torch.channels_last)
-        for y in range(0, h, tile)
-        for c in range(0, w, tile)
-    ]
-    with torch.inference_mode(), autocast(precision):
-        model(tiles[0])
-        seconds = timed(lambda: [model(t) for t in tiles])
-    return h * w / seconds / 1e6
-
-
-def raw_tiles_side_by_side(
-    model: torch.nn.Module, data: np.ndarray, tile: int, precision: str, threads: int
+def raw_tiles(
+    model: torch.nn.Module, data: np.ndarray, tile: int, precision: str, side_by_side: int = 0
 ) -> float:
-    """Like :func:`raw_tiles`, with ``threads`` tiles running side by side, one torch thread
-    each (the layout of the threaded scheduler and of default workers)."""
+    """Mpx/s of the model alone over ``data`` (C, H, W) cut into tiles without overlap: the
+    limit for tiled inference of that scene, timed over the same work as ``predict``. One tile
+    at a time on this process's torch threads, or with ``side_by_side`` threads that many
+    tiles at once on one torch thread each (the layout of the threaded scheduler and of
+    default workers)."""
     from concurrent.futures import ThreadPoolExecutor
 
     x = torch.from_numpy(np.ascontiguousarray(data, dtype=np.float32))[None]
@@ -189,14 +176,19 @@ def raw_tiles_side_by_side(
         for c in range(0, w, tile)
     ]
 
-    def run(t: torch.Tensor) -> None:
-        torch.set_num_threads(1)  # torch keeps its thread count per thread
+    def run(t: torch.Tensor, threads: int | None = None) -> None:
+        if threads:
+            torch.set_num_threads(threads)  # torch keeps its thread count per thread
         with torch.inference_mode(), autocast(precision):
             model(t)
 
-    with ThreadPoolExecutor(threads) as pool:
-        list(pool.map(run, tiles[:threads]))  # warm every thread
-        seconds = timed(lambda: list(pool.map(run, tiles)))
+    if not side_by_side:
+        run(tiles[0])
+        seconds = timed(lambda: [run(t) for t in tiles])
+        return h * w / seconds / 1e6
+    with ThreadPoolExecutor(side_by_side) as pool:
+        list(pool.map(run, tiles[:side_by_side], [1] * side_by_side))  # warm every thread
+        seconds = timed(lambda: list(pool.map(run, tiles, [1] * len(tiles))))
     return h * w / seconds / 1e6
 
 
@@ -867,9 +859,7 @@ def main(argv: list[str] | None = None) -> int:
                     ("raw", lambda c=cfg: raw_tiles(model, da.values, c.tile_size, c.precision)),
                     (
                         "raw side by side",
-                        lambda c=cfg: raw_tiles_side_by_side(
-                            model, da.values, c.tile_size, c.precision, t
-                        ),
+                        lambda c=cfg: raw_tiles(model, da.values, c.tile_size, c.precision, t),
                     ),
                     ("one task", lambda c=cfg: predict_rate(da, ref, c, 1)),
                     ("side by side", lambda c=cfg: predict_rate(da, ref, c, 1, threads=t)),
