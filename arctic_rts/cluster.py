@@ -52,8 +52,9 @@ def task_threads(concurrent_tasks: int) -> int | None:
     * another distributed worker, or the calling program's main thread (the synchronous
       scheduler): None.
     * a thread of Dask's local threaded scheduler: the cores shared out over the model tasks
-      that can run at once (``concurrent_tasks``, at most the pool's ``num_workers``): two
-      single-threaded forwards side by side beat one forward on two threads (bench).
+      that can run at once (``concurrent_tasks``, at most the pool's ``num_workers``): model
+      tasks side by side on one torch thread each ran faster than one at a time on all of
+      them in ``bench/inference.py`` (the bare forward alone is not always faster so).
     """
     value = os.environ.get(TORCH_THREADS_ENV, "")
     if value:
@@ -401,9 +402,9 @@ def connect(config: ClusterConfig | None = None) -> Client:
 
     Local workers give each model task :func:`torch_threads` torch threads: by default the
     cores are shared out, so on 2 cores the default is 1 worker x 2 threads, each model task
-    on 1 torch thread (the fastest layout measured when a scene has enough blocks: two
-    forwards side by side beat one on two threads, and threads of one process share the
-    input without transfers); ``threads_per_worker=1`` gives 1 worker running torch on 2.
+    on 1 torch thread (the fastest layout measured when a scene has enough blocks: 1.18x of
+    1 worker x 1 thread on 2 torch threads, and ahead of 2 workers x 1 thread, whose
+    halos travel between processes); ``threads_per_worker=1`` gives 1 worker on 2.
 
     Clusters started here are closed when the returned client is closed.
 
