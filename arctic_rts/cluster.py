@@ -100,7 +100,8 @@ def use_task_threads(concurrent_tasks: int) -> None:
 #: allocation above 32 MiB (above 64 MiB in a thread's own arena) to ``mmap`` and unmaps it on
 #: free, and Dask's nannies trim freed heap memory at 64 KiB, so each forward pass faults its
 #: activations in again page by page: about 180,000 page faults per pass on a 1088^2 window
-#: of the bundled UNet; tuned, the forward ran 1.2-1.6x faster in fresh processes (BENCHMARKS.md).
+#: of the bundled UNet, none once tuned. In fresh processes the tuned forward ran 1.1-1.4x as
+#: fast in the last full benchmark run, 0.9-1.2x in the one before (BENCHMARKS.md; noisy host).
 #: With one arena, a 1 GiB mmap threshold and 256 MiB kept at the top of the heap, freed
 #: activations are reused (no faults after the first pass); :func:`release_free_memory` bounds
 #: what collects. :func:`connect` sets these in the environment of the workers it starts

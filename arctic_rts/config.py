@@ -86,12 +86,12 @@ class PredictConfig:
     """How the model runs over a scene."""
 
     #: Core tile edge in pixels (a multiple of 16); each tile is read with ``halo`` around it.
-    #: Chosen by measurement (``bench/inference.py --only tiles``: bundled model, its measured
-    #: 32 px halo, the workers' allocator settings, 1 thread, 2026-12-01): per pixel of a
-    #: 10980^2 scene, tiles of 768 and 1024 ran fastest (1.72 and 1.68 Mpx/s; 512: 1.51, 2048:
-    #: 1.63, 1536 and 3072: 1.34-1.39), with 312 and 560 MiB of activations per window (2048:
-    #: 1.7 GiB). Windows much above 1100^2 free more than the allocator's 256 MiB trim
-    #: threshold keeps, so part of their activations is faulted in again on every pass.
+    #: Chosen by measurement (``bench/inference.py``, ``tiles`` rows: bundled model, its
+    #: measured 32 px halo, the workers' allocator settings, 1 thread, 2026-12-01): per pixel
+    #: of a 10980^2 scene 1024 ran fastest (1.73 Mpx/s; 768: 1.64, 1536: 1.63, 2048: 1.57,
+    #: 3072: 1.71, 512: 1.46) with 488 MiB of activations per window (2048: 1.3 GiB, 3072:
+    #: 2.9 GiB). Runs differ on this host: the run before had 2048 ahead (1.57 against 1.40),
+    #: the one before that 1024 (1.68 against 1.21 at 2048).
     tile_size: int = 1024
     #: Context in pixels added on every side of a tile (a multiple of 16). ``None``: the halo
     #: measured for the weights (the card's ``halo``, written by ``arctic-rts train`` with
