@@ -193,6 +193,31 @@ def test_input_storage_does_not_change_probabilities() -> None:
         np.testing.assert_allclose(got, want, atol=1e-6)
 
 
+def test_in_memory_input_is_read_in_place_not_copied() -> None:
+    """A numpy-backed scene becomes input chunks that are views of the caller's array (dask's
+    from_array would copy it all first), is left unchanged, and a read-only float64 array
+    works the same."""
+    model = _small_conv()
+    da = _scene(150, 140, seed=9).compute()
+    config = PredictConfig(tile_size=32, halo=16)
+    data = da.values
+    before = data.copy()
+    prob = predict(da, model, config)
+    (layer,) = [k for k in prob.data.dask.layers if k.startswith("rts-input-")]
+    chunks = list(prob.data.dask.layers[layer].values())
+    assert len(chunks) == len(input_chunks(150, 140, config)[0]) * len(
+        input_chunks(150, 140, config)[1]
+    )
+    assert all(np.shares_memory(np.asarray(c), data) for c in chunks)
+    got = prob.values
+    np.testing.assert_array_equal(data, before)
+    m = 16
+    np.testing.assert_allclose(got[m:-m, m:-m], _whole(model, data)[m:-m, m:-m], atol=1e-5)
+    readonly = data.astype(np.float64)
+    readonly.flags.writeable = False
+    np.testing.assert_allclose(predict(da.copy(data=readonly), model, config).values, got, atol=1e-6)
+
+
 def test_output_keeps_coords_crs_attrs() -> None:
     da = _scene(64, 80)
     prob = predict(da, _small_conv(), PredictConfig(tile_size=32, halo=16))
