@@ -215,7 +215,9 @@ def test_in_memory_input_is_read_in_place_not_copied() -> None:
     np.testing.assert_allclose(got[m:-m, m:-m], _whole(model, data)[m:-m, m:-m], atol=1e-5)
     readonly = data.astype(np.float64)
     readonly.flags.writeable = False
-    np.testing.assert_allclose(predict(da.copy(data=readonly), model, config).values, got, atol=1e-6)
+    np.testing.assert_allclose(
+        predict(da.copy(data=readonly), model, config).values, got, atol=1e-6
+    )
 
 
 def test_output_keeps_coords_crs_attrs() -> None:
