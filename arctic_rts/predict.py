@@ -442,7 +442,7 @@ def _in_memory(data: np.ndarray, chunks: tuple[tuple[int, ...], tuple[int, ...]]
     ys, xs = chunks
     name = f"rts-input-{uuid.uuid4().hex}"
     yoff, xoff = np.cumsum((0, *ys)), np.cumsum((0, *xs))
-    dsk = {
+    dsk: dict[Any, Any] = {
         (name, 0, i, j): data[:, yoff[i] : yoff[i + 1], xoff[j] : xoff[j + 1]]
         for i in range(len(ys))
         for j in range(len(xs))
