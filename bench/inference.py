@@ -247,7 +247,8 @@ def _probe_window(
 ) -> dict[str, float]:
     """Raw forward (fp32) of the model in ``weights`` on ``batch`` windows of ``window``^2:
     rate and the peak memory the forward adds (activations); with ``malloc="tuned"`` after
-    :func:`~arctic_rts.cluster.tune_allocator`, as in a worker, else with glibc's defaults."""
+    :func:`~arctic_rts.cluster.tune_allocator`, else with glibc's defaults, or with mimalloc
+    (``malloc="mimalloc"``: preloaded by :func:`probe`, as in a worker)."""
     if malloc == "tuned":
         tune_allocator()
     torch.set_num_threads(int(threads))
@@ -299,10 +300,13 @@ def _probe_vectorize(size_text: str) -> dict[str, float]:
     }
 
 
-def probe(*args: str) -> dict[str, Any]:
+def probe(*args: str, preload: str | None = None) -> dict[str, Any]:
     """Run one probe in a fresh interpreter (with this process's nice level), without the
-    allocator variables a cluster start leaves in this process's environment."""
-    env = {k: v for k, v in os.environ.items() if k not in ALLOCATOR_ENV}
+    allocator variables a cluster start leaves in this process's environment; ``preload``:
+    a library for ``LD_PRELOAD``."""
+    env = {k: v for k, v in os.environ.items() if k not in ALLOCATOR_ENV and k != "LD_PRELOAD"}
+    if preload:
+        env["LD_PRELOAD"] = preload
     out = subprocess.run(
         [sys.executable, __file__, "--probe", *args],
         capture_output=True,
@@ -370,14 +374,20 @@ def monai_loop(
 
 
 @contextlib.contextmanager
-def cluster(n_workers: int, threads: int | None, torch_threads: int | None = None) -> Iterator[Any]:
+def cluster(
+    n_workers: int, threads: int | None, torch_threads: int | None = None, allocator: str = "auto"
+) -> Iterator[Any]:
     """A fresh LocalCluster (fresh worker processes: their peak RSS starts from nothing)."""
     import distributed  # noqa: F401  (its config defaults must be loaded before config.set)
 
     from arctic_rts.cluster import connect
 
     config = ClusterConfig(
-        n_workers=n_workers, threads_per_worker=threads, gpu="no", torch_threads=torch_threads
+        n_workers=n_workers,
+        threads_per_worker=threads,
+        gpu="no",
+        torch_threads=torch_threads,
+        allocator=allocator,
     )
     with (
         dask.config.set({"distributed.worker.memory.terminate": False}),
@@ -464,12 +474,6 @@ def _rss() -> int:
     return int(re.search(r"VmRSS:\s+(\d+) kB", text).group(1)) * 1024  # type: ignore[union-attr]
 
 
-def _set_free_memory_kept(value: int) -> None:
-    import arctic_rts.cluster
-
-    arctic_rts.cluster.FREE_MEMORY_KEPT = value
-
-
 def peak_worker_memory(
     size: int,
     layout: str,
@@ -477,16 +481,14 @@ def peak_worker_memory(
     config: PredictConfig,
     bands: list[str],
     threads: int = 1,
-    kept: int | None = None,
+    allocator: str = "auto",
 ) -> tuple[float, float, float]:
     """(peak RSS MiB, RSS MiB before the run, seconds) of one fresh worker for a ``size``^2
-    scene read in ``layout`` chunks: "tiles" (the tile grid) or "split" (``input_chunks``);
-    ``kept``: the worker's ``cluster.FREE_MEMORY_KEPT`` instead of the default."""
+    scene read in ``layout`` chunks: "tiles" (the tile grid) or "split" (``input_chunks``),
+    with ``allocator`` (``ClusterConfig.allocator``)."""
     from arctic_rts.cluster import get_model
 
-    with cluster(1, threads) as client:
-        if kept is not None:
-            client.run(_set_free_memory_kept, kept)
+    with cluster(1, threads, allocator=allocator) as client:
         if isinstance(model, ModelRef):
             client.run(get_model, model, "cpu")
         tile = config.tile_size
@@ -779,18 +781,25 @@ def main(argv: list[str] | None = None) -> int:
                         f"({100 * r * fpp / 1e3 / peak:.0f} % of the fp32 matmul peak)",
                     )
                 )
+        from arctic_rts.cluster import mimalloc_library
+
+        mimalloc = mimalloc_library()
         for s in [512] if q else [512, default.tile_size, window]:
-            got = {"default": 0.0, "tuned": 0.0}
+            got = {"default": 0.0, "tuned": 0.0, **({"mimalloc": 0.0} if mimalloc else {})}
             for _ in range(1 if q else 3):  # alternating, best of each: the machine drifts
                 for m in got:
-                    rate = probe("window", ref.path, str(s), "1", str(args.threads), m)["mpx_s"]
-                    got[m] = max(got[m], rate)
+                    lib = mimalloc if m == "mimalloc" else None
+                    args_ = ("window", ref.path, str(s), "1", str(args.threads), m)
+                    got[m] = max(got[m], probe(*args_, preload=lib)["mpx_s"])
             rows.append(
                 row(
                     f"raw forward {s}^2 tile, fp32, {args.threads} threads, fresh process: glibc "
-                    "malloc defaults / tuned (`cluster.ALLOCATOR_ENV`)",
-                    f"{got['default']:.3f} / {got['tuned']:.3f} Mpx/s = "
-                    f"{got['tuned'] / got['default']:.2f} x",
+                    "malloc defaults / tuned (`cluster.ALLOCATOR_ENV`)"
+                    + (" / mimalloc preloaded (local workers)" if mimalloc else ""),
+                    " / ".join(f"{v:.3f}" for v in got.values())
+                    + f" Mpx/s = 1 / {got['tuned'] / got['default']:.2f}"
+                    + (f" / {got['mimalloc'] / got['default']:.2f}" if mimalloc else "")
+                    + " x",
                 )
             )
             log(rows[-1])
@@ -798,12 +807,14 @@ def main(argv: list[str] | None = None) -> int:
             "Allocator: glibc gives every allocation above 32 MiB (64 MiB in a thread's arena) "
             "its own mmap and unmaps it on free, so each forward pass faults its activations "
             "in page by page again, and Dask's nannies trim freed heap memory at 64 KiB. "
-            "Workers started by `cluster.connect` get `MALLOC_ARENA_MAX=1`, a 1 GiB mmap "
-            "threshold and a 256 MiB trim threshold in their environment, and `get_model` "
-            "applies the same through `mallopt` in any process that runs the model; the "
-            "`fresh process` rows show what that is worth. Every other row runs tuned"
+            "Workers started by `cluster.connect` run with mimalloc preloaded (the "
+            "`cmeel-mimalloc` wheel; `ClusterConfig.allocator`), which reuses freed "
+            "activations without faulting them in again; in processes that already run (this "
+            "one: every row that is not on a cluster, the peers too) `get_model` applies "
+            "`MALLOC_ARENA_MAX=1`, a 1 GiB mmap threshold and a 256 MiB trim threshold "
+            "through `mallopt` (`cluster.ALLOCATOR_ENV`)"
             + ("" if tuned else " (here mallopt was refused: glibc defaults)")
-            + ", the peers too."
+            + ". The `fresh process` rows show what each is worth."
         )
 
     if "tiles" in wanted:
@@ -1148,24 +1159,25 @@ def main(argv: list[str] | None = None) -> int:
         )
     if "memory" in wanted:
         sizes = [1024, 2048] if q else [2048, 4096, 8192, 16384]
-        from arctic_rts.cluster import FREE_MEMORY_KEPT
+        from arctic_rts.cluster import mimalloc_library
 
-        half = FREE_MEMORY_KEPT // 2
-        for layout, label, kept in (
-            ("split", "read with `input_chunks`", None),
-            ("tiles", "read in tile-grid chunks", None),
+        allocator = "mimalloc" if mimalloc_library() else "glibc (tuned)"
+        for layout, label, alloc in (
+            ("split", f"read with `input_chunks`, {allocator} (the default)", "auto"),
+            ("tiles", f"read in tile-grid chunks, {allocator}", "auto"),
             (
                 "split",
-                f"read with `input_chunks`, `FREE_MEMORY_KEPT` = {half // MIB} MiB instead of "
-                f"{FREE_MEMORY_KEPT // MIB}",
-                half,
+                "read with `input_chunks`, glibc malloc tuned (`allocator='glibc'`)",
+                "glibc",
             ),
         ):
+            if alloc == "glibc" and allocator != "mimalloc":
+                continue  # the first rows were glibc already
             peaks = []
             for s in sizes if layout == "split" else sizes[:3]:
-                if kept is not None and s == sizes[1] and len(sizes) > 3:
+                if alloc == "glibc" and s == sizes[1] and len(sizes) > 3:
                     continue  # 2048, 8192, 16384: the sizes the target names
-                mib, idle, sec = peak_worker_memory(s, layout, ref, default, band_names, 1, kept)
+                mib, idle, sec = peak_worker_memory(s, layout, ref, default, band_names, 1, alloc)
                 peaks.append(mib)
                 log(f"memory {layout} {s}^2: peak {mib:.0f} MiB (idle {idle:.0f}) in {sec:.0f} s")
                 rows.append(
@@ -1180,16 +1192,17 @@ def main(argv: list[str] | None = None) -> int:
         notes.append(
             "Memory: the worker that runs model tasks holds, besides the runtime and one "
             "window's activations per thread, the input blocks whose neighbours are not read "
-            "yet, and what the allocator keeps of freed memory for reuse (up to its trim "
-            "threshold at the top of the heap, plus holes between live blocks, which "
-            "`cluster.release_free_memory` hands back once they pass 1 GiB). Windows copy "
+            "yet, and what the allocator keeps of freed memory for reuse. With glibc the input "
+            "blocks that wait for their model task land in the holes the last window's "
+            "activations left, so the next window's activations take new memory and the heap "
+            "grows over a run until `cluster.release_free_memory` hands holes back (past 1 GiB; "
+            "every trim makes the next window fault its activations in again); mimalloc keeps "
+            "large blocks apart and reuses them. Windows copy "
             "the margins they take from neighbouring blocks (dask's `overlap` took views, which "
             "kept whole neighbour blocks alive). Input read in tile-grid chunks leaves rows of "
             "whole blocks waiting for the next row's context (48 MiB per 12-band 1024^2 block), "
             "so memory grows with the scene's width; read with `predict.input_chunks` every halo "
-            "strip is a chunk of its own and only strips wait, at the price of 9 reads per block. "
-            "The allowance trades memory for speed: every trim makes the next window fault its "
-            "activations in again; the rows with half of it show both sides in this run."
+            "strip is a chunk of its own and only strips wait, at the price of 9 reads per block."
         )
 
     if "vectorize" in wanted:

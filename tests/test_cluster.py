@@ -23,6 +23,7 @@ import xarray as xr
 import yaml
 from distributed.diagnostics.plugin import SchedulerPlugin
 
+import arctic_rts.cluster
 from arctic_rts.cluster import (
     ALLOCATOR_ENV,
     TORCH_THREADS_ENV,
@@ -30,12 +31,15 @@ from arctic_rts.cluster import (
     clear_model_cache,
     connect,
     get_model,
+    mimalloc_library,
     model_loads,
     release_free_memory,
     startup_environ,
     task_threads,
     torch_threads,
     tune_allocator,
+    under_mimalloc,
+    worker_environ,
     worker_threads,
 )
 from arctic_rts.config import ClusterConfig, PredictConfig
@@ -124,6 +128,33 @@ def test_release_free_memory_returns_what_collected_and_no_more() -> None:
     del last
 
 
+def test_worker_environ_preloads_mimalloc_unless_glibc_is_asked_for(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    lib = mimalloc_library()
+    if sys.platform.startswith("linux"):
+        assert lib is not None and Path(lib).is_file()  # installed with arctic-rts on Linux
+    monkeypatch.setenv("LD_PRELOAD", "/opt/other.so")
+    auto = worker_environ(ClusterConfig())
+    assert {k: auto[k] for k in ALLOCATOR_ENV} == ALLOCATOR_ENV
+    assert auto.get("LD_PRELOAD") == (f"/opt/other.so {lib}" if lib else None)
+    assert "LD_PRELOAD" not in worker_environ(ClusterConfig(allocator="glibc"))
+    monkeypatch.setattr(arctic_rts.cluster, "mimalloc_library", lambda: None)
+    assert "LD_PRELOAD" not in worker_environ(ClusterConfig())
+    with pytest.raises(ConfigError, match="cmeel-mimalloc"):
+        worker_environ(ClusterConfig(allocator="mimalloc"))
+    with pytest.raises(ConfigError, match="allocator must be"):
+        ClusterConfig(allocator="jemalloc")
+
+
+@pytest.mark.slow
+def test_glibc_allocator_starts_workers_without_mimalloc() -> None:
+    with connect(ClusterConfig(n_workers=1, threads_per_worker=1, allocator="glibc")) as client:
+        assert list(client.run(under_mimalloc).values()) == [False]
+        environs = _allocator_environs(client)
+    assert all(env == ALLOCATOR_ENV for env in environs.values()), environs
+
+
 def test_connect_refuses_gpu_yes_without_gpu() -> None:
     if torch.cuda.is_available():
         pytest.skip("a GPU is visible here")
@@ -141,7 +172,13 @@ def test_one_model_load_per_worker_process_over_three_scenes(ref: ModelRef) -> N
         loads = client.run(model_loads)
         pids = client.run(lambda: __import__("os").getpid())
         environs = _allocator_environs(client)
+        mimalloc = client.run(under_mimalloc)
+        released = client.run(release_free_memory)
     assert len(set(pids.values())) == 2  # two real processes
+    # mimalloc preloaded where installed (a dependency on Linux); then glibc is not trimmed
+    assert list(mimalloc.values()) == [mimalloc_library() is not None] * 2
+    if mimalloc_library() is not None:
+        assert not any(released.values())
     # the workers started with the allocator settings (not the nanny's 64 KiB trim threshold)
     assert len(environs) == (2 if sys.platform.startswith("linux") else 0)
     assert all(env == ALLOCATOR_ENV for env in environs.values()), environs
@@ -173,7 +210,9 @@ def loopback_scheduler() -> Iterator[str]:
     worker += ["--host", "127.0.0.1", "--no-dashboard", "--death-timeout", "60"]
     procs = [subprocess.Popen([*scheduler, "--no-dashboard"], **dask_args)]  # type: ignore[call-overload]
     try:
-        env = {**os.environ, "DASK_CONFIG": str(DEPLOY_DASK_CONFIG)}
+        # as deploy/slurm/dask-cluster.sbatch: the deploy config and mimalloc preloaded
+        preload = {"LD_PRELOAD": mimalloc_library() or ""}
+        env = {**os.environ, "DASK_CONFIG": str(DEPLOY_DASK_CONFIG), **preload}
         procs.append(subprocess.Popen(worker, env=env, **dask_args))  # type: ignore[call-overload]
         yield address
     finally:
@@ -196,7 +235,9 @@ def test_separate_scheduler_and_workers_on_loopback(ref: ModelRef, loopback_sche
         results = client.compute([predict(da, ref, CONFIG).data for da in scenes], sync=True)
         loads = client.run(model_loads)
         environs = _allocator_environs(client)
+        mimalloc = client.run(under_mimalloc)
     assert len(loads) == 2
+    assert list(mimalloc.values()) == [mimalloc_library() is not None] * 2
     assert len(environs) == (2 if sys.platform.startswith("linux") else 0)
     assert all(env == ALLOCATOR_ENV for env in environs.values()), environs
     assert all(v.get(ref.path, 0) <= 1 for v in loads.values()), loads

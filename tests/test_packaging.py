@@ -16,7 +16,7 @@ def _pyproject_pins() -> dict[str, str]:
     reqs = list(project["dependencies"]) + list(project["optional-dependencies"]["dev"])
     pins = {}
     for req in reqs:
-        name, _, version = req.partition("==")
+        name, _, version = req.split(";")[0].partition("==")  # without environment markers
         assert version, f"{req!r} in pyproject.toml is not pinned with =="
         pins[name.strip().lower()] = version.strip()
     return pins
