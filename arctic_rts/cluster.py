@@ -9,11 +9,13 @@ the loads (``client.run(arctic_rts.cluster.model_loads)`` reads the counts of ev
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import functools
 import logging
 import os
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -158,16 +160,35 @@ def worker_environ(config: ClusterConfig | None = None) -> dict[str, str]:
         ConfigError: ``allocator="mimalloc"`` without the ``cmeel-mimalloc`` wheel.
     """
     config = config or ClusterConfig()
-    environ = dict(ALLOCATOR_ENV)
-    lib = mimalloc_library() if config.allocator != "glibc" else None
+    lib = mimalloc_library()
     if config.allocator == "mimalloc" and lib is None:
         raise ConfigError(
             f"allocator='mimalloc' needs the {MIMALLOC_DIST} wheel: pip install {MIMALLOC_DIST}."
         )
-    if lib is not None:
-        preload = [p for p in os.environ.get("LD_PRELOAD", "").split() if p]
-        environ["LD_PRELOAD"] = " ".join([*preload, lib])
-    return environ
+    # other preloads stay; mimalloc only once, and not at all with allocator="glibc"
+    preload = [p for p in os.environ.get("LD_PRELOAD", "").split() if p and p != lib]
+    if lib is not None and config.allocator != "glibc":
+        preload.append(lib)
+    return {**ALLOCATOR_ENV, "LD_PRELOAD": " ".join(preload)}
+
+
+@contextlib.contextmanager
+def _spawn_environ(environ: dict[str, str]) -> Iterator[None]:
+    """Give nannies started inside ``environ`` for their workers, and leave this process's
+    environment as it was. Nannies take each pre-spawn variable from ``os.environ`` where it
+    is set there (so ``LD_PRELOAD`` is set there too: a variable left by an earlier cluster
+    would win) and write them all into ``os.environ`` before spawning."""
+    import dask
+
+    saved = dict(os.environ)
+    os.environ["LD_PRELOAD"] = environ["LD_PRELOAD"]
+    config = {**dask.config.get("distributed.nanny.pre-spawn-environ", {}), **environ}
+    try:
+        with dask.config.set({"distributed.nanny.pre-spawn-environ": config}):
+            yield
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
 
 
 #: ``mallopt`` parameter numbers of glibc's malloc.h for the settings above.
@@ -472,7 +493,6 @@ def connect(config: ClusterConfig | None = None) -> Client:
     Raises:
         ConfigError: ``gpu="yes"`` without visible GPUs or without the ``gpu`` extra.
     """
-    import dask
     from distributed import Client
 
     config = config or ClusterConfig()
@@ -480,11 +500,7 @@ def connect(config: ClusterConfig | None = None) -> Client:
         return Client(config.scheduler)
     # Nannies put pre-spawn variables into a worker's environment before it starts, where
     # glibc and the dynamic loader read them; their own default trims freed memory at 64 KiB.
-    environ = {
-        **dask.config.get("distributed.nanny.pre-spawn-environ", {}),
-        **worker_environ(config),
-    }
-    with dask.config.set({"distributed.nanny.pre-spawn-environ": environ}):
+    with _spawn_environ(worker_environ(config)):
         return _start_local(config)
 
 

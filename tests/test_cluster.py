@@ -134,13 +134,15 @@ def test_worker_environ_preloads_mimalloc_unless_glibc_is_asked_for(
     lib = mimalloc_library()
     if sys.platform.startswith("linux"):
         assert lib is not None and Path(lib).is_file()  # installed with arctic-rts on Linux
-    monkeypatch.setenv("LD_PRELOAD", "/opt/other.so")
+    # another preload stays; mimalloc (left by an earlier cluster's nanny) is not doubled
+    monkeypatch.setenv("LD_PRELOAD", f"/opt/other.so {lib or ''}")
     auto = worker_environ(ClusterConfig())
     assert {k: auto[k] for k in ALLOCATOR_ENV} == ALLOCATOR_ENV
-    assert auto.get("LD_PRELOAD") == (f"/opt/other.so {lib}" if lib else None)
-    assert "LD_PRELOAD" not in worker_environ(ClusterConfig(allocator="glibc"))
+    assert auto["LD_PRELOAD"] == (f"/opt/other.so {lib}" if lib else "/opt/other.so")
+    assert worker_environ(ClusterConfig(allocator="glibc"))["LD_PRELOAD"] == "/opt/other.so"
     monkeypatch.setattr(arctic_rts.cluster, "mimalloc_library", lambda: None)
-    assert "LD_PRELOAD" not in worker_environ(ClusterConfig())
+    monkeypatch.setenv("LD_PRELOAD", "/opt/other.so")
+    assert worker_environ(ClusterConfig())["LD_PRELOAD"] == "/opt/other.so"
     with pytest.raises(ConfigError, match="cmeel-mimalloc"):
         worker_environ(ClusterConfig(allocator="mimalloc"))
     with pytest.raises(ConfigError, match="allocator must be"):
@@ -148,11 +150,19 @@ def test_worker_environ_preloads_mimalloc_unless_glibc_is_asked_for(
 
 
 @pytest.mark.slow
-def test_glibc_allocator_starts_workers_without_mimalloc() -> None:
-    with connect(ClusterConfig(n_workers=1, threads_per_worker=1, allocator="glibc")) as client:
-        assert list(client.run(under_mimalloc).values()) == [False]
-        environs = _allocator_environs(client)
-    assert all(env == ALLOCATOR_ENV for env in environs.values()), environs
+def test_allocator_choice_holds_for_clusters_started_one_after_another() -> None:
+    """Nannies write their workers' variables into this process's environment and read them
+    from there first: a cluster started after another must still get its own allocator, and
+    this process's environment is left as it was."""
+    before = dict(os.environ)
+    want = mimalloc_library() is not None
+    for allocator, preloaded in (("auto", want), ("glibc", False), ("auto", want)):
+        config = ClusterConfig(n_workers=1, threads_per_worker=1, allocator=allocator)
+        with connect(config) as client:
+            assert list(client.run(under_mimalloc).values()) == [preloaded], allocator
+            environs = _allocator_environs(client)
+        assert all(env == ALLOCATOR_ENV for env in environs.values()), environs
+        assert dict(os.environ) == before
 
 
 def test_connect_refuses_gpu_yes_without_gpu() -> None:
