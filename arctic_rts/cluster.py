@@ -115,11 +115,12 @@ ALLOCATOR_ENV: dict[str, str] = {
 }
 #: Where workers need a flat memory, glibc's heap falls short: the input blocks that wait
 #: for their model task land in the holes that the last window's activations left, so the next
-#: window's activations go to new memory and the heap grows over a run (a worker's peak RSS:
-#: +27 % from a 2048^2 to an 8192^2 scene in ``bench/inference.py``, while the memory in use
-#: stayed flat). mimalloc (the ``cmeel-mimalloc`` wheel, a dependency on Linux) keeps
-#: large blocks apart and reuses them without faulting them in again: +3 % over the same
-#: scenes, at the same forward speed. :func:`connect` preloads it into the workers it starts
+#: window's activations go to new memory and the heap grows over a run, while the memory in
+#: use stays flat (a worker's peak RSS over 2048^2 to 16384^2 scenes, max/min: 1.39 with glibc
+#: tuned, 1.07 with mimalloc in ``bench/inference.py --only memory``). mimalloc (the
+#: ``cmeel-mimalloc`` wheel, a dependency on Linux) keeps large blocks apart and reuses them
+#: without faulting them in again (BENCHMARKS.md compares the forward speed in fresh
+#: processes). :func:`connect` preloads it into the workers it starts
 #: (``ClusterConfig.allocator``); it cannot be loaded into a process that already runs, where
 #: :data:`ALLOCATOR_ENV` and :func:`release_free_memory` apply instead.
 MIMALLOC_DIST = "cmeel-mimalloc"
