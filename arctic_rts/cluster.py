@@ -153,9 +153,9 @@ def under_mimalloc() -> bool:
 
 
 def worker_environ(config: ClusterConfig | None = None) -> dict[str, str]:
-    """Variables for the environment of a worker before it starts: :data:`ALLOCATOR_ENV`
-    and, with ``config.allocator`` "auto" (mimalloc installed) or "mimalloc", ``LD_PRELOAD``
-    of :func:`mimalloc_library` (after any preload already in this environment).
+    """Variables for the environment of a worker before it starts: :data:`ALLOCATOR_ENV` and
+    ``LD_PRELOAD``: the preloads of this environment, plus :func:`mimalloc_library` with
+    ``config.allocator`` "auto" (when installed) or "mimalloc", without it with "glibc".
 
     Raises:
         ConfigError: ``allocator="mimalloc"`` without the ``cmeel-mimalloc`` wheel.
@@ -188,8 +188,11 @@ def _spawn_environ(environ: dict[str, str]) -> Iterator[None]:
         with dask.config.set({"distributed.nanny.pre-spawn-environ": config}):
             yield
     finally:
-        os.environ.clear()
-        os.environ.update(saved)
+        for name in set(os.environ) - set(saved):
+            del os.environ[name]
+        for name, value in saved.items():
+            if os.environ.get(name) != value:
+                os.environ[name] = value
 
 
 #: ``mallopt`` parameter numbers of glibc's malloc.h for the settings above.
@@ -268,8 +271,9 @@ def tune_allocator() -> bool:
 
 
 #: Resident free heap memory a process may collect beyond what it held free after its first
-#: model task (or its last trim) before :func:`release_free_memory` hands it back: about two
-#: windows' activations at the default tile size (0.4-0.6 GiB per 1088^2 window, BENCHMARKS.md).
+#: model task (or the first after its last trim) before :func:`release_free_memory` hands it
+#: back: about two windows' activations at the default tile size (0.4-0.6 GiB per 1088^2
+#: window, BENCHMARKS.md). Under glibc only.
 FREE_MEMORY_KEPT = 2**30
 _free_baseline: int | None = None
 

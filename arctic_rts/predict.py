@@ -434,8 +434,9 @@ def input_chunks(
 def _in_memory(data: np.ndarray, chunks: tuple[tuple[int, ...], tuple[int, ...]]) -> dsa.Array:
     """A ``(band, y, x)`` numpy array as a dask array whose chunks are views of it.
 
-    ``dask.array.from_array`` copies a numpy array first (a 12-band 4096^2 scene: 805 MB, about
-    15 % of predict's time on 2 threads); the views cost nothing, and every window is made of
+    ``dask.array.from_array`` copies a numpy array first (a 12-band 4096^2 scene: 805 MB; without
+    that copy predict went from 0.73 to 0.82 of the raw forward rate in ``bench/inference.py
+    --only predict``); the views cost nothing, and every window is made of
     whole chunks (``chunks`` from :func:`input_chunks`), so no piece is copied twice. The
     array is read when the result is computed, not before. The name is random instead of a
     hash of every pixel."""
