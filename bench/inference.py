@@ -48,7 +48,7 @@ import numpy as np
 import torch
 import xarray as xr
 
-from arctic_rts.cluster import ALLOCATOR_ENV, tune_allocator
+from arctic_rts.cluster import ALLOCATOR_ENV, MIMALLOC_ENV, tune_allocator
 from arctic_rts.config import ClusterConfig, PredictConfig
 from arctic_rts.model import ModelRef, UNet, load_model, save_weights
 from arctic_rts.model.weights import read_card
@@ -306,7 +306,7 @@ def probe(*args: str, preload: str | None = None) -> dict[str, Any]:
     a library for ``LD_PRELOAD``."""
     env = {k: v for k, v in os.environ.items() if k not in ALLOCATOR_ENV and k != "LD_PRELOAD"}
     if preload:
-        env["LD_PRELOAD"] = preload
+        env.update({**MIMALLOC_ENV, "LD_PRELOAD": preload})  # as in a worker
     out = subprocess.run(
         [sys.executable, __file__, "--probe", *args],
         capture_output=True,

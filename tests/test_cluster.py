@@ -26,6 +26,7 @@ from distributed.diagnostics.plugin import SchedulerPlugin
 import arctic_rts.cluster
 from arctic_rts.cluster import (
     ALLOCATOR_ENV,
+    MIMALLOC_ENV,
     TORCH_THREADS_ENV,
     as_delayed,
     clear_model_cache,
@@ -90,17 +91,18 @@ def test_get_model_loads_once_and_checks_hash(ref: ModelRef, tmp_path: Path) -> 
 
 
 def _allocator_environs(client: Any) -> dict[str, dict[str, str]]:
-    """Per worker: the allocator variables it started with (what glibc read)."""
+    """Per worker: the allocator variables it started with (what glibc and mimalloc read)."""
     if not sys.platform.startswith("linux"):
         return {}
     started = client.run(startup_environ)
-    return {w: {k: v for k, v in env.items() if k in ALLOCATOR_ENV} for w, env in started.items()}
+    names = {*ALLOCATOR_ENV, *MIMALLOC_ENV}
+    return {w: {k: v for k, v in env.items() if k in names} for w, env in started.items()}
 
 
 def test_deploy_dask_config_gives_workers_the_allocator_settings() -> None:
     text = (DEPLOY_DASK_CONFIG / "arctic-rts.yaml").read_text()
     environ = yaml.safe_load(text)["distributed"]["nanny"]["pre-spawn-environ"]
-    assert environ == ALLOCATOR_ENV
+    assert environ == {**ALLOCATOR_ENV, **MIMALLOC_ENV}
     recipe = (DEPLOY_DASK_CONFIG.parent / "slurm" / "dask-cluster.sbatch").read_text()
     assert "DASK_CONFIG=" in recipe and "deploy/dask" in recipe
 
@@ -137,7 +139,10 @@ def test_worker_environ_preloads_mimalloc_unless_glibc_is_asked_for(
     # another preload stays; mimalloc (left by an earlier cluster's nanny) is not doubled
     monkeypatch.setenv("LD_PRELOAD", f"/opt/other.so {lib or ''}")
     auto = worker_environ(ClusterConfig())
-    assert {k: auto[k] for k in ALLOCATOR_ENV} == ALLOCATOR_ENV
+    assert {k: auto[k] for k in (*ALLOCATOR_ENV, *MIMALLOC_ENV)} == {
+        **ALLOCATOR_ENV,
+        **MIMALLOC_ENV,
+    }
     assert auto["LD_PRELOAD"] == (f"/opt/other.so {lib}" if lib else "/opt/other.so")
     assert worker_environ(ClusterConfig(allocator="glibc"))["LD_PRELOAD"] == "/opt/other.so"
     monkeypatch.setattr(arctic_rts.cluster, "mimalloc_library", lambda: None)
@@ -161,7 +166,7 @@ def test_allocator_choice_holds_for_clusters_started_one_after_another() -> None
         with connect(config) as client:
             assert list(client.run(under_mimalloc).values()) == [preloaded], allocator
             environs = _allocator_environs(client)
-        assert all(env == ALLOCATOR_ENV for env in environs.values()), environs
+        assert all(env == {**ALLOCATOR_ENV, **MIMALLOC_ENV} for env in environs.values()), environs
         assert dict(os.environ) == before
 
 
@@ -191,7 +196,7 @@ def test_one_model_load_per_worker_process_over_three_scenes(ref: ModelRef) -> N
         assert not any(released.values())
     # the workers started with the allocator settings (not the nanny's 64 KiB trim threshold)
     assert len(environs) == (2 if sys.platform.startswith("linux") else 0)
-    assert all(env == ALLOCATOR_ENV for env in environs.values()), environs
+    assert all(env == {**ALLOCATOR_ENV, **MIMALLOC_ENV} for env in environs.values()), environs
     # 75 model tasks over 2 single-thread workers: both work, each loads the weights once
     assert [v.get(ref.path, 0) for v in loads.values()] == [1, 1], loads
     for da, got in zip(scenes, results, strict=True):
@@ -249,7 +254,7 @@ def test_separate_scheduler_and_workers_on_loopback(ref: ModelRef, loopback_sche
     assert len(loads) == 2
     assert list(mimalloc.values()) == [mimalloc_library() is not None] * 2
     assert len(environs) == (2 if sys.platform.startswith("linux") else 0)
-    assert all(env == ALLOCATOR_ENV for env in environs.values()), environs
+    assert all(env == {**ALLOCATOR_ENV, **MIMALLOC_ENV} for env in environs.values()), environs
     assert all(v.get(ref.path, 0) <= 1 for v in loads.values()), loads
     assert sum(v.get(ref.path, 0) for v in loads.values()) >= 1
     for da, got in zip(scenes, results, strict=True):
