@@ -116,13 +116,13 @@ ALLOCATOR_ENV: dict[str, str] = {
 #: Where workers need a flat memory, glibc's heap falls short: the input blocks that wait
 #: for their model task land in the holes that the last window's activations left, so the next
 #: window's activations go to new memory and the heap grows over a run, while the memory in
-#: use stays flat (a worker's peak RSS over 2048^2 to 16384^2 scenes, max/min: 1.39 with glibc
-#: tuned, 1.07 with mimalloc in ``bench/inference.py --only memory``). mimalloc (the
-#: ``cmeel-mimalloc`` wheel, a dependency on Linux) keeps large blocks apart and reuses them
-#: without faulting them in again (BENCHMARKS.md compares the forward speed in fresh
-#: processes). :func:`connect` preloads it into the workers it starts
-#: (``ClusterConfig.allocator``); it cannot be loaded into a process that already runs, where
-#: :data:`ALLOCATOR_ENV` and :func:`release_free_memory` apply instead.
+#: use stays flat (a worker's peak RSS over 2048^2 to 16384^2 scenes, max/min: 1.43 with glibc
+#: tuned, 1.10 with mimalloc in BENCHMARKS.md). mimalloc (the ``cmeel-mimalloc`` wheel, a
+#: dependency on Linux) keeps large blocks apart and reuses them. It is not the default: the
+#: demo map run reached 0.60-0.63x predict with it against 0.80-0.82x with glibc (scratch runs
+#: side by side; cause not found). :func:`connect` preloads it into the workers it starts with
+#: ``ClusterConfig(allocator="mimalloc")``; it cannot be loaded into a process that already
+#: runs.
 MIMALLOC_DIST = "cmeel-mimalloc"
 #: mimalloc settings for workers: freed memory goes back to the OS after 30 s unused instead
 #: of 10 ms, so a window's activations are reused by the next window instead of being faulted
@@ -160,8 +160,7 @@ def under_mimalloc() -> bool:
 def worker_environ(config: ClusterConfig | None = None) -> dict[str, str]:
     """Variables for the environment of a worker before it starts: :data:`ALLOCATOR_ENV`,
     :data:`MIMALLOC_ENV` and ``LD_PRELOAD``: the preloads of this environment, plus
-    :func:`mimalloc_library` with ``config.allocator`` "auto" (when installed) or "mimalloc",
-    without it with "glibc".
+    :func:`mimalloc_library` with ``config.allocator="mimalloc"``, without it with "glibc".
 
     Raises:
         ConfigError: ``allocator="mimalloc"`` without the ``cmeel-mimalloc`` wheel.
@@ -174,7 +173,7 @@ def worker_environ(config: ClusterConfig | None = None) -> dict[str, str]:
         )
     # other preloads stay; mimalloc only once, and not at all with allocator="glibc"
     preload = [p for p in os.environ.get("LD_PRELOAD", "").split() if p and p != lib]
-    if lib is not None and config.allocator != "glibc":
+    if lib is not None and config.allocator == "mimalloc":
         preload.append(lib)
     return {**ALLOCATOR_ENV, **MIMALLOC_ENV, "LD_PRELOAD": " ".join(preload)}
 

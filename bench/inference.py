@@ -375,7 +375,7 @@ def monai_loop(
 
 @contextlib.contextmanager
 def cluster(
-    n_workers: int, threads: int | None, torch_threads: int | None = None, allocator: str = "auto"
+    n_workers: int, threads: int | None, torch_threads: int | None = None, allocator: str = "glibc"
 ) -> Iterator[Any]:
     """A fresh LocalCluster (fresh worker processes: their peak RSS starts from nothing)."""
     import distributed  # noqa: F401  (its config defaults must be loaded before config.set)
@@ -481,7 +481,7 @@ def peak_worker_memory(
     config: PredictConfig,
     bands: list[str],
     threads: int = 1,
-    allocator: str = "auto",
+    allocator: str = "glibc",
 ) -> tuple[float, float, float]:
     """(peak RSS MiB, RSS MiB before the run, seconds) of one fresh worker for a ``size``^2
     scene read in ``layout`` chunks: "tiles" (the tile grid) or "split" (``input_chunks``),
@@ -795,7 +795,7 @@ def main(argv: list[str] | None = None) -> int:
                 row(
                     f"raw forward {s}^2 tile, fp32, {args.threads} threads, fresh process: glibc "
                     "malloc defaults / tuned (`cluster.ALLOCATOR_ENV`)"
-                    + (" / mimalloc preloaded (local workers)" if mimalloc else ""),
+                    + (" / mimalloc preloaded (`allocator='mimalloc'`)" if mimalloc else ""),
                     " / ".join(f"{v:.3f}" for v in got.values())
                     + f" Mpx/s = 1 / {got['tuned'] / got['default']:.2f}"
                     + (f" / {got['mimalloc'] / got['default']:.2f}" if mimalloc else "")
@@ -807,14 +807,13 @@ def main(argv: list[str] | None = None) -> int:
             "Allocator: glibc gives every allocation above 32 MiB (64 MiB in a thread's arena) "
             "its own mmap and unmaps it on free, so each forward pass faults its activations "
             "in page by page again, and Dask's nannies trim freed heap memory at 64 KiB. "
-            "Workers started by `cluster.connect` run with mimalloc preloaded (the "
-            "`cmeel-mimalloc` wheel; `ClusterConfig.allocator`), which reuses freed "
-            "activations without faulting them in again; in processes that already run (this "
-            "one: every row that is not on a cluster, the peers too) `get_model` applies "
-            "`MALLOC_ARENA_MAX=1`, a 1 GiB mmap threshold and a 256 MiB trim threshold "
-            "through `mallopt` (`cluster.ALLOCATOR_ENV`)"
+            "Workers started by `cluster.connect` get `MALLOC_ARENA_MAX=1`, a 1 GiB mmap "
+            "threshold and a 256 MiB trim threshold in their environment "
+            "(`cluster.ALLOCATOR_ENV`), and `get_model` applies the same through `mallopt` in "
+            "any process that runs the model; with `ClusterConfig(allocator='mimalloc')` they "
+            "preload mimalloc instead (the `cmeel-mimalloc` wheel). Every row runs tuned glibc"
             + ("" if tuned else " (here mallopt was refused: glibc defaults)")
-            + ". The `fresh process` rows show what each is worth."
+            + " unless it names mimalloc; the `fresh process` rows show what each is worth."
         )
 
     if "tiles" in wanted:
@@ -1161,21 +1160,16 @@ def main(argv: list[str] | None = None) -> int:
         sizes = [1024, 2048] if q else [2048, 4096, 8192, 16384]
         from arctic_rts.cluster import mimalloc_library
 
-        allocator = "mimalloc" if mimalloc_library() else "glibc (tuned)"
         for layout, label, alloc in (
-            ("split", f"read with `input_chunks`, {allocator} (the default)", "auto"),
-            ("tiles", f"read in tile-grid chunks, {allocator}", "auto"),
-            (
-                "split",
-                "read with `input_chunks`, glibc malloc tuned (`allocator='glibc'`)",
-                "glibc",
-            ),
+            ("split", "read with `input_chunks`, glibc malloc tuned (the default)", "glibc"),
+            ("tiles", "read in tile-grid chunks, glibc malloc tuned", "glibc"),
+            ("split", "read with `input_chunks`, mimalloc (`allocator='mimalloc'`)", "mimalloc"),
         ):
-            if alloc == "glibc" and allocator != "mimalloc":
-                continue  # the first rows were glibc already
+            if alloc == "mimalloc" and mimalloc_library() is None:
+                continue
             peaks = []
             for s in sizes if layout == "split" else sizes[:3]:
-                if alloc == "glibc" and s == sizes[1] and len(sizes) > 3:
+                if alloc == "mimalloc" and s == sizes[1] and len(sizes) > 3:
                     continue  # 2048, 8192, 16384: the sizes the target names
                 mib, idle, sec = peak_worker_memory(s, layout, ref, default, band_names, 1, alloc)
                 peaks.append(mib)
