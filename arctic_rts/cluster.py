@@ -102,8 +102,8 @@ def use_task_threads(concurrent_tasks: int) -> None:
 #: allocation above 32 MiB (above 64 MiB in a thread's own arena) to ``mmap`` and unmaps it on
 #: free, and Dask's nannies trim freed heap memory at 64 KiB, so each forward pass faults its
 #: activations in again page by page: about 180,000 page faults per pass on a 1088^2 window
-#: of the bundled UNet, none once tuned. In fresh processes the tuned forward ran 1.1-1.4x as
-#: fast in the last full benchmark run, 0.9-1.2x in the one before (BENCHMARKS.md; noisy host).
+#: of the bundled UNet, none once tuned. In fresh processes the tuned forward ran 0.93-1.53x as
+#: fast in the last full benchmark run, 1.1-1.4x in an earlier one (BENCHMARKS.md; noisy host).
 #: With one arena, a 1 GiB mmap threshold and 256 MiB kept at the top of the heap, freed
 #: activations are reused (no faults after the first pass); :func:`release_free_memory` bounds
 #: what collects. :func:`connect` sets these in the environment of the workers it starts
@@ -494,7 +494,7 @@ def connect(config: ClusterConfig | None = None) -> Client:
 
     Local workers give each model task :func:`torch_threads` torch threads: by default the
     cores are shared out, so on 2 cores the default is 1 worker x 2 threads, each model task
-    on 1 torch thread (the fastest layout measured when a scene has enough blocks: 1.18x of
+    on 1 torch thread (the fastest layout measured when a scene has enough blocks: 1.20x of
     1 worker x 1 thread on 2 torch threads, and ahead of 2 workers x 1 thread, whose
     halos travel between processes); ``threads_per_worker=1`` gives 1 worker on 2.
 
