@@ -495,8 +495,9 @@ def connect(config: ClusterConfig | None = None) -> Client:
     Local workers give each model task :func:`torch_threads` torch threads: by default the
     cores are shared out, so on 2 cores the default is 1 worker x 2 threads, each model task
     on 1 torch thread (the fastest layout measured when a scene has enough blocks: 1.20x of
-    1 worker x 1 thread on 2 torch threads, and ahead of 2 workers x 1 thread, whose
-    halos travel between processes); ``threads_per_worker=1`` gives 1 worker on 2.
+    1 worker x 1 thread on 2 torch threads, and about even with 2 workers x 1 thread, whose
+    halos travel between processes: 0.90-1.05x of it across runs);
+    ``threads_per_worker=1`` gives 1 worker on 2.
 
     Clusters started here are closed when the returned client is closed.
 
