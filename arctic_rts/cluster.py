@@ -116,9 +116,10 @@ ALLOCATOR_ENV: dict[str, str] = {
 #: Where workers need a flat memory, glibc's heap falls short: the input blocks that wait
 #: for their model task land in the holes that the last window's activations left, so the next
 #: window's activations go to new memory and the heap grows over a run, while the memory in
-#: use stays flat (a worker's peak RSS over 2048^2 to 16384^2 scenes, max/min: 1.43 with glibc
-#: tuned, 1.10 with mimalloc in BENCHMARKS.md). mimalloc (the ``cmeel-mimalloc`` wheel, a
-#: dependency on Linux) keeps large blocks apart and reuses them. It is not the default: the
+#: use stays flat (a worker's peak RSS over 2048^2 to 16384^2 scenes, max/min: 1.29 with glibc
+#: tuned, 1.12 with mimalloc in BENCHMARKS.md; 1.43 and 1.10 in the run before). mimalloc
+#: (the ``cmeel-mimalloc`` wheel, a dependency on Linux) keeps large blocks apart and reuses
+#: them. It is not the default: the
 #: demo map run reached 0.60-0.63x predict with it against 0.80-0.82x with glibc (scratch runs
 #: side by side; cause not found). :func:`connect` preloads it into the workers it starts with
 #: ``ClusterConfig(allocator="mimalloc")``; it cannot be loaded into a process that already
