@@ -4,7 +4,7 @@ its heading are appended when absent).
 
 Not part of ``make test``. Usage::
 
-    .venv/bin/python bench/inference.py            # full sizes: about 22 minutes on 2 cores
+    .venv/bin/python bench/inference.py            # full sizes: about 26 minutes on 2 cores
     .venv/bin/python bench/inference.py --quick    # reduced sizes, to check the bench itself
     .venv/bin/python bench/inference.py --only tiles memory   # some sections only
 
@@ -248,7 +248,7 @@ def _probe_window(
     """Raw forward (fp32) of the model in ``weights`` on ``batch`` windows of ``window``^2:
     rate and the peak memory the forward adds (activations); with ``malloc="tuned"`` after
     :func:`~arctic_rts.cluster.tune_allocator`, else with glibc's defaults, or with mimalloc
-    (``malloc="mimalloc"``: preloaded by :func:`probe`, as in a worker)."""
+    (``malloc="mimalloc"``: preloaded by :func:`probe`, as in a mimalloc worker)."""
     if malloc == "tuned":
         tune_allocator()
     torch.set_num_threads(int(threads))
