@@ -113,23 +113,33 @@ ALLOCATOR_ENV: dict[str, str] = {
     "MALLOC_MMAP_THRESHOLD_": str(2**30),
     "MALLOC_TRIM_THRESHOLD_": str(2**28),
 }
-#: Where workers need a flat memory, glibc's heap falls short: the input blocks that wait
-#: for their model task land in the holes that the last window's activations left, so the next
+#: glibc's heap does not keep a worker's memory flat: the input blocks that wait for their
+#: model task land in the holes that the last window's activations left, so the next
 #: window's activations go to new memory and the heap grows over a run, while the memory in
-#: use stays flat (a worker's peak RSS over 2048^2 to 16384^2 scenes, max/min: 1.29 with glibc
-#: tuned, 1.12 with mimalloc in BENCHMARKS.md; 1.43 and 1.10 in the run before). mimalloc
-#: (the ``cmeel-mimalloc`` wheel, a dependency on Linux) keeps large blocks apart and reuses
-#: them. It is not the default: the
-#: demo map run reached 0.60-0.63x predict with it against 0.80-0.82x with glibc (scratch runs
-#: side by side; cause not found). :func:`connect` preloads it into the workers it starts with
-#: ``ClusterConfig(allocator="mimalloc")``; it cannot be loaded into a process that already
-#: runs.
+#: use stays flat. mimalloc (the ``cmeel-mimalloc`` wheel, a dependency on Linux) keeps large
+#: blocks apart and reuses them: a worker's peak RSS over 2048^2 to 16384^2 scenes, max/min,
+#: was 1.29 with glibc tuned and 1.12 with mimalloc in the last full run before it became the
+#: default (BENCHMARKS.md has the current one). :func:`connect` preloads it into the workers
+#: it starts unless ``ClusterConfig(allocator="glibc")``; it cannot be loaded into a process
+#: that already runs. An earlier reading that mimalloc slowed the map run came from the
+#: 1008^2 demo, where start-up dominates; on 3000^2 demo scenes it was not slower (map 0.71 /
+#: 0.82 Mpx/s against 0.66 / 0.79 with glibc, scratch runs side by side).
 MIMALLOC_DIST = "cmeel-mimalloc"
 #: mimalloc settings for workers: freed memory goes back to the OS after 30 s unused instead
 #: of 10 ms, so a window's activations are reused by the next window instead of being faulted
 #: in again (1,000 page faults per 4096^2 scene on the default local cluster against 150,000
 #: to 180,000 with the default delay, in a scratch run; peak memory stayed as flat).
 MIMALLOC_ENV: dict[str, str] = {"MIMALLOC_PURGE_DELAY": "30000"}
+#: torch settings for workers: ``THP_MEM_ALLOC_ENABLE=1`` makes torch's CPU allocator advise
+#: transparent huge pages (``madvise``) for its allocations of 2 MiB and more, so activations
+#: are mapped in 2 MiB pages instead of 4 KiB ones (fewer TLB misses and page faults). Raw
+#: forward of a 1088^2 window on 2 threads, fresh processes, best of 4 alternating (scratch):
+#: mimalloc 2.88 Mpx/s without, 3.41 with; tuned glibc 3.46 / 3.54, in another batch 2.29 /
+#: 2.70. Without effect where the kernel's THP mode is ``never``; torch reads it once at start.
+TORCH_ENV: dict[str, str] = {"THP_MEM_ALLOC_ENABLE": "1"}
+#: Every variable :func:`connect` puts into the environment of the workers it starts, besides
+#: ``LD_PRELOAD``; ``deploy/dask/arctic-rts.yaml`` gives workers of your own the same.
+WORKER_ENV: dict[str, str] = {**ALLOCATOR_ENV, **MIMALLOC_ENV, **TORCH_ENV}
 
 
 @functools.cache
@@ -158,25 +168,39 @@ def under_mimalloc() -> bool:
         return False
 
 
-def worker_environ(config: ClusterConfig | None = None) -> dict[str, str]:
-    """Variables for the environment of a worker before it starts: :data:`ALLOCATOR_ENV`,
-    :data:`MIMALLOC_ENV` and ``LD_PRELOAD``: the preloads of this environment, plus
-    :func:`mimalloc_library` with ``config.allocator="mimalloc"``, without it with "glibc".
+def worker_allocator(config: ClusterConfig | None = None) -> str:
+    """The allocator that workers started for ``config`` get: "mimalloc" or "glibc".
+    ``allocator="auto"`` (the default) is mimalloc where its wheel is installed, else glibc.
 
     Raises:
         ConfigError: ``allocator="mimalloc"`` without the ``cmeel-mimalloc`` wheel.
     """
     config = config or ClusterConfig()
-    lib = mimalloc_library()
-    if config.allocator == "mimalloc" and lib is None:
+    found = mimalloc_library() is not None
+    if config.allocator == "mimalloc" and not found:
         raise ConfigError(
             f"allocator='mimalloc' needs the {MIMALLOC_DIST} wheel: pip install {MIMALLOC_DIST}."
         )
-    # other preloads stay; mimalloc only once, and not at all with allocator="glibc"
+    if config.allocator == "glibc" or not found:
+        return "glibc"
+    return "mimalloc"
+
+
+def worker_environ(config: ClusterConfig | None = None) -> dict[str, str]:
+    """Variables for the environment of a worker before it starts: :data:`WORKER_ENV` and
+    ``LD_PRELOAD``: the preloads of this environment, plus :func:`mimalloc_library` where
+    :func:`worker_allocator` is "mimalloc", without it where it is "glibc".
+
+    Raises:
+        ConfigError: ``allocator="mimalloc"`` without the ``cmeel-mimalloc`` wheel.
+    """
+    allocator = worker_allocator(config)
+    lib = mimalloc_library()
+    # other preloads stay; mimalloc only once, and not at all with glibc
     preload = [p for p in os.environ.get("LD_PRELOAD", "").split() if p and p != lib]
-    if lib is not None and config.allocator == "mimalloc":
+    if lib is not None and allocator == "mimalloc":
         preload.append(lib)
-    return {**ALLOCATOR_ENV, **MIMALLOC_ENV, "LD_PRELOAD": " ".join(preload)}
+    return {**WORKER_ENV, "LD_PRELOAD": " ".join(preload)}
 
 
 @contextlib.contextmanager

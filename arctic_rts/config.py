@@ -191,17 +191,19 @@ class ClusterConfig:
     #: out over all worker threads (at least 1). Workers of an existing scheduler read the
     #: ``ARCTIC_RTS_TORCH_THREADS`` environment variable instead.
     torch_threads: int | None = None
-    #: Memory allocator of local workers: "glibc" (its malloc tuned, the default) or "mimalloc"
-    #: (preloaded from the ``cmeel-mimalloc`` wheel: a worker's peak memory stayed flat over
-    #: scene sizes where glibc's grew, but the demo map run was slower; BENCHMARKS.md and
-    #: ``arctic_rts.cluster.worker_environ``).
-    allocator: str = "glibc"
+    #: Memory allocator of local workers: "auto" (mimalloc where the ``cmeel-mimalloc`` wheel
+    #: is installed, a dependency on Linux; else glibc), "mimalloc" or "glibc" (its malloc
+    #: tuned). With mimalloc a worker's peak memory stayed flat over scene sizes where glibc's
+    #: heap grew (BENCHMARKS.md, ``arctic_rts.cluster.worker_allocator``).
+    allocator: str = "auto"
 
     def __post_init__(self) -> None:
         if self.gpu not in ("auto", "yes", "no"):
             raise ConfigError(f"gpu must be 'auto', 'yes' or 'no', got {self.gpu!r}.")
-        if self.allocator not in ("glibc", "mimalloc"):
-            raise ConfigError(f"allocator must be 'glibc' or 'mimalloc', got {self.allocator!r}.")
+        if self.allocator not in ("auto", "glibc", "mimalloc"):
+            raise ConfigError(
+                f"allocator must be 'auto', 'glibc' or 'mimalloc', got {self.allocator!r}."
+            )
         if self.n_workers is not None and self.n_workers < 1:
             raise ConfigError(f"n_workers must be at least 1, got {self.n_workers}.")
         if self.torch_threads is not None and self.torch_threads < 1:

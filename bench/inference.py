@@ -48,7 +48,13 @@ import numpy as np
 import torch
 import xarray as xr
 
-from arctic_rts.cluster import ALLOCATOR_ENV, MIMALLOC_ENV, tune_allocator
+from arctic_rts.cluster import (
+    WORKER_ENV,
+    startup_environ,
+    tune_allocator,
+    under_mimalloc,
+    worker_environ,
+)
 from arctic_rts.config import ClusterConfig, PredictConfig
 from arctic_rts.model import ModelRef, UNet, load_model, save_weights
 from arctic_rts.model.weights import read_card
@@ -247,8 +253,8 @@ def _probe_window(
 ) -> dict[str, float]:
     """Raw forward (fp32) of the model in ``weights`` on ``batch`` windows of ``window``^2:
     rate and the peak memory the forward adds (activations); with ``malloc="tuned"`` after
-    :func:`~arctic_rts.cluster.tune_allocator`, else with glibc's defaults, or with mimalloc
-    (``malloc="mimalloc"``: preloaded by :func:`probe`, as in a mimalloc worker)."""
+    :func:`~arctic_rts.cluster.tune_allocator` (as ``get_model`` does; nothing changes under
+    mimalloc or where the environment set glibc's variables already), else without."""
     if malloc == "tuned":
         tune_allocator()
     torch.set_num_threads(int(threads))
@@ -300,21 +306,30 @@ def _probe_vectorize(size_text: str) -> dict[str, float]:
     }
 
 
-def probe(*args: str, preload: str | None = None) -> dict[str, Any]:
-    """Run one probe in a fresh interpreter (with this process's nice level), without the
-    allocator variables a cluster start leaves in this process's environment; ``preload``:
-    a library for ``LD_PRELOAD``."""
-    env = {k: v for k, v in os.environ.items() if k not in ALLOCATOR_ENV and k != "LD_PRELOAD"}
-    if preload:
-        env.update({**MIMALLOC_ENV, "LD_PRELOAD": preload})  # as in a worker
+def probe(*args: str, env: dict[str, str] | None = None) -> dict[str, Any]:
+    """Run one probe in a fresh interpreter (with this process's nice level) whose environment
+    has ``env`` instead of the workers' variables (default: those of a default local worker,
+    :func:`~arctic_rts.cluster.worker_environ`; ``{}``: none, glibc's defaults)."""
+    base = {k: v for k, v in os.environ.items() if k not in WORKER_ENV and k != "LD_PRELOAD"}
     out = subprocess.run(
         [sys.executable, __file__, "--probe", *args],
         capture_output=True,
         text=True,
         check=True,
-        env=env,
+        env={**base, **(worker_environ(ClusterConfig()) if env is None else env)},
     )
     return dict(json.loads(out.stdout.strip().splitlines()[-1]))
+
+
+def run_as_worker(argv: list[str]) -> None:
+    """Run this benchmark in a process started like a default arctic-rts worker (mimalloc
+    preloaded, :data:`~arctic_rts.cluster.WORKER_ENV`), so that the rows measured in this
+    process (raw forward, peers) run with the workers' settings: re-executes it once."""
+    env = worker_environ(ClusterConfig())
+    started = startup_environ()
+    if all(started.get(k) == v for k, v in env.items()):
+        return
+    os.execve(sys.executable, [sys.executable, __file__, *argv], {**os.environ, **env})
 
 
 # --------------------------------------------------------------------------------- peers
@@ -375,7 +390,7 @@ def monai_loop(
 
 @contextlib.contextmanager
 def cluster(
-    n_workers: int, threads: int | None, torch_threads: int | None = None, allocator: str = "glibc"
+    n_workers: int, threads: int | None, torch_threads: int | None = None, allocator: str = "auto"
 ) -> Iterator[Any]:
     """A fresh LocalCluster (fresh worker processes: their peak RSS starts from nothing)."""
     import distributed  # noqa: F401  (its config defaults must be loaded before config.set)
@@ -481,7 +496,7 @@ def peak_worker_memory(
     config: PredictConfig,
     bands: list[str],
     threads: int = 1,
-    allocator: str = "glibc",
+    allocator: str = "auto",
 ) -> tuple[float, float, float]:
     """(peak RSS MiB, RSS MiB before the run, seconds) of one fresh worker for a ``size``^2
     scene read in ``layout`` chunks: "tiles" (the tile grid) or "split" (``input_chunks``),
@@ -505,8 +520,9 @@ def peak_worker_memory(
     return peak / MIB, before / MIB, seconds
 
 
-def map_run_rate(folder: Path) -> tuple[float, float, str] | None:
-    """(map Mpx/s, predict Mpx/s on the same scenes, note) on the generated demo, if available."""
+def map_run_rate(folder: Path, size_px: int) -> tuple[float, float, str] | None:
+    """(map Mpx/s, predict Mpx/s on the same scenes, note) on a generated demo of ``size_px``^2
+    scenes, if available."""
     try:
         from arctic_rts.config import MapConfig
         from arctic_rts.demo import generate_demo
@@ -516,7 +532,7 @@ def map_run_rate(folder: Path) -> tuple[float, float, str] | None:
     except ImportError as err:
         log(f"map run skipped: {err}")
         return None
-    catalog = generate_demo(folder / "demo")
+    catalog = generate_demo(folder / f"demo-{size_px}", size_px=size_px)
     weights = bundled_weights()
     note = "bundled demo weights"
     if not weights.is_file():
@@ -554,7 +570,7 @@ def map_run_rate(folder: Path) -> tuple[float, float, str] | None:
     return (
         pixels / map_seconds / 1e6,
         pixels / predict_seconds / 1e6,
-        f"{len(scenes)} scenes, {note}",
+        f"{len(scenes)} scenes of {size_px}^2, {note}",
     )
 
 
@@ -728,10 +744,11 @@ def main(argv: list[str] | None = None) -> int:
         fn = probes[kind]
         print(json.dumps(fn(*params)))
         return 0
+    # Every row runs with the settings of default arctic-rts workers (peers included), in this
+    # process and its probes; the `forward` section also measures the other settings.
+    run_as_worker(sys.argv[1:] if argv is None else argv)
     warnings.filterwarnings("ignore", message="Sending large graph")
     torch.set_num_threads(args.threads)
-    # Every row runs with the allocator settings of arctic-rts workers (peers included), in
-    # this process and its probes; the `forward` section also measures glibc's defaults.
     tuned = tune_allocator()
     wanted = [s for s in (args.only or SECTIONS) if s not in args.skip]
     q = args.quick
@@ -781,24 +798,34 @@ def main(argv: list[str] | None = None) -> int:
                         f"({100 * r * fpp / 1e3 / peak:.0f} % of the fp32 matmul peak)",
                     )
                 )
-        from arctic_rts.cluster import mimalloc_library
+        from arctic_rts.cluster import TORCH_ENV, worker_allocator
 
-        mimalloc = mimalloc_library()
+        auto = worker_environ(ClusterConfig())
+        settings: dict[str, tuple[dict[str, str], str]] = {
+            "glibc malloc defaults": ({}, "default"),
+            "`allocator='glibc'` (tuned, THP)": (
+                worker_environ(ClusterConfig(allocator="glibc")),
+                "tuned",
+            ),
+        }
+        if worker_allocator(ClusterConfig()) == "mimalloc":
+            no_thp = {k: "0" for k in TORCH_ENV}
+            settings["mimalloc without THP"] = ({**auto, **no_thp}, "tuned")
+            settings["the default (mimalloc, THP)"] = (auto, "tuned")
         for s in [512] if q else [512, default.tile_size, window]:
-            got = {"default": 0.0, "tuned": 0.0, **({"mimalloc": 0.0} if mimalloc else {})}
+            got = dict.fromkeys(settings, 0.0)
             for _ in range(1 if q else 3):  # alternating, best of each: the machine drifts
-                for m in got:
-                    lib = mimalloc if m == "mimalloc" else None
-                    args_ = ("window", ref.path, str(s), "1", str(args.threads), m)
-                    got[m] = max(got[m], probe(*args_, preload=lib)["mpx_s"])
+                for name, (env, malloc) in settings.items():
+                    args_ = ("window", ref.path, str(s), "1", str(args.threads), malloc)
+                    got[name] = max(got[name], probe(*args_, env=env)["mpx_s"])
+            base = got["glibc malloc defaults"]
             rows.append(
                 row(
-                    f"raw forward {s}^2 tile, fp32, {args.threads} threads, fresh process: glibc "
-                    "malloc defaults / tuned (`cluster.ALLOCATOR_ENV`)"
-                    + (" / mimalloc preloaded (`allocator='mimalloc'`)" if mimalloc else ""),
+                    f"raw forward {s}^2 tile, fp32, {args.threads} threads, fresh process: "
+                    + " / ".join(settings),
                     " / ".join(f"{v:.3f}" for v in got.values())
-                    + f" Mpx/s = 1 / {got['tuned'] / got['default']:.2f}"
-                    + (f" / {got['mimalloc'] / got['default']:.2f}" if mimalloc else "")
+                    + " Mpx/s = "
+                    + " / ".join(f"{v / base:.2f}" for v in got.values())
                     + " x",
                 )
             )
@@ -807,13 +834,15 @@ def main(argv: list[str] | None = None) -> int:
             "Allocator: glibc gives every allocation above 32 MiB (64 MiB in a thread's arena) "
             "its own mmap and unmaps it on free, so each forward pass faults its activations "
             "in page by page again, and Dask's nannies trim freed heap memory at 64 KiB. "
-            "Workers started by `cluster.connect` get `MALLOC_ARENA_MAX=1`, a 1 GiB mmap "
-            "threshold and a 256 MiB trim threshold in their environment "
-            "(`cluster.ALLOCATOR_ENV`), and `get_model` applies the same through `mallopt` in "
-            "any process that runs the model; with `ClusterConfig(allocator='mimalloc')` they "
-            "preload mimalloc instead (the `cmeel-mimalloc` wheel). Every row runs tuned glibc"
-            + ("" if tuned else " (here mallopt was refused: glibc defaults)")
-            + " unless it names mimalloc; the `fresh process` rows show what each is worth."
+            "Workers started by `cluster.connect` preload mimalloc (the `cmeel-mimalloc` wheel; "
+            "`MIMALLOC_PURGE_DELAY=30000`) and have torch map its activations in transparent huge "
+            "pages (`THP_MEM_ALLOC_ENABLE=1`, `cluster.TORCH_ENV`); with "
+            "`ClusterConfig(allocator='glibc')` they run glibc with `MALLOC_ARENA_MAX=1`, a 1 GiB "
+            "mmap threshold and a 256 MiB trim threshold (`cluster.ALLOCATOR_ENV`). This process "
+            "re-runs itself with the default workers' variables, so every row runs with them "
+            + ("(mimalloc)" if under_mimalloc() else "(glibc: mimalloc is not installed)")
+            + " unless it names other settings; the `fresh process` rows show what each is worth."
+            + ("" if tuned else " Here glibc refused mallopt.")
         )
 
     if "tiles" in wanted:
@@ -1158,22 +1187,27 @@ def main(argv: list[str] | None = None) -> int:
         )
     if "memory" in wanted:
         sizes = [1024, 2048] if q else [2048, 4096, 8192, 16384]
-        from arctic_rts.cluster import mimalloc_library
+        from arctic_rts.cluster import worker_allocator
 
-        for layout, label, alloc in (
-            ("split", "read with `input_chunks`, glibc malloc tuned (the default)", "glibc"),
-            ("tiles", "read in tile-grid chunks, glibc malloc tuned", "glibc"),
-            ("split", "read with `input_chunks`, mimalloc (`allocator='mimalloc'`)", "mimalloc"),
+        chosen = worker_allocator(ClusterConfig())
+        for layout, label, alloc, measured in (
+            ("split", f"read with `input_chunks`, {chosen} (the default)", "auto", sizes),
+            ("tiles", f"read in tile-grid chunks, {chosen} (the default)", "auto", sizes[:3]),
+            # 2048, 8192, 16384: the sizes the target names
+            (
+                "split",
+                "read with `input_chunks`, `allocator='glibc'`",
+                "glibc",
+                sizes[::2] + sizes[3:],
+            ),
         ):
-            if alloc == "mimalloc" and mimalloc_library() is None:
-                continue
+            if alloc == "glibc" and chosen == "glibc":
+                continue  # the default rows are glibc's
             peaks = []
-            for s in sizes if layout == "split" else sizes[:3]:
-                if alloc == "mimalloc" and s == sizes[1] and len(sizes) > 3:
-                    continue  # 2048, 8192, 16384: the sizes the target names
+            for s in measured:
                 mib, idle, sec = peak_worker_memory(s, layout, ref, default, band_names, 1, alloc)
                 peaks.append(mib)
-                log(f"memory {layout} {s}^2: peak {mib:.0f} MiB (idle {idle:.0f}) in {sec:.0f} s")
+                log(f"memory {layout} {alloc} {s}^2: {mib:.0f} MiB (idle {idle:.0f}), {sec:.0f} s")
                 rows.append(
                     row(
                         f"peak RSS of the worker (1 worker x 1 thread, bundled UNet, fp32), "
@@ -1190,8 +1224,8 @@ def main(argv: list[str] | None = None) -> int:
             "blocks that wait for their model task land in the holes the last window's "
             "activations left, so the next window's activations take new memory and the heap "
             "grows over a run until `cluster.release_free_memory` hands holes back (past 1 GiB; "
-            "every trim makes the next window fault its activations in again); mimalloc keeps "
-            "large blocks apart and reuses them. Windows copy "
+            "every trim makes the next window fault its activations in again); mimalloc (the "
+            "default) keeps large blocks apart and reuses them. Windows copy "
             "the margins they take from neighbouring blocks (dask's `overlap` took views, which "
             "kept whole neighbour blocks alive). Input read in tile-grid chunks leaves rows of "
             "whole blocks waiting for the next row's context (48 MiB per 12-band 1024^2 block), "
@@ -1212,7 +1246,8 @@ def main(argv: list[str] | None = None) -> int:
 
     if "map" in wanted:
         try:
-            got_map = map_run_rate(tmp)
+            # the largest demo scenes: at the default 1008^2 the run's start-up dominates
+            got_map = map_run_rate(tmp, 1008 if q else 3000)
         except Exception as err:  # the bench reports what it could not measure
             got_map = None
             notes.append(f"Map run not measured: {type(err).__name__}: {str(err).splitlines()[0]}")

@@ -25,9 +25,8 @@ from distributed.diagnostics.plugin import SchedulerPlugin
 
 import arctic_rts.cluster
 from arctic_rts.cluster import (
-    ALLOCATOR_ENV,
-    MIMALLOC_ENV,
     TORCH_THREADS_ENV,
+    WORKER_ENV,
     as_delayed,
     clear_model_cache,
     connect,
@@ -40,6 +39,7 @@ from arctic_rts.cluster import (
     torch_threads,
     tune_allocator,
     under_mimalloc,
+    worker_allocator,
     worker_environ,
     worker_threads,
 )
@@ -95,14 +95,14 @@ def _allocator_environs(client: Any) -> dict[str, dict[str, str]]:
     if not sys.platform.startswith("linux"):
         return {}
     started = client.run(startup_environ)
-    names = {*ALLOCATOR_ENV, *MIMALLOC_ENV}
+    names = set(WORKER_ENV)
     return {w: {k: v for k, v in env.items() if k in names} for w, env in started.items()}
 
 
 def test_deploy_dask_config_gives_workers_the_allocator_settings() -> None:
     text = (DEPLOY_DASK_CONFIG / "arctic-rts.yaml").read_text()
     environ = yaml.safe_load(text)["distributed"]["nanny"]["pre-spawn-environ"]
-    assert environ == {**ALLOCATOR_ENV, **MIMALLOC_ENV}
+    assert environ == WORKER_ENV
     recipe = (DEPLOY_DASK_CONFIG.parent / "slurm" / "dask-cluster.sbatch").read_text()
     assert "DASK_CONFIG=" in recipe and "deploy/dask" in recipe
 
@@ -130,7 +130,7 @@ def test_release_free_memory_returns_what_collected_and_no_more() -> None:
     del last
 
 
-def test_worker_environ_preloads_mimalloc_when_asked_for(
+def test_worker_environ_preloads_mimalloc_by_default_and_glibc_when_asked_for(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     lib = mimalloc_library()
@@ -138,16 +138,19 @@ def test_worker_environ_preloads_mimalloc_when_asked_for(
         assert lib is not None and Path(lib).is_file()  # installed with arctic-rts on Linux
     # another preload stays; mimalloc (left by an earlier cluster's nanny) is not doubled
     monkeypatch.setenv("LD_PRELOAD", f"/opt/other.so {lib or ''}")
-    auto = worker_environ(ClusterConfig(allocator="mimalloc"))
-    assert {k: auto[k] for k in (*ALLOCATOR_ENV, *MIMALLOC_ENV)} == {
-        **ALLOCATOR_ENV,
-        **MIMALLOC_ENV,
-    }
-    assert auto["LD_PRELOAD"] == (f"/opt/other.so {lib}" if lib else "/opt/other.so")
-    assert worker_environ(ClusterConfig())["LD_PRELOAD"] == "/opt/other.so"  # glibc: default
+    for allocator in ("auto", "mimalloc"):
+        env = worker_environ(ClusterConfig(allocator=allocator))
+        assert {k: env[k] for k in WORKER_ENV} == WORKER_ENV
+        assert env["LD_PRELOAD"] == (f"/opt/other.so {lib}" if lib else "/opt/other.so")
+    assert worker_allocator(ClusterConfig()) == ("mimalloc" if lib else "glibc")
+    glibc = ClusterConfig(allocator="glibc")
+    assert worker_environ(glibc)["LD_PRELOAD"] == "/opt/other.so"
+    assert worker_allocator(glibc) == "glibc"
+    # without the wheel: the default falls back to glibc, an explicit mimalloc is refused
     monkeypatch.setattr(arctic_rts.cluster, "mimalloc_library", lambda: None)
     monkeypatch.setenv("LD_PRELOAD", "/opt/other.so")
     assert worker_environ(ClusterConfig())["LD_PRELOAD"] == "/opt/other.so"
+    assert worker_allocator(ClusterConfig()) == "glibc"
     with pytest.raises(ConfigError, match="cmeel-mimalloc"):
         worker_environ(ClusterConfig(allocator="mimalloc"))
     with pytest.raises(ConfigError, match="allocator must be"):
@@ -167,8 +170,44 @@ def test_allocator_choice_holds_for_clusters_started_one_after_another() -> None
         with connect(config) as client:
             assert list(client.run(under_mimalloc).values()) == [preloaded], allocator
             environs = _allocator_environs(client)
-        assert all(env == {**ALLOCATOR_ENV, **MIMALLOC_ENV} for env in environs.values()), environs
+        assert all(env == WORKER_ENV for env in environs.values()), environs
         assert dict(os.environ) == before
+
+
+def _huge_page_kib_of_a_new_tensor() -> int:
+    """AnonHugePages (KiB) that a new, touched 64 MiB torch tensor adds to this process."""
+
+    def huge() -> int:
+        text = Path("/proc/self/smaps_rollup").read_text()
+        return sum(int(line.split()[1]) for line in text.splitlines() if "AnonHugePages" in line)
+
+    before = huge()
+    t = torch.ones(16 * 2**20)  # 64 MiB, every page touched
+    after = huge()
+    del t
+    return after - before
+
+
+def _thp_mode() -> str:
+    try:
+        text = Path("/sys/kernel/mm/transparent_hugepage/enabled").read_text()
+    except OSError:
+        return "absent"
+    return text.split("[", 1)[1].split("]", 1)[0]
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(
+    _thp_mode() not in ("madvise", "always"), reason="the kernel gives no transparent huge pages"
+)
+def test_workers_map_torch_activations_in_huge_pages() -> None:
+    """connect's workers run torch with THP_MEM_ALLOC_ENABLE=1 (cluster.TORCH_ENV): a large
+    tensor lands in transparent huge pages, under mimalloc (the default) and under glibc."""
+    for allocator in ("auto", "glibc"):
+        config = ClusterConfig(n_workers=1, threads_per_worker=1, allocator=allocator)
+        with connect(config) as client:
+            (got,) = client.run(_huge_page_kib_of_a_new_tensor).values()
+        assert got >= 32 * 1024, (allocator, got)  # at least half of it in 2 MiB pages
 
 
 def test_connect_refuses_gpu_yes_without_gpu() -> None:
@@ -190,11 +229,11 @@ def test_one_model_load_per_worker_process_over_three_scenes(ref: ModelRef) -> N
         environs = _allocator_environs(client)
         mimalloc = client.run(under_mimalloc)
     assert len(set(pids.values())) == 2  # two real processes
-    # glibc by default, not mimalloc
-    assert list(mimalloc.values()) == [False, False]
+    # mimalloc by default where its wheel is installed (Linux)
+    assert list(mimalloc.values()) == [mimalloc_library() is not None] * 2
     # the workers started with the allocator settings (not the nanny's 64 KiB trim threshold)
     assert len(environs) == (2 if sys.platform.startswith("linux") else 0)
-    assert all(env == {**ALLOCATOR_ENV, **MIMALLOC_ENV} for env in environs.values()), environs
+    assert all(env == WORKER_ENV for env in environs.values()), environs
     # 75 model tasks over 2 single-thread workers: both work, each loads the weights once
     assert [v.get(ref.path, 0) for v in loads.values()] == [1, 1], loads
     for da, got in zip(scenes, results, strict=True):
@@ -253,7 +292,7 @@ def test_separate_scheduler_and_workers_on_loopback(ref: ModelRef, loopback_sche
     assert len(loads) == 2
     assert list(mimalloc.values()) == [mimalloc_library() is not None] * 2
     assert len(environs) == (2 if sys.platform.startswith("linux") else 0)
-    assert all(env == {**ALLOCATOR_ENV, **MIMALLOC_ENV} for env in environs.values()), environs
+    assert all(env == WORKER_ENV for env in environs.values()), environs
     assert all(v.get(ref.path, 0) <= 1 for v in loads.values()), loads
     assert sum(v.get(ref.path, 0) for v in loads.values()) >= 1
     for da, got in zip(scenes, results, strict=True):
