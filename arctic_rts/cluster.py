@@ -130,16 +130,9 @@ MIMALLOC_DIST = "cmeel-mimalloc"
 #: in again (1,000 page faults per 4096^2 scene on the default local cluster against 150,000
 #: to 180,000 with the default delay, in a scratch run; peak memory stayed as flat).
 MIMALLOC_ENV: dict[str, str] = {"MIMALLOC_PURGE_DELAY": "30000"}
-#: torch settings for workers: ``THP_MEM_ALLOC_ENABLE=1`` makes torch's CPU allocator advise
-#: transparent huge pages (``madvise``) for its allocations of 2 MiB and more, so activations
-#: are mapped in 2 MiB pages instead of 4 KiB ones (fewer TLB misses and page faults). Raw
-#: forward of a 1088^2 window on 2 threads, fresh processes, best of 4 alternating (scratch):
-#: mimalloc 2.88 Mpx/s without, 3.41 with; tuned glibc 3.46 / 3.54, in another batch 2.29 /
-#: 2.70. Without effect where the kernel's THP mode is ``never``; torch reads it once at start.
-TORCH_ENV: dict[str, str] = {"THP_MEM_ALLOC_ENABLE": "1"}
 #: Every variable :func:`connect` puts into the environment of the workers it starts, besides
 #: ``LD_PRELOAD``; ``deploy/dask/arctic-rts.yaml`` gives workers of your own the same.
-WORKER_ENV: dict[str, str] = {**ALLOCATOR_ENV, **MIMALLOC_ENV, **TORCH_ENV}
+WORKER_ENV: dict[str, str] = {**ALLOCATOR_ENV, **MIMALLOC_ENV}
 
 
 @functools.cache

@@ -798,20 +798,17 @@ def main(argv: list[str] | None = None) -> int:
                         f"({100 * r * fpp / 1e3 / peak:.0f} % of the fp32 matmul peak)",
                     )
                 )
-        from arctic_rts.cluster import TORCH_ENV, worker_allocator
+        from arctic_rts.cluster import worker_allocator
 
-        auto = worker_environ(ClusterConfig())
         settings: dict[str, tuple[dict[str, str], str]] = {
             "glibc malloc defaults": ({}, "default"),
-            "`allocator='glibc'` (tuned, THP)": (
+            "`allocator='glibc'` (tuned)": (
                 worker_environ(ClusterConfig(allocator="glibc")),
                 "tuned",
             ),
         }
         if worker_allocator(ClusterConfig()) == "mimalloc":
-            no_thp = {k: "0" for k in TORCH_ENV}
-            settings["mimalloc without THP"] = ({**auto, **no_thp}, "tuned")
-            settings["the default (mimalloc, THP)"] = (auto, "tuned")
+            settings["mimalloc (the default)"] = (worker_environ(ClusterConfig()), "tuned")
         for s in [512] if q else [512, default.tile_size, window]:
             got = dict.fromkeys(settings, 0.0)
             for _ in range(1 if q else 3):  # alternating, best of each: the machine drifts
@@ -835,8 +832,7 @@ def main(argv: list[str] | None = None) -> int:
             "its own mmap and unmaps it on free, so each forward pass faults its activations "
             "in page by page again, and Dask's nannies trim freed heap memory at 64 KiB. "
             "Workers started by `cluster.connect` preload mimalloc (the `cmeel-mimalloc` wheel; "
-            "`MIMALLOC_PURGE_DELAY=30000`) and have torch map its activations in transparent huge "
-            "pages (`THP_MEM_ALLOC_ENABLE=1`, `cluster.TORCH_ENV`); with "
+            "`MIMALLOC_PURGE_DELAY=30000`); with "
             "`ClusterConfig(allocator='glibc')` they run glibc with `MALLOC_ARENA_MAX=1`, a 1 GiB "
             "mmap threshold and a 256 MiB trim threshold (`cluster.ALLOCATOR_ENV`). This process "
             "re-runs itself with the default workers' variables, so every row runs with them "

@@ -105,6 +105,8 @@ def test_deploy_dask_config_gives_workers_the_allocator_settings() -> None:
     assert environ == WORKER_ENV
     recipe = (DEPLOY_DASK_CONFIG.parent / "slurm" / "dask-cluster.sbatch").read_text()
     assert "DASK_CONFIG=" in recipe and "deploy/dask" in recipe
+    # the recipe's workers preload mimalloc, as local workers do by default
+    assert "export LD_PRELOAD" in recipe and "mimalloc_library" in recipe
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt (Linux)")
@@ -174,42 +176,6 @@ def test_allocator_choice_holds_for_clusters_started_one_after_another() -> None
         assert dict(os.environ) == before
 
 
-def _huge_page_kib_of_a_new_tensor() -> int:
-    """AnonHugePages (KiB) that a new, touched 64 MiB torch tensor adds to this process."""
-
-    def huge() -> int:
-        text = Path("/proc/self/smaps_rollup").read_text()
-        return sum(int(line.split()[1]) for line in text.splitlines() if "AnonHugePages" in line)
-
-    before = huge()
-    t = torch.ones(16 * 2**20)  # 64 MiB, every page touched
-    after = huge()
-    del t
-    return after - before
-
-
-def _thp_mode() -> str:
-    try:
-        text = Path("/sys/kernel/mm/transparent_hugepage/enabled").read_text()
-    except OSError:
-        return "absent"
-    return text.split("[", 1)[1].split("]", 1)[0]
-
-
-@pytest.mark.slow
-@pytest.mark.skipif(
-    _thp_mode() not in ("madvise", "always"), reason="the kernel gives no transparent huge pages"
-)
-def test_workers_map_torch_activations_in_huge_pages() -> None:
-    """connect's workers run torch with THP_MEM_ALLOC_ENABLE=1 (cluster.TORCH_ENV): a large
-    tensor lands in transparent huge pages, under mimalloc (the default) and under glibc."""
-    for allocator in ("auto", "glibc"):
-        config = ClusterConfig(n_workers=1, threads_per_worker=1, allocator=allocator)
-        with connect(config) as client:
-            (got,) = client.run(_huge_page_kib_of_a_new_tensor).values()
-        assert got >= 32 * 1024, (allocator, got)  # at least half of it in 2 MiB pages
-
-
 def test_connect_refuses_gpu_yes_without_gpu() -> None:
     if torch.cuda.is_available():
         pytest.skip("a GPU is visible here")
@@ -262,8 +228,7 @@ def loopback_scheduler() -> Iterator[str]:
     worker += ["--host", "127.0.0.1", "--no-dashboard", "--death-timeout", "60"]
     procs = [subprocess.Popen([*scheduler, "--no-dashboard"], **dask_args)]  # type: ignore[call-overload]
     try:
-        # as deploy/slurm/dask-cluster.sbatch: the deploy config, mimalloc preloaded (the
-        # recipe's optional lines)
+        # as deploy/slurm/dask-cluster.sbatch: the deploy config, mimalloc preloaded
         preload = {"LD_PRELOAD": mimalloc_library() or ""}
         env = {**os.environ, "DASK_CONFIG": str(DEPLOY_DASK_CONFIG), **preload}
         procs.append(subprocess.Popen(worker, env=env, **dask_args))  # type: ignore[call-overload]
