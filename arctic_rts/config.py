@@ -87,13 +87,13 @@ class PredictConfig:
 
     #: Core tile edge in pixels (a multiple of 16); each tile is read with ``halo`` around it.
     #: Chosen by measurement (``bench/inference.py``, ``tiles`` rows: bundled model, its
-    #: measured 32 px halo, the default workers' settings: mimalloc, THP; 1 thread, one sample
-    #: per size, 2026-12-01): per pixel of a 10980^2 scene the sizes from 768 to 3072 ran
-    #: within 9 % of each other (512: 1.49 Mpx/s, 768: 1.69, 1024: 1.66, 1536: 1.76, 2048:
-    #: 1.74, 3072: 1.84), while the activations of a window grow with its area: 488 MiB at
-    #: 1024, 1.4 GiB at 2048, 3.2 GiB at 3072, for every model task a worker runs at once.
-    #: At 1024 the peak of a 1-thread worker stays near 1.3 GiB (the memory rows); in two of
-    #: the three runs before (glibc tuned, 4 KiB pages) 1024 was the fastest size.
+    #: measured 32 px halo, the default workers' mimalloc, 1 thread, one sample per size,
+    #: 2026-12-01): per pixel of a 10980^2 scene 1024 to 3072 ran within 4 % of each other
+    #: (512: 1.33 Mpx/s, 768: 1.38, 1024: 1.71, 1536: 1.64, 2048: 1.73, 3072: 1.70; the run
+    #: before had 3072 ahead, 1.84 against 1.66), while the activations of a window grow with
+    #: its area: 492 MiB at 1024, 1.4 GiB at 2048, 3.2 GiB at 3072, for every model task a
+    #: worker runs at once. At 1024 the peak of a 1-thread worker stays near 1.3 GiB (the
+    #: memory rows); in two of the three runs with glibc before, 1024 was the fastest size.
     tile_size: int = 1024
     #: Context in pixels added on every side of a tile (a multiple of 16). ``None``: the halo
     #: measured for the weights (the card's ``halo``, written by ``arctic-rts train`` with

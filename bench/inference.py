@@ -4,7 +4,7 @@ its heading are appended when absent).
 
 Not part of ``make test``. Usage::
 
-    .venv/bin/python bench/inference.py            # full sizes: about 26 minutes on 2 cores
+    .venv/bin/python bench/inference.py            # full sizes: about 28 minutes on 2 cores
     .venv/bin/python bench/inference.py --quick    # reduced sizes, to check the bench itself
     .venv/bin/python bench/inference.py --only tiles memory   # some sections only
 
