@@ -88,7 +88,7 @@ class PredictConfig:
     #: Core tile edge in pixels (a multiple of 16); each tile is read with ``halo`` around it.
     #: Chosen by measurement (``bench/inference.py``, ``tiles`` rows: bundled model, its
     #: measured 32 px halo, the default workers' mimalloc, 1 thread, one sample per size,
-    #: 2026-12-01): per pixel of a 10980^2 scene 1024 to 3072 ran within 4 % of each other
+    #: 2026-12-01): per pixel of a 10980^2 scene 1024 to 3072 ran within 6 % of each other
     #: (512: 1.33 Mpx/s, 768: 1.38, 1024: 1.71, 1536: 1.64, 2048: 1.73, 3072: 1.70; the run
     #: before had 3072 ahead, 1.84 against 1.66), while the activations of a window grow with
     #: its area: 492 MiB at 1024, 1.4 GiB at 2048, 3.2 GiB at 3072, for every model task a
