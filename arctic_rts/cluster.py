@@ -102,9 +102,9 @@ def use_task_threads(concurrent_tasks: int) -> None:
 #: allocation above 32 MiB (above 64 MiB in a thread's own arena) to ``mmap`` and unmaps it on
 #: free, and Dask's nannies trim freed heap memory at 64 KiB, so each forward pass faults its
 #: activations in again page by page: about 180,000 page faults per pass on a 1088^2 window
-#: of the bundled UNet, none once tuned. In fresh processes the tuned forward ran 1.09-1.50x as
-#: fast as glibc's defaults in BENCHMARKS.md (mimalloc 1.18-1.54x), 0.93-1.53x in an earlier
-#: run (noisy host).
+#: of the bundled UNet, none once tuned. In fresh processes the tuned forward ran 1.12-1.18x as
+#: fast as glibc's defaults in BENCHMARKS.md (mimalloc 1.18-1.42x), 1.09-1.50x and 0.93-1.53x
+#: in earlier runs (noisy host).
 #: With one arena, a 1 GiB mmap threshold and 256 MiB kept at the top of the heap, freed
 #: activations are reused (no faults after the first pass); :func:`release_free_memory` bounds
 #: what collects. :func:`connect` sets these in the environment of the workers it starts
@@ -119,8 +119,8 @@ ALLOCATOR_ENV: dict[str, str] = {
 #: window's activations go to new memory and the heap grows over a run, while the memory in
 #: use stays flat. mimalloc (the ``cmeel-mimalloc`` wheel, a dependency on Linux) keeps large
 #: blocks apart and reuses them: a worker's peak RSS over 2048^2 to 16384^2 scenes, max/min,
-#: was 1.07 with mimalloc and 1.26 with glibc tuned in BENCHMARKS.md (1.12 / 1.29 in an
-#: earlier run). :func:`connect` preloads it into the workers
+#: was 1.09 with mimalloc and 1.36 with glibc tuned in BENCHMARKS.md (1.07 / 1.26 in the
+#: run before, 1.12 / 1.29 in an earlier one). :func:`connect` preloads it into the workers
 #: it starts unless ``ClusterConfig(allocator="glibc")``; it cannot be loaded into a process
 #: that already runs. An earlier reading that mimalloc slowed the map run came from the
 #: 1008^2 demo, where start-up dominates; on 3000^2 demo scenes it was not slower (map 0.71 /
@@ -513,9 +513,9 @@ def connect(config: ClusterConfig | None = None) -> Client:
 
     Local workers give each model task :func:`torch_threads` torch threads: by default the
     cores are shared out, so on 2 cores the default is 1 worker x 2 threads, each model task
-    on 1 torch thread (the fastest layout measured when a scene has enough blocks: 1.30x of
-    1 worker x 1 thread on 2 torch threads, 1.20x in an earlier run; 2 workers x 1 thread,
-    whose halos travel between processes, ran at 0.88-1.05x of it across runs);
+    on 1 torch thread (the fastest layout measured when a scene has enough blocks: 1.12-1.30x
+    of 1 worker x 1 thread on 2 torch threads across runs; 2 workers x 1 thread, whose halos
+    travel between processes, ran at 0.88-1.05x of it);
     ``threads_per_worker=1`` gives 1 worker on 2.
 
     Clusters started here are closed when the returned client is closed.

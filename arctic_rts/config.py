@@ -88,12 +88,12 @@ class PredictConfig:
     #: Core tile edge in pixels (a multiple of 16); each tile is read with ``halo`` around it.
     #: Chosen by measurement (``bench/inference.py``, ``tiles`` rows: bundled model, its
     #: measured 32 px halo, the default workers' mimalloc, 1 thread, one sample per size,
-    #: 2026-12-01): per pixel of a 10980^2 scene 1024 to 3072 ran within 6 % of each other
-    #: (512: 1.33 Mpx/s, 768: 1.38, 1024: 1.71, 1536: 1.64, 2048: 1.73, 3072: 1.70; the run
-    #: before had 3072 ahead, 1.84 against 1.66), while the activations of a window grow with
+    #: 2026-12-01): per pixel of a 10980^2 scene larger tiles waste less of each window (512:
+    #: 1.32 Mpx/s, 768: 1.36, 1024: 1.50, 1536: 1.61, 2048: 1.76, 3072: 1.81; in the run before
+    #: 1024 to 3072 were within 6 %, 1.71 at 1024), while the activations of a window grow with
     #: its area: 492 MiB at 1024, 1.4 GiB at 2048, 3.2 GiB at 3072, for every model task a
-    #: worker runs at once. At 1024 the peak of a 1-thread worker stays near 1.3 GiB (the
-    #: memory rows); in two of the three runs with glibc before, 1024 was the fastest size.
+    #: worker runs at once. 1024 keeps the peak of a 1-thread worker near 1.3 GiB (the memory
+    #: rows); with glibc, 1024 was the fastest size in two of three runs.
     tile_size: int = 1024
     #: Context in pixels added on every side of a tile (a multiple of 16). ``None``: the halo
     #: measured for the weights (the card's ``halo``, written by ``arctic-rts train`` with
