@@ -21,14 +21,17 @@ import rioxarray  # noqa: F401  (the .rio accessor)
 import torch
 import xarray as xr
 import yaml
+from dask.utils import parse_timedelta
 from distributed.diagnostics.plugin import SchedulerPlugin
 
 import arctic_rts.cluster
 from arctic_rts.cluster import (
+    QUIET_DASK_CONFIG,
     TORCH_THREADS_ENV,
     WORKER_ENV,
     as_delayed,
     clear_model_cache,
+    cluster_dask_config,
     connect,
     get_model,
     mimalloc_library,
@@ -99,14 +102,51 @@ def _allocator_environs(client: Any) -> dict[str, dict[str, str]]:
     return {w: {k: v for k, v in env.items() if k in names} for w, env in started.items()}
 
 
+#: The periodic callbacks of a scheduler or worker that QUIET_DASK_CONFIG sets, in ms.
+QUIET_MS = {
+    name: parse_timedelta(QUIET_DASK_CONFIG[key]) * 1000
+    for name, key in (
+        ("tick", "distributed.admin.tick.interval"),
+        ("monitor", "distributed.admin.system-monitor.interval"),
+        ("profile", "distributed.worker.profile.interval"),
+        ("profile-cycle", "distributed.worker.profile.cycle"),
+    )
+}
+
+
+def _server_intervals(client: Any) -> tuple[dict[str, float], list[dict[str, float]]]:
+    """The running intervals (ms) of the periodic callbacks in QUIET_MS: of the scheduler,
+    and of every worker."""
+    names = set(QUIET_MS)
+
+    def intervals(server: Any) -> dict[str, float]:  # by value: no import of this module
+        return {n: pc.callback_time for n, pc in server.periodic_callbacks.items() if n in names}
+
+    scheduler = client.run_on_scheduler(lambda dask_scheduler: intervals(dask_scheduler))
+    workers = client.run(lambda dask_worker: intervals(dask_worker))
+    return scheduler, list(workers.values())
+
+
 def test_deploy_dask_config_gives_workers_the_allocator_settings() -> None:
     text = (DEPLOY_DASK_CONFIG / "arctic-rts.yaml").read_text()
-    environ = yaml.safe_load(text)["distributed"]["nanny"]["pre-spawn-environ"]
-    assert environ == WORKER_ENV
+    loaded = yaml.safe_load(text)
+    assert loaded["distributed"]["nanny"]["pre-spawn-environ"] == WORKER_ENV
+    # ... and scheduler and workers the intervals of local clusters
+    assert {k: dask.config.get(k, config=loaded) for k in QUIET_DASK_CONFIG} == QUIET_DASK_CONFIG
     recipe = (DEPLOY_DASK_CONFIG.parent / "slurm" / "dask-cluster.sbatch").read_text()
     assert "DASK_CONFIG=" in recipe and "deploy/dask" in recipe
+    # the scheduler starts with the deploy config too
+    assert recipe.index("export DASK_CONFIG=") < recipe.index("dask scheduler")
     # the recipe's workers preload mimalloc, as local workers do by default
     assert "export LD_PRELOAD" in recipe and "mimalloc_library" in recipe
+
+
+def test_cluster_dask_config_keeps_what_the_user_set() -> None:
+    assert cluster_dask_config() == QUIET_DASK_CONFIG
+    with dask.config.set({"distributed.worker.profile.interval": "50ms"}):
+        kept = cluster_dask_config()
+    assert "distributed.worker.profile.interval" not in kept
+    assert len(kept) == len(QUIET_DASK_CONFIG) - 1
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt (Linux)")
@@ -194,7 +234,11 @@ def test_one_model_load_per_worker_process_over_three_scenes(ref: ModelRef) -> N
         pids = client.run(lambda: __import__("os").getpid())
         environs = _allocator_environs(client)
         mimalloc = client.run(under_mimalloc)
+        scheduler_ms, workers_ms = _server_intervals(client)
     assert len(set(pids.values())) == 2  # two real processes
+    # scheduler and workers run their periodic work at the quiet intervals
+    assert scheduler_ms == {k: QUIET_MS[k] for k in ("tick", "monitor")}, scheduler_ms
+    assert workers_ms == [QUIET_MS] * 2, workers_ms
     # mimalloc by default where its wheel is installed (Linux)
     assert list(mimalloc.values()) == [mimalloc_library() is not None] * 2
     # the workers started with the allocator settings (not the nanny's 64 KiB trim threshold)
@@ -226,11 +270,11 @@ def loopback_scheduler() -> Iterator[str]:
     scheduler = [str(dask_cli), "scheduler", "--host", "127.0.0.1", "--port", str(port)]
     worker = [str(dask_cli), "worker", address, "--nworkers", "2", "--nthreads", "1"]
     worker += ["--host", "127.0.0.1", "--no-dashboard", "--death-timeout", "60"]
-    procs = [subprocess.Popen([*scheduler, "--no-dashboard"], **dask_args)]  # type: ignore[call-overload]
+    # as deploy/slurm/dask-cluster.sbatch: the deploy config, for the workers mimalloc preloaded
+    deploy_env = {**os.environ, "DASK_CONFIG": str(DEPLOY_DASK_CONFIG)}
+    procs = [subprocess.Popen([*scheduler, "--no-dashboard"], env=deploy_env, **dask_args)]  # type: ignore[call-overload]
     try:
-        # as deploy/slurm/dask-cluster.sbatch: the deploy config, mimalloc preloaded
-        preload = {"LD_PRELOAD": mimalloc_library() or ""}
-        env = {**os.environ, "DASK_CONFIG": str(DEPLOY_DASK_CONFIG), **preload}
+        env = {**deploy_env, "LD_PRELOAD": mimalloc_library() or ""}
         procs.append(subprocess.Popen(worker, env=env, **dask_args))  # type: ignore[call-overload]
         yield address
     finally:
@@ -254,7 +298,10 @@ def test_separate_scheduler_and_workers_on_loopback(ref: ModelRef, loopback_sche
         loads = client.run(model_loads)
         environs = _allocator_environs(client)
         mimalloc = client.run(under_mimalloc)
+        scheduler_ms, workers_ms = _server_intervals(client)
     assert len(loads) == 2
+    assert scheduler_ms == {k: QUIET_MS[k] for k in ("tick", "monitor")}, scheduler_ms
+    assert workers_ms == [QUIET_MS] * 2, workers_ms
     assert list(mimalloc.values()) == [mimalloc_library() is not None] * 2
     assert len(environs) == (2 if sys.platform.startswith("linux") else 0)
     assert all(env == WORKER_ENV for env in environs.values()), environs
