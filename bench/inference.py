@@ -441,6 +441,32 @@ def stream(client: Any, prob: xr.DataArray) -> float:
     return float(sum(np.nansum(f.result()) for f in done))
 
 
+def idle_cpu(seconds: float, quiet: bool) -> tuple[float, float]:
+    """Percent of a core that a 1-worker LocalCluster's idle processes use over ``seconds``:
+    this process (scheduler and client) and the worker; with :data:`QUIET_DASK_CONFIG` (the
+    default of ``connect``) or with Dask's own intervals."""
+    import psutil
+
+    from arctic_rts import cluster as cluster_module
+
+    def used(proc: Any) -> float:
+        return float(sum(proc.cpu_times()[:2]))
+
+    saved = dict(cluster_module.QUIET_DASK_CONFIG)
+    if not quiet:
+        cluster_module.QUIET_DASK_CONFIG.clear()
+    try:
+        with cluster(1, 1) as client:
+            (pid,) = client.run(os.getpid).values()
+            time.sleep(3)  # start-up done
+            me, worker = psutil.Process(), psutil.Process(pid)
+            a, b = used(me), used(worker)
+            time.sleep(seconds)
+            return 100 * (used(me) - a) / seconds, 100 * (used(worker) - b) / seconds
+    finally:
+        cluster_module.QUIET_DASK_CONFIG.update(saved)
+
+
 def _concurrency(stream_log: list[dict[str, Any]]) -> tuple[list[int], float]:
     """Model tasks per worker, and their concurrency (model-task seconds / wall seconds of the
     model phase: 2.0 means two tasks ran at every moment, whatever else the machine did)."""
@@ -1153,6 +1179,17 @@ def main(argv: list[str] | None = None) -> int:
         size, tile = (1024, 256) if q else (4096, 512)
         cfg = dataclasses.replace(default, tile_size=tile)
         blocks = (size // tile) ** 2
+        idle = {quiet: idle_cpu(5 if q else 20, quiet) for quiet in (False, True)}
+        for quiet, label in ((False, "Dask's default intervals"), (True, "`QUIET_DASK_CONFIG`")):
+            main_pct, worker_pct = idle[quiet]
+            rows.append(
+                row(
+                    f"idle CPU of a 1-worker LocalCluster, {label}"
+                    + (" (the default of `connect`)" if quiet else ""),
+                    f"scheduler + client process {main_pct:.2f} %, worker {worker_pct:.2f} % "
+                    "of a core",
+                )
+            )
         rounds = 1 if q else 4
         layouts = [(1, 1, 1), (2, 1, 1), (1, 2, 1), (1, 1, 2)]
         measured = cluster_rates(layouts, size, ref, cfg, band_names, rounds)
@@ -1194,7 +1231,10 @@ def main(argv: list[str] | None = None) -> int:
             "Scaling: 'running at once' is the model tasks' busy time over the wall time of the "
             "model phase, from Dask's task stream: it shows whether the workers really ran model "
             "tasks in parallel even when other work on the machine takes the cores (then the "
-            "speed-up in Mpx/s stays below it)."
+            "speed-up in Mpx/s stays below it). While one layout runs, the other three clusters "
+            "sit idle beside it (their cost per process: the idle CPU rows); on 2 cores the "
+            "scheduler, the client and the workers' event loops share the cores with the model "
+            "tasks of 2 single-thread workers, while 1 worker x 1 thread leaves them a core."
         )
     if "memory" in wanted:
         sizes = [1024, 2048] if q else [2048, 4096, 8192, 16384]
