@@ -119,8 +119,8 @@ ALLOCATOR_ENV: dict[str, str] = {
 #: window's activations go to new memory and the heap grows over a run, while the memory in
 #: use stays flat. mimalloc (the ``cmeel-mimalloc`` wheel, a dependency on Linux) keeps large
 #: blocks apart and reuses them: a worker's peak RSS over 2048^2 to 16384^2 scenes, max/min,
-#: was 1.09 with mimalloc and 1.36 with glibc tuned in BENCHMARKS.md (1.07 / 1.26 in the
-#: run before, 1.12 / 1.29 in an earlier one). :func:`connect` preloads it into the workers
+#: was 1.07 with mimalloc and 1.42 with glibc tuned in BENCHMARKS.md (1.09 / 1.36 and
+#: 1.07 / 1.26 in the two full runs before). :func:`connect` preloads it into the workers
 #: it starts unless ``ClusterConfig(allocator="glibc")``; it cannot be loaded into a process
 #: that already runs. An earlier reading that mimalloc slowed the map run came from the
 #: 1008^2 demo, where start-up dominates; on 3000^2 demo scenes it was not slower (map 0.71 /
@@ -136,11 +136,14 @@ MIMALLOC_ENV: dict[str, str] = {"MIMALLOC_PURGE_DELAY": "30000"}
 WORKER_ENV: dict[str, str] = {**ALLOCATOR_ENV, **MIMALLOC_ENV}
 #: Dask settings for the clusters :func:`connect` starts (and, through ``deploy/dask``, for
 #: yours): the periodic work of every scheduler's and worker's event loop (a tick every 20 ms,
-#: a system monitor every 500 ms, a profiler sample every 10 ms by default) took 2.5-3 % of a
-#: core per idle process on this 2-core machine, 0.7-0.8 % with these intervals (scratch
-#: probe, 20 s idle per setting). On 2 workers x 1 thread that is CPU the model tasks get
-#: back. The dashboard's profile still fills, at one sample every 100 ms. Keys set away from
-#: distributed's defaults (your own dask config) are kept: see :func:`cluster_dask_config`.
+#: a system monitor every 500 ms, a profiler sample every 10 ms by default) took 2-3 % of a
+#: core per idle process on this 2-core machine, 0.65-0.8 % with these intervals (the idle
+#: CPU rows of BENCHMARKS.md, and of the runs before). On 2 workers x 1 thread on 2 cores,
+#: the model tasks get it back: 2 workers ran at 1.54x 1 worker x 1 thread with Dask's
+#: defaults, 1.76x, 1.91x and 1.94x with these in three runs (bench scaling rows, runs
+#: alternating). The dashboard's profile still fills, at one sample every 100 ms. Keys set
+#: away from distributed's defaults (your own dask config) are kept: see
+#: :func:`cluster_dask_config`.
 QUIET_DASK_CONFIG: dict[str, str] = {
     "distributed.admin.tick.interval": "500ms",
     "distributed.admin.system-monitor.interval": "2s",
@@ -526,7 +529,7 @@ def connect(config: ClusterConfig | None = None) -> Client:
 
     Local workers give each model task :func:`torch_threads` torch threads: by default the
     cores are shared out, so on 2 cores the default is 1 worker x 2 threads, each model task
-    on 1 torch thread (the fastest layout measured when a scene has enough blocks: 1.12-1.30x
+    on 1 torch thread (the fastest layout measured when a scene has enough blocks: 1.12-1.42x
     of 1 worker x 1 thread on 2 torch threads across runs; 2 workers x 1 thread, whose halos
     travel between processes, ran at 0.88-1.05x of it);
     ``threads_per_worker=1`` gives 1 worker on 2.

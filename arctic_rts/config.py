@@ -88,12 +88,13 @@ class PredictConfig:
     #: Core tile edge in pixels (a multiple of 16); each tile is read with ``halo`` around it.
     #: Chosen by measurement (``bench/inference.py``, ``tiles`` rows: bundled model, its
     #: measured 32 px halo, the default workers' mimalloc, 1 thread, one sample per size,
-    #: 2026-12-01): per pixel of a 10980^2 scene larger tiles waste less of each window (512:
-    #: 1.32 Mpx/s, 768: 1.36, 1024: 1.50, 1536: 1.61, 2048: 1.76, 3072: 1.81; in the run before
-    #: 1024 to 3072 were within 6 %, 1.71 at 1024), while the activations of a window grow with
-    #: its area: 492 MiB at 1024, 1.4 GiB at 2048, 3.2 GiB at 3072, for every model task a
-    #: worker runs at once. 1024 keeps the peak of a 1-thread worker near 1.3 GiB (the memory
-    #: rows); with glibc, 1024 was the fastest size in two of three runs.
+    #: 2026-12-01): larger tiles waste less of each window, but the forward rate varies more
+    #: between sizes and runs than that saves (Mpx/s of a 10980^2 scene, latest run, 512:
+    #: 1.37, 768: 1.21, 1024: 1.24, 1536: 1.29, 2048: 1.57, 3072: 1.36; the run before, 1.32 /
+    #: 1.36 / 1.50 / 1.61 / 1.76 / 1.81), while the activations of a window grow with its
+    #: area: 488 MiB at 1024, 1.4 GiB at 2048, 3.2 GiB at 3072, for every model task a worker
+    #: runs at once. 1024 keeps the peak of a 1-thread worker near 1.3 GiB (the memory rows);
+    #: with glibc, 1024 was the fastest size in two of three runs.
     tile_size: int = 1024
     #: Context in pixels added on every side of a tile (a multiple of 16). ``None``: the halo
     #: measured for the weights (the card's ``halo``, written by ``arctic-rts train`` with
