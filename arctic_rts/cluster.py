@@ -532,7 +532,8 @@ def connect(config: ClusterConfig | None = None) -> Client:
     on 1 torch thread (the fastest layout measured when a scene has enough blocks: 1.12-1.42x
     of 1 worker x 1 thread on 2 torch threads across runs; 2 workers x 1 thread, whose halos
     travel between processes, ran at 0.88-1.05x of it);
-    ``threads_per_worker=1`` gives 1 worker on 2.
+    ``threads_per_worker=1`` gives 1 worker on 2. Their schedulers and workers run the
+    periodic work of their event loops at the intervals of :func:`cluster_dask_config`.
 
     Clusters started here are closed when the returned client is closed.
 

@@ -445,26 +445,23 @@ def idle_cpu(seconds: float, quiet: bool) -> tuple[float, float]:
     """Percent of a core that a 1-worker LocalCluster's idle processes use over ``seconds``:
     this process (scheduler and client) and the worker; with :data:`QUIET_DASK_CONFIG` (the
     default of ``connect``) or with Dask's own intervals."""
+    from unittest import mock
+
     import psutil
 
-    from arctic_rts import cluster as cluster_module
+    from arctic_rts.cluster import QUIET_DASK_CONFIG
 
     def used(proc: Any) -> float:
         return float(sum(proc.cpu_times()[:2]))
 
-    saved = dict(cluster_module.QUIET_DASK_CONFIG)
-    if not quiet:
-        cluster_module.QUIET_DASK_CONFIG.clear()
-    try:
-        with cluster(1, 1) as client:
-            (pid,) = client.run(os.getpid).values()
-            time.sleep(3)  # start-up done
-            me, worker = psutil.Process(), psutil.Process(pid)
-            a, b = used(me), used(worker)
-            time.sleep(seconds)
-            return 100 * (used(me) - a) / seconds, 100 * (used(worker) - b) / seconds
-    finally:
-        cluster_module.QUIET_DASK_CONFIG.update(saved)
+    # empty for Dask's own intervals: connect then sets none
+    with mock.patch.dict(QUIET_DASK_CONFIG, clear=not quiet), cluster(1, 1) as client:
+        (pid,) = client.run(os.getpid).values()
+        time.sleep(3)  # start-up done
+        me, worker = psutil.Process(), psutil.Process(pid)
+        a, b = used(me), used(worker)
+        time.sleep(seconds)
+        return 100 * (used(me) - a) / seconds, 100 * (used(worker) - b) / seconds
 
 
 def _concurrency(stream_log: list[dict[str, Any]]) -> tuple[list[int], float]:
