@@ -31,14 +31,16 @@ byte-identical rasters.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
+import fcntl
 import itertools
 import json
 import math
 import os
 import shutil
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -269,20 +271,23 @@ def generate_demo(
     tmp = Path(tempfile.mkdtemp(prefix=f".{root.name}.tmp-", dir=root.parent))
     try:
         manifest = _write_catalog(tmp, params)
-        try:
-            if root.exists() and any(root.iterdir()):
+        with _folder_lock(root.parent):
+            # Another process may have put the same catalog in place while this one wrote:
+            # readers may already use it, so keep theirs and never swap it away.
+            theirs = _read_manifest(root)
+            if (
+                theirs is not None
+                and theirs.get("params") == params
+                and _catalog_from_manifest(root, theirs) is not None
+            ):
+                manifest = theirs
+            elif root.exists() and any(root.iterdir()):
                 old = Path(tempfile.mkdtemp(prefix=f".{root.name}.old-", dir=root.parent))
                 os.replace(root, old / "catalog")
                 os.replace(tmp, root)
                 shutil.rmtree(old, ignore_errors=True)
             else:
-                os.replace(tmp, root)  # replaces an empty folder, fails on a filled one
-        except OSError:
-            # Another process put the same catalog in place first: use theirs.
-            theirs = _read_manifest(root)
-            if theirs is None or theirs.get("params") != params:
-                raise
-            manifest = theirs
+                os.replace(tmp, root)  # replaces an empty folder
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
@@ -290,6 +295,21 @@ def generate_demo(
     if catalog is None:  # pragma: no cover - only if the disk changed under us
         raise ConfigError(f"the demo catalog in {root} vanished while it was written; run again.")
     return catalog
+
+
+@contextlib.contextmanager
+def _folder_lock(folder: Path) -> Iterator[None]:
+    """Hold an exclusive ``flock`` on ``folder`` itself (no lock file is left behind).
+
+    It serialises the swap of finished catalogs between processes sharing one parent folder; the
+    operating system releases it when the holder dies.
+    """
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # closing the descriptor releases the lock
 
 
 def _check_params(seed: int, years: Sequence[int], size_px: int) -> dict[str, Any]:

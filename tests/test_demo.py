@@ -415,7 +415,11 @@ def test_catalog_folder_can_move(catalog: DemoCatalog, tmp_path: Path) -> None:
 
 
 def _generate_small(root: str) -> list[str]:
-    return [str(p) for p in generate_demo(root, seed=9, size_px=120).item_paths]
+    catalog = generate_demo(root, seed=9, size_px=120)
+    # Read every file at once: a catalog swapped away under this process fails here.
+    for path in [*catalog.item_paths, catalog.truth_path, catalog.dem_path]:
+        path.read_bytes()
+    return [str(p) for p in catalog.item_paths]
 
 
 def test_two_processes_generating_the_same_catalog_agree(tmp_path: Path) -> None:
