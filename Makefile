@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test lint bench clean demo-weights
+.PHONY: install demo test lint bench clean demo-weights real-weights
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -48,6 +48,15 @@ demo-weights: $(STAMP)
 	mkdir -p arctic_rts/data
 	cp $(DEMO_TRAIN)/run/weights.safetensors arctic_rts/data/demo_unet.safetensors
 	cp $(DEMO_TRAIN)/run/weights.json arctic_rts/data/demo_unet.json
+
+# Retrain the bundled real-imagery model on the real chips in ../shared/data: leave-one-site-out
+# cross-validation (threshold and minimum area chosen on training sites), then all sites.
+REAL_TRAIN := .real-train
+real-weights: $(STAMP)
+	$(BIN)/arctic-rts train --config deploy/real_weights/train.toml --cross-validate --seeds 1 --jobs 2
+	mkdir -p arctic_rts/data
+	cp $(REAL_TRAIN)/final/weights.safetensors arctic_rts/data/real_unet.safetensors
+	cp $(REAL_TRAIN)/final/weights.json arctic_rts/data/real_unet.json
 
 clean:
 	rm -rf $(VENV) .demo .mypy_cache .ruff_cache

@@ -46,3 +46,29 @@ SCL_MASKED: tuple[int, ...] = (0, 1, 3, 7, 8, 9, 10, 11)
 def canonical_band(key: str) -> str | None:
     """Return the canonical band name for a provider's asset key, or None if it is no band."""
     return ASSET_ALIASES.get(key.lower())
+
+
+#: Imagery domains a model can be trained on: what its input pixels are. A model is only
+#: trusted on its own domain; the map run refuses a generated-demo model on real catalogs.
+DOMAINS: dict[str, dict[str, str]] = {
+    "sentinel-2-l2a": {
+        "product": "Sentinel-2 Level-2A (bottom-of-atmosphere reflectance)",
+        "reflectance": "digital numbers / 10000 with the processing-baseline offset "
+        "(-0.1 from baseline 04.00, 2022-01-25) removed",
+    },
+    "generated-demo": {
+        "product": "synthetic Sentinel-2 L2A-like scenes of arctic_rts.demo (never real imagery)",
+        "reflectance": "as sentinel-2-l2a",
+    },
+}
+
+
+def domain_card(name: str, bands: tuple[str, ...] | list[str]) -> dict[str, object]:
+    """The weights card's ``domain`` entry: the domain's name, product, reflectance and bands.
+
+    Raises:
+        ValueError: an unknown domain name.
+    """
+    if name not in DOMAINS:
+        raise ValueError(f"unknown imagery domain {name!r}; choose one of {', '.join(DOMAINS)}.")
+    return {"name": name, **DOMAINS[name], "bands": list(bands)}

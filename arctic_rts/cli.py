@@ -23,7 +23,7 @@ from arctic_rts.config import (
     SearchConfig,
     VectorizeConfig,
 )
-from arctic_rts.errors import ArcticRTSError
+from arctic_rts.errors import ArcticRTSError, ConfigError
 
 #: Exit codes: 0 success, 1 the run finished but some scenes failed, 2 bad input or failure.
 EXIT_OK, EXIT_PARTIAL, EXIT_ERROR, EXIT_INTERRUPTED = 0, 1, 2, 130
@@ -174,7 +174,25 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from arctic_rts.train.loop import load_train_config, train
 
     overrides = {k: v for k, v in (("steps", args.steps), ("device", args.device)) if v}
-    weights = train(load_train_config(args.config, **overrides), progress=not args.quiet)
+    config = load_train_config(args.config, **overrides)
+    if args.cross_validate:
+        from arctic_rts.train.crossval import train_with_crossval
+
+        if args.jobs < 1:
+            raise ConfigError(f"--jobs must be at least 1, got {args.jobs}.")
+        work = Path(config.out_dir).parent / f"{Path(config.out_dir).name}-crossval"
+        weights, result = train_with_crossval(config, work, seeds=tuple(args.seeds), jobs=args.jobs)
+        summary = result["summary"]
+        held = summary["held_out_scores"]
+        print(
+            f"cross-validation ({len(result['folds'])} folds): threshold "
+            f"{summary['threshold']}, min area {summary['min_area_m2']} m2; held-out pixel "
+            f"IoU {held['pixel_iou']['mean']:.3f} +- {held['pixel_iou']['std']:.3f}, object "
+            f"precision {held['object_precision']['mean']:.3f}, recall "
+            f"{held['object_recall']['mean']:.3f} ({work / 'crossval.json'})"
+        )
+    else:
+        weights = train(config, progress=not args.quiet)
     print(f"weights: {weights}")
     return EXIT_OK
 
@@ -262,6 +280,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=int, default=None, help="override the run file's steps")
     p.add_argument("--device", default=None, help="override: auto, cpu, cuda[:N]")
     p.add_argument("--quiet", action="store_true")
+    p.add_argument(
+        "--cross-validate",
+        action="store_true",
+        help="leave-one-site-out first (sites = the image folders), choose the threshold and "
+        "minimum area on training sites, then train on all and write the scores into the card",
+    )
+    p.add_argument(
+        "--seeds", type=int, nargs="+", default=[1], help="cross-validation seeds (default: 1)"
+    )
+    p.add_argument("--jobs", type=int, default=1, help="folds trained side by side (default: 1)")
     p.set_defaults(func=_cmd_train)
 
     p = sub.add_parser("evaluate", help="pixel and object scores of weights on image/mask pairs")
@@ -270,7 +298,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--masks", type=Path, required=True)
     p.add_argument("--json", type=Path, default=None, help="also write the scores as JSON")
     p.add_argument("--threshold", type=float, default=None, help="default: model card")
-    p.add_argument("--min-area", type=float, default=0.0, metavar="M2")
+    p.add_argument(
+        "--min-area",
+        type=float,
+        default=None,
+        metavar="M2",
+        help="drop objects under this area in m2 (default: the card's min_area_m2, else 0)",
+    )
     p.set_defaults(func=_cmd_evaluate)
 
     inv = sub.add_parser("inventory", help="yearly inventories").add_subparsers(

@@ -629,6 +629,12 @@ class TrainConfig:
     resume: bool = True
     #: Probability threshold written into the card.
     threshold: float = 0.5
+    #: Imagery domain of the training data (a key of :data:`arctic_rts.bands.DOMAINS`): the
+    #: map run refuses a "generated-demo" model on real catalogs.
+    domain: str = "sentinel-2-l2a"
+    #: Folder the card names the training data relative to (paths outside it are named by
+    #: their last component); None: the run file's folder.
+    data_root: str | None = None
     #: Expected share of each labelled batch drawn from patches that contain slumps (0: uniform
     #: sampling, as in the paper). Where slumps cover ~1 % of the pixels, uniform batches first
     #: teach the network the prior and little else in a short CPU run.
@@ -656,3 +662,9 @@ class TrainConfig:
             raise ConfigError(f"threshold must lie strictly between 0 and 1, got {self.threshold}.")
         if not 0 <= self.positive_share < 1:
             raise ConfigError(f"positive_share must lie in 0..1, got {self.positive_share}.")
+        from arctic_rts.bands import DOMAINS
+
+        if self.domain not in DOMAINS:
+            raise ConfigError(
+                f"unknown domain {self.domain!r}; choose one of {', '.join(DOMAINS)}."
+            )

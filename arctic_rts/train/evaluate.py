@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -68,7 +68,7 @@ def score_dataset(
     return {**pixel_scores(tp, fp, fn, tn), "tp": tp, "fp": fp, "fn": fn, "tn": tn}
 
 
-def _as_dataarray(values: np.ndarray, geo: dict[str, Any]) -> Any:
+def as_dataarray(values: np.ndarray, geo: dict[str, Any]) -> Any:
     """A georeferenced (y, x) DataArray for ``vectorize`` (stand-in grid without georeference)."""
     import rioxarray  # noqa: F401  (registers .rio)
     import xarray as xr
@@ -90,11 +90,14 @@ def evaluate(
     *,
     threshold: float | None = None,
     min_iou: float = 0.5,
-    min_area_m2: float = 0.0,
+    min_area_m2: float | None = None,
     device: str = "auto",
     json_out: str | Path | None = None,
 ) -> dict[str, Any]:
     """Evaluate weights on masks paired by file name with images found under ``images_dir``.
+
+    By default the scores are those a user of ``map`` gets: the card's threshold and minimum
+    object area.
 
     Args:
         weights: A ``.safetensors`` file with its card.
@@ -102,14 +105,15 @@ def evaluate(
         masks_dir: Masks (0/1 or 0/255; GeoTIFF, PNG or JPEG) named like their images.
         threshold: Probability cut; None takes the card's.
         min_iou: Polygon IoU at which a predicted slump counts as found.
-        min_area_m2: Predicted and true objects smaller than this are dropped (0 keeps all).
+        min_area_m2: Predicted and true objects smaller than this are dropped (0 keeps all);
+            None takes the card's ``min_area_m2`` (0 where the card has none).
         device: "auto", "cpu" or "cuda[:N]".
         json_out: Also write the result there as JSON.
 
     Returns:
         ``{"pixel": {iou, miou, precision, recall, f1, tp, fp, fn, tn}, "object": {precision,
-        recall, f1, n_pred, n_true, n_matched}, "n_images", "weights", "threshold", "images":
-        [per-image counts]}``.
+        recall, f1, n_pred, n_true, n_matched}, "n_images", "weights", "threshold",
+        "min_area_m2", "images": [per-image counts]}``.
 
     Raises:
         WeightsError: unreadable weights, or image bands that differ from the card's.
@@ -117,7 +121,6 @@ def evaluate(
     """
     from arctic_rts.model.weights import check_bands, load_model, resolve_device
     from arctic_rts.train.data import FolderDataset
-    from arctic_rts.vectorize import vectorize
 
     dev = resolve_device(device)
     model, card = load_model(weights, device=dev)
@@ -131,35 +134,70 @@ def evaluate(
             f"{len(bands)} bands ({', '.join(bands)})."
         )
     cut = float(threshold if threshold is not None else card.get("threshold", 0.5))
+    area = float(min_area_m2 if min_area_m2 is not None else card.get("min_area_m2", 0.0))
+    preds = predict_dataset(model, data, dev)
+    result = {"weights": str(weights), **score_predictions(preds, cut, area, min_iou=min_iou)}
+    if json_out is not None:
+        Path(json_out).parent.mkdir(parents=True, exist_ok=True)
+        Path(json_out).write_text(json.dumps(result, indent=2) + "\n")
+    return result
+
+
+def predict_dataset(
+    model: Callable[[torch.Tensor], torch.Tensor], data: Any, device: torch.device | str = "cpu"
+) -> list[dict[str, Any]]:
+    """Run ``model`` once over a labelled :class:`~arctic_rts.train.data.FolderDataset`.
+
+    Returns:
+        Per image: ``name``, ``prob`` (H, W), ``truth`` and ``invalid`` (boolean), ``geo``.
+    """
+    preds = []
+    for i, name in enumerate(data.names):
+        s = data[i]
+        preds.append(
+            {
+                "name": name,
+                "prob": predict_array(model, s["image"], device),
+                "truth": s["mask"][0] > 0.5,
+                "invalid": s["valid"][0] <= 0,
+                "geo": data.geo[i],
+            }
+        )
+    return preds
+
+
+def score_predictions(
+    preds: Sequence[Mapping[str, Any]],
+    threshold: float,
+    min_area_m2: float = 0.0,
+    *,
+    min_iou: float = 0.5,
+) -> dict[str, Any]:
+    """Pixel and object scores of :func:`predict_dataset` output at one post-processing.
+
+    Counts are summed over all images before any ratio. Objects smaller than ``min_area_m2``
+    are dropped from prediction and truth alike (a minimum mapping unit).
+    """
+    from arctic_rts.vectorize import vectorize
+
     vconf = VectorizeConfig(min_area_m2=min_area_m2)
     counts = np.zeros(4, dtype=np.int64)
     n_pred = n_true = n_matched = 0
     per_image = []
-    for i, name in enumerate(data.names):
-        s = data[i]
-        prob = predict_array(model, s["image"], dev)
-        invalid = s["valid"][0] <= 0
-        truth = s["mask"][0] > 0.5
-        c = np.array(pixel_counts(prob >= cut, truth, ignore=invalid))
+    for p in preds:
+        c = np.array(pixel_counts(p["prob"] >= threshold, p["truth"], ignore=p["invalid"]))
         counts += c
-        prob_map = np.where(invalid, np.nan, prob)
-        pred_poly = vectorize(_as_dataarray(prob_map, data.geo[i]), threshold=cut, config=vconf)
-        true_poly = vectorize(
-            _as_dataarray(truth.astype(np.float32), data.geo[i]), threshold=0.5, config=vconf
-        )
+        prob_map = np.where(p["invalid"], np.nan, p["prob"])
+        pred_poly = vectorize(as_dataarray(prob_map, p["geo"]), threshold=threshold, config=vconf)
+        truth = as_dataarray(p["truth"].astype(np.float32), p["geo"])
+        true_poly = vectorize(truth, threshold=0.5, config=vconf)
         obj = match_objects(pred_poly.geometry, true_poly.geometry, min_iou=min_iou)
-        n_pred, n_true, n_matched = (
-            n_pred + obj.n_pred,
-            n_true + obj.n_true,
-            n_matched + obj.n_matched,
-        )
+        n_pred, n_true = n_pred + obj.n_pred, n_true + obj.n_true
+        n_matched += obj.n_matched
         per_image.append(
             {
-                "image": name,
-                "tp": int(c[0]),
-                "fp": int(c[1]),
-                "fn": int(c[2]),
-                "tn": int(c[3]),
+                "image": p["name"],
+                **dict(zip(("tp", "fp", "fn", "tn"), (int(v) for v in c), strict=True)),
                 "n_pred": obj.n_pred,
                 "n_true": obj.n_true,
                 "n_matched": obj.n_matched,
@@ -170,10 +208,10 @@ def evaluate(
     def ratio(a: int, b: int) -> float:
         return a / b if b else math.nan
 
-    result = {
-        "weights": str(weights),
-        "threshold": cut,
-        "n_images": len(data),
+    return {
+        "threshold": threshold,
+        "min_area_m2": min_area_m2,
+        "n_images": len(preds),
         "pixel": {**pixel_scores(tp, fp, fn, tn), "tp": tp, "fp": fp, "fn": fn, "tn": tn},
         "object": {
             "precision": ratio(n_matched, n_pred),
@@ -186,10 +224,6 @@ def evaluate(
         },
         "images": per_image,
     }
-    if json_out is not None:
-        Path(json_out).parent.mkdir(parents=True, exist_ok=True)
-        Path(json_out).write_text(json.dumps(result, indent=2) + "\n")
-    return result
 
 
 def format_table(result: dict[str, Any]) -> str:

@@ -114,8 +114,10 @@ def load_train_config(path: str | Path, **overrides: Any) -> TrainConfig:
             sections[name] = dataclass_from_table(cls, table, name)
     if "data" not in sections:
         raise ConfigError(f"{path} has no [data] table: say where the training patches are.")
-    if "out_dir" in doc:
-        doc["out_dir"] = rel(doc["out_dir"])
+    for key in ("out_dir", "data_root"):
+        if key in doc:
+            doc[key] = rel(doc[key])
+    doc.setdefault("data_root", str(base))
     doc.update(overrides)
     return dataclass_from_table(TrainConfig, {**doc, **sections}, "top level")  # type: ignore[no-any-return]
 
@@ -241,7 +243,14 @@ def _card(
     labelled: Dataset,
     unlabelled: Dataset | None,
 ) -> dict[str, Any]:
-    data = dataclasses.asdict(config.data)
+    from arctic_rts.bands import domain_card
+    from arctic_rts.train.crossval import relative_name
+
+    root = Path(config.data_root) if config.data_root else Path.cwd()
+    data: dict[str, Any] = dataclasses.asdict(config.data)
+    for key in _PATH_KEYS:
+        data[key] = relative_name(data[key], root)
+    data["root"] = "names relative to the training data root"
     data["n_labelled"] = len(labelled)
     data["n_unlabelled"] = len(unlabelled) if unlabelled is not None else 0
     return {
@@ -250,6 +259,7 @@ def _card(
         "normalisation": {"mean": mean, "std": std},
         "patch_size": config.data.patch_size,
         "threshold": config.threshold,
+        "domain": domain_card(config.domain, bands),
         "training": {
             "method": config.method,
             "hyperparameters": {
