@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import torch
 from rasterio.transform import from_origin
+from test_train_loop import MILD, SIZE, TINY, write_folder
 
 from arctic_rts.config import TrainConfig, TrainDataConfig
 from arctic_rts.errors import DatasetError
@@ -26,7 +27,6 @@ from arctic_rts.train.crossval import (
     train_with_crossval,
 )
 from arctic_rts.train.evaluate import evaluate, score_predictions
-from test_train_loop import MILD, SIZE, TINY, write_folder
 
 SITES = ("s1", "s2", "s3")
 
