@@ -1,0 +1,76 @@
+"""Which model for which imagery: the bundled models, their domains, and the guard between them.
+
+A model is trusted only on the imagery domain it was trained on (the card's ``domain``). The
+bundled demo model has only ever seen generated scenes: on a real catalog it would map
+something, silently and badly. So the default model is chosen from the scenes themselves
+(generated demo scenes carry the generator's mark in ``processing:software``), and a
+generated-demo model on real scenes is refused unless the caller insists (tests do).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+from arctic_rts.errors import WeightsError
+
+#: Key under ``processing:software`` with which the demo generator marks its items.
+DEMO_SOFTWARE = "arctic-rts-demo"
+#: Domain name of models trained on generated demo scenes.
+DEMO_DOMAIN = "generated-demo"
+
+_DATA = Path(__file__).resolve().parents[1] / "data"
+
+
+def demo_weights() -> Path:
+    """The bundled demo model (generated scenes only; the default on the demo catalog)."""
+    return _DATA / "demo_unet.safetensors"
+
+
+def real_weights() -> Path:
+    """The bundled real-imagery model (Sentinel-2 L2A; the default on every other catalog)."""
+    return _DATA / "real_unet.safetensors"
+
+
+def is_demo_item(item: Mapping[str, Any]) -> bool:
+    """Whether a STAC item was made by the demo generator."""
+    software = item.get("properties", {}).get("processing:software")
+    return isinstance(software, Mapping) and DEMO_SOFTWARE in software
+
+
+def default_weights(items: Iterable[Mapping[str, Any]]) -> Path:
+    """The bundled model for these scenes: the demo model only when every scene is generated."""
+    items = list(items)
+    if items and all(is_demo_item(i) for i in items):
+        return demo_weights()
+    return real_weights()
+
+
+def model_domain(card: Mapping[str, Any]) -> str | None:
+    """The card's domain name (None for cards written before domains were recorded)."""
+    domain = card.get("domain")
+    if isinstance(domain, Mapping):
+        name = domain.get("name")
+        return str(name) if name is not None else None
+    return str(domain) if domain is not None else None
+
+
+def check_domain(
+    card: Mapping[str, Any], items: Iterable[Mapping[str, Any]], *, allow_demo_model: bool = False
+) -> None:
+    """Refuse a generated-demo model on scenes that are not generated demo scenes.
+
+    Raises:
+        WeightsError: one line naming the real model to use instead.
+    """
+    if allow_demo_model or model_domain(card) != DEMO_DOMAIN:
+        return
+    real = [i for i in items if not is_demo_item(i)]
+    if real:
+        raise WeightsError(
+            f"the model '{card.get('name', '?')}' was trained on generated demo scenes only and "
+            f"{len(real)} selected scene(s) are real imagery (e.g. {real[0].get('id', '?')}); "
+            f"leave --weights out to use the bundled real-imagery model ({real_weights().name}) "
+            "or pass weights trained on Sentinel-2 L2A (--allow-demo-model overrides)."
+        )

@@ -1,0 +1,52 @@
+"""Model domains: the bundled model is chosen from the scenes, a demo model refused on real ones."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from arctic_rts.errors import WeightsError
+from arctic_rts.model.domain import (
+    check_domain,
+    default_weights,
+    demo_weights,
+    is_demo_item,
+    model_domain,
+    real_weights,
+)
+from arctic_rts.model.weights import read_card
+
+
+def _item(demo: bool) -> dict[str, Any]:
+    props: dict[str, Any] = {"datetime": "2021-07-01T00:00:00Z"}
+    if demo:
+        props["processing:software"] = {"arctic-rts-demo": "9"}
+    return {"id": "demo-item" if demo else "S2B_8WMC_20210701_0_L2A", "properties": props}
+
+
+def test_demo_items_are_recognised_by_the_generator_mark() -> None:
+    assert is_demo_item(_item(True))
+    assert not is_demo_item(_item(False))
+    assert not is_demo_item({"properties": {"processing:software": "sen2cor"}})
+
+
+def test_the_default_model_follows_the_scenes() -> None:
+    assert default_weights([_item(True), _item(True)]) == demo_weights()
+    assert default_weights([_item(True), _item(False)]) == real_weights()
+    assert default_weights([]) == real_weights()
+
+
+def test_the_bundled_demo_model_is_refused_on_real_scenes() -> None:
+    card = read_card(demo_weights())
+    assert model_domain(card) == "generated-demo"
+    check_domain(card, [_item(True)])  # its own domain
+    with pytest.raises(WeightsError, match=r"generated demo scenes only.*real_unet") as err:
+        check_domain(card, [_item(True), _item(False)])
+    assert "\n" not in str(err.value)
+    check_domain(card, [_item(False)], allow_demo_model=True)
+
+
+def test_a_real_model_is_accepted_everywhere() -> None:
+    check_domain({"domain": {"name": "sentinel-2-l2a"}}, [_item(False), _item(True)])
+    check_domain({"name": "old card without a domain"}, [_item(False)])
