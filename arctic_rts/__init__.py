@@ -3,10 +3,11 @@
 The public API, one verb per stage (imported lazily, so ``import arctic_rts`` and the CLI's
 ``--help`` stay fast)::
 
+    weights = resolve_weights("model.safetensors")  # the card, read once
     items = select_scenes(search_scenes(bbox, 2021, stac_url=url))
-    scenes = load_scenes(items, bands)          # lazy DataArrays, one per scene
-    prob = predict(scenes[0], ModelRef.from_path("model.safetensors"))
-    polygons = vectorize(prob, threshold=0.5)
+    scenes = load_scenes(items, weights.bands)  # lazy DataArrays, one per scene
+    prob = predict(scenes[0], weights)
+    polygons = vectorize(prob, threshold=weights.threshold)
     merged = merge_polygons([polygons])
     write_inventory("rts.gpkg", merged, year=2021, run={}, scenes=[])
 
@@ -23,7 +24,7 @@ __version__ = "0.1.0"
 #: Public name -> module that defines it.
 _EXPORTS = {
     "map_region": "arctic_rts.pipeline",
-    "run_inventory": "arctic_rts.pipeline",
+    "run_inventory": "arctic_rts.inventory_run",
     "search_scenes": "arctic_rts.search",
     "select_scenes": "arctic_rts.search",
     "normalize_item": "arctic_rts.search",
@@ -37,6 +38,8 @@ _EXPORTS = {
     "read_inventory": "arctic_rts.inventory",
     "match_objects": "arctic_rts.metrics",
     "ModelRef": "arctic_rts.model.weights",
+    "Weights": "arctic_rts.model.weights",
+    "resolve_weights": "arctic_rts.model.weights",
     "load_model": "arctic_rts.model.weights",
     "save_weights": "arctic_rts.model.weights",
     "generate_demo": "arctic_rts.demo",

@@ -10,6 +10,9 @@ returns no items once a CQL2 ``filter`` is given, so it is never used). DuckDB n
 the user's home, each server runs with ``HOME`` pointing at a private temporary folder that links
 to the extensions shipped by the ``rustac-duckdb-extensions`` package. Nothing binds beyond
 127.0.0.1.
+
+:func:`stac_endpoint` turns what a user passes as ``--stac`` (nothing, ``demo``, a folder, a
+stac-geoparquet file or a URL) into the URL of an API to search.
 """
 
 from __future__ import annotations
@@ -32,7 +35,8 @@ from types import FrameType
 from typing import Any
 from urllib.parse import urljoin, urlparse
 
-from arctic_rts.errors import CatalogError
+from arctic_rts.config import EARTH_SEARCH_URL
+from arctic_rts.errors import CatalogError, ConfigError
 
 #: Root catalog id of ``rustac serve``; search uses it to recognise the embedded API, which
 #: supports CQL2 ``filter`` without declaring the conformance class.
@@ -198,6 +202,34 @@ def serve_catalog(
             yield url
         finally:
             _stop(process)
+
+
+@contextlib.contextmanager
+def stac_endpoint(stac: str | Path | None) -> Iterator[str]:
+    """Yield a STAC API URL for ``stac``, serving a local catalog for the duration if needed.
+
+    Args:
+        stac: None for Earth Search v1, ``"demo"`` for the generated demo catalog, a folder of
+            item JSON files or a stac-geoparquet file (served on 127.0.0.1), or an API URL.
+    """
+    if stac is None:
+        yield EARTH_SEARCH_URL
+        return
+    text = str(stac)
+    if text.startswith(("http://", "https://")):
+        yield text
+        return
+    if text == "demo":
+        from arctic_rts.demo import generate_demo
+        from arctic_rts.pipeline import DEFAULT_DEMO_ROOT  # until the demo package holds it
+
+        source: Path = generate_demo(DEFAULT_DEMO_ROOT).items_dir
+    else:
+        source = Path(text)
+        if not source.exists():
+            raise ConfigError(f"--stac {text}: no such folder or file, and not an http(s) URL.")
+    with serve_catalog(source) as url:
+        yield url
 
 
 def serve_forever(source: str | Path, port: int | None = None) -> None:

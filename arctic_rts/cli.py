@@ -149,7 +149,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 
 def _cmd_dataset_build(args: argparse.Namespace) -> int:
-    from arctic_rts.pipeline import stac_endpoint
+    from arctic_rts.catalog import stac_endpoint
     from arctic_rts.train.data import build_dataset
 
     with stac_endpoint(args.stac) as url:
@@ -213,7 +213,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def _cmd_inventory_run(args: argparse.Namespace) -> int:
-    from arctic_rts.pipeline import run_inventory
+    from arctic_rts.inventory_run import run_inventory
 
     result = run_inventory(args.run_file, progress=not args.quiet)
     print(result.summary())

@@ -229,7 +229,7 @@ class MapConfig:
     cluster: ClusterConfig = field(default_factory=ClusterConfig)
 
 
-# --- yearly inventory runs (arctic_rts.pipeline.run_inventory) ------------------------------
+# --- yearly inventory runs (arctic_rts.inventory_run.run_inventory) -------------------------
 
 #: Exports an inventory run can write beside its GeoPackage (``exports = [...]`` in the file).
 INVENTORY_EXPORTS: tuple[str, ...] = ("geoparquet", "summary_csv")

@@ -42,13 +42,17 @@ from arctic_rts.cluster import (
 )
 from arctic_rts.config import PredictConfig
 from arctic_rts.errors import ConfigError
-from arctic_rts.model.weights import ModelRef, NormalizedModel, check_bands, read_card
+from arctic_rts.model.weights import ModelRef, NormalizedModel, Weights, check_bands
 from arctic_rts.tiling import Blender, aligned_chunks, batched, pad_to_multiple, tile_windows
 
-#: A model for :func:`predict`: a weights reference, a callable tensor -> logits, or several
-#: of either (an ensemble: probabilities are averaged).
+#: A model for :func:`predict`: the run's :class:`~arctic_rts.model.weights.Weights`, a weights
+#: reference, a callable tensor -> logits, or several references or callables (an ensemble:
+#: probabilities are averaged).
 ModelSpec: TypeAlias = (
-    ModelRef | Callable[[torch.Tensor], torch.Tensor] | Sequence[ModelRef | Callable[..., Any]]
+    Weights
+    | ModelRef
+    | Callable[[torch.Tensor], torch.Tensor]
+    | Sequence[ModelRef | Callable[..., Any]]
 )
 
 #: Spatial alignment of the UNet: four 2x poolings.
@@ -130,13 +134,23 @@ def measure_halo(
 
 def resolve_halo(config: PredictConfig, model: ModelSpec) -> PredictConfig:
     """``config`` with ``halo`` filled in where it is ``None``: the largest halo the models'
-    cards name (:func:`measure_halo`), or :data:`EXACT_HALO` for models without one."""
+    cards name (:func:`measure_halo`), or :data:`EXACT_HALO` for models without one.
+
+    Given bare :class:`~arctic_rts.model.weights.ModelRef` s this reads their cards; given
+    the run's :class:`~arctic_rts.model.weights.Weights` it reads nothing."""
     if config.halo is not None:
         return config
-    halos = []
-    for m in _as_models(model):
-        measured = read_card(m.path).get("halo") if isinstance(m, ModelRef) else None
-        halos.append(EXACT_HALO if measured is None else int(measured))
+    return _with_halo(config, *_identify(model))
+
+
+def _with_halo(config: PredictConfig, models: list[Any], weights: Weights | None) -> PredictConfig:
+    """``config`` with its halo from ``weights`` (for the references among ``models``) and
+    :data:`EXACT_HALO` for the callables among them."""
+    if config.halo is not None:
+        return config
+    halos = [EXACT_HALO for m in models if not isinstance(m, ModelRef)]
+    if weights is not None:
+        halos.append(EXACT_HALO if weights.halo is None else weights.halo)
     return dataclasses.replace(config, halo=max(halos))
 
 
@@ -144,30 +158,32 @@ def _halo(config: PredictConfig) -> int:
     return EXACT_HALO if config.halo is None else config.halo
 
 
-def _as_models(model: ModelSpec) -> list[Any]:
+def _identify(model: ModelSpec) -> tuple[list[Any], Weights | None]:
+    """The models to run, and the identity of the weights files among them: the given
+    :class:`~arctic_rts.model.weights.Weights`, or one read from bare references' cards."""
+    if isinstance(model, Weights):
+        return list(model.references), model
     models = list(model) if isinstance(model, (list, tuple)) else [model]
     if not models:
         raise ConfigError("predict needs at least one model.")
     for m in models:
         if not isinstance(m, ModelRef) and not callable(m):
             raise ConfigError(
-                f"model must be a ModelRef (ModelRef.from_path('weights.safetensors')) or a "
-                f"callable tensor -> logits, got {type(m).__name__}."
+                f"model must be Weights (arctic_rts.model.resolve_weights('weights.safetensors'))"
+                f", a ModelRef or a callable tensor -> logits, got {type(m).__name__}."
             )
-    return models
+    refs = [m for m in models if isinstance(m, ModelRef)]
+    return models, Weights.from_references(refs) if refs else None
 
 
-def _check_input(da: xr.DataArray, models: list[Any]) -> None:
+def _check_input(da: xr.DataArray, weights: Weights | None) -> None:
     if da.dims != ("band", "y", "x"):
         raise ConfigError(
             f"predict needs a DataArray with dims ('band', 'y', 'x'), got {da.dims}; "
             "load scenes with arctic_rts.load.load_scenes."
         )
-    if "band" in da.coords:
-        bands = [str(b) for b in da["band"].values]
-        for m in models:
-            if isinstance(m, ModelRef):
-                check_bands(read_card(m.path), bands)
+    if "band" in da.coords and weights is not None:
+        check_bands(weights, [str(b) for b in da["band"].values])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -226,7 +242,7 @@ def _probabilities(batch: torch.Tensor, models: list[Any], config: PredictConfig
                     logits = net(_dihedral(x, k, flip))
                 prob = torch.sigmoid(_undo_dihedral(logits.float(), k, flip))[:, 0].cpu()
                 total = prob if total is None else total.add_(prob)
-    assert total is not None  # _as_models guarantees a model
+    assert total is not None  # _identify guarantees a model
     if len(models) * len(views) > 1:
         total /= len(models) * len(views)
     return total[:, :h, :w].numpy()
@@ -461,9 +477,12 @@ def predict(
         da: Reflectance ``(band, y, x)`` in the model card's band order (as from
             ``load_scenes``), NaN where invalid; numpy- or dask-backed (numpy is read in
             place when the result is computed, not copied: do not change it before).
-        model: A :class:`~arctic_rts.model.weights.ModelRef` (loaded once per worker process),
-            a callable tensor ``(N, C, H, W)`` -> logits ``(N, 1, H, W)``, or a list of them
-            (an ensemble: the mean of their probabilities).
+        model: The run's :class:`~arctic_rts.model.weights.Weights` (from
+            :func:`~arctic_rts.model.weights.resolve_weights`; its references are loaded
+            once per worker process and no card is read here), a bare
+            :class:`~arctic_rts.model.weights.ModelRef` (its card is read once per call), a
+            callable tensor ``(N, C, H, W)`` -> logits ``(N, 1, H, W)``, or a list of
+            references or callables (an ensemble: the mean of their probabilities).
         config: Tile size, halo (``None``: the weights' measured halo, see
             :func:`resolve_halo`), batch size, test-time augmentation, device, precision.
 
@@ -480,9 +499,9 @@ def predict(
         ConfigError: wrong dims or model type.
         WeightsError: the bands of ``da`` differ from a model card's.
     """
-    models = _as_models(model)
-    config = resolve_halo(config or PredictConfig(), models)
-    _check_input(da, models)
+    models, weights = _identify(model)
+    config = _with_halo(config or PredictConfig(), models, weights)
+    _check_input(da, weights)
     data = da.data
     if isinstance(data, dsa.Array):
         arr = data

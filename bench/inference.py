@@ -577,9 +577,9 @@ def map_run_rate(folder: Path, size_px: int) -> tuple[float, float, str] | None:
 
         weights = Path(make_weights(folder, list(L2A_BANDS)).path)
         note = "random-init UNet (bundled weights absent)"
-    from arctic_rts.model.weights import read_card
+    from arctic_rts.model.weights import resolve_weights
 
-    card = read_card(weights)
+    model = resolve_weights(weights)  # each card read once, for the map run and predict alike
     config = MapConfig(cluster=ClusterConfig(gpu="no"))
     from arctic_rts.cluster import local_workers
 
@@ -589,7 +589,7 @@ def map_run_rate(folder: Path, size_px: int) -> tuple[float, float, str] | None:
             catalog.bbox,
             catalog.years[0],
             stac=catalog.item_paths[0].parent,
-            weights=weights,
+            weights=model,
             out=folder / "map.gpkg",
             config=config,
             overwrite=True,
@@ -597,12 +597,11 @@ def map_run_rate(folder: Path, size_px: int) -> tuple[float, float, str] | None:
             progress=False,
         )
         map_seconds = time.perf_counter() - t0
-        scenes = load_scenes(result.items, card["bands"], config.load)
+        scenes = load_scenes(result.items, model.bands, config.load)
         pixels = sum(s.sizes["y"] * s.sizes["x"] for s in scenes)
-        ref = ModelRef.from_path(weights)
         t0 = time.perf_counter()
         for s in scenes:
-            stream(client, predict(s, ref, config.predict))
+            stream(client, predict(s, model, config.predict))
         predict_seconds = time.perf_counter() - t0
     return (
         pixels / map_seconds / 1e6,
@@ -702,11 +701,11 @@ def demo_precision(folder: Path, weights: Path, workers: int) -> list[tuple[str,
     from arctic_rts.config import MapConfig
     from arctic_rts.demo import generate_demo
     from arctic_rts.load import load_scenes
-    from arctic_rts.model.weights import read_card
+    from arctic_rts.model.weights import resolve_weights
     from arctic_rts.pipeline import map_region
 
     catalog = generate_demo(folder / "demo")
-    card = read_card(weights)
+    model = resolve_weights(weights)
     truth = gpd.read_file(catalog.truth_path)
     truth = truth[truth["year"] == catalog.years[0]]
     out: list[tuple[str, str]] = []
@@ -721,23 +720,23 @@ def demo_precision(folder: Path, weights: Path, workers: int) -> list[tuple[str,
                 catalog.bbox,
                 catalog.years[0],
                 stac=catalog.item_paths[0].parent,
-                weights=weights,
+                weights=model,
                 out=folder / f"precision_{precision}.gpkg",
                 config=config,
                 overwrite=True,
                 client=client,
                 progress=False,
             )
-            scenes = load_scenes(result.items, card["bands"], config.load)
+            scenes = load_scenes(result.items, model.bands, config.load)
             scores = score_against_truth(result.polygons, truth, scenes)
             tp = fp = fn = 0
             probs[precision] = []
             for scene in scenes:
-                prob = predict(scene, ModelRef.from_path(weights), config.predict).compute()
+                prob = predict(scene, model, config.predict).compute()
                 p = np.asarray(prob.values)
                 probs[precision].append(p)
                 valid = np.isfinite(p)
-                hit = (p >= card["threshold"]) & valid
+                hit = (p >= model.threshold) & valid
                 true = (_truth_raster(scene, truth) > 0) & valid
                 tp += int((hit & true).sum())
                 fp += int((hit & ~true).sum())

@@ -397,6 +397,7 @@ def test_map_scenes_model_tasks_reach_the_scheduler_asking_for_a_gpu(
     from arctic_rts.bands import L2A_BANDS
     from arctic_rts.config import MapConfig
     from arctic_rts.demo import generate_demo
+    from arctic_rts.model import resolve_weights
     from arctic_rts.pipeline import map_scenes
     from arctic_rts.search import normalize_item
 
@@ -421,7 +422,7 @@ def test_map_scenes_model_tasks_reach_the_scheduler_asking_for_a_gpu(
     ):
         client.run_on_scheduler(_add_recorder)
         records, frames = map_scenes(
-            [item], [ModelRef.from_path(weights)], card, config, client, run_id="t", progress=False
+            [item], resolve_weights(weights), config, client, run_id="t", progress=False
         )
         seen = client.run_on_scheduler(_recorded)
     assert [r.status for r in records] == ["done"], records[0].error

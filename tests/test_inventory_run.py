@@ -50,12 +50,8 @@ from arctic_rts.inventory import (
     merge_polygons,
     write_inventory,
 )
-from arctic_rts.pipeline import (
-    InventoryRunResult,
-    SceneRecord,
-    _Manifest,
-    run_inventory,
-)
+from arctic_rts.inventory_run import InventoryRunResult, _Manifest, run_inventory
+from arctic_rts.pipeline import SceneRecord
 
 YEARS = (2021, 2022)
 SIZE_PX = 120

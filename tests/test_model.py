@@ -8,8 +8,16 @@ from pathlib import Path
 import pytest
 import torch
 
-from arctic_rts.errors import WeightsError
-from arctic_rts.model import ModelRef, UNet, load_model, read_card, save_weights
+from arctic_rts.errors import ConfigError, WeightsError
+from arctic_rts.model import (
+    ModelRef,
+    UNet,
+    check_bands,
+    load_model,
+    read_card,
+    resolve_weights,
+    save_weights,
+)
 from arctic_rts.model.unet import ChannelLayerNorm
 
 BANDS = ["B02", "B03", "B04", "B08"]
@@ -156,3 +164,65 @@ def test_model_ref_is_small_and_picklable(weights: Path) -> None:
     blob = pickle.dumps(ref)
     assert len(blob) < 500
     assert pickle.loads(blob) == ref
+
+
+def test_weights_is_one_frozen_identity_read_once(
+    weights: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import dataclasses
+    import pickle
+
+    from arctic_rts.model import weights as module
+
+    reads: list[str] = []
+    real = module.read_card
+    monkeypatch.setattr(module, "read_card", lambda p: reads.append(str(p)) or real(p))
+    w = resolve_weights(weights)
+    assert reads == [str(weights.resolve())]  # one card, read once
+    assert w.references == (ModelRef.from_path(weights),)
+    assert (w.name, w.bands, w.threshold, w.patch_size, w.method) == (
+        "test-unet",
+        tuple(BANDS),
+        0.4,
+        64,
+        "none",
+    )
+    assert w.halo is None and w.domain is None  # the card names neither
+    assert w.sha256 == (read_card(weights)["sha256"],)
+    assert w.card["name"] == "test-unet"
+    with pytest.raises(TypeError):
+        w.card["name"] = "other"  # type: ignore[index]
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        w.threshold = 0.9  # type: ignore[misc]
+    assert pickle.loads(pickle.dumps(w)) == w
+    assert pickle.loads(pickle.dumps(w)).card == w.card
+    assert resolve_weights(w) is w  # passed on, never resolved again
+
+    measured = tmp_path / "measured.safetensors"
+    model, card = load_model(weights)
+    save_weights(model.unet, {**card, "halo": 48, "domain": "sentinel-2-l2a"}, measured)
+    both = resolve_weights([measured, weights])
+    assert len(both.references) == 2 and both.threshold == 0.4
+    assert both.domain == "sentinel-2-l2a"  # the first member's card
+    assert both.halo is None  # a member without a measured halo needs predict's exact one
+    assert resolve_weights([measured, measured]).halo == 48
+    other = tmp_path / "other.safetensors"
+    save_weights(model.unet, {**card, "bands": ["B03", "B02", "B04", "B08"]}, other)
+    with pytest.raises(WeightsError, match="same bands in the same order"):
+        resolve_weights([weights, other])
+    with pytest.raises(ConfigError, match="no weights"):
+        resolve_weights([])
+
+
+def test_one_band_check_for_arrays_and_items(weights: Path) -> None:
+    w = resolve_weights(weights)
+    check_bands(w, BANDS)
+    check_bands(w)  # no imagery, nothing to refuse
+    with pytest.raises(WeightsError, match="different order"):
+        check_bands(w, ["B03", "B02", "B04", "B08"])
+    assets = [{"B02": 1, "B03": 1, "B04": 1, "SCL": 1}, {*BANDS, "B11", "SCL"}]
+    check_bands(w, *assets, exact=False)  # one scene has every band: the other fails alone
+    with pytest.raises(WeightsError, match=r"needs bands \['B08'\].*none of the 1 selected"):
+        check_bands(w, assets[0], exact=False)
+    with pytest.raises(WeightsError, match=r"missing \['B08'\]"):
+        check_bands(read_card(weights), ["B02", "B03", "B04"])  # a card works as well

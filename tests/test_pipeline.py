@@ -188,6 +188,72 @@ def test_the_model_ran_on_the_workers(mapped: MapResult, weights: Path, client: 
     assert path not in model_loads()
 
 
+class _CardReads:
+    """Stands in for ``safe_open`` in :mod:`arctic_rts.model.weights`, through which every card
+    read opens its weights file (``read_card``, hence ``resolve_weights``, ``ModelRef`` and
+    ``load_model``): counts the opens per path."""
+
+    def __init__(self, real: Any) -> None:
+        self.real = real
+        self.reads: dict[str, int] = {}
+
+    def __call__(self, path: str, *args: Any, **kwargs: Any) -> Any:
+        self.reads[str(path)] = self.reads.get(str(path), 0) + 1
+        return self.real(path, *args, **kwargs)
+
+
+def _count_card_reads() -> None:
+    """In a worker process: start counting card reads (once; later calls keep the count)."""
+    from arctic_rts.model import weights as module
+
+    if not hasattr(module.safe_open, "reads"):
+        module.safe_open = _CardReads(module.safe_open)  # type: ignore[assignment]
+
+
+def _card_reads() -> dict[str, int]:
+    from arctic_rts.model import weights as module
+
+    return dict(getattr(module.safe_open, "reads", {}))
+
+
+def test_the_card_is_read_once_per_run_and_once_per_worker(
+    demo: DemoCatalog, client: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One model identity: a map run with the bundled model reads its card once in this (the
+    client) process, whatever the number of scenes and tasks, and once in each worker process
+    that runs the model (its per-worker cache), never per scene or per task."""
+    from arctic_rts.model import weights as module
+
+    # A path of its own, so that no worker of the module's cluster has it cached yet.
+    bundled = module.bundled_weights()
+    path = tmp_path / "bundled.safetensors"
+    shutil.copy(bundled, path)
+    shutil.copy(bundled.with_suffix(".json"), path.with_suffix(".json"))
+    key = str(path.resolve())
+    client.run(_count_card_reads)
+    counter = _CardReads(module.safe_open)
+    monkeypatch.setattr(module, "safe_open", counter)
+
+    result = map_region(
+        demo.bbox,
+        YEAR,
+        stac=demo.items_dir,
+        weights=path,
+        out=tmp_path / "inventory.gpkg",
+        config=CONFIG,
+        client=client,
+        progress=False,
+    )
+
+    assert [s.status for s in result.scenes] == ["done", "done"], result.summary()
+    assert counter.reads == {key: 1}
+    reads = {w: r.get(key, 0) for w, r in client.run(_card_reads).items()}
+    loaded = {w: loads.get(key, 0) for w, loads in client.run(model_loads).items()}
+    assert sum(loaded.values()) >= 1
+    assert reads == loaded, (reads, loaded)  # one card read per worker that loaded the model
+    assert set(loaded.values()) <= {0, 1}
+
+
 def test_existing_output_is_refused_and_untouched(
     mapped: MapResult, demo: DemoCatalog, weights: Path, client: Any
 ) -> None:

@@ -13,7 +13,7 @@ import xarray as xr
 
 from arctic_rts.config import PredictConfig
 from arctic_rts.errors import ConfigError, WeightsError
-from arctic_rts.model import ModelRef, UNet, load_model, save_weights
+from arctic_rts.model import ModelRef, UNet, load_model, resolve_weights, save_weights
 from arctic_rts.predict import EXACT_HALO, input_chunks, measure_halo, predict, resolve_halo
 from arctic_rts.tiling import (
     FLOOR,
@@ -416,3 +416,28 @@ def test_dihedral_views_keep_channels_last_and_invert() -> None:
             view = _dihedral(x, k, flip)
             assert view.is_contiguous(memory_format=torch.channels_last)
             assert torch.equal(_undo_dihedral(view, k, flip), x)
+
+
+def test_predict_with_the_runs_weights_reads_no_card(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Given the run's Weights, planning (halo, input chunks, band check, graph) reads no card:
+    only the per-process model cache reads one, when the model first runs."""
+    from arctic_rts.model import weights as module
+
+    path = _weights(tmp_path)
+    card = json.loads(path.with_suffix(".json").read_text())
+    save_weights(_tiny_unet(), {**card, "halo": 32}, path)
+    w = resolve_weights(path)
+    reads: list[str] = []
+    real = module.read_card
+    monkeypatch.setattr(module, "read_card", lambda p: reads.append(str(p)) or real(p))
+    da = _scene(200, 190, seed=3)
+    config = PredictConfig(tile_size=64, device="cpu")
+    assert resolve_halo(config, w).halo == 32
+    assert input_chunks(200, 190, config, w) == input_chunks(200, 190, resolve_halo(config, w))
+    prob = predict(da, w, config)
+    with pytest.raises(WeightsError, match="B08"):
+        predict(da.assign_coords(band=["B02", "B03", "B08"]), w)
+    assert reads == []
+    np.testing.assert_array_equal(prob.values, predict(da, ModelRef.from_path(path), config).values)

@@ -8,15 +8,17 @@ load. The card records the sha256 of the tensors, which loading checks.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import math
 import os
 import tempfile
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 import torch
@@ -24,7 +26,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from arctic_rts.errors import WeightsError
+from arctic_rts.errors import ConfigError, WeightsError
 from arctic_rts.model.unet import UNet, build_unet
 
 #: Card keys every weights file carries (DESIGN.md, "The weights card").
@@ -172,17 +174,45 @@ def read_card(path: str | os.PathLike[str]) -> dict[str, Any]:
     return dict(card)
 
 
-def check_bands(card: Mapping[str, Any], bands: Sequence[str]) -> None:
-    """Refuse imagery bands that differ from the card's (by set or by order)."""
-    expected = list(card["bands"])
-    got = list(bands)
-    if got == expected:
+def check_bands(
+    model: Weights | Mapping[str, Any], *scenes: Collection[str], exact: bool = True
+) -> None:
+    """Refuse imagery the model cannot take, with an error that names the fix.
+
+    The one band check of the toolkit, for loaded arrays and for STAC items alike. Nothing is
+    refused when ``scenes`` is empty; otherwise the check passes when at least one scene fits,
+    so that a band missing from only some scenes stays a per-scene failure.
+
+    Args:
+        model: The weights, or a card, whose ``bands`` the imagery must feed.
+        *scenes: Each scene's band names. With ``exact`` (a loaded array's ``band``
+            coordinate) they must equal the card's, by set and by order; without (a STAC
+            item's asset keys) they must include the card's, in any order, among others.
+        exact: Whether each scene's bands are the model's input as is.
+
+    Raises:
+        WeightsError: No scene fits. Without ``exact`` this stops a model for other imagery
+            (an L1C model's ``B10`` on L2A scenes) or a card with provider names (``red``)
+            before any cluster work, instead of failing every scene one by one.
+    """
+    if isinstance(model, Weights):
+        expected, name = list(model.bands), model.name
+    else:
+        expected, name = [str(b) for b in model["bands"]], str(model.get("name"))
+    if not scenes or any(list(s) == expected if exact else set(expected) <= set(s) for s in scenes):
         return
-    missing = [b for b in expected if b not in got]
+    missing = [b for b in expected if any(b not in s for s in scenes)]
+    if not exact:
+        raise WeightsError(
+            f"the model '{name}' needs bands {missing} that none of the "
+            f"{len(scenes)} selected scenes carries; use weights whose card lists canonical "
+            "bands of this collection (Sentinel-2 L2A: B01-B09, B8A, B11, B12)."
+        )
+    got = list(scenes[0]) if len(scenes) == 1 else sorted({b for s in scenes for b in s})
     extra = [b for b in got if b not in expected]
     if missing or extra:
         raise WeightsError(
-            f"the imagery's bands do not match the model '{card.get('name')}': missing "
+            f"the imagery's bands do not match the model '{name}': missing "
             f"{missing or 'none'}, extra {extra or 'none'}. Load the scenes with exactly the "
             f"card's bands {expected}."
         )
@@ -303,7 +333,135 @@ class ModelRef:
     def from_path(cls, path: str | os.PathLike[str]) -> ModelRef:
         """Reference a weights file by its absolute path and its card's tensor hash."""
         p = Path(path).expanduser().resolve()
-        card = read_card(p)
+        return cls._from_card(p, read_card(p))
+
+    @classmethod
+    def _from_card(cls, path: Path, card: Mapping[str, Any]) -> ModelRef:
+        """The reference of the weights file at the absolute ``path`` with card ``card``."""
         if not card.get("sha256"):
-            raise WeightsError(f"the card of {p} records no sha256; re-save it with save_weights.")
-        return cls(str(p), str(card["sha256"]))
+            raise WeightsError(
+                f"the card of {path} records no sha256; re-save it with save_weights."
+            )
+        return cls(str(path), str(card["sha256"]))
+
+
+@dataclass(frozen=True)
+class Weights:
+    """One model identity: what a run maps with, resolved once in the client.
+
+    Built by :func:`resolve_weights` (or :meth:`from_references`), which reads each card once;
+    everything downstream (``map_region``, ``predict``, the inventory runner) takes its facts
+    from here instead of reading the card again. Only :attr:`references` travel to the
+    workers, where :func:`arctic_rts.cluster.get_model` loads each file once per process.
+    An ensemble's members must take the same bands in the same order; its other facts are
+    those of the first member, except :attr:`halo`.
+    """
+
+    #: The weights files, one per ensemble member (probabilities are averaged).
+    references: tuple[ModelRef, ...]
+    #: The card's ``name`` ("" when it names none).
+    name: str
+    #: Canonical band names the model takes, in input order.
+    bands: tuple[str, ...]
+    #: Default probability threshold for vectorising (0.5, as ``save_weights`` writes it,
+    #: when the card names none).
+    threshold: float
+    #: The largest halo the members' cards name (:func:`arctic_rts.predict.measure_halo`);
+    #: None when any member names none, which makes ``predict`` take its exact halo.
+    halo: int | None
+    #: Side of the training patches in pixels, when the card names it.
+    patch_size: int | None
+    #: The imagery the model is meant for, when the card names it.
+    domain: str | None
+    #: The training method (``training.method`` of the card), when the card names it.
+    method: str | None
+    #: The first member's card as read from disk, read-only: the record of provenance.
+    card: Mapping[str, Any] = field(compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        if not self.references:
+            raise ConfigError("no weights given.")
+        if not isinstance(self.card, MappingProxyType):
+            # A copy, so that the caller's dict changing later cannot change the identity.
+            object.__setattr__(self, "card", MappingProxyType(copy.deepcopy(dict(self.card))))
+
+    def __getstate__(self) -> dict[str, Any]:
+        # A mappingproxy does not pickle: the card travels as a plain dict.
+        return {**self.__dict__, "card": dict(self.card)}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        for key, value in state.items():
+            object.__setattr__(self, key, value)
+        object.__setattr__(self, "card", MappingProxyType(state["card"]))
+
+    @property
+    def sha256(self) -> tuple[str, ...]:
+        """The tensors' hashes, one per member, as the cards record them."""
+        return tuple(r.sha256 for r in self.references)
+
+    @classmethod
+    def from_references(cls, references: Sequence[ModelRef]) -> Weights:
+        """The identity of existing references (reads each member's card once)."""
+        return cls._from_cards(list(references), [read_card(r.path) for r in references])
+
+    @classmethod
+    def _from_cards(cls, refs: list[ModelRef], cards: Sequence[Mapping[str, Any]]) -> Weights:
+        """The identity of ``refs`` whose cards, in the same order, are ``cards``."""
+        if not refs:
+            raise ConfigError("no weights given.")
+        first = list(cards[0]["bands"])
+        for ref, card in zip(refs[1:], cards[1:], strict=True):
+            # Ensemble members read one loaded array; otherwise every scene would fail.
+            if list(card["bands"]) != first:
+                raise WeightsError(
+                    f"ensemble members must take the same bands in the same order: "
+                    f"{refs[0].path} takes {first}, {ref.path} takes {list(card['bands'])}."
+                )
+        halos = [card.get("halo") for card in cards]
+        named = [int(h) for h in halos if h is not None]
+        card = cards[0]
+        threshold, patch, domain = card.get("threshold"), card.get("patch_size"), card.get("domain")
+        method = (card.get("training") or {}).get("method")
+        return cls(
+            references=tuple(refs),
+            name=str(card.get("name") or ""),
+            bands=tuple(str(b) for b in first),
+            threshold=0.5 if threshold is None else float(threshold),
+            halo=max(named) if len(named) == len(halos) else None,
+            patch_size=None if patch is None else int(patch),
+            domain=None if domain is None else str(domain),
+            method=None if method is None else str(method),
+            card=card,
+        )
+
+
+def resolve_weights(
+    weights: Weights | str | os.PathLike[str] | Sequence[str | os.PathLike[str]] | None = None,
+) -> Weights:
+    """The one model identity of a run, from the user's weights argument.
+
+    Each card is read once, here; pass the result on instead of paths.
+
+    Args:
+        weights: A ``.safetensors`` file, several (an ensemble: mean probability), None for
+            the bundled demo model, or a :class:`Weights` (returned as is).
+
+    Raises:
+        ConfigError: An empty list.
+        WeightsError: A file is missing, not safetensors, without a card or a tensor hash, or
+            ensemble members that take different bands.
+    """
+    if isinstance(weights, Weights):
+        return weights
+    if weights is None:
+        paths = [bundled_weights()]
+    elif isinstance(weights, (str, os.PathLike)):
+        paths = [Path(weights)]
+    else:
+        paths = [Path(w) for w in weights]
+    if not paths:
+        raise ConfigError("no weights given.")
+    paths = [p.expanduser().resolve() for p in paths]
+    cards = [read_card(p) for p in paths]
+    refs = [ModelRef._from_card(p, card) for p, card in zip(paths, cards, strict=True)]
+    return Weights._from_cards(refs, cards)
