@@ -16,6 +16,7 @@ from typing import NoReturn
 from arctic_rts import __version__
 from arctic_rts.bands import L2A_BANDS
 from arctic_rts.config import (
+    DEFAULT_MIN_AREA_M2,
     PRECISIONS,
     ClusterConfig,
     MapConfig,
@@ -68,7 +69,16 @@ def _add_map_options(p: argparse.ArgumentParser) -> None:
         help="STAC API URL, or 'demo' for the embedded demo catalog (default: Earth Search v1)",
     )
     p.add_argument(
-        "--weights", type=Path, default=None, help="safetensors weights (default: bundled)"
+        "--weights",
+        type=Path,
+        default=None,
+        help="safetensors weights (default: the bundled real-imagery model; on --stac demo "
+        "the bundled demo model)",
+    )
+    p.add_argument(
+        "--allow-demo-model",
+        action="store_true",
+        help="let a model trained on generated demo scenes map real scenes (tests only)",
     )
     p.add_argument(
         "--ensemble",
@@ -83,7 +93,14 @@ def _add_map_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--months", type=_months, default=d_search.months, help="e.g. 6-8 (default)")
     p.add_argument("--max-cloud", type=float, default=d_search.max_cloud_cover, metavar="PCT")
     p.add_argument("--threshold", type=float, default=d_vec.threshold, help="default: model card")
-    p.add_argument("--min-area", type=float, default=d_vec.min_area_m2, metavar="M2")
+    p.add_argument(
+        "--min-area",
+        type=float,
+        default=d_vec.min_area_m2,
+        metavar="M2",
+        help=f"drop polygons under this area in m2 (default: the model card's, else "
+        f"{DEFAULT_MIN_AREA_M2:g})",
+    )
     p.add_argument("--tile-size", type=int, default=d_pred.tile_size)
     p.add_argument("--tta", action="store_true", help="average the 8 flips/rotations")
     p.add_argument(
@@ -103,6 +120,7 @@ def _map_config(args: argparse.Namespace) -> MapConfig:
         predict=PredictConfig(tile_size=args.tile_size, tta=args.tta, precision=args.precision),
         vectorize=VectorizeConfig(threshold=args.threshold, min_area_m2=args.min_area),
         cluster=ClusterConfig(scheduler=args.scheduler, n_workers=args.workers),
+        allow_demo_model=args.allow_demo_model,
     )
 
 

@@ -125,14 +125,20 @@ class PredictConfig:
             raise ConfigError(f"batch_size must be at least 1, got {self.batch_size}.")
 
 
+#: Minimum polygon area (m2) where neither the user nor the model card names one: 0.2 ha, about
+#: the smallest slump a 10 m mapping resolves as a shape.
+DEFAULT_MIN_AREA_M2 = 2000.0
+
+
 @dataclass(frozen=True)
 class VectorizeConfig:
     """How probabilities become polygons."""
 
     #: Probability threshold; None takes the model card's.
     threshold: float | None = None
-    #: Polygons smaller than this (m2) are dropped (0.3 ha is the smallest slump of interest).
-    min_area_m2: float = 2000.0
+    #: Polygons smaller than this (m2) are dropped; None takes the model card's ``min_area_m2``
+    #: (chosen by cross-validation), else :data:`DEFAULT_MIN_AREA_M2`.
+    min_area_m2: float | None = None
     #: Equal-area CRS for areas (perimeters are geodesic, on the WGS84 ellipsoid).
     area_crs: str = "EPSG:6931"
     #: Radius in pixels of a morphological opening of the mask before labelling (0: none).
@@ -143,12 +149,21 @@ class VectorizeConfig:
     def __post_init__(self) -> None:
         if self.threshold is not None and not 0 < self.threshold < 1:
             raise ConfigError(f"threshold must lie strictly between 0 and 1, got {self.threshold}.")
-        if self.min_area_m2 < 0:
+        if self.min_area_m2 is not None and self.min_area_m2 < 0:
             raise ConfigError(f"min_area_m2 must be >= 0, got {self.min_area_m2}.")
         if self.opening_px < 0:
             raise ConfigError(f"opening_px must be >= 0 (0 turns it off), got {self.opening_px}.")
         if self.connectivity not in (4, 8):
             raise ConfigError(f"connectivity must be 4 or 8, got {self.connectivity}.")
+
+    def for_model(self, threshold: float, min_area_m2: float | None) -> VectorizeConfig:
+        """This config with a model card's threshold and minimum area where it leaves them open."""
+        area = self.min_area_m2 if self.min_area_m2 is not None else min_area_m2
+        return dataclasses.replace(
+            self,
+            threshold=self.threshold if self.threshold is not None else threshold,
+            min_area_m2=area if area is not None else DEFAULT_MIN_AREA_M2,
+        )
 
 
 @dataclass(frozen=True)
@@ -227,6 +242,9 @@ class MapConfig:
     vectorize: VectorizeConfig = field(default_factory=VectorizeConfig)
     inventory: InventoryConfig = field(default_factory=InventoryConfig)
     cluster: ClusterConfig = field(default_factory=ClusterConfig)
+    #: Map real scenes with a model trained on generated demo scenes (for tests only: such a
+    #: model is refused on real imagery otherwise).
+    allow_demo_model: bool = False
 
 
 # --- yearly inventory runs (arctic_rts.inventory_run.run_inventory) -------------------------
@@ -398,7 +416,10 @@ def read_inventory_run(path: str | Path) -> InventoryRunConfig:
     for key in ("out", "years"):
         if key not in run:
             raise ConfigError(f"{path} has no '{key}'; see deploy/inventory.example.toml.")
-    run["map"] = MapConfig(**sections)
+    allow_demo = run.pop("allow_demo_model", False)
+    if not isinstance(allow_demo, bool):
+        raise ConfigError(f"allow_demo_model in {path} must be true or false, got {allow_demo!r}.")
+    run["map"] = MapConfig(**sections, allow_demo_model=allow_demo)
     return dataclass_from_table(InventoryRunConfig, run, "top level")  # type: ignore[no-any-return]
 
 

@@ -235,8 +235,9 @@ def _scene_hash(config: MapConfig, weights: Weights) -> str:
     doc = {
         "load": dataclasses.asdict(config.load),
         "predict": predict,
-        "vectorize": dataclasses.asdict(config.vectorize),
-        "threshold": config.vectorize.threshold or weights.threshold,
+        "vectorize": dataclasses.asdict(
+            config.vectorize.for_model(weights.threshold, weights.min_area_m2)
+        ),
         "bands": list(weights.bands),
         "weights": list(weights.sha256),
     }
@@ -408,6 +409,7 @@ def run_inventory(
     """
     from arctic_rts.cluster import connect
     from arctic_rts.inventory import change_counts, lock_inventory
+    from arctic_rts.model.domain import default_weights
     from arctic_rts.model.weights import resolve_weights
 
     cfg = config if isinstance(config, InventoryRunConfig) else read_inventory_run(config)
@@ -416,7 +418,7 @@ def run_inventory(
     out = Path(cfg.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     regions = _read_regions(cfg)
-    weights = resolve_weights(list(cfg.weights) or None)
+    weights = resolve_weights(list(cfg.weights) or default_weights(cfg.stac))
     scene_hash = _scene_hash(cfg.map, weights)
     result = InventoryRunResult(out, out.with_name(out.name + ".work"), uuid.uuid4().hex[:12], [])
 
@@ -472,6 +474,7 @@ class _Year:
 def _inventory_year(run: _InventoryRun, year: int) -> YearSummary:
     """One year of an inventory run: select, compute what is missing, merge, write if changed."""
     from arctic_rts.inventory import merge_polygons
+    from arctic_rts.model.domain import check_domain
     from arctic_rts.model.weights import check_bands
 
     t0 = time.perf_counter()
@@ -484,6 +487,7 @@ def _inventory_year(run: _InventoryRun, year: int) -> YearSummary:
         summary.notes.append(f"no scenes for {year} in any region; year not written.")
         return summary
     check_bands(run.weights, *(it.get("assets", {}) for it in items), exact=False)
+    check_domain(run.weights.card, items, allow_demo_model=mcfg.allow_demo_model)
     state = _Year(year, items, n_found, started, t0)
     fresh = _compute_missing(run, state, summary)
     _collect_year(run, state, fresh, summary)

@@ -146,7 +146,7 @@ def _scene_polygons(
 
     da = load_scenes([item], list(weights.bands), config.load)[0]
     prob = predict(da, weights, config.predict)
-    threshold = config.vectorize.threshold or weights.threshold
+    vconf = config.vectorize.for_model(weights.threshold, weights.min_area_m2)
     attrs = {
         "scene_id": item["id"],
         "mgrs_tile": da.attrs.get("mgrs_tile", ""),
@@ -158,8 +158,8 @@ def _scene_polygons(
     }
     return dask.delayed(vectorize, pure=False)(
         as_delayed(prob, optimize_graph=optimize_graph),
-        threshold=threshold,
-        config=config.vectorize,
+        threshold=vconf.threshold,
+        config=vconf,
         attrs=attrs,
     )
 
@@ -280,6 +280,7 @@ def map_region(
     """
     from arctic_rts.cluster import connect
     from arctic_rts.inventory import merge_polygons, write_inventory
+    from arctic_rts.model.domain import check_domain, default_weights
     from arctic_rts.model.weights import check_bands, resolve_weights
     from arctic_rts.search import search_scenes, select_scenes
 
@@ -291,7 +292,7 @@ def map_region(
         raise InventoryError(f"{out} exists; pass --overwrite (overwrite=True) to replace it.")
     if not out.parent.exists():
         raise ConfigError(f"output folder {out.parent} does not exist.")
-    model = resolve_weights(weights)
+    model = resolve_weights(weights if weights is not None else default_weights(stac))
     run_id = uuid.uuid4().hex[:12]
     t_start = time.perf_counter()
     started_at = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
@@ -300,6 +301,7 @@ def map_region(
         found = search_scenes(bbox_t, year, stac_url=url, config=config.search, sign=sign)
         items = select_scenes(found)
         check_bands(model, *(it.get("assets", {}) for it in items), exact=False)
+        check_domain(model.card, items, allow_demo_model=config.allow_demo_model)
         stac_label = url if stac is None or str(stac).startswith("http") else str(stac)
     t_search = time.perf_counter() - t_start
 

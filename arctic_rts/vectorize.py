@@ -33,7 +33,7 @@ from rasterio.features import shapes
 from scipy import ndimage
 from shapely.geometry import MultiPolygon, Polygon, shape
 
-from arctic_rts.config import VectorizeConfig
+from arctic_rts.config import DEFAULT_MIN_AREA_M2, VectorizeConfig
 from arctic_rts.errors import ConfigError
 
 #: Attribute columns every ``vectorize`` result carries, in this order, before ``attrs`` keys.
@@ -128,7 +128,8 @@ def vectorize(
 
     geoms = gpd.GeoSeries(_polygons(labels, n, transform, config.connectivity), crs=crs)
     area, perimeter = measure_polygons(geoms, config.area_crs)
-    keep = area >= config.min_area_m2
+    min_area = config.min_area_m2 if config.min_area_m2 is not None else DEFAULT_MIN_AREA_M2
+    keep = area >= min_area
     data: dict[str, Any] = {
         "area_m2": area[keep],
         "perimeter_m": perimeter[keep],

@@ -149,6 +149,12 @@ def test_train_with_crossval_writes_an_honest_card(sites: dict[str, Path], tmp_p
     assert data["images"] == "chips" and data["masks"] == "masks"
     assert not any(str(v).startswith("/") for v in data.values() if isinstance(v, str))
     load_model(weights, device="cpu")  # tensors still match the card's hash
+    # each fold's held-out scores are what evaluate gives on its weights by default
+    for fold in result["folds"]:
+        val_masks = Path(fold["weights"]).parents[1] / "data" / "val_masks"
+        again = evaluate(fold["weights"], sites["chips"], val_masks, device="cpu")
+        assert again["pixel"] == fold["held_out_scores"]["pixel"]
+        assert again["object"]["n_matched"] == fold["held_out_scores"]["object"]["n_matched"]
     # evaluate takes the card's threshold and minimum area by default
     scored = evaluate(weights, sites["chips"], sites["masks"], device="cpu")
     assert scored["threshold"] == card["threshold"]

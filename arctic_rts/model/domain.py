@@ -2,9 +2,10 @@
 
 A model is trusted only on the imagery domain it was trained on (the card's ``domain``). The
 bundled demo model has only ever seen generated scenes: on a real catalog it would map
-something, silently and badly. So the default model is chosen from the scenes themselves
-(generated demo scenes carry the generator's mark in ``processing:software``), and a
-generated-demo model on real scenes is refused unless the caller insists (tests do).
+something, silently and badly. So the default model is the real-imagery one everywhere but on
+the embedded demo catalog, and a generated-demo model is refused on any scene that is not a
+generated one (demo items carry the generator's mark in ``processing:software``) unless the
+caller insists (tests do).
 """
 
 from __future__ import annotations
@@ -39,12 +40,10 @@ def is_demo_item(item: Mapping[str, Any]) -> bool:
     return isinstance(software, Mapping) and DEMO_SOFTWARE in software
 
 
-def default_weights(items: Iterable[Mapping[str, Any]]) -> Path:
-    """The bundled model for these scenes: the demo model only when every scene is generated."""
-    items = list(items)
-    if items and all(is_demo_item(i) for i in items):
-        return demo_weights()
-    return real_weights()
+def default_weights(stac: object) -> Path:
+    """The bundled model for a catalog: the demo model on the embedded demo catalog (``"demo"``),
+    the real-imagery model on every other one."""
+    return demo_weights() if str(stac) == "demo" else real_weights()
 
 
 def model_domain(card: Mapping[str, Any]) -> str | None:

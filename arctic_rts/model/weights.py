@@ -27,6 +27,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from arctic_rts.errors import ConfigError, WeightsError
+from arctic_rts.model.domain import DEMO_DOMAIN, model_domain
 from arctic_rts.model.unet import UNet, build_unet
 
 #: Card keys every weights file carries (DESIGN.md, "The weights card").
@@ -371,10 +372,13 @@ class Weights:
     halo: int | None
     #: Side of the training patches in pixels, when the card names it.
     patch_size: int | None
-    #: The imagery the model is meant for, when the card names it.
+    #: The imagery domain the model is meant for (:data:`arctic_rts.bands.DOMAINS`), when the
+    #: cards name one; "generated-demo" when any ensemble member is a demo model.
     domain: str | None
     #: The training method (``training.method`` of the card), when the card names it.
     method: str | None
+    #: Minimum object area (m2) the card chose by cross-validation, when it names one.
+    min_area_m2: float | None
     #: The first member's card as read from disk, read-only: the record of provenance.
     card: Mapping[str, Any] = field(compare=False, repr=False)
 
@@ -420,7 +424,13 @@ class Weights:
         halos = [card.get("halo") for card in cards]
         named = [int(h) for h in halos if h is not None]
         card = cards[0]
-        threshold, patch, domain = card.get("threshold"), card.get("patch_size"), card.get("domain")
+        threshold, patch, area = (
+            card.get("threshold"),
+            card.get("patch_size"),
+            card.get("min_area_m2"),
+        )
+        domains = [model_domain(c) for c in cards]
+        domain = DEMO_DOMAIN if DEMO_DOMAIN in domains else domains[0]
         method = (card.get("training") or {}).get("method")
         return cls(
             references=tuple(refs),
@@ -429,7 +439,8 @@ class Weights:
             threshold=0.5 if threshold is None else float(threshold),
             halo=max(named) if len(named) == len(halos) else None,
             patch_size=None if patch is None else int(patch),
-            domain=None if domain is None else str(domain),
+            domain=domain,
+            min_area_m2=None if area is None else float(area),
             method=None if method is None else str(method),
             card=card,
         )

@@ -269,6 +269,7 @@ def _score_folds(
         held_out = cfg.name.removeprefix(f"{config.name}-")
         train_preds = predictions(w, [p for s, ps in groups.items() if s != held_out for p in ps])
         t, a = choose_postprocessing(train_preds)
+        _write_card(w, {"threshold": t, "min_area_m2": a})
         held = predictions(w, groups[held_out])
         folds.append(
             {
@@ -327,7 +328,9 @@ def relative_name(path: str | os.PathLike[str] | None, root: Path) -> str | None
 def write_crossval_card(weights: str | Path, crossval: Mapping[str, Any]) -> dict[str, Any]:
     """Write the cross-validation into the card of the final ``weights`` (rewritten in place).
 
-    The card's ``threshold`` and ``min_area_m2`` become the median of the folds' choices (made on
+    Each fold's own card already carries its fold's choice, so ``arctic-rts evaluate`` on a
+    fold's weights and held-out site reproduces that fold's held-out scores. The final card's
+    ``threshold`` and ``min_area_m2`` become the median of the folds' choices (made on
     training sites only); ``metrics.leave_one_site_out`` carries the held-out scores with and
     without post-processing, per fold and summarised, so a user sees what to expect on a place
     the model never saw; ``tested`` says where that was and where it never was.
@@ -335,16 +338,11 @@ def write_crossval_card(weights: str | Path, crossval: Mapping[str, Any]) -> dic
     Returns:
         The card as written.
     """
-    from safetensors.torch import load_file
-
-    from arctic_rts.model.unet import build_unet
-    from arctic_rts.model.weights import read_card, save_weights
+    from arctic_rts.model.weights import read_card
 
     summary = crossval["summary"]
-    card = read_card(weights)
-    unet = build_unet(card["architecture"])
-    unet.load_state_dict(load_file(str(weights)), strict=True)
     sites = list(crossval["sites"])
+    card = read_card(weights)
     card["threshold"] = summary["threshold"]
     card["min_area_m2"] = summary["min_area_m2"]
     card["metrics"] = {
@@ -364,4 +362,20 @@ def write_crossval_card(weights: str | Path, crossval: Mapping[str, Any]) -> dic
         "never tested elsewhere: not on other regions, other sensors or processing levels, "
         "scenes with snow, cloud or smoke, nor on full Sentinel-2 tiles."
     )
-    return save_weights(unet, card, weights)
+    return _write_card(weights, card)
+
+
+def _write_card(weights: str | Path, updates: Mapping[str, Any]) -> dict[str, Any]:
+    """Rewrite the card of ``weights`` with ``updates`` (tensors unchanged, hash checked)."""
+    from safetensors.torch import load_file
+
+    from arctic_rts.model.unet import build_unet
+    from arctic_rts.model.weights import read_card, save_weights
+
+    card = {**read_card(weights), **updates}
+    unet = build_unet(card["architecture"])
+    unet.load_state_dict(load_file(str(weights)), strict=True)
+    written = save_weights(unet, card, weights)
+    if written["sha256"] != card["sha256"]:  # pragma: no cover - the tensors were not touched
+        raise RuntimeError(f"the tensors of {weights} changed while its card was rewritten.")
+    return written

@@ -1,0 +1,110 @@
+"""Which model maps which catalog, end to end: the real model by default on real catalogs, the
+demo model refused there with one line and nothing written."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from arctic_rts.catalog import serve_catalog
+from arctic_rts.cli import EXIT_ERROR, main
+from arctic_rts.config import LoadConfig, MapConfig, SearchConfig
+from arctic_rts.model.domain import demo_weights, real_weights
+from arctic_rts.model.weights import read_card
+from arctic_rts.pipeline import map_region
+
+PREFIX = "arctic-rts: error: "
+
+
+@pytest.fixture(scope="module")
+def earth_search_folder(shared_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One real Earth Search L2A item (tile 30VXR, 2025-07-17, cloud-free) as a local catalog."""
+    doc = json.loads(
+        (shared_data / "stac_items" / "items_earth-search_sentinel-2-l2a.geojson").read_text()
+    )
+    [item] = [f for f in doc["features"] if f["id"] == "S2B_30VXR_20250717_0_L2A"]
+    folder = tmp_path_factory.mktemp("earth-search")
+    (folder / "item.json").write_text(json.dumps(item))
+    return folder
+
+
+@pytest.mark.realdata
+def test_the_demo_model_is_refused_on_a_real_catalog(
+    earth_search_folder: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "rts.gpkg"
+    argv = ["map", "--bbox", "0.8", "63.2", "0.9", "63.3", "--year", "2025", "--quiet"]
+    argv += [
+        "--stac",
+        str(earth_search_folder),
+        "--weights",
+        str(demo_weights()),
+        "--out",
+        str(out),
+    ]
+    code = main(argv)
+    err = capsys.readouterr().err
+    assert code == EXIT_ERROR
+    assert err.startswith(PREFIX) and err.count("\n") == 1, err
+    assert "generated demo scenes only" in err and real_weights().name in err
+    assert not out.exists()
+
+
+@pytest.fixture(scope="module")
+def rkh_folder(shared_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The real 29RKH item with its hrefs on the real (10x decimated) COGs."""
+    cogs = shared_data / "s2_l2a_cogs_29RKH"
+    item = json.loads((cogs / "S2A_29RKH_20200219_0_L2A.json").read_text())
+    for asset in item["assets"].values():
+        local = cogs / asset["href"].rsplit("/", 1)[-1]
+        if local.is_file():
+            asset["href"] = str(local)
+    folder = tmp_path_factory.mktemp("rkh")
+    (folder / "item.json").write_text(json.dumps(item))
+    return folder
+
+
+@pytest.mark.realdata
+def test_a_real_catalog_is_mapped_with_the_real_model_by_default(
+    rkh_folder: Path, tmp_path: Path
+) -> None:
+    config = MapConfig(
+        search=SearchConfig(months=(2,), max_cloud_cover=20.0),
+        load=LoadConfig(resolution=100.0),  # the COGs were decimated 10x by their publisher
+    )
+    with serve_catalog(rkh_folder) as url:
+        result = map_region(
+            (-11.45, 24.75, -11.35, 24.85),
+            2020,
+            stac=url,
+            out=tmp_path / "rts.gpkg",
+            config=config,
+            progress=False,
+        )
+    card = read_card(real_weights())
+    assert card["domain"]["name"] == "sentinel-2-l2a"
+    assert result.run["weights"] == f"{real_weights()}#{card['sha256']}"
+    assert [r.status for r in result.records] == ["done"]
+
+
+def test_the_bundled_real_model_card() -> None:
+    """The card says what a user must know, with scores from sites it never trained on."""
+    card = read_card(real_weights())
+    assert card["bands"] == ["B04", "B03", "B02", "B08", "B11"]
+    assert card["domain"]["name"] == "sentinel-2-l2a" and card["domain"]["bands"] == card["bands"]
+    assert "offset" in card["domain"]["reflectance"]
+    assert 0 < card["threshold"] < 1 and card["min_area_m2"] >= 0
+    loso = card["metrics"]["leave_one_site_out"]
+    assert len(loso["sites"]) >= 3 and len(loso["folds"]) == len(loso["sites"]) * len(loso["seeds"])
+    assert card["threshold"] == loso["summary"]["threshold"]
+    for fold in loso["folds"]:
+        held = fold["held_out_scores"]
+        assert 0 <= held["pixel"]["iou"] <= 1
+        assert {"precision", "recall"} <= set(held["object"])
+    data = card["training"]["data"]
+    names = [v for v in data.values() if isinstance(v, str)]
+    assert names and not any(n.startswith("/") or ":\\" in n for n in names)
+    assert "never tested" in card["tested"]
+    assert card["halo"] is not None and card["sha256"]
