@@ -128,6 +128,7 @@ def _folder_lock(folder: Path) -> Iterator[None]:
 
 
 def _write_catalog(out: Path, params: dict[str, Any]) -> dict[str, Any]:
+    """Write a whole catalog into the empty folder ``out``; returns its manifest."""
     seed, years, size_px = params["seed"], params["years"], params["size_px"]
     ss = np.random.SeedSequence([seed, 0x52_54_53])  # "RTS"
     land_seed, plan_seed, scene_seed = ss.spawn(3)

@@ -27,7 +27,6 @@ from shapely.geometry.base import BaseGeometry
 _F32 = NDArray[np.float32]
 _F64 = NDArray[np.float64]
 
-
 #: Ground centre of the demo: the Yukon coastal plain at the UTM zone 7/8 boundary (138 W).
 _CENTER_LONLAT = (-138.0, 69.05)
 #: The two tiles' scene centres lie this share of the scene width west/east of the ground
@@ -45,8 +44,7 @@ _DATES: tuple[tuple[tuple[int, int, float], ...], ...] = (
     ((5, 19, 0.01), (6, 23, 0.38), (7, 13, 0.04), (7, 28, 0.45), (8, 12, 0.24), (10, 6, 0.015)),
     ((5, 22, 0.01), (6, 26, 0.55), (7, 16, 0.22), (8, 5, 0.035), (10, 9, 0.02)),
 )
-
-
+#: MGRS letters: latitude bands, 100 km square rows and column sets by zone.
 _LAT_BANDS = "CDEFGHJKLMNPQRSTUVWX"
 _ROW_LETTERS = "ABCDEFGHJKLMNPQRSTUV"
 _COL_SETS = ("ABCDEFGH", "JKLMNPQR", "STUVWXYZ")

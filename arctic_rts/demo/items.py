@@ -1,6 +1,4 @@
-"""The files of a catalog: band COGs and SCL, STAC items as Earth Search v1 writes them, the
-ground truth and the DEM.
-"""
+"""The files of a catalog: COGs, STAC items as Earth Search v1 writes them, truth and DEM."""
 
 from __future__ import annotations
 
@@ -73,12 +71,11 @@ _STAC_EXTENSIONS = [
     "https://stac-extensions.github.io/grid/v1.1.0/schema.json",
 ]
 _COG_TYPE = "image/tiff; application=geotiff; profile=cloud-optimized"
-
-
 _PROCESSING_BASELINE = "05.00"
 
 
 def _write_cog(path: Path, data: NDArray[Any], grid: _Grid, nodata: float | None) -> None:
+    """One single-band, DEFLATE-compressed COG of ``data`` on ``grid``."""
     profile = {
         "driver": "COG",
         "height": data.shape[0],
@@ -107,6 +104,7 @@ def _write_scene(
     slope: _F32,
     aspect: _F32,
 ) -> dict[str, Any]:
+    """Render one acquisition, write its band COGs, SCL and item JSON; return the item."""
     tile = acq.tile
     g10 = tile.grid
     refl, cloud, shadow, elev, az = _scene_reflectance(rng, acq, wts, snow_depth, slope, aspect)
@@ -153,6 +151,7 @@ def _asset(
     reflectance: bool,
     eo: list[dict[str, Any]] | None,
 ) -> dict[str, Any]:
+    """One asset of an item, with its projection and ``raster:bands`` fields."""
     rb: dict[str, Any] = {"nodata": 0, "data_type": dtype, "spatial_resolution": res}
     if reflectance:
         rb.update({"scale": _SCALE, "offset": _OFFSET})
@@ -272,6 +271,7 @@ def _item_properties(
 
 
 def _write_truth(path: Path, land: _Landscape, years: Sequence[int]) -> str:
+    """The true slumps of every year as a GeoPackage in EPSG:4326; returns the file name."""
     rows: list[dict[str, Any]] = []
     geoms: list[BaseGeometry] = []
     for yi, year in enumerate(years):

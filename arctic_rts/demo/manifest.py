@@ -61,6 +61,7 @@ class DemoCatalog:
 
 
 def _check_params(seed: int, years: Sequence[int], size_px: int) -> dict[str, Any]:
+    """Validate the parameters; returns them as the manifest records them."""
     if isinstance(seed, bool) or not isinstance(seed, int | np.integer) or seed < 0:
         raise ConfigError(f"seed must be a non-negative integer, got {seed!r}.")
     ys = tuple(int(y) for y in years)
@@ -86,6 +87,7 @@ def _check_params(seed: int, years: Sequence[int], size_px: int) -> dict[str, An
 
 
 def _read_manifest(root: Path) -> dict[str, Any] | None:
+    """The manifest in ``root``, or None when there is none or it cannot be read."""
     path = root / _MANIFEST
     if not path.is_file():
         return None

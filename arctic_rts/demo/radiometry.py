@@ -21,7 +21,6 @@ from arctic_rts.demo.landscape import _CI, _CLASSES, _VEG, _noise, _smoothstep
 #: Baseline >= 04.00: L2A DN carry a +1000 offset, i.e. reflectance = DN * 1e-4 - 0.1.
 _SCALE, _OFFSET = 0.0001, -0.1
 
-
 # ---------------------------------------------------------------------------------------------
 # Spectral library: surface reflectance x 1000 per endmember, bands in L2A_BANDS order
 # (B01 B02 B03 B04 B05 B06 B07 B08 B8A B09 B11 B12). Slump and background values follow the
@@ -56,8 +55,6 @@ _SPECTRA_PERMILLE: dict[str, tuple[int, ...]] = {
 _SPECTRA: dict[str, tuple[float, ...]] = {
     k: tuple(v / 1000 for v in vals) for k, vals in _SPECTRA_PERMILLE.items()
 }
-
-
 #: Greenness by day of year (0: senescent, 1: peak green), piecewise linear.
 _PHENOLOGY = ((150, 0.0), (170, 0.45), (195, 1.0), (215, 0.9), (235, 0.6), (260, 0.2))
 
@@ -217,6 +214,7 @@ def _valid_mask(tile: _Tile, res: int) -> NDArray[np.bool_]:
 
 
 def _to_dn(refl: _F32, rng: np.random.Generator, valid: NDArray[np.bool_]) -> NDArray[np.uint16]:
+    """Reflectance plus sensor noise as L2A DN (offset +1000), 0 (nodata) outside ``valid``."""
     noise = rng.standard_normal(refl.shape, dtype=np.float32) * (0.003 + 0.015 * refl)
     dn = np.rint((refl + noise - _OFFSET) / _SCALE)
     dn = np.clip(dn, 1, 65535).astype(np.uint16)
