@@ -220,8 +220,7 @@ def stac_endpoint(stac: str | Path | None) -> Iterator[str]:
         yield text
         return
     if text == "demo":
-        from arctic_rts.demo import generate_demo
-        from arctic_rts.pipeline import DEFAULT_DEMO_ROOT  # until the demo package holds it
+        from arctic_rts.demo import DEFAULT_DEMO_ROOT, generate_demo
 
         source: Path = generate_demo(DEFAULT_DEMO_ROOT).items_dir
     else:

@@ -151,7 +151,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         demo = generate_demo(args.root, **catalog)
         print(f"demo catalog: {demo.root} ({len(demo.item_paths)} items, truth {demo.truth_path})")
         return EXIT_OK
-    from arctic_rts.pipeline import run_demo
+    from arctic_rts.demo import run_demo
 
     report = run_demo(
         root=args.root,

@@ -26,16 +26,14 @@ import geopandas as gpd
 
 from arctic_rts import __version__
 from arctic_rts.catalog import stac_endpoint
-from arctic_rts.config import MapConfig, VectorizeConfig, validate_bbox
+from arctic_rts.config import MapConfig, validate_bbox
 from arctic_rts.errors import ConfigError, InventoryError
 
 if TYPE_CHECKING:  # torch stays out of the import of this module
-    from arctic_rts.model.weights import ModelRef, Weights
+    from arctic_rts.model.weights import Weights
 
 #: Scenes whose model stage may be queued on the cluster at once; bounds memory and graph size.
 MAX_SCENES_IN_FLIGHT = 2
-#: Where ``--stac demo`` keeps the generated demo catalog (reused between runs).
-DEFAULT_DEMO_ROOT = Path(".demo")
 
 
 @dataclass
@@ -95,17 +93,6 @@ def _validate_year(year: int) -> int:
             f"year must be a Sentinel-2 year between 2015 and {dt.date.today().year}, got {year!r}."
         )
     return year
-
-
-def resolve_weights(weights: str | Path | Sequence[str | Path] | None) -> list[ModelRef]:
-    """Deprecated: model references for ``run_demo`` until it moves to ``arctic_rts.demo``.
-
-    Use :func:`arctic_rts.model.weights.resolve_weights`, which returns the run's one
-    :class:`~arctic_rts.model.weights.Weights` (references and card facts, each card read once).
-    """
-    from arctic_rts.model.weights import resolve_weights as resolve
-
-    return list(resolve(weights).references)
 
 
 def scene_record(item: dict[str, Any]) -> SceneRecord:
@@ -339,76 +326,3 @@ def map_region(
         pixel_size=config.load.resolution,
     )
     return MapResult(out, year, stac_label, records, merged, items, run)
-
-
-def run_demo(
-    *,
-    root: Path = DEFAULT_DEMO_ROOT,
-    out: Path = Path("demo-out/rts_demo.gpkg"),
-    weights: str | Path | None = None,
-    workers: int = 2,
-    threshold: float | None = None,
-    progress: bool = True,
-    **catalog: Any,
-) -> str:
-    """The offline demo: generate (or reuse) the demo catalog, map it, score it against the truth.
-
-    Args:
-        root: Folder of the demo catalog (reused when it already holds the same catalog).
-        out: The GeoPackage to write (replaced).
-        weights: Model to map with; None for the bundled demo weights.
-        workers: Local Dask worker processes.
-        threshold: Probability threshold of the polygons; None takes the model card's.
-        progress: Show progress bars.
-        **catalog: ``seed``, ``years``, ``size_px`` for :func:`~arctic_rts.demo.generate_demo`
-            (another seed gives an independent scene set: a validation of the weights).
-
-    Returns the printed report: the GeoPackage, the scenes used, the polygon count, and the
-    object-level precision/recall of the model and of the best single-band threshold.
-    """
-    from arctic_rts.baseline import score_against_truth, single_band_baseline
-    from arctic_rts.cluster import connect
-    from arctic_rts.config import ClusterConfig
-    from arctic_rts.demo import generate_demo
-    from arctic_rts.load import load_scenes
-    from arctic_rts.model.weights import read_card
-
-    t0 = time.perf_counter()
-    demo = generate_demo(root, **catalog)
-    year = demo.years[0]
-    out.parent.mkdir(parents=True, exist_ok=True)
-    config = MapConfig(
-        vectorize=VectorizeConfig(threshold=threshold), cluster=ClusterConfig(n_workers=workers)
-    )
-    truth = gpd.read_file(demo.truth_path)
-    truth = truth[truth["year"] == year]
-    with connect(config.cluster) as client:
-        result = map_region(
-            demo.bbox,
-            year,
-            stac=demo.items_dir,
-            weights=weights,
-            out=out,
-            config=config,
-            overwrite=True,
-            client=client,
-            progress=progress,
-        )
-        card = read_card(resolve_weights(weights)[0].path)
-        scenes = load_scenes(result.items, card["bands"], config.load)
-        model_scores = score_against_truth(result.polygons, truth, scenes)
-        baseline = single_band_baseline(scenes, truth, config.vectorize, config.inventory.crs)
-    lines = [
-        f"arctic-rts demo: generated scenes (seed {demo.seed}), embedded STAC API, model "
-        f"{card.get('name', '?')} ({card.get('training', {}).get('method', '?')})",
-        result.summary(),
-        "",
-        f"ground truth : {model_scores.n_true} slumps visible in the selected scenes",
-        f"model        : precision {model_scores.precision:.3f}  recall "
-        f"{model_scores.recall:.3f}  ({model_scores.n_matched} matched of "
-        f"{model_scores.n_pred} predicted, IoU >= 0.5)",
-        f"baseline     : precision {baseline.scores.precision:.3f}  recall "
-        f"{baseline.scores.recall:.3f}  (best single band: {baseline.describe()})",
-        f"time         : {time.perf_counter() - t0:.1f} s",
-    ]
-    return "\n".join(lines)

@@ -697,9 +697,9 @@ def demo_precision(folder: Path, weights: Path, workers: int) -> list[tuple[str,
     precision/recall of the map run, pixel IoU at the card's threshold, max abs prob diff."""
     import geopandas as gpd
 
-    from arctic_rts.baseline import _truth_raster, score_against_truth
     from arctic_rts.config import MapConfig
     from arctic_rts.demo import generate_demo
+    from arctic_rts.demo.baseline import _truth_raster, score_against_truth
     from arctic_rts.load import load_scenes
     from arctic_rts.model.weights import resolve_weights
     from arctic_rts.pipeline import map_region

@@ -11,6 +11,8 @@ import json
 import math
 import multiprocessing
 import shutil
+import subprocess
+import sys
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -429,3 +431,20 @@ def test_two_processes_generating_the_same_catalog_agree(tmp_path: Path) -> None
     assert a == b
     assert all(Path(p).is_file() for p in a)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["shared"]  # no temp folders left
+
+
+def test_the_library_below_the_demo_does_not_import_it() -> None:
+    """Imports run one way: the demo uses the pipeline, never the other way round (the CLI and
+    ``stac_endpoint("demo")`` import it lazily, when asked for the demo)."""
+    code = (
+        "import pathlib, sys, arctic_rts\n"
+        "top = pathlib.Path(arctic_rts.__file__).parent\n"
+        "for path in sorted(top.rglob('*.py')):\n"
+        "    name = '.'.join(('arctic_rts', *path.relative_to(top).with_suffix('').parts))\n"
+        "    name = name.removesuffix('.__init__')\n"
+        "    if not name.startswith(('arctic_rts.demo', 'arctic_rts.cli')):\n"
+        "        __import__(name)\n"
+        "print(sorted(m for m in sys.modules if m.startswith('arctic_rts.demo')))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]", out.stdout
