@@ -125,15 +125,11 @@ class PredictConfig:
     """How the model runs over a scene."""
 
     #: Core tile edge in pixels (a multiple of 16); each tile is read with ``halo`` around it.
-    #: Chosen by measurement (``bench/inference.py``, ``tiles`` rows: bundled model, its
-    #: measured 32 px halo, the default workers' mimalloc, 1 thread, one sample per size,
-    #: 2026-12-01): larger tiles waste less of each window, but the forward rate varies more
-    #: between sizes and runs than that saves (Mpx/s of a 10980^2 scene, latest run, 512:
-    #: 1.37, 768: 1.21, 1024: 1.24, 1536: 1.29, 2048: 1.57, 3072: 1.36; the run before, 1.32 /
-    #: 1.36 / 1.50 / 1.61 / 1.76 / 1.81), while the activations of a window grow with its
-    #: area: 488 MiB at 1024, 1.4 GiB at 2048, 3.2 GiB at 3072, for every model task a worker
-    #: runs at once. 1024 keeps the peak of a 1-thread worker near 1.3 GiB (the memory rows);
-    #: with glibc, 1024 was the fastest size in two of three runs.
+    #: 1024 by measurement (``bench/inference.py``, ``tiles`` and memory rows of
+    #: BENCHMARKS.md): larger tiles waste less of each window on halos, but the forward rate
+    #: varies more between sizes and runs than that saves, while a window's activations grow
+    #: with its area for every model task a worker runs at once; 1024 keeps a 1-thread
+    #: worker's peak modest.
     tile_size: int = 1024
     #: Context in pixels added on every side of a tile (a multiple of 16). ``None``: the halo
     #: measured for the weights (the card's ``halo``, written by ``arctic-rts train`` with
