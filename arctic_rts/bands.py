@@ -7,6 +7,11 @@ Earth Search v0 by band too; every other module speaks canonical names only.
 
 from __future__ import annotations
 
+import re
+from collections.abc import Sequence
+
+from arctic_rts.errors import ConfigError
+
 #: The 12 Sentinel-2 L2A reflectance bands, in the toolkit's default order.
 L2A_BANDS: tuple[str, ...] = (
     "B01", "B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B09", "B11", "B12",
@@ -46,6 +51,48 @@ SCL_MASKED: tuple[int, ...] = (0, 1, 3, 7, 8, 9, 10, 11)
 def canonical_band(key: str) -> str | None:
     """Return the canonical band name for a provider's asset key, or None if it is no band."""
     return ASSET_ALIASES.get(key.lower())
+
+
+def canonical_band_name(name: str) -> str | None:
+    """Like :func:`canonical_band`, and also ``B4``/``b4`` -> ``B04`` (GeoTIFF descriptions)."""
+    found = canonical_band(name)
+    if found:
+        return found
+    m = re.fullmatch(r"[Bb](\d)", name.strip())
+    return f"B0{m.group(1)}" if m else None
+
+
+def validate_bands(bands: Sequence[str]) -> tuple[str, ...]:
+    """Check a model's input bands: canonical names, at least one, each once, no SCL.
+
+    The one rule for band lists that users give (``load_scenes``, a training run's
+    ``data.bands``, ``build_dataset``); whether imagery matches a weights card is checked by
+    :mod:`arctic_rts.model.weights`.
+
+    Returns:
+        The bands as a tuple of ``str``, in the given order.
+
+    Raises:
+        ConfigError: Empty, a repeated band, SCL, or a name that is not canonical.
+    """
+    band_list = tuple(str(b) for b in bands)
+    if not band_list:
+        raise ConfigError("bands is empty: give the model card's band names, e.g. ['B04', 'B08'].")
+    for band in band_list:
+        if band == "SCL":
+            raise ConfigError(
+                "SCL is the cloud mask, not an input band; remove it from bands (the mask is "
+                "set with LoadConfig.masked_scl_classes)."
+            )
+        if canonical_band(band) != band:
+            raise ConfigError(
+                f"Band {band!r} is not a canonical Sentinel-2 band name; use names such as "
+                "B02, B04, B8A, B11 (see arctic_rts.bands)."
+            )
+    repeated = sorted({b for b in band_list if band_list.count(b) > 1})
+    if repeated:
+        raise ConfigError(f"bands lists {', '.join(repeated)} more than once; list each once.")
+    return band_list
 
 
 #: Imagery domains a model can be trained on: what its input pixels are. A model is only

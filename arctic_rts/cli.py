@@ -3,11 +3,15 @@
 Errors the toolkit raises on purpose (:class:`~arctic_rts.errors.ArcticRTSError`), bad paths and
 bad values print one line on stderr and exit with code 2; nothing here prints a traceback for bad
 input. Heavy modules (torch, dask) are imported inside the commands so ``--help`` stays fast.
+
+The library logs (one ``logging.getLogger(__name__)`` per module) and never prints; the CLI is
+the one place that gives the ``arctic_rts`` loggers a handler (:func:`configure_logging`).
 """
 
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -40,6 +44,37 @@ class _Parser(argparse.ArgumentParser):
 
     def error(self, message: str) -> NoReturn:
         self.exit(EXIT_ERROR, f"arctic-rts: error: {message} (see {self.prog} --help)\n")
+
+
+class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes to whatever ``sys.stderr`` is at the time of each record (tests swap it)."""
+
+    def __init__(self) -> None:
+        super().__init__(sys.stderr)
+
+    @property  # type: ignore[override]
+    def stream(self) -> object:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _value: object) -> None:
+        pass
+
+
+def configure_logging(quiet: bool = False) -> None:
+    """Send the ``arctic_rts`` loggers' records to stderr as bare lines.
+
+    INFO and above (progress, such as training steps), or WARNING and above with ``quiet``.
+    Idempotent: calling it again replaces the handler it installed before. Other libraries'
+    loggers (dask, distributed) are left as they are.
+    """
+    root = logging.getLogger("arctic_rts")
+    for handler in [h for h in root.handlers if isinstance(h, _StderrHandler)]:
+        root.removeHandler(handler)
+    handler = _StderrHandler()
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    root.addHandler(handler)
+    root.setLevel(logging.WARNING if quiet else logging.INFO)
 
 
 def _months(text: str) -> tuple[int, ...]:
@@ -354,6 +389,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; returns the process exit code."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    configure_logging(quiet=bool(getattr(args, "quiet", False)))
     func: Callable[[argparse.Namespace], int] = args.func
     try:
         return func(args)

@@ -7,20 +7,59 @@ The library, the CLI and TOML run files all read these classes. Each validates i
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import itertools
+import operator
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from arctic_rts.bands import SCL_MASKED
+from arctic_rts.bands import SCL_MASKED, validate_bands
 from arctic_rts.errors import ConfigError
 
 #: Earth Search v1, the default STAC API for users online.
 EARTH_SEARCH_URL = "https://earth-search.aws.element84.com/v1"
 #: Microsoft Planetary Computer's STAC API (items need URL signing, see ``search_scenes``).
 PLANETARY_COMPUTER_URL = "https://planetarycomputer.microsoft.com/api/stac/v1"
+
+
+#: The first year with Sentinel-2 imagery (Sentinel-2A began acquiring in June 2015).
+FIRST_YEAR = 2015
+
+
+def validate_year(year: Any) -> int:
+    """Check a year to map and return it as an ``int``: from 2015 to the current year + 1.
+
+    Sentinel-2A began acquiring in June 2015 and the L2A collections of Earth Search and the
+    Planetary Computer start in that year, so no earlier year can hold a scene. The upper bound
+    is next year, not this one: a run file may be written for the coming thaw season, and a
+    clock near New Year should not refuse it; anything later is a typo (``2201``) that would
+    otherwise only end in an empty search.
+
+    Args:
+        year: A whole year (``int`` or numpy integer; ``bool``, floats and strings are refused).
+
+    Returns:
+        The year as a Python ``int``.
+
+    Raises:
+        ConfigError: Not a whole number, or outside 2015 .. current year + 1.
+    """
+    last = dt.date.today().year + 1
+    try:
+        if isinstance(year, bool):
+            raise TypeError
+        value = operator.index(year)
+    except TypeError:
+        raise ConfigError(f"year must be a whole year such as 2021, got {year!r}.") from None
+    if not FIRST_YEAR <= value <= last:
+        raise ConfigError(
+            f"year must be a Sentinel-2 year from {FIRST_YEAR} (its first) to {last} (next "
+            f"year), got {year!r}."
+        )
+    return value
 
 
 def validate_bbox(bbox: tuple[float, float, float, float] | list[float]) -> tuple[float, ...]:
@@ -86,15 +125,11 @@ class PredictConfig:
     """How the model runs over a scene."""
 
     #: Core tile edge in pixels (a multiple of 16); each tile is read with ``halo`` around it.
-    #: Chosen by measurement (``bench/inference.py``, ``tiles`` rows: bundled model, its
-    #: measured 32 px halo, the default workers' mimalloc, 1 thread, one sample per size,
-    #: 2026-12-01): larger tiles waste less of each window, but the forward rate varies more
-    #: between sizes and runs than that saves (Mpx/s of a 10980^2 scene, latest run, 512:
-    #: 1.37, 768: 1.21, 1024: 1.24, 1536: 1.29, 2048: 1.57, 3072: 1.36; the run before, 1.32 /
-    #: 1.36 / 1.50 / 1.61 / 1.76 / 1.81), while the activations of a window grow with its
-    #: area: 488 MiB at 1024, 1.4 GiB at 2048, 3.2 GiB at 3072, for every model task a worker
-    #: runs at once. 1024 keeps the peak of a 1-thread worker near 1.3 GiB (the memory rows);
-    #: with glibc, 1024 was the fastest size in two of three runs.
+    #: 1024 by measurement (``bench/inference.py``, ``tiles`` and memory rows of
+    #: BENCHMARKS.md): larger tiles waste less of each window on halos, but the forward rate
+    #: varies more between sizes and runs than that saves, while a window's activations grow
+    #: with its area for every model task a worker runs at once; 1024 keeps a 1-thread
+    #: worker's peak modest.
     tile_size: int = 1024
     #: Context in pixels added on every side of a tile (a multiple of 16). ``None``: the halo
     #: measured for the weights (the card's ``halo``, written by ``arctic-rts train`` with
@@ -314,13 +349,12 @@ class InventoryRunConfig:
     def __post_init__(self) -> None:
         if not str(self.out).strip():
             raise ConfigError("out must name the inventory GeoPackage, e.g. out = 'rts.gpkg'.")
-        years = self.years
-        if not years or any(isinstance(y, bool) or not isinstance(y, int) for y in years):
-            raise ConfigError(f"years must be a list of whole years, got {list(years)}.")
+        if not self.years:
+            raise ConfigError("years must name at least one year, e.g. years = [2021].")
+        years = tuple(validate_year(y) for y in self.years)
         if any(b <= a for a, b in itertools.pairwise(years)):
             raise ConfigError(f"years must be strictly increasing, got {list(years)}.")
-        if years[0] < 2015 or years[-1] > 2100:
-            raise ConfigError(f"years must lie in 2015-2100 (Sentinel-2), got {list(years)}.")
+        object.__setattr__(self, "years", years)
         if bool(self.regions) == (self.regions_file is not None):
             raise ConfigError(
                 "give the regions either as [[regions]] tables (name, bbox) or as "
@@ -603,6 +637,8 @@ class TrainDataConfig:
     patch_size: int = 192
 
     def __post_init__(self) -> None:
+        if self.bands is not None:
+            object.__setattr__(self, "bands", validate_bands(self.bands))
         if self.patch_size < 16 or self.patch_size % 16:
             raise ConfigError(
                 f"patch_size must be a positive multiple of 16, got {self.patch_size}."

@@ -32,7 +32,6 @@ import shutil
 import socket
 import sys
 import threading
-import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -47,8 +46,9 @@ from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 from shapely.geometry import MultiPolygon, Polygon, shape
 
-from arctic_rts.config import InventoryConfig, VectorizeConfig
+from arctic_rts.config import InventoryConfig, VectorizeConfig, validate_year
 from arctic_rts.errors import ConfigError, InventoryError, InventoryLockedError
+from arctic_rts.files import atomic_path, atomic_write
 from arctic_rts.vectorize import measure_polygons, polygonal
 
 #: Columns of an ``rts_<year>`` layer (output of :func:`merge_polygons`), after ``geometry``.
@@ -119,9 +119,6 @@ RUN_COLUMNS: tuple[str, ...] = (
 #: scene edge; above zero only to ignore slivers from reprojecting pixel edges.
 CUT_MIN_OVERLAP = 0.01
 
-#: Test hook: seconds to sleep inside a write, after the new file is complete and before it
-#: replaces the old one, so that kill tests land inside the write deterministically.
-PAUSE_ENV = "ARCTIC_RTS_TEST_PAUSE_IN_WRITE"
 
 _RTS_DTYPES = {
     "rts_id": "object",
@@ -462,7 +459,7 @@ def write_inventory(
         InventoryLockedError: Another live process is writing the same file.
     """
     path = Path(path)
-    year = _check_year(year)
+    year = validate_year(year)
     missing = [c for c in ("rts_id",) if c not in polygons.columns]
     if missing:
         raise InventoryError(
@@ -481,8 +478,7 @@ def write_inventory(
             )
         # Same folder (os.replace is atomic only within a file system), same suffix (GDAL
         # warns about a GeoPackage without the .gpkg extension).
-        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}{path.suffix}")
-        try:
+        with atomic_path(path, suffix=path.suffix) as tmp:
             if path.exists():
                 shutil.copy2(path, tmp)
             _write_layer(tmp, rts, layer, f"Retrogressive thaw slumps {year} (arctic-rts)")
@@ -505,19 +501,7 @@ def write_inventory(
             _replace_year_rows(
                 tmp, "runs", _run_row(run, year, layer, rts, scene_frame), None, layers
             )
-            _fsync(tmp)
-            pause = os.environ.get(PAUSE_ENV)
-            if pause:
-                print(
-                    f"arctic-rts: test pause in write of {path} for {pause} s",
-                    file=sys.stderr,
-                    flush=True,
-                )
-                time.sleep(float(pause))
-            os.replace(tmp, path)
-            _fsync(path.parent)
-        finally:
-            tmp.unlink(missing_ok=True)
+            _before_replace(tmp, path)
     return path
 
 
@@ -596,13 +580,7 @@ def export_geoparquet(
     path = Path(path)
     target = Path(out) if out is not None else path.with_suffix(".parquet")
     frame = read_inventory(path)
-    tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
-    try:
-        frame.to_parquet(tmp, index=False)
-        os.replace(tmp, target)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return target
+    return atomic_write(target, lambda tmp: frame.to_parquet(tmp, index=False))
 
 
 def summary_csv(
@@ -672,8 +650,7 @@ def summary_csv(
     )
     for cls in CHANGE_CLASSES:  # whole numbers, empty where there is no previous year
         table[f"n_{cls}"] = table[f"n_{cls}"].astype("Int64")
-    table.to_csv(target, index=False)
-    return target
+    return atomic_write(target, lambda tmp: table.to_csv(tmp, index=False))
 
 
 def _assign_regions(
@@ -769,16 +746,6 @@ def lock_inventory(path: str | os.PathLike[str]) -> Iterator[None]:
 
 # ---------------------------------------------------------------------------------------------
 # Helpers
-
-
-def _check_year(year: int) -> int:
-    try:
-        y = int(year)
-    except (TypeError, ValueError):
-        raise ConfigError(f"year must be a whole number such as 2021, got {year!r}.") from None
-    if y != year or not 1900 <= y <= 2200:
-        raise ConfigError(f"year must be a whole number between 1900 and 2200, got {year!r}.")
-    return y
 
 
 def _prepare_rts(polygons: gpd.GeoDataFrame, year: int, crs: str) -> gpd.GeoDataFrame:
@@ -950,12 +917,12 @@ def _layers(path: Path) -> list[str]:
         raise InventoryError(f"{path} is not a readable GeoPackage ({exc}); move it away.") from exc
 
 
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+def _before_replace(tmp: Path, path: Path) -> None:
+    """Called inside a write once ``tmp`` holds the complete new file, before it replaces ``path``.
+
+    Does nothing. It is the seam where tests stop a writer (monkeypatched in-process, or by a
+    wrapper script in a subprocess) to kill it inside the write deterministically.
+    """
 
 
 def _now() -> str:

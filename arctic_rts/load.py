@@ -14,9 +14,9 @@ import numpy as np
 import rioxarray  # noqa: F401  (registers the .rio accessor)
 import xarray as xr
 
-from arctic_rts.bands import canonical_band
+from arctic_rts.bands import validate_bands
 from arctic_rts.config import LoadConfig
-from arctic_rts.errors import ConfigError, LoadError
+from arctic_rts.errors import LoadError
 from arctic_rts.search import normalize_item
 
 #: Frozen, hence safe as a shared default argument.
@@ -61,29 +61,8 @@ def load_scenes(
         ConfigError: ``bands`` is empty, repeats a band, names a non-canonical band or SCL.
         LoadError: An item lacks a requested band or the SCL mask, or its grid is unknown.
     """
-    band_list = _check_bands(bands)
+    band_list = list(validate_bands(bands))
     return [_load_item(normalize_item(item), band_list, config) for item in items]
-
-
-def _check_bands(bands: Sequence[str]) -> list[str]:
-    band_list = [str(b) for b in bands]
-    if not band_list:
-        raise ConfigError("bands is empty: give the model card's band names, e.g. ['B04', 'B08'].")
-    for band in band_list:
-        if band == "SCL":
-            raise ConfigError(
-                "SCL is the cloud mask, not an input band; remove it from bands (the mask is "
-                "set with LoadConfig.masked_scl_classes)."
-            )
-        if canonical_band(band) != band:
-            raise ConfigError(
-                f"Band {band!r} is not a canonical Sentinel-2 band name; use names such as "
-                "B02, B04, B8A, B11 (see arctic_rts.bands)."
-            )
-    repeated = sorted({b for b in band_list if band_list.count(b) > 1})
-    if repeated:
-        raise ConfigError(f"bands lists {', '.join(repeated)} more than once; list each once.")
-    return band_list
 
 
 def _load_item(item: dict[str, Any], bands: list[str], config: LoadConfig) -> xr.DataArray:

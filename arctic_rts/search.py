@@ -24,8 +24,8 @@ from pystac_client.exceptions import APIError
 
 from arctic_rts.bands import canonical_band
 from arctic_rts.catalog import RUSTAC_SERVER_ID, absolute_hrefs, is_absolute_href
-from arctic_rts.config import SearchConfig, validate_bbox
-from arctic_rts.errors import CatalogError, ConfigError, NoScenesError, SkippedInputWarning
+from arctic_rts.config import SearchConfig, validate_bbox, validate_year
+from arctic_rts.errors import CatalogError, NoScenesError, SkippedInputWarning
 
 #: Digital numbers per unit reflectance of Sentinel-2 L1C/L2A products.
 _QUANTIFICATION = 1e-4
@@ -85,10 +85,7 @@ def search_scenes(
         NoScenesError: Nothing matched; the message says what was searched.
     """
     box = validate_bbox(list(bbox))
-    if isinstance(year, bool) or not isinstance(year, int) or not 2015 <= year <= 2100:
-        raise ConfigError(
-            f"year must be a whole year from 2015 (Sentinel-2's first), got {year!r}."
-        )
+    year = validate_year(year)
     client = _open_client(stac_url)
     found: dict[str, dict[str, Any]] = {}
     cloud_filter = {

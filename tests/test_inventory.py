@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
 import shutil
 import signal
 import sqlite3
@@ -30,7 +29,6 @@ from shapely.geometry import Point, box
 from arctic_rts.errors import InventoryError, InventoryLockedError
 from arctic_rts.inventory import (
     CHANGE_COLUMNS,
-    PAUSE_ENV,
     RTS_COLUMNS,
     RUN_COLUMNS,
     SCENE_COLUMNS,
@@ -423,9 +421,16 @@ def test_empty_year_is_a_layer_with_the_schema(tmp_path: Path, caplog) -> None:
 _WRITER = textwrap.dedent(
     """
     import sys
+    import time
     import geopandas as gpd
     from shapely.geometry import box
+    import arctic_rts.inventory
     from arctic_rts.inventory import merge_polygons, write_inventory
+    if len(sys.argv) > 2:  # hold the write once the new file is complete, before the rename
+        def pause(tmp, path):
+            print(f"test pause in write of {path}", file=sys.stderr, flush=True)
+            time.sleep(float(sys.argv[2]))
+        arctic_rts.inventory._before_replace = pause
     frame = gpd.GeoDataFrame({"year": [2022], "scene_id": ["s"]},
                              geometry=[box(0, 0, 500, 500)], crs="EPSG:3413")
     write_inventory(sys.argv[1], merge_polygons([frame]), year=2022, run={"run_id": "child"},
@@ -440,10 +445,8 @@ def test_lock_refuses_second_writer_and_a_kill_leaves_the_old_file(tmp_path: Pat
     write_inventory(gpkg, _inventory([_square(0, 0, 300)], 2021), year=2021, run={}, scenes=[])
     digest = hashlib.sha256(gpkg.read_bytes()).hexdigest()
 
-    env = {**os.environ, PAUSE_ENV: "60"}
     child = subprocess.Popen(
-        [sys.executable, "-c", _WRITER, str(gpkg)],
-        env=env,
+        [sys.executable, "-c", _WRITER, str(gpkg), "60"],
         stderr=subprocess.PIPE,
         stdout=subprocess.PIPE,
         text=True,

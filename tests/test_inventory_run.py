@@ -4,8 +4,9 @@ On a generated two-year demo catalog (two MGRS tiles, one scene per tile and yea
 served by the embedded STAC API, with a real Dask cluster and a real weights file: the hand-set
 NDVI-rule UNet of ``test_pipeline`` (bare wet soil -> slump), so detections are known without a
 trained model. The kill tests run the real CLI in a subprocess and SIGKILL it: part-way through
-the scenes, and inside the GeoPackage write (held there by the ``ARCTIC_RTS_TEST_PAUSE_IN_WRITE``
-hook). Inventories are compared layer by layer, run ids and timings aside.
+the scenes, and inside the GeoPackage write (held there by a wrapper script that turns the
+``inventory._before_replace`` seam into a pause before it calls the CLI). Inventories are
+compared layer by layer, run ids and timings aside.
 """
 
 from __future__ import annotations
@@ -45,7 +46,6 @@ from arctic_rts.demo import DemoCatalog, generate_demo
 from arctic_rts.errors import ConfigError, InventoryError, InventoryLockedError
 from arctic_rts.inventory import (
     CHANGE_CLASSES,
-    PAUSE_ENV,
     lock_inventory,
     merge_polygons,
     write_inventory,
@@ -159,14 +159,34 @@ def _log(work: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
 
 
-def _start_cli(run_file: Path, logs: Path, env: dict[str, str] | None = None) -> subprocess.Popen:
-    """Start the CLI with stdout/stderr to files (pipes could fill and block it)."""
+#: Runs the CLI with ``inventory._before_replace`` turned into a pause of argv[1] seconds, so a
+#: kill lands inside the GeoPackage write, after the new file is complete.
+_PAUSED_CLI = """
+import sys, time
+import arctic_rts.inventory
+from arctic_rts.cli import main
+
+def pause(tmp, path):
+    print(f"test pause in write of {path}", file=sys.stderr, flush=True)
+    time.sleep(float(sys.argv[1]))
+
+arctic_rts.inventory._before_replace = pause
+sys.exit(main(sys.argv[2:]))
+"""
+
+
+def _start_cli(run_file: Path, logs: Path, pause_s: float | None = None) -> subprocess.Popen:
+    """Start the CLI with stdout/stderr to files (pipes could fill and block it).
+
+    With ``pause_s``, every inventory write holds that long before its rename.
+    """
     logs.mkdir(parents=True, exist_ok=True)
+    args = ["inventory", "run", str(run_file), "--quiet"]
+    start = ["-m", "arctic_rts.cli"] if pause_s is None else ["-c", _PAUSED_CLI, str(pause_s)]
     return subprocess.Popen(
-        [sys.executable, "-m", "arctic_rts.cli", "inventory", "run", str(run_file), "--quiet"],
+        [sys.executable, *start, *args],
         stdout=(logs / "stdout").open("w"),
         stderr=(logs / "stderr").open("w"),
-        env={**os.environ, **(env or {})},
         cwd=run_file.parent,
     )
 
@@ -294,10 +314,10 @@ def test_cli_bad_run_file_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixt
 
 
 def test_future_year_is_refused_before_any_work(tmp_path: Path) -> None:
-    cfg = InventoryRunConfig(
-        out=str(tmp_path / "x.gpkg"), years=(2099,), regions_file=str(tmp_path / "r.gpkg")
-    )
     with pytest.raises(ConfigError, match="year"):
+        cfg = InventoryRunConfig(
+            out=str(tmp_path / "x.gpkg"), years=(2099,), regions_file=str(tmp_path / "r.gpkg")
+        )
         run_inventory(cfg, progress=False)
     assert not (tmp_path / "x.gpkg.work").exists()
 
@@ -655,7 +675,7 @@ def test_sigkill_inside_the_write_leaves_the_previous_file_and_a_free_lock(
     )
 
     logs = tmp_path / "paused"
-    proc = _start_cli(both, logs, {PAUSE_ENV: "120"})
+    proc = _start_cli(both, logs, pause_s=120)
     _wait_for(
         lambda: "test pause in write" in (logs / "stderr").read_text(), proc, "the write's pause"
     )

@@ -13,7 +13,7 @@ import shapely
 import torch
 from shapely.geometry import Polygon, box
 
-from arctic_rts.errors import DatasetError, SkippedInputWarning, WeightsError
+from arctic_rts.errors import ConfigError, DatasetError, SkippedInputWarning, WeightsError
 from arctic_rts.train.data import (
     FolderDataset,
     PatchDataset,
@@ -230,5 +230,5 @@ def test_unlabelled_regions_from_the_real_study_sites(shared_data: Path) -> None
     assert len(boxes) == 9
     assert all(w < e and s < n and 60 < s < 80 for w, s, e, n in boxes)
     assert region_boxes([(1, 2, 3, 4)]) == [(1.0, 2.0, 3.0, 4.0)]
-    with pytest.raises(DatasetError):
+    with pytest.raises(ConfigError, match="bbox"):  # the one bbox rule, config.validate_bbox
         region_boxes([(1, 2, 3)])

@@ -125,11 +125,11 @@ def test_each_method_learns_and_its_weights_predict_identically(
     assert halo == 0 or diffs[str(halo - 16)] > tolerance
     # reloaded weights predict exactly as the trained network did
     from arctic_rts.model.unet import UNet
-    from arctic_rts.train.methods import NormalisedNet
+    from arctic_rts.train.methods import NormalizedNet
 
     state = torch.load(tmp_path / "checkpoint.pt", weights_only=True)["model"]
     unet = UNet(3, **TINY, **({"dino_classes": 24} if method == "pixeldino" else {}))  # type: ignore[arg-type]
-    net = NormalisedNet(unet, card["normalisation"]["mean"], card["normalisation"]["std"])
+    net = NormalizedNet(unet, card["normalisation"]["mean"], card["normalisation"]["std"])
     net.load_state_dict(state)
     net.eval()
     model, _ = load_model(weights, bands=BANDS)

@@ -12,7 +12,7 @@ from arctic_rts.config import AugmentConfig, PixelDINOConfig, TrainConfig, Train
 from arctic_rts.errors import ConfigError
 from arctic_rts.model.unet import UNet
 from arctic_rts.train.augment import weak_augment
-from arctic_rts.train.methods import METHODS, NormalisedNet, build_method
+from arctic_rts.train.methods import METHODS, NormalizedNet, build_method
 from arctic_rts.train.methods.adversarial import Adversarial
 from arctic_rts.train.methods.elevation import elevation_loss
 from arctic_rts.train.methods.fixmatchseg import FixMatchSeg
@@ -34,10 +34,10 @@ def _config(method: str, **kw: object) -> TrainConfig:
     return TrainConfig(data=TrainDataConfig(dataset="unused.zarr"), method=method, **kw)  # type: ignore[arg-type]
 
 
-def _net(method_heads: dict[str, object], seed: int = 0) -> NormalisedNet:
+def _net(method_heads: dict[str, object], seed: int = 0) -> NormalizedNet:
     torch.manual_seed(seed)
     unet = UNet(C, widths=(4, 8, 16, 32), bottleneck=32, **method_heads)  # type: ignore[arg-type]
-    return NormalisedNet(unet, [0.1] * C, [0.05] * C)
+    return NormalizedNet(unet, [0.1] * C, [0.05] * C)
 
 
 def _batches(seed: int = 0) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:

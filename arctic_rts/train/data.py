@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from arctic_rts.bands import L2A_BANDS, canonical_band
+from arctic_rts.bands import L2A_BANDS, canonical_band_name, validate_bands
 from arctic_rts.errors import DatasetError, SkippedInputWarning
 
 #: File suffixes read as images or masks.
@@ -43,15 +43,6 @@ Sample = dict[str, np.ndarray]
 
 
 # --- reading images and masks ------------------------------------------------------------------
-
-
-def canonical_band_name(name: str) -> str | None:
-    """``B4``/``b04``/``red`` -> ``B04``; None when the name is no Sentinel-2 band."""
-    found = canonical_band(name)
-    if found:
-        return found
-    m = re.fullmatch(r"[Bb](\d)", name.strip())
-    return f"B0{m.group(1)}" if m else None
 
 
 def to_reflectance(values: np.ndarray) -> np.ndarray:
@@ -777,16 +768,33 @@ def _add_patches(
 
 
 def region_boxes(regions: Sequence[Sequence[float]] | str | Path | Any | None) -> list[tuple]:
-    """WGS84 ``(W, S, E, N)`` boxes from a list of boxes or a vector file/GeoDataFrame."""
+    """WGS84 ``(W, S, E, N)`` boxes from a list of boxes or a vector file/GeoDataFrame.
+
+    Raises:
+        ConfigError: A box that :func:`arctic_rts.config.validate_bbox` refuses.
+    """
+    from arctic_rts.config import validate_bbox
+
     if regions is None:
         return []
     if isinstance(regions, (str, Path)) or hasattr(regions, "geometry"):
         frame = _read_frame(regions, "region").to_crs("EPSG:4326")
         return [tuple(float(v) for v in g.bounds) for g in frame.geometry if g is not None]
-    boxes = [tuple(float(v) for v in r) for r in regions]
-    if any(len(b) != 4 for b in boxes):
-        raise DatasetError("unlabelled regions must be (W, S, E, N) boxes or a vector file.")
-    return boxes
+    return [validate_bbox(list(r)) for r in regions]
+
+
+@dataclass(frozen=True)
+class _BuildParams:
+    """What every scene of one :func:`build_dataset` call is cut with."""
+
+    stac_url: str
+    bands: tuple[str, ...]
+    stride: int
+    tolerance_days: int
+    dem: Path | None
+    min_valid: float
+    load_config: Any
+    max_cloud_cover: float
 
 
 def build_dataset(
@@ -824,24 +832,30 @@ def build_dataset(
 
     Raises:
         DatasetError: no usable label, or no scene matched any labelled image.
+        ConfigError: bad bands or region boxes.
     """
-    import shapely
-
-    from arctic_rts.config import LoadConfig, SearchConfig
-    from arctic_rts.errors import NoScenesError
-    from arctic_rts.load import load_scenes
-    from arctic_rts.search import search_scenes, select_scenes
+    from arctic_rts.config import LoadConfig
 
     stride = stride or patch_size // 2
     if patch_size < 16 or patch_size % 16 or stride < 1:
         raise DatasetError("patch_size must be a multiple of 16 and stride positive.")
-    lconf = load_config or LoadConfig()
+    params = _BuildParams(
+        stac_url=stac_url,
+        bands=validate_bands(bands),
+        stride=stride,
+        tolerance_days=tolerance_days,
+        dem=Path(dem) if dem is not None else None,
+        min_valid=min_valid,
+        load_config=load_config or LoadConfig(),
+        max_cloud_cover=max_cloud_cover,
+    )
     clean = read_labels(labels)
     fps = read_footprints(footprints) if footprints is not None else None
     images = group_labels(clean, fps)
+    regions = region_boxes(unlabelled_regions)
     writers = write_patches(
         out,
-        bands=bands,
+        bands=params.bands,
         patch_size=patch_size,
         stride=stride,
         with_dem=dem is not None,
@@ -850,95 +864,112 @@ def build_dataset(
             "footprints": str(footprints) if footprints is not None else None,
             "stac_url": stac_url,
             "tolerance_days": tolerance_days,
-            "unlabelled_regions": [list(r) for r in region_boxes(unlabelled_regions)],
+            "unlabelled_regions": [list(r) for r in regions],
             "unlabelled_year": unlabelled_year,
             "dem": str(dem) if dem is not None else None,
             "min_valid": min_valid,
         },
     )
-    n_lab = 0
-    for img in images:
-        bbox = shapely.bounds(img.footprint).tolist()
-        months = _season_months(img.day, tolerance_days) if img.day else (6, 7, 8)
-        try:
-            found = search_scenes(
-                bbox,
-                img.year,
-                stac_url=stac_url,
-                config=SearchConfig(months=months, max_cloud_cover=max_cloud_cover),
-            )
-        except NoScenesError:
-            found = []
-        scenes = closest_scenes(found, img.day, tolerance_days) if img.day else select_scenes(found)
-        if not scenes:
-            _warn(
-                f"labelled image {img.key}: no scene within {tolerance_days} days of "
-                f"{img.day or img.year}; skipped."
-            )
-            continue
-        for item, da in zip(scenes, load_scenes(scenes, bands, lconf), strict=True):
-            clip = _clip(da, img.footprint)
-            if clip is None:
-                continue
-            transform = clip.rio.transform()
-            shape = clip.shape[1:]
-            crs = clip.rio.crs
-            geoms = img.labels.to_crs(crs).geometry.to_numpy()
-            import geopandas as gpd
-
-            fp = gpd.GeoSeries([img.footprint], crs="EPSG:4326").to_crs(crs).iloc[0]
-            label = np.where(_rasterise(geoms, shape, transform), 1, 0).astype(np.uint8)
-            label[~_rasterise([fp], shape, transform)] = IGNORE
-            dem_arr = _dem_on(Path(dem), shape, transform, crs) if dem is not None else None
-            meta = {
-                "image_id": img.key,
-                "label_date": str(img.day) if img.day else None,
-                "scene_id": item["id"],
-                "scene_datetime": item["properties"].get("datetime"),
-                "epsg": int(crs.to_epsg() or 0),
-            }
-            n_lab += _add_patches(
-                writers["labelled"], clip.values, label, transform, meta, stride, min_valid, dem_arr
-            )
+    n_lab = sum(_labelled_patches(img, params, writers["labelled"]) for img in images)
     if n_lab == 0:
         raise DatasetError(
             "no labelled patch could be cut: no scene matched the labelled images (check the "
             "STAC URL, the dates and tolerance_days) or the footprints hold too few valid pixels."
         )
-    for region in region_boxes(unlabelled_regions):
+    for region in regions:
         if unlabelled_year is None:
             raise DatasetError("unlabelled_regions need unlabelled_year.")
-        try:
-            found = search_scenes(
-                region, unlabelled_year, stac_url=stac_url,
-                config=SearchConfig(max_cloud_cover=max_cloud_cover),
-            )  # fmt: skip
-        except NoScenesError:
-            _warn(f"unlabelled region {list(region)}: no summer scene in {unlabelled_year}.")
-            continue
-        chosen = select_scenes(found)
-        for item, da in zip(chosen, load_scenes(chosen, bands, lconf), strict=True):
-            clip = _clip(da, shapely.box(*region))
-            if clip is None:
-                continue
-            shape = clip.shape[1:]
-            transform = clip.rio.transform()
-            label = np.zeros(shape, dtype=np.uint8)
-            dem_arr = (
-                _dem_on(Path(dem), shape, transform, clip.rio.crs) if dem is not None else None
-            )
-            meta = {"scene_id": item["id"], "scene_datetime": item["properties"].get("datetime"),
-                    "region": list(region), "epsg": int(clip.rio.crs.to_epsg() or 0)}  # fmt: skip
-            _add_patches(
-                writers["unlabelled"],
-                clip.values,
-                label,
-                transform,
-                meta,
-                stride,
-                min_valid,
-                dem_arr,
-            )
+        _unlabelled_patches(region, unlabelled_year, params, writers["unlabelled"])
     for w in writers.values():
         w.close()
     return Path(out)
+
+
+def _labelled_patches(img: Any, params: _BuildParams, writer: Any) -> int:
+    """Cut the patches of one labelled image from its scenes; returns how many were kept."""
+    import geopandas as gpd
+    import shapely
+
+    from arctic_rts.config import SearchConfig
+    from arctic_rts.errors import NoScenesError
+    from arctic_rts.load import load_scenes
+    from arctic_rts.search import search_scenes, select_scenes
+
+    bbox = shapely.bounds(img.footprint).tolist()
+    months = _season_months(img.day, params.tolerance_days) if img.day else (6, 7, 8)
+    try:
+        found = search_scenes(
+            bbox,
+            img.year,
+            stac_url=params.stac_url,
+            config=SearchConfig(months=months, max_cloud_cover=params.max_cloud_cover),
+        )
+    except NoScenesError:
+        found = []
+    scenes = (
+        closest_scenes(found, img.day, params.tolerance_days) if img.day else select_scenes(found)
+    )
+    if not scenes:
+        _warn(
+            f"labelled image {img.key}: no scene within {params.tolerance_days} days of "
+            f"{img.day or img.year}; skipped."
+        )
+        return 0
+    n = 0
+    for item, da in zip(scenes, load_scenes(scenes, params.bands, params.load_config), strict=True):
+        clip = _clip(da, img.footprint)
+        if clip is None:
+            continue
+        transform = clip.rio.transform()
+        shape = clip.shape[1:]
+        crs = clip.rio.crs
+        geoms = img.labels.to_crs(crs).geometry.to_numpy()
+        fp = gpd.GeoSeries([img.footprint], crs="EPSG:4326").to_crs(crs).iloc[0]
+        label = np.where(_rasterise(geoms, shape, transform), 1, 0).astype(np.uint8)
+        label[~_rasterise([fp], shape, transform)] = IGNORE
+        dem_arr = _dem_on(params.dem, shape, transform, crs) if params.dem is not None else None
+        meta = {
+            "image_id": img.key,
+            "label_date": str(img.day) if img.day else None,
+            "scene_id": item["id"],
+            "scene_datetime": item["properties"].get("datetime"),
+            "epsg": int(crs.to_epsg() or 0),
+        }
+        n += _add_patches(
+            writer, clip.values, label, transform, meta, params.stride, params.min_valid, dem_arr
+        )
+    return n
+
+
+def _unlabelled_patches(region: tuple, year: int, params: _BuildParams, writer: Any) -> None:
+    """Cut unlabelled patches from the least cloudy summer scene per tile over ``region``."""
+    import shapely
+
+    from arctic_rts.config import SearchConfig
+    from arctic_rts.errors import NoScenesError
+    from arctic_rts.load import load_scenes
+    from arctic_rts.search import search_scenes, select_scenes
+
+    try:
+        found = search_scenes(
+            region, year, stac_url=params.stac_url,
+            config=SearchConfig(max_cloud_cover=params.max_cloud_cover),
+        )  # fmt: skip
+    except NoScenesError:
+        _warn(f"unlabelled region {list(region)}: no summer scene in {year}.")
+        return
+    chosen = select_scenes(found)
+    for item, da in zip(chosen, load_scenes(chosen, params.bands, params.load_config), strict=True):
+        clip = _clip(da, shapely.box(*region))
+        if clip is None:
+            continue
+        shape = clip.shape[1:]
+        transform = clip.rio.transform()
+        label = np.zeros(shape, dtype=np.uint8)
+        dem_arr = (
+            _dem_on(params.dem, shape, transform, clip.rio.crs) if params.dem is not None else None
+        )
+        meta = {"scene_id": item["id"], "scene_datetime": item["properties"].get("datetime"),
+                "region": list(region), "epsg": int(clip.rio.crs.to_epsg() or 0)}  # fmt: skip
+        _add_patches(writer, clip.values, label, transform, meta, params.stride,
+                     params.min_valid, dem_arr)  # fmt: skip

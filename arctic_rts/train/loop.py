@@ -16,17 +16,18 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import math
-import os
-import sys
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 import numpy as np
 import torch
 
+from arctic_rts.bands import validate_bands
 from arctic_rts.config import (
     AdversarialConfig,
     AugmentConfig,
@@ -39,6 +40,7 @@ from arctic_rts.config import (
     read_toml,
 )
 from arctic_rts.errors import ConfigError, DatasetError, TrainingError
+from arctic_rts.files import atomic_write
 from arctic_rts.model.unet import UNet
 from arctic_rts.model.weights import resolve_device, save_weights
 from arctic_rts.train.data import (
@@ -49,7 +51,9 @@ from arctic_rts.train.data import (
     crop_or_pad,
 )
 from arctic_rts.train.evaluate import score_dataset
-from arctic_rts.train.methods import Method, NormalisedNet, build_method
+from arctic_rts.train.methods import Method, NormalizedNet, StepResult, build_method
+
+logger = logging.getLogger(__name__)
 
 #: Names of files in the run folder.
 CHECKPOINT = "checkpoint.pt"
@@ -162,14 +166,14 @@ def open_datasets(config: TrainConfig) -> tuple[Dataset, Dataset | None, Dataset
 
 
 def dataset_bands(config: TrainConfig, labelled: Dataset) -> tuple[str, ...]:
-    """The run's band names: the config's, else the dataset's."""
+    """The run's band names: the config's, else the dataset's (checked by ``validate_bands``)."""
     bands = config.data.bands or labelled.bands
     if not bands:
         raise ConfigError(
             "the images carry no band names (PNG/JPEG, or GeoTIFF without descriptions): set "
             "data.bands = ['B04', 'B03', 'B02'] (canonical names, in channel order)."
         )
-    return tuple(bands)
+    return validate_bands(bands)
 
 
 def sample_batch(
@@ -281,7 +285,7 @@ def _card(
 
 
 def _measured_halo(
-    net: NormalisedNet, labelled: Dataset, fill: torch.Tensor, patch: int
+    net: NormalizedNet, labelled: Dataset, fill: torch.Tensor, patch: int
 ) -> dict[str, Any]:
     """The card's ``halo``: :func:`~arctic_rts.predict.measure_halo` on a mosaic of training
     patches, on the CPU, after training.
@@ -323,9 +327,33 @@ def _measured_halo(
 
 
 def _save_checkpoint(path: Path, state: dict[str, Any]) -> None:
-    tmp = path.with_suffix(".tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
+    atomic_write(path, lambda tmp: torch.save(state, tmp))
+
+
+@dataclass
+class _Run:
+    """Everything one training run holds between steps (the checkpoint's content and more)."""
+
+    config: TrainConfig
+    device: torch.device
+    method: Method
+    labelled: Dataset
+    unlabelled: Dataset | None
+    val: Dataset | None
+    bands: tuple[str, ...]
+    mean: list[float]
+    std: list[float]
+    unet: UNet
+    net: NormalizedNet
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LambdaLR
+    rng: np.random.Generator
+    aug_gen: torch.Generator
+    fill: torch.Tensor
+    label_weights: np.ndarray | None
+    config_json: str
+    step: int = 0
+    history: list[dict[str, Any]] = field(default_factory=list)
 
 
 def train(
@@ -337,9 +365,15 @@ def train(
 ) -> Path:
     """Train a model as ``config`` says and write its weights; resume from a checkpoint if any.
 
+    Steps: open the data (:func:`open_datasets`), build the network, optimiser and random
+    generators in a fixed order (:func:`_start_run`), restore a checkpoint of the same run,
+    take the optimiser steps (:func:`_train_steps`), then write the weights with their card
+    (:func:`_finish`).
+
     Args:
         config: The run (method, data, widths, steps, batch sizes, lr, seed, device...).
-        progress: Print a progress line every ``log_every`` steps.
+        progress: Log a progress line (logger ``arctic_rts.train.loop``, level INFO) every
+            ``log_every`` steps.
         stop_after: Stop (after checkpointing) once this many steps are done in total, without
             writing final weights: for tests of resumption and for time-sliced runs.
         on_log: Called with every log record (step, losses, lr, time per step, validation).
@@ -350,6 +384,24 @@ def train(
     """
     out = Path(config.out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    run = _start_run(config)
+    ckpt_path = out / CHECKPOINT
+    if config.resume and ckpt_path.exists():
+        _restore_checkpoint(run, ckpt_path)
+    with (out / LOG).open("a") as log_file:
+        finished = _train_steps(run, ckpt_path, log_file, progress, stop_after, on_log)
+    if not finished:
+        return ckpt_path
+    return _finish(run, out / WEIGHTS)
+
+
+def _start_run(config: TrainConfig) -> _Run:
+    """Data, network, optimiser and generators of a fresh run, seeded in a fixed order.
+
+    The order of random draws is part of the result: the global torch RNG is seeded, then the
+    UNet and the method's extra modules (``setup``) are initialised from it, then the numpy
+    and augmentation generators are created. Keep it, or a seed no longer reproduces a run.
+    """
     device = resolve_device(config.device)
     method = build_method(config)
     labelled, unlabelled, val = open_datasets(config)
@@ -369,7 +421,7 @@ def train(
     unet = UNet(
         len(bands), widths=config.widths, bottleneck=config.bottleneck, **method.model_heads()
     )
-    net = NormalisedNet(unet, mean, std, bands).to(device)
+    net = NormalizedNet(unet, mean, std, bands).to(device)
     method.setup(net)
     optimizer = torch.optim.AdamW(net.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
@@ -377,138 +429,176 @@ def train(
     )
     rng = np.random.default_rng(config.seed)
     aug_gen = torch.Generator().manual_seed(config.seed)
-    fill = torch.tensor(mean, dtype=torch.float32)
     label_weights, prior = label_balance(labelled, config.positive_share)
     with torch.no_grad():
         unet.head.bias.fill_(math.log(prior / (1 - prior)))  # type: ignore[union-attr]
-    step = 0
-    history: list[dict[str, Any]] = []
-    ckpt_path = out / CHECKPOINT
-    config_json = json.dumps(config_to_dict(config), sort_keys=True)
+    return _Run(
+        config=config,
+        device=device,
+        method=method,
+        labelled=labelled,
+        unlabelled=unlabelled,
+        val=val,
+        bands=bands,
+        mean=mean,
+        std=std,
+        unet=unet,
+        net=net,
+        optimizer=optimizer,
+        scheduler=scheduler,
+        rng=rng,
+        aug_gen=aug_gen,
+        fill=torch.tensor(mean, dtype=torch.float32),
+        label_weights=label_weights,
+        config_json=json.dumps(config_to_dict(config), sort_keys=True),
+    )
 
-    if config.resume and ckpt_path.exists():
-        # RNG states must stay on the CPU; load_state_dict moves the rest to the device
-        state = torch.load(ckpt_path, map_location="cpu", weights_only=True)
-        saved = json.loads(state["config"])
-        mine = json.loads(config_json)
-        for k in ("steps", "out_dir", "resume", "device", "val_every", "checkpoint_every"):
-            saved.pop(k, None)
-            mine.pop(k, None)
-        if saved != mine:
-            raise TrainingError(
-                f"{ckpt_path} belongs to a different run configuration; use another out_dir "
-                "or set resume = false to start over."
-            )
-        net.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        method.load_state_dict(state["method"])
-        rng.bit_generator.state = json.loads(state["numpy_rng"])
-        aug_gen.set_state(state["aug_rng"])
-        torch.set_rng_state(state["torch_rng"])
-        step = int(state["step"])
-        history = json.loads(state["history"])
 
-    def checkpoint() -> None:
-        _save_checkpoint(
-            ckpt_path,
-            {
-                "step": step,
-                "config": config_json,
-                "model": net.state_dict(),
-                "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(),
-                "method": method.state_dict(),
-                "numpy_rng": json.dumps(rng.bit_generator.state),
-                "aug_rng": aug_gen.get_state(),
-                "torch_rng": torch.get_rng_state(),
-                "history": json.dumps(history),
-            },
+def _restore_checkpoint(run: _Run, ckpt_path: Path) -> None:
+    """Continue ``run`` from its checkpoint; refuse one written by another configuration."""
+    # RNG states must stay on the CPU; load_state_dict moves the rest to the device
+    state = torch.load(ckpt_path, map_location="cpu", weights_only=True)
+    saved = json.loads(state["config"])
+    mine = json.loads(run.config_json)
+    for k in ("steps", "out_dir", "resume", "device", "val_every", "checkpoint_every"):
+        saved.pop(k, None)
+        mine.pop(k, None)
+    if saved != mine:
+        raise TrainingError(
+            f"{ckpt_path} belongs to a different run configuration; use another out_dir "
+            "or set resume = false to start over."
         )
+    run.net.load_state_dict(state["model"])
+    run.optimizer.load_state_dict(state["optimizer"])
+    run.scheduler.load_state_dict(state["scheduler"])
+    run.method.load_state_dict(state["method"])
+    run.rng.bit_generator.state = json.loads(state["numpy_rng"])
+    run.aug_gen.set_state(state["aug_rng"])
+    torch.set_rng_state(state["torch_rng"])
+    run.step = int(state["step"])
+    run.history = json.loads(state["history"])
 
-    def validate() -> dict[str, Any]:
-        if val is None:
-            return {}
-        net.eval()
-        scores = score_dataset(net, val, device=device, threshold=config.threshold)
-        net.train()
-        return scores
 
-    amp = config.amp and device.type == "cuda"
-    log_file = (out / LOG).open("a")
-    patch = config.data.patch_size
+def _write_checkpoint(run: _Run, ckpt_path: Path) -> None:
+    _save_checkpoint(
+        ckpt_path,
+        {
+            "step": run.step,
+            "config": run.config_json,
+            "model": run.net.state_dict(),
+            "optimizer": run.optimizer.state_dict(),
+            "scheduler": run.scheduler.state_dict(),
+            "method": run.method.state_dict(),
+            "numpy_rng": json.dumps(run.rng.bit_generator.state),
+            "aug_rng": run.aug_gen.get_state(),
+            "torch_rng": torch.get_rng_state(),
+            "history": json.dumps(run.history),
+        },
+    )
+
+
+def _validate(run: _Run) -> dict[str, Any]:
+    if run.val is None:
+        return {}
+    run.net.eval()
+    scores = score_dataset(run.net, run.val, device=run.device, threshold=run.config.threshold)
+    run.net.train()
+    return scores
+
+
+def _train_steps(
+    run: _Run,
+    ckpt_path: Path,
+    log_file: TextIO,
+    progress: bool,
+    stop_after: int | None,
+    on_log: Callable[[dict[str, Any]], None] | None,
+) -> bool:
+    """Take the remaining optimiser steps; False when ``stop_after`` ended the run early."""
+    config = run.config
     t0 = time.perf_counter()
     t_steps = 0
-    net.train()
-    try:
-        while step < config.steps:
-            if stop_after is not None and step >= stop_after:
-                checkpoint()
-                return ckpt_path
-            batch_l = sample_batch(
-                labelled, config.batch_size, patch, rng, device, fill, label_weights
-            )
-            batch_u = None
-            if method.uses_unlabelled and unlabelled is not None:
-                batch_u = sample_batch(
-                    unlabelled, config.unlabelled_batch_size, patch, rng, device, fill
-                )
-            method.begin_step()
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-                result = method.loss(net, batch_l, batch_u, step, aug_gen)
-            if not torch.isfinite(result.loss):
-                raise TrainingError(
-                    f"the loss became {float(result.loss)} at step {step}; lower lr or check "
-                    f"the data (resume restarts from {ckpt_path.name} if one was written)."
-                )
-            optimizer.zero_grad(set_to_none=True)
-            result.loss.backward()  # type: ignore[no-untyped-call]
-            optimizer.step()
-            scheduler.step()
-            method.after_step(net, step, config.steps)
-            step += 1
-            t_steps += 1
-            record: dict[str, Any] | None = None
-            if step % config.log_every == 0 or step == config.steps:
-                elapsed = time.perf_counter() - t0
-                record = {
-                    "step": step,
-                    "loss": float(result.loss.detach()),
-                    **result.logs,
-                    "lr": scheduler.get_last_lr()[0],
-                    "s_per_step": elapsed / max(t_steps, 1),
-                }
-            if config.val_every and (step % config.val_every == 0 or step == config.steps):
-                record = record or {"step": step}
-                record["val"] = validate()
-                history.append({"step": step, **record["val"]})
-            if record is not None:
-                log_file.write(json.dumps(record) + "\n")
-                log_file.flush()
-                if on_log is not None:
-                    on_log(record)
-                if progress:
-                    parts = [f"{k}={v:.4g}" for k, v in record.items() if isinstance(v, float)]
-                    val_part = (
-                        f" val_iou={record['val'].get('iou', float('nan')):.3f}"
-                        if record.get("val")
-                        else ""
-                    )
-                    print(
-                        f"[{config.method}] step {step}/{config.steps} {' '.join(parts)}{val_part}",
-                        file=sys.stderr,
-                        flush=True,
-                    )
-            if config.checkpoint_every and step % config.checkpoint_every == 0:
-                checkpoint()
-    finally:
-        log_file.close()
+    run.net.train()
+    while run.step < config.steps:
+        if stop_after is not None and run.step >= stop_after:
+            _write_checkpoint(run, ckpt_path)
+            return False
+        result = _one_step(run, ckpt_path)
+        run.step += 1
+        t_steps += 1
+        step = run.step
+        record: dict[str, Any] | None = None
+        if step % config.log_every == 0 or step == config.steps:
+            record = {
+                "step": step,
+                "loss": float(result.loss.detach()),
+                **result.logs,
+                "lr": run.scheduler.get_last_lr()[0],
+                "s_per_step": (time.perf_counter() - t0) / max(t_steps, 1),
+            }
+        if config.val_every and (step % config.val_every == 0 or step == config.steps):
+            record = record or {"step": step}
+            record["val"] = _validate(run)
+            run.history.append({"step": step, **record["val"]})
+        if record is not None:
+            log_file.write(json.dumps(record) + "\n")
+            log_file.flush()
+            if on_log is not None:
+                on_log(record)
+            if progress:
+                _log_progress(config, record)
+        if config.checkpoint_every and step % config.checkpoint_every == 0:
+            _write_checkpoint(run, ckpt_path)
+    return True
 
-    metrics = history[-1] if history else {}
-    if not metrics and val is not None:
-        metrics = {"step": step, **validate()}
-    card = _card(config, method, bands, mean, std, step, metrics, labelled, unlabelled)
-    card.update(_measured_halo(net, labelled, fill, config.data.patch_size))
-    weights = out / WEIGHTS
-    save_weights(unet, card, weights)
+
+def _one_step(run: _Run, ckpt_path: Path) -> StepResult:
+    """Sample the batches, compute the method's loss and take one optimiser step."""
+    config = run.config
+    patch = config.data.patch_size
+    batch_l = sample_batch(
+        run.labelled, config.batch_size, patch, run.rng, run.device, run.fill, run.label_weights
+    )
+    batch_u = None
+    if run.method.uses_unlabelled and run.unlabelled is not None:
+        batch_u = sample_batch(
+            run.unlabelled, config.unlabelled_batch_size, patch, run.rng, run.device, run.fill
+        )
+    run.method.begin_step()
+    amp = config.amp and run.device.type == "cuda"
+    with torch.autocast(run.device.type, dtype=torch.bfloat16, enabled=amp):
+        result = run.method.loss(run.net, batch_l, batch_u, run.step, run.aug_gen)
+    if not torch.isfinite(result.loss):
+        raise TrainingError(
+            f"the loss became {float(result.loss)} at step {run.step}; lower lr or check "
+            f"the data (resume restarts from {ckpt_path.name} if one was written)."
+        )
+    run.optimizer.zero_grad(set_to_none=True)
+    result.loss.backward()  # type: ignore[no-untyped-call]
+    run.optimizer.step()
+    run.scheduler.step()
+    run.method.after_step(run.net, run.step, config.steps)
+    return result
+
+
+def _log_progress(config: TrainConfig, record: dict[str, Any]) -> None:
+    parts = [f"{k}={v:.4g}" for k, v in record.items() if isinstance(v, float)]
+    val_part = f" val_iou={record['val'].get('iou', float('nan')):.3f}" if record.get("val") else ""
+    logger.info(
+        "[%s] step %d/%d %s%s", config.method, record["step"], config.steps, " ".join(parts),
+        val_part,
+    )  # fmt: skip
+
+
+def _finish(run: _Run, weights: Path) -> Path:
+    """Final validation (when none was logged), the card with the measured halo, the weights."""
+    metrics = run.history[-1] if run.history else {}
+    if not metrics and run.val is not None:
+        metrics = {"step": run.step, **_validate(run)}
+    card = _card(
+        run.config, run.method, run.bands, run.mean, run.std, run.step, metrics, run.labelled,
+        run.unlabelled,
+    )  # fmt: skip
+    card.update(_measured_halo(run.net, run.labelled, run.fill, run.config.data.patch_size))
+    save_weights(run.unet, card, weights)
     return weights

@@ -2,31 +2,37 @@
 
 from __future__ import annotations
 
-from arctic_rts.config import TrainConfig
-from arctic_rts.errors import ConfigError
+from arctic_rts.config import TRAIN_METHODS, TrainConfig
 from arctic_rts.train.methods.adversarial import Adversarial
-from arctic_rts.train.methods.base import Method, NormalisedNet, StepResult
+from arctic_rts.train.methods.base import Method, NormalizedNet, StepResult
 from arctic_rts.train.methods.elevation import WithElevation
 from arctic_rts.train.methods.fixmatchseg import FixMatchSeg
 from arctic_rts.train.methods.pixeldino import PixelDINO
 from arctic_rts.train.methods.supervised import Supervised, SupervisedAug
 
-#: Method name -> class.
+_CLASSES: tuple[type[Method], ...] = (
+    Supervised,
+    SupervisedAug,
+    FixMatchSeg,
+    Adversarial,
+    PixelDINO,
+)
+
+#: Method name -> class, for every name of :data:`arctic_rts.config.TRAIN_METHODS`: that tuple
+#: is the one list of names (``TrainConfig`` validates against it without importing torch);
+#: this mapping only attaches the classes, and a name without a class fails on import.
 METHODS: dict[str, type[Method]] = {
-    cls.name: cls for cls in (Supervised, SupervisedAug, FixMatchSeg, Adversarial, PixelDINO)
+    name: next(cls for cls in _CLASSES if cls.name == name) for name in TRAIN_METHODS
 }
 
-__all__ = ["METHODS", "Method", "NormalisedNet", "StepResult", "build_method"]
+__all__ = ["METHODS", "Method", "NormalizedNet", "StepResult", "build_method"]
 
 
 def build_method(config: TrainConfig) -> Method:
-    """The method ``config.method`` names, e.g. ``"pixeldino"`` or ``"pixeldino+elevation"``."""
+    """The method ``config.method`` names, e.g. ``"pixeldino"`` or ``"pixeldino+elevation"``.
+
+    The name was checked by :class:`~arctic_rts.config.TrainConfig` (the one rule).
+    """
     name = config.method
-    base_name = name.removesuffix("+elevation")
-    if base_name not in METHODS:
-        raise ConfigError(
-            f"unknown method {name!r}; choose one of {', '.join(METHODS)} "
-            "(optionally with '+elevation')."
-        )
-    method = METHODS[base_name](config)
+    method = METHODS[name.removesuffix("+elevation")](config)
     return WithElevation(method) if name.endswith("+elevation") else method

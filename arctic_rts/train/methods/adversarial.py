@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from arctic_rts.train.augment import Batch, weak_augment
-from arctic_rts.train.methods.base import Method, NormalisedNet, StepResult, masked_mean
+from arctic_rts.train.methods.base import Method, NormalizedNet, StepResult, masked_mean
 
 
 class Discriminator(nn.Module):
@@ -72,7 +72,7 @@ class Adversarial(Method):
             "augment": asdict(self.config.augment),
         }
 
-    def setup(self, net: NormalisedNet) -> None:
+    def setup(self, net: NormalizedNet) -> None:
         """Build D on the network's device and its own Adam optimiser (Hung et al.'s betas)."""
         cfg = self.config.adversarial
         device = net.device
@@ -123,7 +123,7 @@ class Adversarial(Method):
 
     def loss(
         self,
-        net: NormalisedNet,
+        net: NormalizedNet,
         labelled: Batch,
         unlabelled: Batch | None,
         step: int,
@@ -169,7 +169,7 @@ class Adversarial(Method):
         fake_u = bce(d_fake_u, torch.zeros_like(d_fake_u))
         return real + fake_l + fake_u
 
-    def after_step(self, net: NormalisedNet, step: int, total_steps: int) -> None:
+    def after_step(self, net: NormalizedNet, step: int, total_steps: int) -> None:
         """One optimiser step of the discriminator on this step's (detached) predictions."""
         if self._pending is None or self.d_optimizer is None:
             return

@@ -4,7 +4,7 @@ A method turns one labelled batch (and, for the semi-supervised ones, one unlabe
 a loss for the segmentation network, and may keep state of its own (a teacher, a centre, a
 discriminator and its optimiser) that it updates after each optimiser step and that goes into
 checkpoints. Batches hold raw reflectance (NaN already filled); the network the methods see is a
-:class:`NormalisedNet`, which applies the card's normalisation, so teachers copied from it carry it.
+:class:`NormalizedNet`, which applies the card's normalisation, so teachers copied from it carry it.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from arctic_rts.model.weights import NormalizedModel
 from arctic_rts.train.augment import Batch, strong_augment, weak_augment
 
 
-class NormalisedNet(NormalizedModel):
+class NormalizedNet(NormalizedModel):
     """The UNet behind its card's normalisation, as :func:`load_model` rebuilds it, plus heads.
 
     Training uses the very module inference uses (same normalisation arithmetic), so saved
@@ -105,7 +105,7 @@ class Method:
         """Extra keyword arguments of :class:`UNet` this method needs (e.g. its DINO head)."""
         return {}
 
-    def setup(self, net: NormalisedNet) -> None:
+    def setup(self, net: NormalizedNet) -> None:
         """Create state that depends on the network (teacher copy, discriminator)."""
 
     def hyperparameters(self) -> dict[str, Any]:
@@ -124,7 +124,7 @@ class Method:
         return strong_augment(weak, generator, self.config.augment)
 
     def supervised_part(
-        self, net: NormalisedNet, labelled: Batch, generator: torch.Generator
+        self, net: NormalizedNet, labelled: Batch, generator: torch.Generator
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor], Batch]:
         """The labelled loss every method shares: augmented batch -> BCE over valid pixels."""
         batch = self.augment_labelled(labelled, generator)
@@ -134,7 +134,7 @@ class Method:
 
     def loss(
         self,
-        net: NormalisedNet,
+        net: NormalizedNet,
         labelled: Batch,
         unlabelled: Batch | None,
         step: int,
@@ -143,7 +143,7 @@ class Method:
         """One step's loss; ``labelled`` has image, mask, valid, ``unlabelled`` image, valid."""
         raise NotImplementedError
 
-    def after_step(self, net: NormalisedNet, step: int, total_steps: int) -> None:
+    def after_step(self, net: NormalizedNet, step: int, total_steps: int) -> None:
         """Update the method's own state after the optimiser stepped the network."""
 
     # --- checkpoints --------------------------------------------------------------------------

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from arctic_rts.train.augment import Batch
-from arctic_rts.train.methods.base import Method, NormalisedNet, StepResult
+from arctic_rts.train.methods.base import Method, NormalizedNet, StepResult
 
 
 def elevation_loss(
@@ -63,7 +63,7 @@ class WithElevation(Method):
         """The base method's hyper-parameters plus the elevation section."""
         return {**self.base.hyperparameters(), "elevation": asdict(self.config.elevation)}
 
-    def setup(self, net: NormalisedNet) -> None:
+    def setup(self, net: NormalizedNet) -> None:
         """Set up the base method."""
         self.base.setup(net)
 
@@ -73,7 +73,7 @@ class WithElevation(Method):
 
     def loss(
         self,
-        net: NormalisedNet,
+        net: NormalizedNet,
         labelled: Batch,
         unlabelled: Batch | None,
         step: int,
@@ -96,7 +96,7 @@ class WithElevation(Method):
         logs = {**result.logs, "elevation": float(elev.detach())}
         return StepResult(result.loss + cfg.weight * elev, logs)
 
-    def after_step(self, net: NormalisedNet, step: int, total_steps: int) -> None:
+    def after_step(self, net: NormalizedNet, step: int, total_steps: int) -> None:
         """The base method's update."""
         self.base.after_step(net, step, total_steps)
 

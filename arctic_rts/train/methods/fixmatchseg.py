@@ -14,7 +14,7 @@ from typing import Any
 import torch
 
 from arctic_rts.train.augment import Batch, strong_augment, weak_augment
-from arctic_rts.train.methods.base import Method, NormalisedNet, StepResult, bce_loss
+from arctic_rts.train.methods.base import Method, NormalizedNet, StepResult, bce_loss
 
 
 class FixMatchSeg(Method):
@@ -28,7 +28,7 @@ class FixMatchSeg(Method):
         return {"fixmatch": asdict(self.config.fixmatch), "augment": asdict(self.config.augment)}
 
     def pseudo_labels(
-        self, net: NormalisedNet, image: torch.Tensor
+        self, net: NormalizedNet, image: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Pseudo-labels from ``net`` as it is now: (slump 0/1, confident 0/1), both (N,1,H,W)."""
         cfg = self.config.fixmatch
@@ -40,7 +40,7 @@ class FixMatchSeg(Method):
 
     def loss(
         self,
-        net: NormalisedNet,
+        net: NormalizedNet,
         labelled: Batch,
         unlabelled: Batch | None,
         step: int,

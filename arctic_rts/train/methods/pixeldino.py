@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 
 from arctic_rts.train.augment import Batch, strong_augment_with_grid, warp, weak_augment
-from arctic_rts.train.methods.base import Method, NormalisedNet, StepResult, masked_mean
+from arctic_rts.train.methods.base import Method, NormalizedNet, StepResult, masked_mean
 
 
 def teacher_momentum(step: int, total_steps: int, start: float) -> float:
@@ -44,7 +44,7 @@ class PixelDINO(Method):
 
     def __init__(self, config: Any) -> None:
         super().__init__(config)
-        self.teacher: NormalisedNet | None = None
+        self.teacher: NormalizedNet | None = None
         self.centre: torch.Tensor | None = None
         self._batch_centre: torch.Tensor | None = None
 
@@ -56,7 +56,7 @@ class PixelDINO(Method):
         """PixelDINO's section of the config plus the augmentation ranges."""
         return {"pixeldino": asdict(self.config.pixeldino), "augment": asdict(self.config.augment)}
 
-    def setup(self, net: NormalisedNet) -> None:
+    def setup(self, net: NormalizedNet) -> None:
         """The teacher starts as a copy of the student; the centre at zero."""
         self.teacher = copy.deepcopy(net)
         for p in self.teacher.parameters():
@@ -78,7 +78,7 @@ class PixelDINO(Method):
             return F.softmax((out - self.centre) / cfg.teacher_temperature, dim=1)
 
     def dino_loss(
-        self, net: NormalisedNet, unlabelled: Batch, generator: torch.Generator
+        self, net: NormalizedNet, unlabelled: Batch, generator: torch.Generator
     ) -> torch.Tensor:
         """Eqs. (1)-(3) on one unlabelled batch."""
         cfg = self.config.pixeldino
@@ -94,7 +94,7 @@ class PixelDINO(Method):
 
     def loss(
         self,
-        net: NormalisedNet,
+        net: NormalizedNet,
         labelled: Batch,
         unlabelled: Batch | None,
         step: int,
@@ -108,7 +108,7 @@ class PixelDINO(Method):
         total = sup + self.config.pixeldino.beta * dino
         return StepResult(total, {"sup": float(sup.detach()), "dino": float(dino.detach())})
 
-    def after_step(self, net: NormalisedNet, step: int, total_steps: int) -> None:
+    def after_step(self, net: NormalizedNet, step: int, total_steps: int) -> None:
         """EMA updates of the teacher (cosine momentum) and of the centre."""
         if self.teacher is None or self.centre is None:
             raise RuntimeError("PixelDINO.setup(net) must run before the first step.")

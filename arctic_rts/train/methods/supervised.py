@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from arctic_rts.train.augment import Batch
-from arctic_rts.train.methods.base import Method, NormalisedNet, StepResult
+from arctic_rts.train.methods.base import Method, NormalizedNet, StepResult
 
 
 class Supervised(Method):
@@ -16,7 +16,7 @@ class Supervised(Method):
 
     def loss(
         self,
-        net: NormalisedNet,
+        net: NormalizedNet,
         labelled: Batch,
         unlabelled: Batch | None,
         step: int,

@@ -1,0 +1,83 @@
+"""Durable, atomic file replacement: the one copy for the whole package.
+
+A product file (inventory GeoPackage, weights, checkpoint, manifest entry) is never written in
+place. It is written to a temporary file in the target's folder (``os.replace`` is atomic only
+within one file system), flushed to disk with ``fsync``, renamed over the target, and the folder
+is flushed too, so that after a crash or power loss the target is either the old file or the
+complete new one, never a torn mix or a name pointing at unflushed data.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+
+def fsync_path(path: str | os.PathLike[str]) -> None:
+    """Flush a file's, or a folder's, data and metadata to disk."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def replace_durably(tmp: str | os.PathLike[str], target: str | os.PathLike[str]) -> None:
+    """Flush ``tmp``, rename it over ``target`` and flush the folder that holds the new name.
+
+    Args:
+        tmp: The complete new file, in the same folder (file system) as ``target``.
+        target: The file to replace (it need not exist).
+    """
+    fsync_path(tmp)
+    os.replace(tmp, target)
+    fsync_path(Path(target).parent)
+
+
+def temporary_sibling(target: str | os.PathLike[str], suffix: str = "") -> Path:
+    """The temporary name beside ``target`` that this process writes: ``.NAME.tmp-PID[suffix]``.
+
+    The name is hidden, unique per process and ends in ``suffix`` (GDAL, for one, warns about
+    a GeoPackage without the ``.gpkg`` extension).
+    """
+    target = Path(target)
+    return target.with_name(f".{target.name}.tmp-{os.getpid()}{suffix}")
+
+
+@contextlib.contextmanager
+def atomic_path(target: str | os.PathLike[str], suffix: str = "") -> Iterator[Path]:
+    """Yield a temporary path to write; on a normal exit it durably replaces ``target``.
+
+    If the block raises, ``target`` is left as it was; the temporary file is removed either
+    way. The block may start from a copy of ``target`` (the inventory does) or write anew.
+
+    Args:
+        target: The file to replace.
+        suffix: Ending of the temporary name (see :func:`temporary_sibling`).
+    """
+    tmp = temporary_sibling(target, suffix)
+    try:
+        yield tmp
+        replace_durably(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def atomic_write(
+    target: str | os.PathLike[str], writer: Callable[[Path], object], suffix: str = ""
+) -> Path:
+    """Write ``target`` atomically and durably: ``writer(tmp)`` writes the whole file to ``tmp``.
+
+    Args:
+        target: The file to write or replace.
+        writer: Writes the complete content to the path it is given (its result is ignored).
+        suffix: Ending of the temporary name, for writers that choose a format by extension.
+
+    Returns:
+        ``target`` as a :class:`~pathlib.Path`.
+    """
+    with atomic_path(target, suffix) as tmp:
+        writer(tmp)
+    return Path(target)
