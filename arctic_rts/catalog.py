@@ -37,6 +37,7 @@ from urllib.parse import urljoin, urlparse
 
 from arctic_rts.config import EARTH_SEARCH_URL
 from arctic_rts.errors import CatalogError, ConfigError
+from arctic_rts.files import atomic_write
 
 #: Root catalog id of ``rustac serve``; search uses it to recognise the embedded API, which
 #: supports CQL2 ``filter`` without declaring the conformance class.
@@ -96,14 +97,10 @@ def write_geoparquet(items: Iterable[Mapping[str, Any]], path: str | Path) -> Pa
                     f"{asset.get('href')!r}; make hrefs absolute first (absolute_hrefs)."
                 )
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp.parquet")
     try:
-        rustac.write_sync(str(tmp), item_list)
-        tmp.replace(path)
+        atomic_write(path, lambda tmp: rustac.write_sync(str(tmp), item_list), suffix=".parquet")
     except rustac.RustacError as exc:
         raise CatalogError(f"rustac could not write {path}: {exc}") from exc
-    finally:
-        tmp.unlink(missing_ok=True)
     return path
 
 
@@ -231,10 +228,14 @@ def stac_endpoint(stac: str | Path | None) -> Iterator[str]:
         yield url
 
 
-def serve_forever(source: str | Path, port: int | None = None) -> None:
+def serve_forever(
+    source: str | Path,
+    port: int | None = None,
+    on_ready: Callable[[str], None] | None = None,
+) -> None:
     """Serve a catalog on loopback until interrupted (Ctrl-C or SIGTERM): ``catalog serve``.
 
-    Prints the API URL on one line once the server answers.
+    ``on_ready`` receives the API URL once the server answers (the CLI prints it).
 
     Args:
         source: A folder of item JSON files, or a ``.parquet`` stac-geoparquet file.
@@ -250,7 +251,8 @@ def serve_forever(source: str | Path, port: int | None = None) -> None:
         previous = signal.signal(signal.SIGTERM, _raise_interrupt)
     try:
         with serve_catalog(source, port=port) as url:
-            print(f"STAC API at {url} (Ctrl-C to stop)", flush=True)
+            if on_ready is not None:
+                on_ready(url)
             while True:
                 time.sleep(3600)
     except KeyboardInterrupt:

@@ -276,7 +276,11 @@ def _cmd_inventory_run(args: argparse.Namespace) -> int:
 def _cmd_catalog_serve(args: argparse.Namespace) -> int:
     from arctic_rts.catalog import serve_forever
 
-    serve_forever(args.source, port=args.port)
+    serve_forever(
+        args.source,
+        port=args.port,
+        on_ready=lambda url: print(f"STAC API at {url} (Ctrl-C to stop)", flush=True),
+    )
     return EXIT_OK
 
 

@@ -30,7 +30,7 @@ if TYPE_CHECKING:
 
     from arctic_rts.model.weights import ModelRef, NormalizedModel
 
-log = logging.getLogger(__name__)
+logger = logging.getLogger(__name__)
 
 #: Worker resource that marks a GPU; model tasks ask for one when workers declare it.
 GPU_RESOURCE = "GPU"
@@ -82,7 +82,7 @@ def task_threads(concurrent_tasks: int) -> int | None:
 @functools.cache
 def _warn_threads_env(value: str) -> None:
     """Warn once per process and value, not on every model task."""
-    log.warning("ignoring %s=%r: not a positive integer", TORCH_THREADS_ENV, value)
+    logger.warning("ignoring %s=%r: not a positive integer", TORCH_THREADS_ENV, value)
 
 
 def use_task_threads(concurrent_tasks: int) -> None:
@@ -101,10 +101,8 @@ def use_task_threads(concurrent_tasks: int) -> None:
 #: glibc malloc settings for processes that run the model. By default glibc hands every
 #: allocation above 32 MiB (above 64 MiB in a thread's own arena) to ``mmap`` and unmaps it on
 #: free, and Dask's nannies trim freed heap memory at 64 KiB, so each forward pass faults its
-#: activations in again page by page: about 180,000 page faults per pass on a 1088^2 window
-#: of the bundled UNet, none once tuned. In fresh processes the tuned forward ran 1.12-1.18x as
-#: fast as glibc's defaults in BENCHMARKS.md (mimalloc 1.18-1.42x), 1.09-1.50x and 0.93-1.53x
-#: in earlier runs (noisy host).
+#: activations in again page by page. The tuned setting avoids that and is faster than glibc's
+#: defaults (the fresh-process rows of BENCHMARKS.md).
 #: With one arena, a 1 GiB mmap threshold and 256 MiB kept at the top of the heap, freed
 #: activations are reused (no faults after the first pass); :func:`release_free_memory` bounds
 #: what collects. :func:`connect` sets these in the environment of the workers it starts
@@ -118,30 +116,24 @@ ALLOCATOR_ENV: dict[str, str] = {
 #: model task land in the holes that the last window's activations left, so the next
 #: window's activations go to new memory and the heap grows over a run, while the memory in
 #: use stays flat. mimalloc (the ``cmeel-mimalloc`` wheel, a dependency on Linux) keeps large
-#: blocks apart and reuses them: a worker's peak RSS over 2048^2 to 16384^2 scenes, max/min,
-#: was 1.07 with mimalloc and 1.42 with glibc tuned in BENCHMARKS.md (1.09 / 1.36 and
-#: 1.07 / 1.26 in the two full runs before). :func:`connect` preloads it into the workers
-#: it starts unless ``ClusterConfig(allocator="glibc")``; it cannot be loaded into a process
-#: that already runs. An earlier reading that mimalloc slowed the map run came from the
-#: 1008^2 demo, where start-up dominates; on 3000^2 demo scenes it was not slower (map 0.71 /
-#: 0.82 Mpx/s against 0.66 / 0.79 with glibc, scratch runs side by side).
+#: blocks apart and reuses them, so a worker's peak memory stays flat as scenes grow (the
+#: memory rows of BENCHMARKS.md). :func:`connect` preloads it into the workers it starts
+#: unless ``ClusterConfig(allocator="glibc")``; it cannot be loaded into a process that
+#: already runs.
 MIMALLOC_DIST = "cmeel-mimalloc"
 #: mimalloc settings for workers: freed memory goes back to the OS after 30 s unused instead
 #: of 10 ms, so a window's activations are reused by the next window instead of being faulted
-#: in again (1,000 page faults per 4096^2 scene on the default local cluster against 150,000
-#: to 180,000 with the default delay, in a scratch run; peak memory stayed as flat).
+#: in again, at no cost in peak memory.
 MIMALLOC_ENV: dict[str, str] = {"MIMALLOC_PURGE_DELAY": "30000"}
 #: Every variable :func:`connect` puts into the environment of the workers it starts, besides
 #: ``LD_PRELOAD``; ``deploy/dask/arctic-rts.yaml`` gives workers of your own the same.
 WORKER_ENV: dict[str, str] = {**ALLOCATOR_ENV, **MIMALLOC_ENV}
 #: Dask settings for the clusters :func:`connect` starts (and, through ``deploy/dask``, for
 #: yours): the periodic work of every scheduler's and worker's event loop (a tick every 20 ms,
-#: a system monitor every 500 ms, a profiler sample every 10 ms by default) took 2-3 % of a
-#: core per idle process on this 2-core machine, 0.65-0.8 % with these intervals (the idle
-#: CPU rows of BENCHMARKS.md, and of the runs before). On 2 workers x 1 thread on 2 cores,
-#: the model tasks get it back: 2 workers ran at 1.54x 1 worker x 1 thread with Dask's
-#: defaults, 1.76x, 1.91x and 1.94x with these in three runs (bench scaling rows, runs
-#: alternating). The dashboard's profile still fills, at one sample every 100 ms. Keys set
+#: a system monitor every 500 ms, a profiler sample every 10 ms by default) takes CPU from
+#: the model tasks on small machines; these intervals cut an idle process's share to a
+#: fraction (the idle CPU and scaling rows of BENCHMARKS.md). The dashboard's profile still
+#: fills, at one sample every 100 ms. Keys set
 #: away from distributed's defaults (your own dask config) are kept: see
 #: :func:`cluster_dask_config`.
 QUIET_DASK_CONFIG: dict[str, str] = {
@@ -413,7 +405,7 @@ def get_model(ref: ModelRef, device: str | torch.device = "auto") -> NormalizedM
             model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
             _cache[key] = model
             _loads[ref.path] = _loads.get(ref.path, 0) + 1
-            log.info("loaded %s on %s in process %d", ref.path, dev, os.getpid())
+            logger.info("loaded %s on %s in process %d", ref.path, dev, os.getpid())
     return model
 
 
@@ -529,9 +521,8 @@ def connect(config: ClusterConfig | None = None) -> Client:
 
     Local workers give each model task :func:`torch_threads` torch threads: by default the
     cores are shared out, so on 2 cores the default is 1 worker x 2 threads, each model task
-    on 1 torch thread (the fastest layout measured when a scene has enough blocks: 1.12-1.42x
-    of 1 worker x 1 thread on 2 torch threads across runs; 2 workers x 1 thread, whose halos
-    travel between processes, ran at 0.88-1.05x of it);
+    on 1 torch thread (the fastest layout when a scene has enough blocks; the scaling rows of
+    BENCHMARKS.md compare it with 1 worker x 1 thread and 2 workers x 1 thread);
     ``threads_per_worker=1`` gives 1 worker on 2. Their schedulers and workers run the
     periodic work of their event loops at the intervals of :func:`cluster_dask_config`.
 
@@ -579,7 +570,7 @@ def _start_local(config: ClusterConfig) -> Client:
                 raise ConfigError(
                     "gpu='yes' needs dask-cuda: pip install 'arctic-rts[gpu]'."
                 ) from err
-            log.warning("GPUs visible but dask-cuda missing; using CPU workers")
+            logger.warning("GPUs visible but dask-cuda missing; using CPU workers")
         else:
             n_workers = config.n_workers or n_gpus
             cluster = LocalCUDACluster(

@@ -33,9 +33,9 @@ from arctic_rts import __version__
 from arctic_rts.catalog import stac_endpoint
 from arctic_rts.config import InventoryRunConfig, MapConfig, read_inventory_run
 from arctic_rts.errors import ConfigError, InventoryError
+from arctic_rts.files import replace_durably
 from arctic_rts.pipeline import (
     SceneRecord,
-    _validate_year,
     map_scenes,
     scene_record,
     scenes_frame,
@@ -44,7 +44,7 @@ from arctic_rts.pipeline import (
 if TYPE_CHECKING:  # torch stays out of the import of this module
     from arctic_rts.model.weights import Weights
 
-log = logging.getLogger(__name__)
+logger = logging.getLogger(__name__)
 
 #: Layout version of an inventory run's work folder; records of another version are not reused.
 MANIFEST_VERSION = 1
@@ -190,23 +190,13 @@ class _Manifest:
             tmp = parquet.with_name(f".{parquet.name}.tmp-{os.getpid()}")
             gdf.to_parquet(tmp, index=False)
             doc["polygons_sha256"] = hashlib.sha256(tmp.read_bytes()).hexdigest()
-            _replace_durably(tmp, parquet)
+            replace_durably(tmp, parquet)
         tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
         tmp.write_text(json.dumps(doc, indent=1, default=str))
-        _replace_durably(tmp, target)
+        replace_durably(tmp, target)
         with (self.root / "log.jsonl").open("a") as log:
             keys = ("run_id", "item_id", "year", "status", "finished")
             log.write(json.dumps({k: doc[k] for k in keys}) + "\n")
-
-
-def _replace_durably(tmp: Path, target: Path) -> None:
-    """Flush ``tmp`` to disk and rename it over ``target`` (atomic on one file system)."""
-    fd = os.open(tmp, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, target)
 
 
 def _item_key(item: dict[str, Any]) -> str:
@@ -349,7 +339,7 @@ def _export_if_changed(write: Callable[[Path], Path], target: Path) -> Path:
     try:
         write(tmp)
         if not target.exists() or target.read_bytes() != tmp.read_bytes():
-            _replace_durably(tmp, target)
+            replace_durably(tmp, target)
     finally:
         tmp.unlink(missing_ok=True)
     return target
@@ -413,8 +403,6 @@ def run_inventory(
     from arctic_rts.model.weights import resolve_weights
 
     cfg = config if isinstance(config, InventoryRunConfig) else read_inventory_run(config)
-    for year in cfg.years:
-        _validate_year(year)
     out = Path(cfg.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     regions = _read_regions(cfg)
@@ -514,7 +502,7 @@ def _compute_missing(
     todo = [it for it in state.items if manifest.lookup(year, it) is None]
     summary.n_computed = len(todo)
     summary.n_from_manifest = len(state.items) - len(todo)
-    log.debug(
+    logger.debug(
         "%d: %d scenes to compute, %d from the manifest",
         year,
         len(todo),

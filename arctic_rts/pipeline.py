@@ -26,7 +26,7 @@ import geopandas as gpd
 
 from arctic_rts import __version__
 from arctic_rts.catalog import stac_endpoint
-from arctic_rts.config import MapConfig, validate_bbox
+from arctic_rts.config import MapConfig, validate_bbox, validate_year
 from arctic_rts.errors import ConfigError, InventoryError
 
 if TYPE_CHECKING:  # torch stays out of the import of this module
@@ -85,14 +85,6 @@ class MapResult:
             )
         lines.append(f"polygons  : {len(self.polygons)} thaw slumps after merging")
         return "\n".join(lines)
-
-
-def _validate_year(year: int) -> int:
-    if not isinstance(year, int) or not 2015 <= year <= dt.date.today().year:
-        raise ConfigError(
-            f"year must be a Sentinel-2 year between 2015 and {dt.date.today().year}, got {year!r}."
-        )
-    return year
 
 
 def scene_record(item: dict[str, Any]) -> SceneRecord:
@@ -273,7 +265,7 @@ def map_region(
 
     config = config or MapConfig()
     bbox_t = validate_bbox(list(bbox))
-    year = _validate_year(year)
+    year = validate_year(year)
     out = Path(out)
     if out.exists() and not overwrite:
         raise InventoryError(f"{out} exists; pass --overwrite (overwrite=True) to replace it.")

@@ -185,7 +185,7 @@ def test_busy_port_is_a_catalog_error(tmp_path: Path) -> None:
 
 def test_serve_forever_runs_until_sigterm(tmp_path: Path) -> None:
     folder = _write_folder(tmp_path / "items", [_item("a")])
-    code = "import sys; from arctic_rts.catalog import serve_forever; serve_forever(sys.argv[1])"
+    code = 'import sys; from arctic_rts.cli import main; main(["catalog", "serve", sys.argv[1]])'
     process = subprocess.Popen(
         [sys.executable, "-c", code, str(folder)],
         stdout=subprocess.PIPE,

@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from arctic_rts.config import validate_year
 from arctic_rts.errors import ConfigError
 
 #: Bumped whenever the generated scenes change; a catalog of another version is regenerated.
@@ -60,17 +61,25 @@ class DemoCatalog:
         return self.root / "items"
 
 
+#: First year the generator simulates: acquisitions come from Sentinel-2A and 2B alike.
+DEMO_FIRST_YEAR = 2017
+
+
 def _check_params(seed: int, years: Sequence[int], size_px: int) -> dict[str, Any]:
     """Validate the parameters; returns them as the manifest records them."""
     if isinstance(seed, bool) or not isinstance(seed, int | np.integer) or seed < 0:
         raise ConfigError(f"seed must be a non-negative integer, got {seed!r}.")
-    ys = tuple(int(y) for y in years)
+    ys = tuple(validate_year(y) for y in years)
     if not ys:
         raise ConfigError("years must name at least one year, e.g. (2021,).")
     if any(b <= a for a, b in itertools.pairwise(ys)):
         raise ConfigError(f"years must be strictly increasing, got {list(ys)}.")
-    if ys[0] < 2017 or ys[-1] > 2100:
-        raise ConfigError(f"years must lie in 2017-2100 (Sentinel-2 L2A), got {list(ys)}.")
+    if ys[0] < DEMO_FIRST_YEAR:
+        # Beyond the general year rule: every demo acquisition date may fall on either
+        # satellite, and Sentinel-2B has flown only since 2017.
+        raise ConfigError(
+            f"demo years start in {DEMO_FIRST_YEAR} (both Sentinel-2 satellites), got {list(ys)}."
+        )
     if isinstance(size_px, bool) or not isinstance(size_px, int | np.integer):
         raise ConfigError(f"size_px must be an integer, got {size_px!r}.")
     if size_px < 120 or size_px > 3000 or size_px % 6:

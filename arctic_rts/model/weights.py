@@ -13,7 +13,6 @@ import hashlib
 import json
 import math
 import os
-import tempfile
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -27,6 +26,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from arctic_rts.errors import ConfigError, WeightsError
+from arctic_rts.files import atomic_write
 from arctic_rts.model.domain import DEMO_DOMAIN, model_domain
 from arctic_rts.model.unet import UNet, build_unet
 
@@ -135,18 +135,8 @@ def save_weights(model: UNet, card: Mapping[str, Any], path: str | os.PathLike[s
     }
     text = json.dumps(full, indent=2, default=_jsonable)
     path.parent.mkdir(parents=True, exist_ok=True)
-    for target, write in (
-        (path, lambda p: save_file(tensors, str(p), metadata={"card": text})),
-        (path.with_suffix(".json"), lambda p: Path(p).write_text(text + "\n")),
-    ):
-        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.")
-        os.close(fd)
-        try:
-            write(tmp)
-            os.replace(tmp, target)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
+    atomic_write(path, lambda p: save_file(tensors, str(p), metadata={"card": text}))
+    atomic_write(path.with_suffix(".json"), lambda p: p.write_text(text + "\n"))
     return full
 
 
@@ -261,7 +251,7 @@ class NormalizedModel(nn.Module):
         self.register_buffer("inv_std", 1.0 / std)
         self.register_buffer("shift", -mean / std, persistent=False)
 
-    def normalise(self, x: torch.Tensor) -> torch.Tensor:
+    def normalize(self, x: torch.Tensor) -> torch.Tensor:
         """Raw reflectance -> the network's input, NaN -> 0 (the band mean), in ``x``'s memory
         layout. One pass and one new tensor: at 12 bands per pixel the input is larger than
         most activations of a small UNet, so every extra pass over it costs throughput."""
@@ -270,7 +260,7 @@ class NormalizedModel(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Logits ``(N, 1, H, W)`` for raw reflectance ``(N, C, H, W)`` in card band order."""
-        return self.unet(self.normalise(x))
+        return self.unet(self.normalize(x))
 
 
 def load_model(

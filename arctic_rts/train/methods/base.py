@@ -53,7 +53,7 @@ class NormalizedNet(NormalizedModel):
 
     def forward_heads(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         """All heads of the UNet for raw reflectance ``x`` (N, C, H, W)."""
-        return self.unet.forward_heads(self.normalise(x))  # type: ignore[no-any-return]
+        return self.unet.forward_heads(self.normalize(x))  # type: ignore[no-any-return]
 
 
 def masked_mean(values: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
