@@ -15,7 +15,7 @@ import logging
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
 from arctic_rts import __version__
 from arctic_rts.bands import L2A_BANDS
@@ -296,6 +296,13 @@ def build_parser() -> argparse.ArgumentParser:
     _add_map_options(p)
     p.set_defaults(func=_cmd_map)
 
+    _add_demo_parser(sub)
+    _add_training_parsers(sub)
+    _add_service_parsers(sub)
+    return parser
+
+
+def _add_demo_parser(sub: Any) -> None:
     p = sub.add_parser("demo", help="the offline demo: generated scenes, local STAC, bundled model")
     p.add_argument("--root", type=Path, default=Path(".demo"), help="demo catalog folder")
     p.add_argument("--out", type=Path, default=Path("demo-out/rts_demo.gpkg"))
@@ -313,6 +320,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=_cmd_demo)
 
+
+def _add_training_parsers(sub: Any) -> None:
+    """``dataset build``, ``train`` and ``evaluate``."""
     ds = sub.add_parser("dataset", help="training datasets").add_subparsers(
         dest="dataset_command", required=True
     )
@@ -364,6 +374,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=_cmd_evaluate)
 
+
+def _add_service_parsers(sub: Any) -> None:
+    """``inventory run`` and ``catalog serve``."""
     inv = sub.add_parser("inventory", help="yearly inventories").add_subparsers(
         dest="inventory_command", required=True
     )
@@ -385,8 +398,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("source", type=Path)
     p.add_argument("--port", type=int, default=7822)
     p.set_defaults(func=_cmd_catalog_serve)
-
-    return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -41,7 +41,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from arctic_rts.config import (  # noqa: E402
+from arctic_rts.train.config import (  # noqa: E402
     AdversarialConfig,
     PixelDINOConfig,
     TrainConfig,

@@ -15,9 +15,9 @@ import torch
 from rasterio.transform import from_origin
 from test_train_loop import MILD, SIZE, TINY, write_folder
 
-from arctic_rts.config import TrainConfig, TrainDataConfig
 from arctic_rts.errors import DatasetError
 from arctic_rts.model.weights import load_model, read_card
+from arctic_rts.train.config import TrainConfig, TrainDataConfig
 from arctic_rts.train.crossval import (
     MIN_AREAS_M2,
     THRESHOLDS,

@@ -31,10 +31,10 @@ def test_demo_items_are_recognised_by_the_generator_mark() -> None:
     assert not is_demo_item({"properties": {"processing:software": "sen2cor"}})
 
 
-def test_the_default_model_follows_the_scenes() -> None:
-    assert default_weights([_item(True), _item(True)]) == demo_weights()
-    assert default_weights([_item(True), _item(False)]) == real_weights()
-    assert default_weights([]) == real_weights()
+def test_the_default_model_follows_the_catalog() -> None:
+    assert default_weights("demo") == demo_weights()
+    for stac in (None, "https://earth-search.aws.element84.com/v1", "/data/items", "demo.parquet"):
+        assert default_weights(stac) == real_weights()
 
 
 def test_the_bundled_demo_model_is_refused_on_real_scenes() -> None:

@@ -11,9 +11,10 @@ import numpy as np
 import pytest
 
 from arctic_rts.bands import validate_bands
-from arctic_rts.config import TRAIN_METHODS, validate_bbox, validate_year
+from arctic_rts.config import validate_bbox, validate_year
 from arctic_rts.errors import ConfigError
 from arctic_rts.files import atomic_write, replace_durably
+from arctic_rts.train.config import TRAIN_METHODS
 
 
 def test_validate_year_from_2015_to_next_year() -> None:

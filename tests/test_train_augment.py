@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from arctic_rts.config import AugmentConfig
 from arctic_rts.train.augment import photometric, strong_augment, warp, weak_augment
+from arctic_rts.train.config import AugmentConfig
 
 H = W = 40
 

@@ -175,7 +175,7 @@ def test_build_dataset_from_a_generated_stac_catalog(tmp_path: Path) -> None:
 def _tiny_weights(tmp_path: Path) -> tuple[Path, Path, Path]:
     from test_train_loop import TINY, write_folder
 
-    from arctic_rts.config import TrainConfig, TrainDataConfig
+    from arctic_rts.train.config import TrainConfig, TrainDataConfig
     from arctic_rts.train.loop import train
 
     images, masks = write_folder(tmp_path / "d", 4, seed=9)

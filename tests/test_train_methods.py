@@ -8,10 +8,10 @@ import math
 import pytest
 import torch
 
-from arctic_rts.config import AugmentConfig, PixelDINOConfig, TrainConfig, TrainDataConfig
 from arctic_rts.errors import ConfigError
 from arctic_rts.model.unet import UNet
 from arctic_rts.train.augment import weak_augment
+from arctic_rts.train.config import AugmentConfig, PixelDINOConfig, TrainConfig, TrainDataConfig
 from arctic_rts.train.methods import METHODS, NormalizedNet, build_method
 from arctic_rts.train.methods.adversarial import Adversarial
 from arctic_rts.train.methods.elevation import elevation_loss

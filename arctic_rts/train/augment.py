@@ -22,7 +22,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from arctic_rts.config import AugmentConfig
+from arctic_rts.train.config import AugmentConfig
 
 #: Keys resampled with nearest neighbour (hard labels).
 HARD_KEYS: frozenset[str] = frozenset({"mask", "valid"})

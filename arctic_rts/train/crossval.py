@@ -29,8 +29,8 @@ from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
-from arctic_rts.config import TrainConfig
 from arctic_rts.errors import ConfigError, DatasetError
+from arctic_rts.train.config import TrainConfig
 
 logger = logging.getLogger(__name__)
 

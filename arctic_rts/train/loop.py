@@ -28,7 +28,12 @@ import numpy as np
 import torch
 
 from arctic_rts.bands import validate_bands
-from arctic_rts.config import (
+from arctic_rts.config import dataclass_from_table, read_toml
+from arctic_rts.errors import ConfigError, DatasetError, TrainingError
+from arctic_rts.files import atomic_write
+from arctic_rts.model.unet import UNet
+from arctic_rts.model.weights import resolve_device, save_weights
+from arctic_rts.train.config import (
     AdversarialConfig,
     AugmentConfig,
     ElevationConfig,
@@ -36,13 +41,7 @@ from arctic_rts.config import (
     PixelDINOConfig,
     TrainConfig,
     TrainDataConfig,
-    dataclass_from_table,
-    read_toml,
 )
-from arctic_rts.errors import ConfigError, DatasetError, TrainingError
-from arctic_rts.files import atomic_write
-from arctic_rts.model.unet import UNet
-from arctic_rts.model.weights import resolve_device, save_weights
 from arctic_rts.train.data import (
     Dataset,
     FolderDataset,

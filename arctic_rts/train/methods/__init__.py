@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from arctic_rts.config import TRAIN_METHODS, TrainConfig
+from arctic_rts.train.config import TRAIN_METHODS, TrainConfig
 from arctic_rts.train.methods.adversarial import Adversarial
 from arctic_rts.train.methods.base import Method, NormalizedNet, StepResult
 from arctic_rts.train.methods.elevation import WithElevation
@@ -18,7 +18,7 @@ _CLASSES: tuple[type[Method], ...] = (
     PixelDINO,
 )
 
-#: Method name -> class, for every name of :data:`arctic_rts.config.TRAIN_METHODS`: that tuple
+#: Method name -> class, for every name of :data:`arctic_rts.train.config.TRAIN_METHODS`: that tuple
 #: is the one list of names (``TrainConfig`` validates against it without importing torch);
 #: this mapping only attaches the classes, and a name without a class fails on import.
 METHODS: dict[str, type[Method]] = {
@@ -31,7 +31,7 @@ __all__ = ["METHODS", "Method", "NormalizedNet", "StepResult", "build_method"]
 def build_method(config: TrainConfig) -> Method:
     """The method ``config.method`` names, e.g. ``"pixeldino"`` or ``"pixeldino+elevation"``.
 
-    The name was checked by :class:`~arctic_rts.config.TrainConfig` (the one rule).
+    The name was checked by :class:`~arctic_rts.train.config.TrainConfig` (the one rule).
     """
     name = config.method
     method = METHODS[name.removesuffix("+elevation")](config)

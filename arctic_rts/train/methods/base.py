@@ -16,10 +16,10 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from arctic_rts.config import TrainConfig
 from arctic_rts.model.unet import UNet
 from arctic_rts.model.weights import NormalizedModel
 from arctic_rts.train.augment import Batch, strong_augment, weak_augment
+from arctic_rts.train.config import TrainConfig
 
 
 class NormalizedNet(NormalizedModel):
