@@ -449,3 +449,27 @@ def test_the_library_below_the_demo_does_not_import_it() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]", out.stdout
+
+
+def test_a_catalog_finished_first_is_kept_not_swapped_away(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The race, made deterministic: another process puts the same catalog in place while this
+    one still writes its copy; this one must keep theirs (readers may hold it) and drop its own."""
+    from arctic_rts.demo import generate
+
+    root = tmp_path / "shared"
+    real_write = generate._write_catalog
+    theirs: dict[str, int] = {}
+
+    def write_while_another_finishes(out: Path, params: dict[str, Any]) -> dict[str, Any]:
+        manifest = real_write(out, params)
+        monkeypatch.setattr(generate, "_write_catalog", real_write)
+        other = generate_demo(root, seed=9, size_px=120)  # the other process, done first
+        theirs.update({str(p): p.stat().st_ino for p in other.item_paths})
+        return manifest
+
+    monkeypatch.setattr(generate, "_write_catalog", write_while_another_finishes)
+    mine = generate_demo(root, seed=9, size_px=120)
+    assert theirs and {str(p): p.stat().st_ino for p in mine.item_paths} == theirs
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["shared"]
