@@ -33,7 +33,7 @@ _EXPORTS = {
     "predict": "arctic_rts.predict",
     "connect": "arctic_rts.cluster",
     "vectorize": "arctic_rts.vectorize",
-    "merge_polygons": "arctic_rts.inventory",
+    "merge_polygons": "arctic_rts.merge",
     "write_inventory": "arctic_rts.inventory",
     "read_inventory": "arctic_rts.inventory",
     "match_objects": "arctic_rts.metrics",

@@ -203,7 +203,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 def _cmd_dataset_build(args: argparse.Namespace) -> int:
     from arctic_rts.catalog import stac_endpoint
-    from arctic_rts.train.data import build_dataset
+    from arctic_rts.train.build import build_dataset
 
     with stac_endpoint(args.stac) as url:
         out = build_dataset(

@@ -461,7 +461,7 @@ class _Year:
 
 def _inventory_year(run: _InventoryRun, year: int) -> YearSummary:
     """One year of an inventory run: select, compute what is missing, merge, write if changed."""
-    from arctic_rts.inventory import merge_polygons
+    from arctic_rts.merge import merge_polygons
     from arctic_rts.model.domain import check_domain
     from arctic_rts.model.weights import check_bands
 
@@ -627,7 +627,7 @@ def _year_info(
 
 def _refresh_exports(out: Path, exports: Sequence[str], regions: gpd.GeoDataFrame) -> list[Path]:
     """Write the requested exports beside ``out`` (only those whose content changed)."""
-    from arctic_rts.inventory import export_geoparquet, summary_csv
+    from arctic_rts.exports import export_geoparquet, summary_csv
 
     done: list[Path] = []
     if not out.exists():

@@ -258,7 +258,8 @@ def map_region(
         The :class:`MapResult` with one record per scene and the merged polygons.
     """
     from arctic_rts.cluster import connect
-    from arctic_rts.inventory import merge_polygons, write_inventory
+    from arctic_rts.inventory import write_inventory
+    from arctic_rts.merge import merge_polygons
     from arctic_rts.model.domain import check_domain, default_weights
     from arctic_rts.model.weights import check_bands, resolve_weights
     from arctic_rts.search import search_scenes, select_scenes

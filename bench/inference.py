@@ -756,7 +756,58 @@ def demo_precision(folder: Path, weights: Path, workers: int) -> list[tuple[str,
     return out
 
 
-def main(argv: list[str] | None = None) -> int:
+# --------------------------------------------------------------------------------- sections
+
+
+@dataclasses.dataclass
+class Bench:
+    """What the sections share: the options, the model and its default settings, the output."""
+
+    args: argparse.Namespace
+    #: The sections to run, in the order of :data:`SECTIONS`.
+    wanted: list[str]
+    #: Scratch folder for weights, GeoTIFFs and demo runs.
+    tmp: Path
+    ref: ModelRef
+    model: torch.nn.Module
+    #: Predict settings with the card's measured halo.
+    default: PredictConfig
+    band_names: list[str]
+    #: Convolution FLOPs per output pixel.
+    fpp: float
+    #: The model, in words, for the report's first line.
+    model_text: str
+    #: Whether glibc accepted the allocator settings (mallopt).
+    tuned: bool
+    rows: list[str] = dataclasses.field(default_factory=list)
+    notes: list[str] = dataclasses.field(default_factory=list)
+    #: The real L1C scene (a random one where it is absent), loaded before the `real` section.
+    real: xr.DataArray | None = None
+    #: fp32 rate of `predict` side by side in one process (the `predict` section).
+    cpu_rate: float | None = None
+    #: fp32 rate on the default local cluster (the `peers` section); preferred for the estimate.
+    chosen_rate: float | None = None
+
+    @property
+    def halo(self) -> int:
+        """The default halo in pixels."""
+        assert self.default.halo is not None  # resolve_halo always sets one
+        return self.default.halo
+
+    @property
+    def window(self) -> int:
+        """Edge of one default window: tile plus a halo on each side."""
+        return self.default.tile_size + 2 * self.halo
+
+    @property
+    def real_scene(self) -> xr.DataArray:
+        """The scene :func:`load_real_scene` loaded."""
+        assert self.real is not None, "load_real_scene runs before the sections that use it"
+        return self.real
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    """The command line (``--probe`` is internal: :func:`probe` starts this file with it)."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="reduced sizes (checks the bench)")
     parser.add_argument("--threads", type=int, default=2, help="torch threads in this process")
@@ -770,16 +821,23 @@ def main(argv: list[str] | None = None) -> int:
         help="the bundled demo weights (default) or a random-init full-width paper UNet",
     )
     parser.add_argument("--probe", nargs="+", help=argparse.SUPPRESS)
-    args = parser.parse_args(argv)
-    if args.probe:
-        kind, *params = args.probe
-        probes: dict[str, Callable[..., dict[str, Any]]] = {
-            "window": _probe_window,
-            "vectorize": _probe_vectorize,
-        }
-        fn = probes[kind]
-        print(json.dumps(fn(*params)))
-        return 0
+    return parser.parse_args(argv)
+
+
+def run_probe(probe_args: list[str]) -> int:
+    """Run one probe in this (fresh) process and print its result as one JSON line."""
+    kind, *params = probe_args
+    probes: dict[str, Callable[..., dict[str, Any]]] = {
+        "window": _probe_window,
+        "vectorize": _probe_vectorize,
+    }
+    fn = probes[kind]
+    print(json.dumps(fn(*params)))
+    return 0
+
+
+def setup(args: argparse.Namespace, argv: list[str] | None) -> Bench:
+    """Worker settings for this process, torch threads, the model and its default settings."""
     # Every row runs with the settings of default arctic-rts workers (peers included), in this
     # process and its probes; the `forward` section also measures the other settings.
     run_as_worker(sys.argv[1:] if argv is None else argv)
@@ -787,9 +845,6 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     tuned = tune_allocator()
     wanted = [s for s in (args.only or SECTIONS) if s not in args.skip]
-    q = args.quick
-    rows: list[str] = []
-    notes: list[str] = []
     tmp = Path(tempfile.mkdtemp(prefix="arctic-rts-bench-"))
     if args.model == "bundled":
         from arctic_rts.model.weights import bundled_weights
@@ -799,8 +854,7 @@ def main(argv: list[str] | None = None) -> int:
         ref = make_weights(tmp, L1C_BANDS)
     model = fast_model(ref)
     default = resolve_halo(PredictConfig(device="cpu"), ref)  # the card's measured halo
-    halo = default.halo
-    assert halo is not None
+    assert default.halo is not None
     band_names = list(model.bands)
     bands = len(band_names)
     unet = model.unet
@@ -811,505 +865,650 @@ def main(argv: list[str] | None = None) -> int:
         f"({bands} bands, widths {'/'.join(map(str, arch['widths']))}, bottleneck "
         f"{arch['bottleneck']})"
     )
-    fpp = flops_per_pixel(unet, bands)
-    window = default.tile_size + 2 * halo
-    cpu_rate = None
-    chosen_rate = None
+    return Bench(
+        args=args,
+        wanted=wanted,
+        tmp=tmp,
+        ref=ref,
+        model=model,
+        default=default,
+        band_names=band_names,
+        fpp=flops_per_pixel(unet, bands),
+        model_text=model_text,
+        tuned=tuned,
+    )
 
-    if "forward" in wanted:
-        n_mm = 1024 if q else 4096
-        peak = matmul_peak(n_mm)
-        rows.append(row("FLOPs per output pixel (convolutions)", f"{fpp / 1e3:.0f} kFLOP"))
-        rows.append(
-            row(f"fp32 matmul peak ({n_mm}^2, {args.threads} threads)", f"{peak:.0f} GFLOP/s")
-        )
-        for precision in ("fp32", "bf16"):
-            for s in [512] if q else [512, window]:
-                r = raw_forward(model, bands, s, 1 if q else 3, precision)
-                log(f"raw forward {s}^2 {precision}: {r:.3f} Mpx/s")
-                rows.append(
-                    row(
-                        f"raw forward {s}^2 tile, {precision}, {args.threads} threads",
-                        f"{r:.3f} Mpx/s = {r * fpp / 1e3:.0f} GFLOP/s "
-                        f"({100 * r * fpp / 1e3 / peak:.0f} % of the fp32 matmul peak)",
-                    )
-                )
-        from arctic_rts.cluster import worker_allocator
 
-        settings: dict[str, tuple[dict[str, str], str]] = {
-            "glibc malloc defaults": ({}, "default"),
-            "`allocator='glibc'` (tuned)": (
-                worker_environ(ClusterConfig(allocator="glibc")),
-                "tuned",
-            ),
-        }
-        if worker_allocator(ClusterConfig()) == "mimalloc":
-            settings["mimalloc (the default)"] = (worker_environ(ClusterConfig()), "tuned")
-        for s in [512] if q else [512, default.tile_size, window]:
-            got = dict.fromkeys(settings, 0.0)
-            for _ in range(1 if q else 3):  # alternating, best of each: the machine drifts
-                for name, (env, malloc) in settings.items():
-                    args_ = ("window", ref.path, str(s), "1", str(args.threads), malloc)
-                    got[name] = max(got[name], probe(*args_, env=env)["mpx_s"])
-            base = got["glibc malloc defaults"]
-            rows.append(
-                row(
-                    f"raw forward {s}^2 tile, fp32, {args.threads} threads, fresh process: "
-                    + " / ".join(settings),
-                    " / ".join(f"{v:.3f}" for v in got.values())
-                    + " Mpx/s = "
-                    + " / ".join(f"{v / base:.2f}" for v in got.values())
-                    + " x",
-                )
-            )
-            log(rows[-1])
-        notes.append(
-            "Allocator: glibc gives every allocation above 32 MiB (64 MiB in a thread's arena) "
-            "its own mmap and unmaps it on free, so each forward pass faults its activations "
-            "in page by page again, and Dask's nannies trim freed heap memory at 64 KiB. "
-            "Workers started by `cluster.connect` preload mimalloc (the `cmeel-mimalloc` wheel; "
-            "`MIMALLOC_PURGE_DELAY=30000`); with "
-            "`ClusterConfig(allocator='glibc')` they run glibc with `MALLOC_ARENA_MAX=1`, a 1 GiB "
-            "mmap threshold and a 256 MiB trim threshold (`cluster.ALLOCATOR_ENV`). This process "
-            "re-runs itself with the default workers' variables, so every row runs with them "
-            + ("(mimalloc)" if under_mimalloc() else "(glibc: mimalloc is not installed)")
-            + " unless it names other settings; the `fresh process` rows show what each is worth."
-            + ("" if tuned else " Here glibc refused mallopt.")
-        )
-
-    if "tiles" in wanted:
-        from arctic_rts.predict import _windows
-        from arctic_rts.tiling import aligned_chunks
-
-        tiles = [512, 1024] if q else [512, 768, 1024, 1536, 2048, 3072]
-        per_tile = {}
-        for t in tiles:
-            got = probe("window", ref.path, str(t + 2 * halo), "1", "1")
-            wins = _windows(10980, aligned_chunks(10980, t, minimum=halo), halo)
-            useful = (10980 / sum(hi - lo for lo, hi, _, _ in wins)) ** 2
-            per_tile[t] = got["mpx_s"] * useful
-            log(f"tile {t}: window {got}, useful share {useful:.2f}")
-            rows.append(
-                row(
-                    f"tile {t} (+{halo} px halo: {t + 2 * halo}^2 windows), fp32, 1 thread",
-                    f"forward {got['mpx_s']:.3f} Mpx/s of window, {useful:.2f} of it is new on a "
-                    f"10980^2 scene: {per_tile[t]:.3f} Mpx/s of scene; activations "
-                    f"{got['activation_mib']:.0f} MiB per window",
-                )
-            )
-        b2 = probe("window", ref.path, str(window), "2", "1")
-        rows.append(
-            row(
-                f"batch 2 x {window}^2 windows, fp32, 1 thread",
-                f"forward {b2['mpx_s']:.3f} Mpx/s of window; activations "
-                f"{b2['activation_mib']:.0f} MiB",
-            )
-        )
-        best = max(per_tile, key=per_tile.__getitem__)
-        notes.append(
-            f"Tile size: with the measured {halo} px halo (the `real` rows), a larger tile wastes "
-            "less of each window, while activation memory "
-            f"grows with the window's area; {best} px was fastest per scene pixel here. The "
-            f"default is {default.tile_size} px (see `PredictConfig.tile_size`)."
-        )
-
-    if "predict" in wanted:
-        from arctic_rts.predict import _windows
-        from arctic_rts.tiling import aligned_chunks
-
-        size = 2048 if q else 4096  # 16 blocks: two tasks side by side share them evenly
-        da = scene_array(band_names, size)
-        wins = _windows(size, aligned_chunks(size, default.tile_size, minimum=halo), halo)
-        share = (size / sum(hi - lo for lo, hi, _, _ in wins)) ** 2
-        t = args.threads
-        for precision in ("fp32", "bf16"):
-            cfg = dataclasses.replace(default, precision=precision)
-            got = dict.fromkeys(("raw", "raw side by side", "one task", "side by side"), 0.0)
-            for _ in range(1 if q else 3):  # alternating, best of each: the machine drifts
-                for key, measure in (
-                    ("raw", lambda c=cfg: raw_tiles(model, da.values, c.tile_size, c.precision)),
-                    (
-                        "raw side by side",
-                        lambda c=cfg: raw_tiles(model, da.values, c.tile_size, c.precision, t),
-                    ),
-                    ("one task", lambda c=cfg: predict_rate(da, ref, c, 1)),
-                    ("side by side", lambda c=cfg: predict_rate(da, ref, c, 1, threads=t)),
-                ):
-                    got[key] = max(got[key], measure())
-            limit = max(got["raw"], got["raw side by side"])
-            if precision == "fp32":
-                cpu_rate = got["side by side"]
-            log(f"predict {size}^2 {precision}: {got}")
-            head = f"{size}^2 scene in {cfg.tile_size}^2 tiles without overlap, {precision}"
-            rows.append(
-                row(
-                    f"raw forward over the {head}: one tile at a time on {t} torch threads / "
-                    f"{t} tiles side by side on 1 torch thread each",
-                    f"{got['raw']:.3f} / {got['raw side by side']:.3f} Mpx/s (the limit: "
-                    f"{limit:.3f}; runs alternating with the two below, best of 3 each)",
-                )
-            )
-            for key, what in (
-                ("one task", f"synchronous scheduler: one model task at a time on {t} threads"),
-                (
-                    "side by side",
-                    f"threaded scheduler ({t} threads, the default): {t} model tasks side by "
-                    "side, 1 torch thread each",
-                ),
-            ):
-                rows.append(
-                    row(
-                        f"predict {size}^2 scene, tile {cfg.tile_size} + halo {halo}, "
-                        f"{precision}, one process, {what}",
-                        f"{got[key]:.3f} Mpx/s = {got[key] / limit:.2f} x the limit "
-                        f"({got[key] / got['raw']:.2f} x one tile at a time); the halos leave "
-                        f"{share:.2f} of the window pixels new",
-                    )
-                )
-
-    real = read_real_scene(768 if q else 1920, band_names)
+def load_real_scene(b: Bench) -> None:
+    """Load the real L1C scene for the sections from `real` on (a random one when absent)."""
+    q = b.args.quick
+    real = read_real_scene(768 if q else 1920, b.band_names)
     if real is None:
-        notes.append("Real L1C scene absent (../shared/data): a random scene stands in.")
-        real = scene_array(band_names, 768 if q else 1920)
-    real_size = real.sizes["y"]
+        b.notes.append("Real L1C scene absent (../shared/data): a random scene stands in.")
+        real = scene_array(b.band_names, 768 if q else 1920)
+    b.real = real
 
-    if "real" in wanted:
-        data = real.values
-        whole = {p: whole_scene(model, data, p) for p in ("fp32", "bf16")}
-        for h in (0, 16, 32, 48, 64, 96, 128):
-            cfg = PredictConfig(tile_size=256, halo=h, device="cpu")
-            with dask.config.set(scheduler="synchronous"):
-                tiled = predict(real, ref, cfg).values
-            log(f"real scene halo {h}: {_agreement(tiled, whole['fp32'], 128)}")
+
+def forward_section(b: Bench) -> None:
+    """Raw model forward against a large fp32 matmul, and what each allocator setting is worth."""
+    args = b.args
+    q = b.args.quick
+    ref = b.ref
+    model = b.model
+    default = b.default
+    bands = len(b.band_names)
+    fpp = b.fpp
+    window = b.window
+    rows = b.rows
+    notes = b.notes
+    tuned = b.tuned
+    n_mm = 1024 if q else 4096
+    peak = matmul_peak(n_mm)
+    rows.append(row("FLOPs per output pixel (convolutions)", f"{fpp / 1e3:.0f} kFLOP"))
+    rows.append(row(f"fp32 matmul peak ({n_mm}^2, {args.threads} threads)", f"{peak:.0f} GFLOP/s"))
+    for precision in ("fp32", "bf16"):
+        for s in [512] if q else [512, window]:
+            r = raw_forward(model, bands, s, 1 if q else 3, precision)
+            log(f"raw forward {s}^2 {precision}: {r:.3f} Mpx/s")
             rows.append(
                 row(
-                    f"real L1C scene {real_size}^2, tiles of 256 + halo {h}, fp32: max abs prob "
-                    "diff against whole-scene fp32",
-                    _agreement(tiled, whole["fp32"], 128),
+                    f"raw forward {s}^2 tile, {precision}, {args.threads} threads",
+                    f"{r:.3f} Mpx/s = {r * fpp / 1e3:.0f} GFLOP/s "
+                    f"({100 * r * fpp / 1e3 / peak:.0f} % of the fp32 matmul peak)",
                 )
             )
-        on_real, _ = measure_halo(model, data)
-        card = read_card(ref.path)
+    from arctic_rts.cluster import worker_allocator
+
+    settings: dict[str, tuple[dict[str, str], str]] = {
+        "glibc malloc defaults": ({}, "default"),
+        "`allocator='glibc'` (tuned)": (
+            worker_environ(ClusterConfig(allocator="glibc")),
+            "tuned",
+        ),
+    }
+    if worker_allocator(ClusterConfig()) == "mimalloc":
+        settings["mimalloc (the default)"] = (worker_environ(ClusterConfig()), "tuned")
+    for s in [512] if q else [512, default.tile_size, window]:
+        got = dict.fromkeys(settings, 0.0)
+        for _ in range(1 if q else 3):  # alternating, best of each: the machine drifts
+            for name, (env, malloc) in settings.items():
+                args_ = ("window", ref.path, str(s), "1", str(args.threads), malloc)
+                got[name] = max(got[name], probe(*args_, env=env)["mpx_s"])
+        base = got["glibc malloc defaults"]
         rows.append(
             row(
-                f"halo measured by `measure_halo` (tolerance {HALO_TOLERANCE:g}): card (training "
-                "patches) / real scene",
-                f"{card.get('halo', 'none')} px / {on_real} px; default used here: {halo} px",
+                f"raw forward {s}^2 tile, fp32, {args.threads} threads, fresh process: "
+                + " / ".join(settings),
+                " / ".join(f"{v:.3f}" for v in got.values())
+                + " Mpx/s = "
+                + " / ".join(f"{v / base:.2f}" for v in got.values())
+                + " x",
             )
         )
-        with dask.config.set(scheduler="synchronous"):
-            tiled = predict(real, ref, dataclasses.replace(default, precision="bf16")).values
+        log(rows[-1])
+    notes.append(
+        "Allocator: glibc gives every allocation above 32 MiB (64 MiB in a thread's arena) "
+        "its own mmap and unmaps it on free, so each forward pass faults its activations "
+        "in page by page again, and Dask's nannies trim freed heap memory at 64 KiB. "
+        "Workers started by `cluster.connect` preload mimalloc (the `cmeel-mimalloc` wheel; "
+        "`MIMALLOC_PURGE_DELAY=30000`); with "
+        "`ClusterConfig(allocator='glibc')` they run glibc with `MALLOC_ARENA_MAX=1`, a 1 GiB "
+        "mmap threshold and a 256 MiB trim threshold (`cluster.ALLOCATOR_ENV`). This process "
+        "re-runs itself with the default workers' variables, so every row runs with them "
+        + ("(mimalloc)" if under_mimalloc() else "(glibc: mimalloc is not installed)")
+        + " unless it names other settings; the `fresh process` rows show what each is worth."
+        + ("" if tuned else " Here glibc refused mallopt.")
+    )
+
+
+def tiles_section(b: Bench) -> None:
+    """Speed and activation memory per tile size and for a batch of two windows."""
+    q = b.args.quick
+    ref = b.ref
+    default = b.default
+    halo = b.halo
+    window = b.window
+    rows = b.rows
+    notes = b.notes
+    from arctic_rts.predict import _windows
+    from arctic_rts.tiling import aligned_chunks
+
+    tiles = [512, 1024] if q else [512, 768, 1024, 1536, 2048, 3072]
+    per_tile = {}
+    for t in tiles:
+        got = probe("window", ref.path, str(t + 2 * halo), "1", "1")
+        wins = _windows(10980, aligned_chunks(10980, t, minimum=halo), halo)
+        useful = (10980 / sum(hi - lo for lo, hi, _, _ in wins)) ** 2
+        per_tile[t] = got["mpx_s"] * useful
+        log(f"tile {t}: window {got}, useful share {useful:.2f}")
         rows.append(
             row(
-                f"real L1C scene, default tiles (halo {halo}), bf16: max abs prob diff against "
-                "whole-scene bf16 / fp32",
-                f"{_agreement(tiled, whole['bf16'], 128)} / "
-                f"{_agreement(tiled, whole['fp32'], 128)}",
+                f"tile {t} (+{halo} px halo: {t + 2 * halo}^2 windows), fp32, 1 thread",
+                f"forward {got['mpx_s']:.3f} Mpx/s of window, {useful:.2f} of it is new on a "
+                f"10980^2 scene: {per_tile[t]:.3f} Mpx/s of scene; activations "
+                f"{got['activation_mib']:.0f} MiB per window",
+            )
+        )
+    b2 = probe("window", ref.path, str(window), "2", "1")
+    rows.append(
+        row(
+            f"batch 2 x {window}^2 windows, fp32, 1 thread",
+            f"forward {b2['mpx_s']:.3f} Mpx/s of window; activations "
+            f"{b2['activation_mib']:.0f} MiB",
+        )
+    )
+    best = max(per_tile, key=per_tile.__getitem__)
+    notes.append(
+        f"Tile size: with the measured {halo} px halo (the `real` rows), a larger tile wastes "
+        "less of each window, while activation memory "
+        f"grows with the window's area; {best} px was fastest per scene pixel here. The "
+        f"default is {default.tile_size} px (see `PredictConfig.tile_size`)."
+    )
+
+
+def predict_section(b: Bench) -> None:
+    """``predict`` end to end against the raw forward over the same tiles."""
+    args = b.args
+    q = b.args.quick
+    ref = b.ref
+    model = b.model
+    default = b.default
+    halo = b.halo
+    band_names = b.band_names
+    rows = b.rows
+    from arctic_rts.predict import _windows
+    from arctic_rts.tiling import aligned_chunks
+
+    size = 2048 if q else 4096  # 16 blocks: two tasks side by side share them evenly
+    da = scene_array(band_names, size)
+    wins = _windows(size, aligned_chunks(size, default.tile_size, minimum=halo), halo)
+    share = (size / sum(hi - lo for lo, hi, _, _ in wins)) ** 2
+    t = args.threads
+    for precision in ("fp32", "bf16"):
+        cfg = dataclasses.replace(default, precision=precision)
+        got = dict.fromkeys(("raw", "raw side by side", "one task", "side by side"), 0.0)
+        for _ in range(1 if q else 3):  # alternating, best of each: the machine drifts
+            for key, measure in (
+                ("raw", lambda c=cfg: raw_tiles(model, da.values, c.tile_size, c.precision)),
+                (
+                    "raw side by side",
+                    lambda c=cfg: raw_tiles(model, da.values, c.tile_size, c.precision, t),
+                ),
+                ("one task", lambda c=cfg: predict_rate(da, ref, c, 1)),
+                ("side by side", lambda c=cfg: predict_rate(da, ref, c, 1, threads=t)),
+            ):
+                got[key] = max(got[key], measure())
+        limit = max(got["raw"], got["raw side by side"])
+        if precision == "fp32":
+            b.cpu_rate = got["side by side"]
+        log(f"predict {size}^2 {precision}: {got}")
+        head = f"{size}^2 scene in {cfg.tile_size}^2 tiles without overlap, {precision}"
+        rows.append(
+            row(
+                f"raw forward over the {head}: one tile at a time on {t} torch threads / "
+                f"{t} tiles side by side on 1 torch thread each",
+                f"{got['raw']:.3f} / {got['raw side by side']:.3f} Mpx/s (the limit: "
+                f"{limit:.3f}; runs alternating with the two below, best of 3 each)",
+            )
+        )
+        for key, what in (
+            ("one task", f"synchronous scheduler: one model task at a time on {t} threads"),
+            (
+                "side by side",
+                f"threaded scheduler ({t} threads, the default): {t} model tasks side by "
+                "side, 1 torch thread each",
+            ),
+        ):
+            rows.append(
+                row(
+                    f"predict {size}^2 scene, tile {cfg.tile_size} + halo {halo}, "
+                    f"{precision}, one process, {what}",
+                    f"{got[key]:.3f} Mpx/s = {got[key] / limit:.2f} x the limit "
+                    f"({got[key] / got['raw']:.2f} x one tile at a time); the halos leave "
+                    f"{share:.2f} of the window pixels new",
+                )
+            )
+
+
+def real_section(b: Bench) -> None:
+    """Agreement of tiled with whole-scene inference on the real L1C scene, per halo."""
+    ref = b.ref
+    model = b.model
+    default = b.default
+    halo = b.halo
+    rows = b.rows
+    notes = b.notes
+    real = b.real_scene
+    real_size = b.real_scene.sizes["y"]
+    data = real.values
+    whole = {p: whole_scene(model, data, p) for p in ("fp32", "bf16")}
+    for h in (0, 16, 32, 48, 64, 96, 128):
+        cfg = PredictConfig(tile_size=256, halo=h, device="cpu")
+        with dask.config.set(scheduler="synchronous"):
+            tiled = predict(real, ref, cfg).values
+        log(f"real scene halo {h}: {_agreement(tiled, whole['fp32'], 128)}")
+        rows.append(
+            row(
+                f"real L1C scene {real_size}^2, tiles of 256 + halo {h}, fp32: max abs prob "
+                "diff against whole-scene fp32",
+                _agreement(tiled, whole["fp32"], 128),
+            )
+        )
+    on_real, _ = measure_halo(model, data)
+    card = read_card(ref.path)
+    rows.append(
+        row(
+            f"halo measured by `measure_halo` (tolerance {HALO_TOLERANCE:g}): card (training "
+            "patches) / real scene",
+            f"{card.get('halo', 'none')} px / {on_real} px; default used here: {halo} px",
+        )
+    )
+    with dask.config.set(scheduler="synchronous"):
+        tiled = predict(real, ref, dataclasses.replace(default, precision="bf16")).values
+    rows.append(
+        row(
+            f"real L1C scene, default tiles (halo {halo}), bf16: max abs prob diff against "
+            "whole-scene bf16 / fp32",
+            f"{_agreement(tiled, whole['bf16'], 128)} / {_agreement(tiled, whole['fp32'], 128)}",
+        )
+    )
+    notes.append(
+        "Receptive field: the `real` rows measure how far context reaches. Tiles on the "
+        f"16 px grid with a {EXACT_HALO} px halo reproduce whole-scene inference for any "
+        "UNet with 4 poolings; a trained model's influence fades sooner. `arctic-rts train` "
+        "measures it on its own patches (`predict.measure_halo`: the smallest halo from which "
+        f"on tiled output stays within {HALO_TOLERANCE:g} of whole-image output) and writes "
+        "it to the card, and that is predict's default halo; weights without one get "
+        f"{EXACT_HALO} px."
+    )
+
+
+def peers_section(b: Bench) -> None:
+    """A hand-written tile loop, MONAI and ours (one process, then a local cluster)."""
+    args = b.args
+    model = b.model
+    rows = b.rows
+    real = b.real_scene
+    real_size = b.real_scene.sizes["y"]
+    data = real.values
+    x = torch.from_numpy(data)[None]
+    px = real_size * real_size / 1e6
+    whole = {p: whole_scene(model, data, p) for p in ("fp32", "bf16")}
+    t_hand = timed(lambda: hand_loop(model, x, 512, 64), 5)
+    hand = hand_loop(model, x, 512, 64)
+    rows.append(
+        row(
+            f"peer: hand-written loop, 512 px tiles + 64 overlap, fp32, real scene "
+            f"{real_size}^2, {args.threads} threads",
+            f"{px / t_hand:.3f} Mpx/s; agreement {_agreement(hand, whole['fp32'], 128)}",
+        )
+    )
+    monai_rates, ours_fp32 = _monai_rows(b, x, whole)
+    _one_process_rows(b, whole, monai_rates, ours_fp32)
+    _cluster_rows(b, whole, monai_rates)
+
+
+def _monai_rows(
+    b: Bench, x: torch.Tensor, whole: dict[str, np.ndarray]
+) -> tuple[dict[str, float], dict[str, float]]:
+    """MONAI's ``sliding_window_inference`` (when installed); ours in fp32 alternating with it.
+
+    Returns:
+        MONAI's rates by precision (and ``fp32 half``: 0.5 overlap), and ours in fp32 (``side
+        by side`` and ``one task``) measured alternating with MONAI; empty without MONAI.
+    """
+    args = b.args
+    ref = b.ref
+    model = b.model
+    default = b.default
+    rows = b.rows
+    notes = b.notes
+    real = b.real_scene
+    px = b.real_scene.sizes["y"] ** 2 / 1e6
+    monai_rates: dict[str, float] = {}
+    ours_fp32: dict[str, float] = {}  # measured alternating with MONAI fp32
+    try:
+        import monai  # noqa: F401
+
+        for precision in ("fp32", "bf16"):
+            monai_loop(model, x[..., :256, :256], 256, 32, precision)
+            if precision == "fp32":  # the target's pair: runs alternating, best of 5 each
+                ours_fp32 = {"side by side": 0.0, "one task": 0.0}
+                t_monai = float("inf")
+                for _ in range(5):
+                    t_monai = min(t_monai, timed(lambda: monai_loop(model, x, 512, 64)))
+                    for key, threads in (("side by side", args.threads), ("one task", None)):
+                        rate = predict_rate(real, ref, default, 1, threads=threads)
+                        ours_fp32[key] = max(ours_fp32[key], rate)
+            else:
+                t_monai = timed(lambda p=precision: monai_loop(model, x, 512, 64, p), 5)
+            got = monai_loop(model, x, 512, 64, precision)
+            monai_rates[precision] = px / t_monai
+            rows.append(
+                row(
+                    f"peer: MONAI sliding_window_inference, 512 + 64 overlap, gaussian, "
+                    f"{precision}, same scene, {args.threads} threads",
+                    f"{px / t_monai:.3f} Mpx/s; agreement with whole-scene "
+                    f"{precision}: {_agreement(got, whole[precision], 128)}",
+                )
+            )
+        t_half = timed(lambda: monai_loop(model, x, 512, 256), 3)
+        monai_rates["fp32 half"] = px / t_half
+        got = monai_loop(model, x, 512, 256)
+        rows.append(
+            row(
+                "peer: MONAI sliding_window_inference, 512 + 256 overlap (0.5), gaussian, "
+                f"fp32, same scene, {args.threads} threads",
+                f"{px / t_half:.3f} Mpx/s; agreement with whole-scene fp32: "
+                f"{_agreement(got, whole['fp32'], 128)}",
             )
         )
         notes.append(
-            "Receptive field: the `real` rows measure how far context reaches. Tiles on the "
-            f"16 px grid with a {EXACT_HALO} px halo reproduce whole-scene inference for any "
-            "UNet with 4 poolings; a trained model's influence fades sooner. `arctic-rts train` "
-            "measures it on its own patches (`predict.measure_halo`: the smallest halo from which "
-            f"on tiled output stays within {HALO_TOLERANCE:g} of whole-image output) and writes "
-            "it to the card, and that is predict's default halo; weights without one get "
-            f"{EXACT_HALO} px."
+            "MONAI's agreement: its gaussian importance map is clamped at 1e-3, so near the "
+            "corners where four windows overlap every window gets that same weight, the "
+            "ones whose edge (no context) lies there included: their plain average is "
+            "what differs from whole-scene inference (constant blending gives the same "
+            "maximum). A halo that is cut off, as ours, never lets edge pixels in."
         )
+    except ImportError:
+        notes.append(
+            "MONAI not installed: its rows are skipped (pip install monai to include them)."
+        )
+    return monai_rates, ours_fp32
 
-    if "peers" in wanted:
-        data = real.values
-        x = torch.from_numpy(data)[None]
-        px = real_size * real_size / 1e6
-        whole = {p: whole_scene(model, data, p) for p in ("fp32", "bf16")}
-        t_hand = timed(lambda: hand_loop(model, x, 512, 64), 5)
-        hand = hand_loop(model, x, 512, 64)
+
+def _one_process_rows(
+    b: Bench,
+    whole: dict[str, np.ndarray],
+    monai_rates: dict[str, float],
+    ours_fp32: dict[str, float],
+) -> None:
+    """Ours in one process: fp32 and bf16, one model task at a time or side by side."""
+    args = b.args
+    ref = b.ref
+    default = b.default
+    rows = b.rows
+    real = b.real_scene
+    variants = [(p, default) for p in ("fp32", "bf16")]
+    if default.tile_size != 1024:
+        variants.append(("fp32", dataclasses.replace(default, tile_size=1024)))
+    variants.insert(1, ("fp32 one task at a time", default))
+    for variant, base_cfg in variants:
+        precision = variant.split()[0]
+        cfg = dataclasses.replace(base_cfg, precision=precision)
+        one_by_one = variant != precision
+        if precision == "fp32" and base_cfg is default and ours_fp32:
+            rate = ours_fp32["one task" if one_by_one else "side by side"]
+        else:
+            rate = predict_rate(real, ref, cfg, 5, threads=None if one_by_one else args.threads)
+        with dask.config.set(scheduler="synchronous"):
+            got = predict(real, ref, cfg).values
+        vs = monai_rates.get(precision)
+        how = (
+            f"one model task at a time on {args.threads} threads"
+            if one_by_one
+            else f"{args.threads} model tasks side by side (threaded scheduler, the default)"
+        )
         rows.append(
             row(
-                f"peer: hand-written loop, 512 px tiles + 64 overlap, fp32, real scene "
-                f"{real_size}^2, {args.threads} threads",
-                f"{px / t_hand:.3f} Mpx/s; agreement {_agreement(hand, whole['fp32'], 128)}",
+                f"ours, one process, {precision}, tile {cfg.tile_size} + halo {cfg.halo}, {how}",
+                f"{rate:.3f} Mpx/s"
+                + (f" = {rate / vs:.2f} x MONAI {precision}" if vs else "")
+                + (
+                    f" (runs alternating with it, best of 5 each) = "
+                    f"{rate / monai_rates['fp32 half']:.2f} x MONAI at 0.5 overlap"
+                    if precision == "fp32" and base_cfg is default and ours_fp32
+                    else ""
+                )
+                + f"; agreement with whole-scene {precision}: "
+                f"{_agreement(got, whole[precision], 128)}",
             )
         )
-        monai_rates: dict[str, float] = {}
-        ours_fp32: dict[str, float] = {}  # measured alternating with MONAI fp32
-        try:
-            import monai  # noqa: F401
 
-            for precision in ("fp32", "bf16"):
-                monai_loop(model, x[..., :256, :256], 256, 32, precision)
-                if precision == "fp32":  # the target's pair: runs alternating, best of 5 each
-                    ours_fp32 = {"side by side": 0.0, "one task": 0.0}
-                    t_monai = float("inf")
-                    for _ in range(5):
-                        t_monai = min(t_monai, timed(lambda: monai_loop(model, x, 512, 64)))
-                        for key, threads in (("side by side", args.threads), ("one task", None)):
-                            rate = predict_rate(real, ref, default, 1, threads=threads)
-                            ours_fp32[key] = max(ours_fp32[key], rate)
-                else:
-                    t_monai = timed(lambda p=precision: monai_loop(model, x, 512, 64, p), 5)
-                got = monai_loop(model, x, 512, 64, precision)
-                monai_rates[precision] = px / t_monai
-                rows.append(
-                    row(
-                        f"peer: MONAI sliding_window_inference, 512 + 64 overlap, gaussian, "
-                        f"{precision}, same scene, {args.threads} threads",
-                        f"{px / t_monai:.3f} Mpx/s; agreement with whole-scene "
-                        f"{precision}: {_agreement(got, whole[precision], 128)}",
-                    )
-                )
-            t_half = timed(lambda: monai_loop(model, x, 512, 256), 3)
-            monai_rates["fp32 half"] = px / t_half
-            got = monai_loop(model, x, 512, 256)
-            rows.append(
-                row(
-                    "peer: MONAI sliding_window_inference, 512 + 256 overlap (0.5), gaussian, "
-                    f"fp32, same scene, {args.threads} threads",
-                    f"{px / t_half:.3f} Mpx/s; agreement with whole-scene fp32: "
-                    f"{_agreement(got, whole['fp32'], 128)}",
-                )
-            )
-            notes.append(
-                "MONAI's agreement: its gaussian importance map is clamped at 1e-3, so near the "
-                "corners where four windows overlap every window gets that same weight, the "
-                "ones whose edge (no context) lies there included: their plain average is "
-                "what differs from whole-scene inference (constant blending gives the same "
-                "maximum). A halo that is cut off, as ours, never lets edge pixels in."
-            )
-        except ImportError:
-            notes.append(
-                "MONAI not installed: its rows are skipped (pip install monai to include them)."
-            )
-        variants = [(p, default) for p in ("fp32", "bf16")]
-        if default.tile_size != 1024:
-            variants.append(("fp32", dataclasses.replace(default, tile_size=1024)))
-        variants.insert(1, ("fp32 one task at a time", default))
-        for variant, base_cfg in variants:
-            precision = variant.split()[0]
-            cfg = dataclasses.replace(base_cfg, precision=precision)
-            one_by_one = variant != precision
-            if precision == "fp32" and base_cfg is default and ours_fp32:
-                rate = ours_fp32["one task" if one_by_one else "side by side"]
-            else:
-                rate = predict_rate(real, ref, cfg, 5, threads=None if one_by_one else args.threads)
-            with dask.config.set(scheduler="synchronous"):
-                got = predict(real, ref, cfg).values
+
+def _cluster_rows(b: Bench, whole: dict[str, np.ndarray], monai_rates: dict[str, float]) -> None:
+    """Ours on the default local cluster, reading a GeoTIFF through GDAL in two layouts."""
+    tmp = b.tmp
+    ref = b.ref
+    default = b.default
+    band_names = b.band_names
+    rows = b.rows
+    real = b.real_scene
+    px = b.real_scene.sizes["y"] ** 2 / 1e6
+    tif = write_geotiff(real, tmp / "real.tif")
+    from arctic_rts.cluster import get_model, local_workers, torch_threads, worker_threads
+
+    layout = ClusterConfig(gpu="no")
+    n_default = local_workers(layout)
+    default_layout = (
+        f"the default local cluster ({n_default} worker x "
+        f"{worker_threads(layout, n_default)} threads, "
+        f"{torch_threads(layout, n_default)} torch thread per task)"
+    )
+    with cluster(n_default, None) as client:
+        client.run(get_model, ref, "cpu")
+        for precision, layout in (("fp32", "tiles"), ("bf16", "tiles"), ("fp32", "split")):
+            cfg = dataclasses.replace(default, precision=precision)
+            lazy = open_geotiff(tif, band_names, cfg, layout)
+            predict(lazy, ref, cfg).compute()  # warm: GDAL, allocator
+            seconds = timed(lambda c=cfg, a=lazy: predict(a, ref, c).compute(), 2)
+            got = predict(lazy, ref, cfg).compute().values
+            rate = px / seconds
+            if layout == "tiles" and precision == "fp32":
+                b.chosen_rate = rate
             vs = monai_rates.get(precision)
-            how = (
-                f"one model task at a time on {args.threads} threads"
-                if one_by_one
-                else f"{args.threads} model tasks side by side (threaded scheduler, the default)"
-            )
+            vs32 = monai_rates.get("fp32")
+            chunks = "tile-grid chunks" if layout == "tiles" else "`input_chunks`"
             rows.append(
                 row(
-                    f"ours, one process, {precision}, tile {cfg.tile_size} + halo {cfg.halo}, "
-                    f"{how}",
+                    f"ours on {default_layout}, GeoTIFF (deflate, 512 px blocks) read "
+                    f"through GDAL in {chunks}, {precision}, tile {cfg.tile_size} + halo "
+                    f"{cfg.halo}",
                     f"{rate:.3f} Mpx/s"
                     + (f" = {rate / vs:.2f} x MONAI {precision}" if vs else "")
-                    + (
-                        f" (runs alternating with it, best of 5 each) = "
-                        f"{rate / monai_rates['fp32 half']:.2f} x MONAI at 0.5 overlap"
-                        if precision == "fp32" and base_cfg is default and ours_fp32
-                        else ""
-                    )
+                    + (f" = {rate / vs32:.2f} x MONAI fp32" if vs32 and precision != "fp32" else "")
                     + f"; agreement with whole-scene {precision}: "
                     f"{_agreement(got, whole[precision], 128)}",
                 )
             )
-        tif = write_geotiff(real, tmp / "real.tif")
-        from arctic_rts.cluster import get_model, local_workers, torch_threads, worker_threads
+            log(rows[-1])
 
-        layout = ClusterConfig(gpu="no")
-        n_default = local_workers(layout)
-        default_layout = (
-            f"the default local cluster ({n_default} worker x "
-            f"{worker_threads(layout, n_default)} threads, "
-            f"{torch_threads(layout, n_default)} torch thread per task)"
-        )
-        with cluster(n_default, None) as client:
-            client.run(get_model, ref, "cpu")
-            for precision, layout in (("fp32", "tiles"), ("bf16", "tiles"), ("fp32", "split")):
-                cfg = dataclasses.replace(default, precision=precision)
-                lazy = open_geotiff(tif, band_names, cfg, layout)
-                predict(lazy, ref, cfg).compute()  # warm: GDAL, allocator
-                seconds = timed(lambda c=cfg, a=lazy: predict(a, ref, c).compute(), 2)
-                got = predict(lazy, ref, cfg).compute().values
-                rate = px / seconds
-                if layout == "tiles" and precision == "fp32":
-                    chosen_rate = rate
-                vs = monai_rates.get(precision)
-                vs32 = monai_rates.get("fp32")
-                chunks = "tile-grid chunks" if layout == "tiles" else "`input_chunks`"
-                rows.append(
-                    row(
-                        f"ours on {default_layout}, GeoTIFF (deflate, 512 px blocks) read "
-                        f"through GDAL in {chunks}, {precision}, tile {cfg.tile_size} + halo "
-                        f"{cfg.halo}",
-                        f"{rate:.3f} Mpx/s"
-                        + (f" = {rate / vs:.2f} x MONAI {precision}" if vs else "")
-                        + (
-                            f" = {rate / vs32:.2f} x MONAI fp32"
-                            if vs32 and precision != "fp32"
-                            else ""
-                        )
-                        + f"; agreement with whole-scene {precision}: "
-                        f"{_agreement(got, whole[precision], 128)}",
-                    )
-                )
-                log(rows[-1])
 
-    if "precision" in wanted:
-        if args.model != "bundled":
-            notes.append("Precision check skipped: it needs the bundled (trained) model.")
-        else:
-            try:
-                for measure, result in demo_precision(tmp, Path(ref.path), 2):
-                    rows.append(row(measure, result))
-                    log(rows[-1])
-            except Exception as err:  # the bench reports what it could not measure
-                notes.append(f"Precision check failed: {type(err).__name__}: {err}")
-
-    if "scaling" in wanted:
-        # 64 model tasks: with few tasks the split between 2 workers decides (16 tasks went
-        # 9/7 in an earlier run, a ceiling of 1.78x); a real 10980^2 scene has 121 of 1024 px.
-        size, tile = (1024, 256) if q else (4096, 512)
-        cfg = dataclasses.replace(default, tile_size=tile)
-        blocks = (size // tile) ** 2
-        idle = {quiet: idle_cpu(5 if q else 20, quiet) for quiet in (False, True)}
-        for quiet, label in ((False, "Dask's default intervals"), (True, "`QUIET_DASK_CONFIG`")):
-            main_pct, worker_pct = idle[quiet]
-            rows.append(
-                row(
-                    f"idle CPU of a 1-worker LocalCluster, {label}"
-                    + (" (the default of `connect`)" if quiet else ""),
-                    f"scheduler + client process {main_pct:.2f} %, worker {worker_pct:.2f} % "
-                    "of a core",
-                )
-            )
-        rounds = 1 if q else 4
-        layouts = [(1, 1, 1), (2, 1, 1), (1, 2, 1), (1, 1, 2)]
-        measured = cluster_rates(layouts, size, ref, cfg, band_names, rounds)
-        (r11, _, c11), (r21, n21, c21), (r12, _, c12), (r1t, _, c1t) = measured
-        log(f"scaling: 1x1 {r11:.3f} ({c11:.2f}), 2x1 {r21:.3f} {n21} ({c21:.2f}), 1x2 {r12:.3f}")
-        what = (
-            f"LocalCluster, {size}^2 scene generated on the workers, tile {tile}, fp32: {blocks} "
-            f"model tasks, 1 torch thread per task; the four clusters alive at once, runs "
-            f"alternating, best of {rounds} each"
-        )
-        rows.append(
-            row(
-                f"scaling ({what}): 1 worker x 1 thread",
-                f"{r11:.3f} Mpx/s; model tasks running at once: {c11:.2f}",
-            )
-        )
-        rows.append(
-            row(
-                "2 workers x 1 thread",
-                f"{r21:.3f} Mpx/s = {r21 / r11:.2f} x 1x1; model tasks per worker "
-                f"{'/'.join(map(str, n21))}, running at once: {c21:.2f}",
-            )
-        )
-        rows.append(
-            row(
-                "1 worker x 2 threads",
-                f"{r12:.3f} Mpx/s = {r12 / r11:.2f} x 1x1 (2 workers x 1 thread = "
-                f"{r21 / r12:.2f} x this); running at once: {c12:.2f}",
-            )
-        )
-        rows.append(
-            row(
-                "1 worker x 1 thread, 2 torch threads per task (the default before)",
-                f"{r1t:.3f} Mpx/s = {r1t / r11:.2f} x 1x1 (1 worker x 2 threads, the default "
-                f"now = {r12 / r1t:.2f} x this); running at once: {c1t:.2f}",
-            )
-        )
-        notes.append(
-            "Scaling: 'running at once' is the model tasks' busy time over the wall time of the "
-            "model phase, from Dask's task stream: it shows whether the workers really ran model "
-            "tasks in parallel even when other work on the machine takes the cores (then the "
-            "speed-up in Mpx/s stays below it). While one layout runs, the other three clusters "
-            "sit idle beside it (their cost per process: the idle CPU rows); on 2 cores the "
-            "scheduler, the client and the workers' event loops share the cores with the model "
-            "tasks of 2 single-thread workers, while 1 worker x 1 thread leaves them a core."
-        )
-    if "memory" in wanted:
-        sizes = [1024, 2048] if q else [2048, 4096, 8192, 16384]
-        from arctic_rts.cluster import worker_allocator
-
-        chosen = worker_allocator(ClusterConfig())
-        for layout, label, alloc, measured in (
-            ("split", f"read with `input_chunks`, {chosen} (the default)", "auto", sizes),
-            ("tiles", f"read in tile-grid chunks, {chosen} (the default)", "auto", sizes[:3]),
-            # 2048, 8192, 16384: the sizes the target names
-            (
-                "split",
-                "read with `input_chunks`, `allocator='glibc'`",
-                "glibc",
-                sizes[::2] + sizes[3:],
-            ),
-        ):
-            if alloc == "glibc" and chosen == "glibc":
-                continue  # the default rows are glibc's
-            peaks = []
-            for s in measured:
-                mib, idle, sec = peak_worker_memory(s, layout, ref, default, band_names, 1, alloc)
-                peaks.append(mib)
-                log(f"memory {layout} {alloc} {s}^2: {mib:.0f} MiB (idle {idle:.0f}), {sec:.0f} s")
-                rows.append(
-                    row(
-                        f"peak RSS of the worker (1 worker x 1 thread, bundled UNet, fp32), "
-                        f"{s}^2 scene {label}",
-                        f"{mib:.0f} MiB ({mib - idle:+.0f} MiB over the idle worker; "
-                        f"{s * s / sec / 1e6:.3f} Mpx/s)",
-                    )
-                )
-            rows.append(row(f"memory spread, {label}", f"max/min = {max(peaks) / min(peaks):.2f}"))
-        notes.append(
-            "Memory: the worker that runs model tasks holds, besides the runtime and one "
-            "window's activations per thread, the input blocks whose neighbours are not read "
-            "yet, and what the allocator keeps of freed memory for reuse. With glibc the input "
-            "blocks that wait for their model task land in the holes the last window's "
-            "activations left, so the next window's activations take new memory and the heap "
-            "grows over a run until `cluster.release_free_memory` hands holes back (past 1 GiB; "
-            "every trim makes the next window fault its activations in again); mimalloc (the "
-            "default) keeps large blocks apart and reuses them. Windows copy "
-            "the margins they take from neighbouring blocks (dask's `overlap` took views, which "
-            "kept whole neighbour blocks alive). Input read in tile-grid chunks leaves rows of "
-            "whole blocks waiting for the next row's context (48 MiB per 12-band 1024^2 block), "
-            "so memory grows with the scene's width; read with `predict.input_chunks` every halo "
-            "strip is a chunk of its own and only strips wait, at the price of 9 reads per block."
-        )
-
-    if "vectorize" in wanted:
-        s = 4096 if q else 10980
-        got = probe("vectorize", str(s))
-        rows.append(
-            row(
-                f"vectorize one {s}^2 probability scene (the map run's per-scene task)",
-                f"{got['seconds']:.1f} s, +{got['added_mib']:.0f} MiB peak for a "
-                f"{got['input_mib']:.0f} MiB input, {got['polygons']} polygons",
-            )
-        )
-
-    if "map" in wanted:
+def precision_section(b: Bench) -> None:
+    """bf16 against fp32 on the demo scenes (bundled model only)."""
+    args = b.args
+    tmp = b.tmp
+    ref = b.ref
+    rows = b.rows
+    notes = b.notes
+    if args.model != "bundled":
+        notes.append("Precision check skipped: it needs the bundled (trained) model.")
+    else:
         try:
-            # the largest demo scenes: at the default 1008^2 the run's start-up dominates
-            got_map = map_run_rate(tmp, 1008 if q else 3000)
+            for measure, result in demo_precision(tmp, Path(ref.path), 2):
+                rows.append(row(measure, result))
+                log(rows[-1])
         except Exception as err:  # the bench reports what it could not measure
-            got_map = None
-            notes.append(f"Map run not measured: {type(err).__name__}: {str(err).splitlines()[0]}")
-        if got_map:
-            m_rate, p_rate, what = got_map
+            notes.append(f"Precision check failed: {type(err).__name__}: {err}")
+
+
+def scaling_section(b: Bench) -> None:
+    """Idle CPU of a LocalCluster and model throughput for 1 and 2 workers and threads."""
+    q = b.args.quick
+    ref = b.ref
+    default = b.default
+    band_names = b.band_names
+    rows = b.rows
+    notes = b.notes
+    # 64 model tasks: with few tasks the split between 2 workers decides (16 tasks went
+    # 9/7 in an earlier run, a ceiling of 1.78x); a real 10980^2 scene has 121 of 1024 px.
+    size, tile = (1024, 256) if q else (4096, 512)
+    cfg = dataclasses.replace(default, tile_size=tile)
+    blocks = (size // tile) ** 2
+    idle = {quiet: idle_cpu(5 if q else 20, quiet) for quiet in (False, True)}
+    for quiet, label in ((False, "Dask's default intervals"), (True, "`QUIET_DASK_CONFIG`")):
+        main_pct, worker_pct = idle[quiet]
+        rows.append(
+            row(
+                f"idle CPU of a 1-worker LocalCluster, {label}"
+                + (" (the default of `connect`)" if quiet else ""),
+                f"scheduler + client process {main_pct:.2f} %, worker {worker_pct:.2f} % of a core",
+            )
+        )
+    rounds = 1 if q else 4
+    layouts = [(1, 1, 1), (2, 1, 1), (1, 2, 1), (1, 1, 2)]
+    measured = cluster_rates(layouts, size, ref, cfg, band_names, rounds)
+    (r11, _, c11), (r21, n21, c21), (r12, _, c12), (r1t, _, c1t) = measured
+    log(f"scaling: 1x1 {r11:.3f} ({c11:.2f}), 2x1 {r21:.3f} {n21} ({c21:.2f}), 1x2 {r12:.3f}")
+    what = (
+        f"LocalCluster, {size}^2 scene generated on the workers, tile {tile}, fp32: {blocks} "
+        f"model tasks, 1 torch thread per task; the four clusters alive at once, runs "
+        f"alternating, best of {rounds} each"
+    )
+    rows.append(
+        row(
+            f"scaling ({what}): 1 worker x 1 thread",
+            f"{r11:.3f} Mpx/s; model tasks running at once: {c11:.2f}",
+        )
+    )
+    rows.append(
+        row(
+            "2 workers x 1 thread",
+            f"{r21:.3f} Mpx/s = {r21 / r11:.2f} x 1x1; model tasks per worker "
+            f"{'/'.join(map(str, n21))}, running at once: {c21:.2f}",
+        )
+    )
+    rows.append(
+        row(
+            "1 worker x 2 threads",
+            f"{r12:.3f} Mpx/s = {r12 / r11:.2f} x 1x1 (2 workers x 1 thread = "
+            f"{r21 / r12:.2f} x this); running at once: {c12:.2f}",
+        )
+    )
+    rows.append(
+        row(
+            "1 worker x 1 thread, 2 torch threads per task (the default before)",
+            f"{r1t:.3f} Mpx/s = {r1t / r11:.2f} x 1x1 (1 worker x 2 threads, the default "
+            f"now = {r12 / r1t:.2f} x this); running at once: {c1t:.2f}",
+        )
+    )
+    notes.append(
+        "Scaling: 'running at once' is the model tasks' busy time over the wall time of the "
+        "model phase, from Dask's task stream: it shows whether the workers really ran model "
+        "tasks in parallel even when other work on the machine takes the cores (then the "
+        "speed-up in Mpx/s stays below it). While one layout runs, the other three clusters "
+        "sit idle beside it (their cost per process: the idle CPU rows); on 2 cores the "
+        "scheduler, the client and the workers' event loops share the cores with the model "
+        "tasks of 2 single-thread workers, while 1 worker x 1 thread leaves them a core."
+    )
+
+
+def memory_section(b: Bench) -> None:
+    """Peak RSS of the worker that runs model tasks against scene size and input layout."""
+    q = b.args.quick
+    ref = b.ref
+    default = b.default
+    band_names = b.band_names
+    rows = b.rows
+    notes = b.notes
+    sizes = [1024, 2048] if q else [2048, 4096, 8192, 16384]
+    from arctic_rts.cluster import worker_allocator
+
+    chosen = worker_allocator(ClusterConfig())
+    for layout, label, alloc, measured in (
+        ("split", f"read with `input_chunks`, {chosen} (the default)", "auto", sizes),
+        ("tiles", f"read in tile-grid chunks, {chosen} (the default)", "auto", sizes[:3]),
+        # 2048, 8192, 16384: the sizes the target names
+        (
+            "split",
+            "read with `input_chunks`, `allocator='glibc'`",
+            "glibc",
+            sizes[::2] + sizes[3:],
+        ),
+    ):
+        if alloc == "glibc" and chosen == "glibc":
+            continue  # the default rows are glibc's
+        peaks = []
+        for s in measured:
+            mib, idle, sec = peak_worker_memory(s, layout, ref, default, band_names, 1, alloc)
+            peaks.append(mib)
+            log(f"memory {layout} {alloc} {s}^2: {mib:.0f} MiB (idle {idle:.0f}), {sec:.0f} s")
             rows.append(
                 row(
-                    "map run (search, load, predict, vectorize, write) on the demo, "
-                    f"{what}, the default local cluster",
-                    f"{m_rate:.3f} Mpx/s = {m_rate / p_rate:.2f} x predict on the same scenes "
-                    f"({p_rate:.3f} Mpx/s)",
+                    f"peak RSS of the worker (1 worker x 1 thread, bundled UNet, fp32), "
+                    f"{s}^2 scene {label}",
+                    f"{mib:.0f} MiB ({mib - idle:+.0f} MiB over the idle worker; "
+                    f"{s * s / sec / 1e6:.3f} Mpx/s)",
                 )
             )
+        rows.append(row(f"memory spread, {label}", f"max/min = {max(peaks) / min(peaks):.2f}"))
+    notes.append(
+        "Memory: the worker that runs model tasks holds, besides the runtime and one "
+        "window's activations per thread, the input blocks whose neighbours are not read "
+        "yet, and what the allocator keeps of freed memory for reuse. With glibc the input "
+        "blocks that wait for their model task land in the holes the last window's "
+        "activations left, so the next window's activations take new memory and the heap "
+        "grows over a run until `cluster.release_free_memory` hands holes back (past 1 GiB; "
+        "every trim makes the next window fault its activations in again); mimalloc (the "
+        "default) keeps large blocks apart and reuses them. Windows copy "
+        "the margins they take from neighbouring blocks (dask's `overlap` took views, which "
+        "kept whole neighbour blocks alive). Input read in tile-grid chunks leaves rows of "
+        "whole blocks waiting for the next row's context (48 MiB per 12-band 1024^2 block), "
+        "so memory grows with the scene's width; read with `predict.input_chunks` every halo "
+        "strip is a chunk of its own and only strips wait, at the price of 9 reads per block."
+    )
 
-    # --- report
+
+def vectorize_section(b: Bench) -> None:
+    """The map run's per-scene vectorize task on one whole probability scene."""
+    q = b.args.quick
+    rows = b.rows
+    s = 4096 if q else 10980
+    got = probe("vectorize", str(s))
+    rows.append(
+        row(
+            f"vectorize one {s}^2 probability scene (the map run's per-scene task)",
+            f"{got['seconds']:.1f} s, +{got['added_mib']:.0f} MiB peak for a "
+            f"{got['input_mib']:.0f} MiB input, {got['polygons']} polygons",
+        )
+    )
+
+
+def map_section(b: Bench) -> None:
+    """The demo map run against ``predict`` on the same scenes."""
+    q = b.args.quick
+    tmp = b.tmp
+    rows = b.rows
+    notes = b.notes
+    try:
+        # the largest demo scenes: at the default 1008^2 the run's start-up dominates
+        got_map = map_run_rate(tmp, 1008 if q else 3000)
+    except Exception as err:  # the bench reports what it could not measure
+        got_map = None
+        notes.append(f"Map run not measured: {type(err).__name__}: {str(err).splitlines()[0]}")
+    if got_map:
+        m_rate, p_rate, what = got_map
+        rows.append(
+            row(
+                "map run (search, load, predict, vectorize, write) on the demo, "
+                f"{what}, the default local cluster",
+                f"{m_rate:.3f} Mpx/s = {m_rate / p_rate:.2f} x predict on the same scenes "
+                f"({p_rate:.3f} Mpx/s)",
+            )
+        )
+
+
+def write_report(b: Bench) -> None:
+    """Write the rows, notes and the pan-Arctic estimate into the block of ``--out``."""
+    args = b.args
+    q = b.args.quick
+    default = b.default
+    halo = b.halo
+    fpp = b.fpp
+    rows = b.rows
+    notes = b.notes
+    wanted = b.wanted
+    model_text = b.model_text
     text = [
         f"`bench/inference.py{' --quick' if q else ''}"
         f"{' --only ' + ' '.join(wanted) if args.only or args.skip else ''}` on "
@@ -1325,7 +1524,7 @@ def main(argv: list[str] | None = None) -> int:
         "",
         *[f"- {n}" for n in notes],
     ]
-    cpu_rate = chosen_rate or cpu_rate
+    cpu_rate = b.chosen_rate or b.cpu_rate
     if cpu_rate:
         tiles_per_year = 2500
         px = tiles_per_year * 10980**2
@@ -1351,6 +1550,34 @@ def main(argv: list[str] | None = None) -> int:
         ]
     write_section("\n".join(text), args.out)
     log(f"wrote the inference block of {args.out}")
+
+
+#: Section name -> the function that measures it.
+SECTION_RUNS: dict[str, Callable[[Bench], None]] = {
+    "forward": forward_section,
+    "tiles": tiles_section,
+    "predict": predict_section,
+    "real": real_section,
+    "peers": peers_section,
+    "precision": precision_section,
+    "scaling": scaling_section,
+    "memory": memory_section,
+    "vectorize": vectorize_section,
+    "map": map_section,
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.probe:
+        return run_probe(args.probe)
+    bench = setup(args, argv)
+    for name in SECTIONS:
+        if name == "real":  # loaded whether `real` runs or not: the later sections use it too
+            load_real_scene(bench)
+        if name in bench.wanted:
+            SECTION_RUNS[name](bench)
+    write_report(bench)
     return 0
 
 

@@ -146,7 +146,7 @@ def elevation_data() -> dict[str, str]:
 
     from arctic_rts.catalog import serve_catalog
     from arctic_rts.demo import generate_demo
-    from arctic_rts.train.data import build_dataset
+    from arctic_rts.train.build import build_dataset
 
     base = RESULTS / "_splits" / "elevation"
 

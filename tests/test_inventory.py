@@ -26,23 +26,20 @@ from rasterio.features import rasterize
 from rasterio.transform import from_origin
 from shapely.geometry import Point, box
 
+from arctic_rts.changes import CHANGE_COLUMNS, change_layer
 from arctic_rts.errors import InventoryError, InventoryLockedError
+from arctic_rts.exports import export_geoparquet, summary_csv
 from arctic_rts.inventory import (
-    CHANGE_COLUMNS,
-    RTS_COLUMNS,
     RUN_COLUMNS,
     SCENE_COLUMNS,
     change_counts,
-    change_layer,
-    export_geoparquet,
     inventory_years,
     last_write_info,
     lock_inventory,
-    merge_polygons,
     read_inventory,
-    summary_csv,
     write_inventory,
 )
+from arctic_rts.merge import RTS_COLUMNS, merge_polygons
 from arctic_rts.vectorize import vectorize
 
 # Near Herschel Island, on the boundary of UTM zones 7 and 8 (138 W).
@@ -425,7 +422,8 @@ _WRITER = textwrap.dedent(
     import geopandas as gpd
     from shapely.geometry import box
     import arctic_rts.inventory
-    from arctic_rts.inventory import merge_polygons, write_inventory
+    from arctic_rts.inventory import write_inventory
+    from arctic_rts.merge import merge_polygons
     if len(sys.argv) > 2:  # hold the write once the new file is complete, before the rename
         def pause(tmp, path):
             print(f"test pause in write of {path}", file=sys.stderr, flush=True)

@@ -33,6 +33,7 @@ import pyogrio
 import pytest
 import shapely
 
+from arctic_rts.changes import CHANGE_CLASSES
 from arctic_rts.cli import EXIT_ERROR, EXIT_PARTIAL, main
 from arctic_rts.cluster import connect
 from arctic_rts.config import (
@@ -44,13 +45,9 @@ from arctic_rts.config import (
 )
 from arctic_rts.demo import DemoCatalog, generate_demo
 from arctic_rts.errors import ConfigError, InventoryError, InventoryLockedError
-from arctic_rts.inventory import (
-    CHANGE_CLASSES,
-    lock_inventory,
-    merge_polygons,
-    write_inventory,
-)
+from arctic_rts.inventory import lock_inventory, write_inventory
 from arctic_rts.inventory_run import InventoryRunResult, _Manifest, run_inventory
+from arctic_rts.merge import merge_polygons
 from arctic_rts.pipeline import SceneRecord
 
 YEARS = (2021, 2022)

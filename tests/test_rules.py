@@ -77,6 +77,7 @@ def test_inventory_write_calls_its_seam_before_the_rename(
     from shapely.geometry import box
 
     import arctic_rts.inventory as inventory
+    from arctic_rts.merge import merge_polygons
 
     gpkg = tmp_path / "inv.gpkg"
     seen: list[tuple[bool, bool]] = []
@@ -89,7 +90,7 @@ def test_inventory_write_calls_its_seam_before_the_rename(
         {"year": [2021], "scene_id": ["s"]}, geometry=[box(0, 0, 500, 500)], crs="EPSG:3413"
     )
     inventory.write_inventory(
-        gpkg, inventory.merge_polygons([frame]), year=2021, run={"run_id": "r"}, scenes=[]
+        gpkg, merge_polygons([frame]), year=2021, run={"run_id": "r"}, scenes=[]
     )
     assert seen == [(True, False)]  # the new file complete, the target not yet there
     assert inventory.inventory_years(gpkg) == [2021]

@@ -14,11 +14,11 @@ import torch
 from shapely.geometry import Polygon, box
 
 from arctic_rts.errors import ConfigError, DatasetError, SkippedInputWarning, WeightsError
+from arctic_rts.train.build import group_labels
 from arctic_rts.train.data import (
     FolderDataset,
     PatchDataset,
     crop_or_pad,
-    group_labels,
     parse_date,
     read_footprints,
     read_labels,
@@ -145,7 +145,7 @@ def test_real_folder_datasets(shared_data: Path) -> None:
 def test_build_dataset_from_a_generated_stac_catalog(tmp_path: Path) -> None:
     from arctic_rts.catalog import serve_catalog
     from arctic_rts.demo import generate_demo
-    from arctic_rts.train.data import build_dataset
+    from arctic_rts.train.build import build_dataset
 
     cat = generate_demo(tmp_path / "demo", seed=5, size_px=120)
     truth = gpd.read_file(cat.truth_path)
@@ -224,7 +224,7 @@ def test_evaluate_sums_counts_and_writes_json(tmp_path: Path) -> None:
 
 @pytest.mark.realdata
 def test_unlabelled_regions_from_the_real_study_sites(shared_data: Path) -> None:
-    from arctic_rts.train.data import region_boxes
+    from arctic_rts.train.build import region_boxes
 
     boxes = region_boxes(shared_data / "rts_study_sites_nitze2021" / "study_sites.geojson")
     assert len(boxes) == 9

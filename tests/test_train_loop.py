@@ -16,8 +16,9 @@ from safetensors.torch import load_file
 from arctic_rts.errors import ConfigError
 from arctic_rts.model.weights import load_model
 from arctic_rts.predict import HALO_TOLERANCE
+from arctic_rts.train.build import write_patches
 from arctic_rts.train.config import AugmentConfig, TrainConfig, TrainDataConfig
-from arctic_rts.train.data import PatchDataset, write_patches
+from arctic_rts.train.data import PatchDataset
 from arctic_rts.train.loop import load_train_config, train
 from arctic_rts.train.methods import METHODS
 

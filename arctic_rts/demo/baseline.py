@@ -99,7 +99,7 @@ def single_band_baseline(
     crs: str = "EPSG:3413",
 ) -> BaselineResult:
     """Fit the best single-band threshold on ``scenes`` and score its polygons like the model's."""
-    from arctic_rts.inventory import merge_polygons
+    from arctic_rts.merge import merge_polygons
     from arctic_rts.vectorize import vectorize
 
     config = config or VectorizeConfig()

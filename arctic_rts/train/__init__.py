@@ -11,7 +11,7 @@ import importlib
 from typing import Any
 
 _EXPORTS = {
-    "build_dataset": "arctic_rts.train.data",
+    "build_dataset": "arctic_rts.train.build",
     "FolderDataset": "arctic_rts.train.data",
     "PatchDataset": "arctic_rts.train.data",
     "read_labels": "arctic_rts.train.data",
