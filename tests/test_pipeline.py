@@ -26,7 +26,13 @@ import torch
 
 from arctic_rts.bands import L2A_BANDS
 from arctic_rts.cluster import connect, model_loads
-from arctic_rts.config import ClusterConfig, MapConfig, PredictConfig, SearchConfig
+from arctic_rts.config import (
+    DEFAULT_MIN_AREA_M2,
+    ClusterConfig,
+    MapConfig,
+    PredictConfig,
+    SearchConfig,
+)
 from arctic_rts.demo import DemoCatalog, generate_demo
 from arctic_rts.errors import InventoryError
 from arctic_rts.pipeline import MapResult, map_region
@@ -132,7 +138,9 @@ def test_inventory_is_a_valid_geopackage(mapped: MapResult) -> None:
     assert rts["rts_id"].is_unique
     # the stand-in model is a step function: every detected pixel is ~1
     assert (rts["mean_prob"] > 0.99).all()
-    assert (rts["area_m2"] >= CONFIG.vectorize.min_area_m2).all()
+    # the stand-in card names no minimum area: the default applies
+    assert CONFIG.vectorize.min_area_m2 is None
+    assert (rts["area_m2"] >= DEFAULT_MIN_AREA_M2).all()
     used = set(mapped.run["items_used"].split(","))
     for ids in rts["scene_ids"]:
         assert set(ids.split(",")) <= used

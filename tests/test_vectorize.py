@@ -15,7 +15,7 @@ import xarray as xr
 from rasterio.features import rasterize
 from rasterio.transform import from_origin
 
-from arctic_rts.config import VectorizeConfig
+from arctic_rts.config import DEFAULT_MIN_AREA_M2, VectorizeConfig
 from arctic_rts.errors import ConfigError
 from arctic_rts.vectorize import VECTOR_COLUMNS, vectorize
 
@@ -214,3 +214,11 @@ def test_measure_polygons_geodesic_perimeter_counts_holes_and_parts() -> None:
     assert perimeter[1] > perimeter[0] and perimeter[3] == 0 and area[3] == 0
     geodesic_area = abs(geod.geometry_area_perimeter(outer)[0])
     assert area[0] == pytest.approx(geodesic_area, rel=1e-3)
+
+
+def test_the_model_card_fills_what_the_user_leaves_open() -> None:
+    open_config = VectorizeConfig()
+    assert open_config.for_model(0.7, 5000.0) == VectorizeConfig(threshold=0.7, min_area_m2=5000.0)
+    assert open_config.for_model(0.7, None).min_area_m2 == DEFAULT_MIN_AREA_M2
+    users = VectorizeConfig(threshold=0.4, min_area_m2=0.0)
+    assert users.for_model(0.7, 5000.0) == users
