@@ -57,6 +57,7 @@ real-weights: $(STAMP)
 	mkdir -p arctic_rts/data
 	cp $(REAL_TRAIN)/final/weights.safetensors arctic_rts/data/real_unet.safetensors
 	cp $(REAL_TRAIN)/final/weights.json arctic_rts/data/real_unet.json
+	$(BIN)/python bench/real_model.py --crossval $(REAL_TRAIN)/final-crossval/crossval.json
 
 clean:
 	rm -rf $(VENV) .demo .mypy_cache .ruff_cache

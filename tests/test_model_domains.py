@@ -86,7 +86,7 @@ def test_a_real_catalog_is_mapped_with_the_real_model_by_default(
     card = read_card(real_weights())
     assert card["domain"]["name"] == "sentinel-2-l2a"
     assert result.run["weights"] == f"{real_weights()}#{card['sha256']}"
-    assert [r.status for r in result.records] == ["done"]
+    assert [s.status for s in result.scenes] == ["done"]
 
 
 def test_the_bundled_real_model_card() -> None:
