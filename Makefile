@@ -53,7 +53,7 @@ demo-weights: $(STAMP)
 # cross-validation (threshold and minimum area chosen on training sites), then all sites.
 REAL_TRAIN := .real-train
 real-weights: $(STAMP)
-	$(BIN)/arctic-rts train --config deploy/real_weights/train.toml --cross-validate --seeds 1 --jobs 2
+	$(BIN)/arctic-rts train --config deploy/real_weights/train.toml --cross-validate --seeds 1 2 3 --jobs 2
 	mkdir -p arctic_rts/data
 	cp $(REAL_TRAIN)/final/weights.safetensors arctic_rts/data/real_unet.safetensors
 	cp $(REAL_TRAIN)/final/weights.json arctic_rts/data/real_unet.json

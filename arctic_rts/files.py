@@ -81,3 +81,14 @@ def atomic_write(
     with atomic_path(target, suffix) as tmp:
         writer(tmp)
     return Path(target)
+
+
+def relative_name(path: str | os.PathLike[str] | None, root: Path) -> str | None:
+    """``path`` relative to ``root`` when it lies below it, else its last component."""
+    if path is None:
+        return None
+    p = Path(path).resolve()
+    try:
+        return p.relative_to(root.resolve()).as_posix()
+    except ValueError:
+        return p.name

@@ -19,7 +19,6 @@ import dataclasses
 import json
 import logging
 import math
-import os
 import shutil
 import statistics
 import tempfile
@@ -312,17 +311,6 @@ def summarise(folds: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
             "object_recall": stats([f[key]["object"]["recall"] for f in folds]),
         }
     return out
-
-
-def relative_name(path: str | os.PathLike[str] | None, root: Path) -> str | None:
-    """``path`` relative to ``root`` when it lies below it, else its last component."""
-    if path is None:
-        return None
-    p = Path(path).resolve()
-    try:
-        return p.relative_to(root.resolve()).as_posix()
-    except ValueError:
-        return p.name
 
 
 def write_crossval_card(weights: str | Path, crossval: Mapping[str, Any]) -> dict[str, Any]:

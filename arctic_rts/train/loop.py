@@ -247,7 +247,7 @@ def _card(
     unlabelled: Dataset | None,
 ) -> dict[str, Any]:
     from arctic_rts.bands import domain_card
-    from arctic_rts.train.crossval import relative_name
+    from arctic_rts.files import relative_name
 
     root = Path(config.data_root) if config.data_root else Path.cwd()
     data: dict[str, Any] = dataclasses.asdict(config.data)
