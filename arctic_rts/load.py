@@ -46,7 +46,7 @@ def load_scenes(
 
     Args:
         items: STAC item dicts, normally from :func:`arctic_rts.search.search_scenes`; raw
-            provider items are normalised here (see :func:`arctic_rts.search.normalize_item`).
+            provider items are normalized here (see :func:`arctic_rts.search.normalize_item`).
         bands: Canonical band names in the order the model expects (the weights card's
             ``bands``); the output's ``band`` coordinate has exactly this order.
         config: Resolution, chunk size and masked SCL classes. With ``masked_scl_classes=()``
@@ -66,7 +66,7 @@ def load_scenes(
 
 
 def _load_item(item: dict[str, Any], bands: list[str], config: LoadConfig) -> xr.DataArray:
-    """The lazy, scaled, masked array of one normalised item."""
+    """The lazy, scaled, masked array of one normalized item."""
     item_id = str(item["id"])
     props = item.get("properties", {})
     use_mask = bool(config.masked_scl_classes)

@@ -235,7 +235,7 @@ def _probabilities(batch: torch.Tensor, models: list[Any], config: PredictConfig
         with device_lock(device) if on_gpu else contextlib.nullcontext():
             x = x_cpu.to(device, non_blocking=True)
             if not isinstance(net, NormalizedModel):
-                x = torch.nan_to_num(x, nan=0.0)  # stand-in models get the normalised band mean
+                x = torch.nan_to_num(x, nan=0.0)  # stand-in models get the normalized band mean
             x = x.contiguous(memory_format=torch.channels_last)
             for k, flip in views:
                 with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):

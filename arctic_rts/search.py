@@ -77,7 +77,7 @@ def search_scenes(
             appends SAS tokens to asset hrefs.
 
     Returns:
-        Normalised items (see :func:`normalize_item`), sorted by datetime then id.
+        Normalized items (see :func:`normalize_item`), sorted by datetime then id.
 
     Raises:
         ConfigError: Bad bbox or year.
@@ -144,7 +144,7 @@ def select_scenes(items: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
     less snow), (3) the smaller item id, so the choice never depends on the order of ``items``.
 
     Args:
-        items: STAC item dicts (normalised or raw).
+        items: STAC item dicts (normalized or raw).
 
     Returns:
         The chosen items (shallow copies), sorted by MGRS tile.
@@ -205,14 +205,14 @@ def normalize_item(item: Mapping[str, Any], *, base: str | Path | None = None) -
       scale 1, offset 0.
     - ``properties["s2:mgrs_tile"]`` is set (see :func:`mgrs_tile`).
 
-    Normalising a normalised item changes nothing.
+    Normalizing a normalized item changes nothing.
 
     Args:
         item: A STAC item dict (not modified).
         base: Folder or URL that relative hrefs are relative to.
 
     Returns:
-        The normalised copy.
+        The normalized copy.
 
     Raises:
         CatalogError: A relative href with nothing to resolve it against, or reflectance

@@ -126,7 +126,7 @@ def _layers(path: Path) -> set[str]:
 
 
 def _comparable(path: Path, layer: str) -> pd.DataFrame:
-    """A layer as a sorted frame without run ids and timings, geometries as normalised WKB."""
+    """A layer as a sorted frame without run ids and timings, geometries as normalized WKB."""
     frame = pyogrio.read_dataframe(path, layer=layer)
     frame = frame.drop(columns=[c for c in ("run_id", "seconds") if c in frame.columns])
     if "geometry" in frame.columns:

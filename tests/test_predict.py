@@ -174,7 +174,7 @@ def test_nodata_holes_are_nan_and_do_not_leak() -> None:
     prob = predict(holed, model, PredictConfig(tile_size=32, halo=16, batch_size=3)).values
     invalid = np.isnan(data).any(axis=0)
     assert np.array_equal(np.isnan(prob), invalid)
-    ref = _whole(model, data)  # NaN -> 0 (the normalised band mean) for a stand-in model
+    ref = _whole(model, data)  # NaN -> 0 (the normalized band mean) for a stand-in model
     m = 16
     valid = ~invalid[m:-m, m:-m]
     np.testing.assert_allclose(prob[m:-m, m:-m][valid], ref[m:-m, m:-m][valid], atol=1e-5)

@@ -241,7 +241,7 @@ def _level_lakes(z: _F64, lakes: list[BaseGeometry], grid: _Grid) -> None:
 
 
 def _vegetation(rng: np.random.Generator, z: _F64, valley: _F32, slope: _F32) -> dict[str, _F32]:
-    """Spatially structured cover of the four vegetation types (unnormalised weights)."""
+    """Spatially structured cover of the four vegetation types (unnormalized weights)."""
     shape = z.shape
     n1, n2, n3 = (_noise(rng, shape, s, beta=2.6) for s in (250, 180, 350))
     wet = ndimage.gaussian_filter(-z, 8)  # low ground is wetter

@@ -1,7 +1,7 @@
 """The paper's UNet (Heidler et al. 2024): four stages, per-pixel channel LayerNorm, optional heads.
 
 The normalisation is a LayerNorm over channels *per pixel*, never GroupNorm(1, C): GroupNorm
-normalises over the whole tile, so its output depends on how a scene is cut into tiles. With the
+normalizes over the whole tile, so its output depends on how a scene is cut into tiles. With the
 per-pixel norm the network is translation-equivariant on a 16 px grid, and tiled inference with a
 halo of >= 128 px equals whole-scene inference (see DESIGN.md).
 """
@@ -115,7 +115,7 @@ class UNet(nn.Module):
     Inputs are converted to ``channels_last``, the fast layout for convolutions on CPU and GPU.
 
     Args:
-        in_channels: Input bands (normalised reflectance).
+        in_channels: Input bands (normalized reflectance).
         widths: Channels of the encoder stages, shallow to deep.
         bottleneck: Channels at the bottleneck.
         dino_classes: K pseudo-classes of the PixelDINO head (None: no head; the paper uses 24).
@@ -184,7 +184,7 @@ class UNet(nn.Module):
         return x, prev
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Segmentation logits ``(N, 1, H, W)`` for normalised input ``(N, C, H, W)``."""
+        """Segmentation logits ``(N, 1, H, W)`` for normalized input ``(N, C, H, W)``."""
         features, _ = self._decode(x)
         return self.head(features)
 

@@ -104,7 +104,7 @@ def sample_warp(
     smooth elastic displacement of at most ``elastic_alpha`` pixels.
 
     Returns:
-        ``(N, H, W, 2)`` grid in ``grid_sample``'s normalised (x, y) coordinates
+        ``(N, H, W, 2)`` grid in ``grid_sample``'s normalized (x, y) coordinates
         (``align_corners=False``); positions outside [-1, 1] lie outside the image.
     """
     zoom = torch.exp(_uniform(n, math.log(config.zoom[0]), math.log(config.zoom[1]), generator))

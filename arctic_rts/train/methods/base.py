@@ -29,7 +29,7 @@ class NormalizedNet(NormalizedModel):
     weights predict exactly as the trained network did.
 
     Args:
-        unet: The network (takes normalised input).
+        unet: The network (takes normalized input).
         mean: Per-band mean of raw reflectance.
         std: Per-band standard deviation of raw reflectance.
         bands: Band names (default: placeholders; the loop passes the real ones).
