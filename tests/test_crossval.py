@@ -128,7 +128,7 @@ def test_the_threshold_and_area_come_from_the_scores() -> None:
 
 def test_train_with_crossval_writes_an_honest_card(sites: dict[str, Path], tmp_path: Path) -> None:
     config = _config(sites, tmp_path / "final")
-    weights, result = train_with_crossval(config, tmp_path / "cv", seeds=(0,))
+    weights, result = train_with_crossval(config, tmp_path / "cv", seeds=(0,), jobs=2)
     assert [f["held_out"] for f in result["folds"]] == list(SITES)
     assert json.loads((tmp_path / "cv" / "crossval.json").read_text()) == json.loads(
         json.dumps(result)

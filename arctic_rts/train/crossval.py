@@ -23,7 +23,7 @@ import shutil
 import statistics
 import tempfile
 from collections.abc import Mapping, Sequence
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
@@ -120,10 +120,22 @@ def _train_one(config: TrainConfig) -> str:
 
 
 def _train_all(configs: Sequence[TrainConfig], jobs: int) -> list[Path]:
+    """Train every config (``jobs`` at a time), logging each finished run; results in order."""
+    done: dict[int, Path] = {}
+
+    def finished(index: int, weights: str) -> None:
+        done[index] = Path(weights)
+        logger.info("trained %s (%d of %d)", configs[index].out_dir, len(done), len(configs))
+
     if jobs <= 1:
-        return [Path(_train_one(c)) for c in configs]
-    with ProcessPoolExecutor(jobs, mp_context=get_context("spawn")) as pool:
-        return [Path(p) for p in pool.map(_train_one, configs)]
+        for i, config in enumerate(configs):
+            finished(i, _train_one(config))
+    else:
+        with ProcessPoolExecutor(jobs, mp_context=get_context("spawn")) as pool:
+            futures = {pool.submit(_train_one, c): i for i, c in enumerate(configs)}
+            for future in as_completed(futures):
+                finished(futures[future], future.result())
+    return [done[i] for i in range(len(configs))]
 
 
 # --- scoring -----------------------------------------------------------------------------------
