@@ -475,7 +475,9 @@ def _inventory_year(run: _InventoryRun, year: int) -> YearSummary:
         summary.notes.append(f"no scenes for {year} in any region; year not written.")
         return summary
     check_bands(run.weights, *(it.get("assets", {}) for it in items), exact=False)
-    check_domain(run.weights.card, items, allow_demo_model=mcfg.allow_demo_model)
+    check_domain(
+        run.weights.domain, run.weights.name, items, allow_demo_model=mcfg.allow_demo_model
+    )
     state = _Year(year, items, n_found, started, t0)
     fresh = _compute_missing(run, state, summary)
     _collect_year(run, state, fresh, summary)

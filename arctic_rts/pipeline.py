@@ -281,7 +281,7 @@ def map_region(
         found = search_scenes(bbox_t, year, stac_url=url, config=config.search, sign=sign)
         items = select_scenes(found)
         check_bands(model, *(it.get("assets", {}) for it in items), exact=False)
-        check_domain(model.card, items, allow_demo_model=config.allow_demo_model)
+        check_domain(model.domain, model.name, items, allow_demo_model=config.allow_demo_model)
         stac_label = url if stac is None or str(stac).startswith("http") else str(stac)
     t_search = time.perf_counter() - t_start
 

@@ -39,14 +39,17 @@ def test_the_default_model_follows_the_catalog() -> None:
 
 def test_the_bundled_demo_model_is_refused_on_real_scenes() -> None:
     card = read_card(demo_weights())
-    assert model_domain(card) == "generated-demo"
-    check_domain(card, [_item(True)])  # its own domain
+    demo = model_domain(card)
+    assert demo == "generated-demo"
+    check_domain(demo, card["name"], [_item(True)])  # its own domain
     with pytest.raises(WeightsError, match=r"generated demo scenes only.*real_unet") as err:
-        check_domain(card, [_item(True), _item(False)])
+        check_domain(demo, card["name"], [_item(True), _item(False)])
     assert "\n" not in str(err.value)
-    check_domain(card, [_item(False)], allow_demo_model=True)
+    check_domain(demo, card["name"], [_item(False)], allow_demo_model=True)
 
 
 def test_a_real_model_is_accepted_everywhere() -> None:
-    check_domain({"domain": {"name": "sentinel-2-l2a"}}, [_item(False), _item(True)])
-    check_domain({"name": "old card without a domain"}, [_item(False)])
+    check_domain("sentinel-2-l2a", "real", [_item(False), _item(True)])
+    check_domain(None, "old card without a domain", [_item(False)])
+    assert model_domain({"domain": {"name": "sentinel-2-l2a"}}) == "sentinel-2-l2a"
+    assert model_domain({"name": "old"}) is None

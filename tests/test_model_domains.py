@@ -108,3 +108,30 @@ def test_the_bundled_real_model_card() -> None:
     assert names and not any(n.startswith("/") or ":\\" in n for n in names)
     assert "never tested" in card["tested"]
     assert card["halo"] is not None and card["sha256"]
+
+
+@pytest.mark.realdata
+def test_an_inventory_run_refuses_the_demo_model_on_a_real_catalog(
+    earth_search_folder: Path, tmp_path: Path
+) -> None:
+    from arctic_rts.errors import WeightsError
+    from arctic_rts.inventory_run import run_inventory
+
+    run_file = tmp_path / "run.toml"
+    run_file.write_text(
+        "\n".join(
+            [
+                'out = "rts.gpkg"',
+                "years = [2025]",
+                f'stac = "{earth_search_folder}"',
+                f'weights = "{demo_weights()}"',
+                "[[regions]]",
+                'name = "trondelag"',
+                "bbox = [0.8, 63.2, 0.9, 63.3]",
+            ]
+        )
+        + "\n"
+    )
+    with pytest.raises(WeightsError, match="generated demo scenes only"):
+        run_inventory(run_file, progress=False)
+    assert not (tmp_path / "rts.gpkg").exists()

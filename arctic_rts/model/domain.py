@@ -40,7 +40,7 @@ def is_demo_item(item: Mapping[str, Any]) -> bool:
     return isinstance(software, Mapping) and DEMO_SOFTWARE in software
 
 
-def default_weights(stac: object) -> Path:
+def default_weights(stac: str | Path | None) -> Path:
     """The bundled model for a catalog: the demo model on the embedded demo catalog (``"demo"``),
     the real-imagery model on every other one."""
     return demo_weights() if str(stac) == "demo" else real_weights()
@@ -56,19 +56,30 @@ def model_domain(card: Mapping[str, Any]) -> str | None:
 
 
 def check_domain(
-    card: Mapping[str, Any], items: Iterable[Mapping[str, Any]], *, allow_demo_model: bool = False
+    domain: str | None,
+    name: str,
+    items: Iterable[Mapping[str, Any]],
+    *,
+    allow_demo_model: bool = False,
 ) -> None:
     """Refuse a generated-demo model on scenes that are not generated demo scenes.
+
+    Args:
+        domain: The model's domain (``Weights.domain``: "generated-demo" when any ensemble
+            member is a demo model).
+        name: The model's name, for the message.
+        items: The selected scenes.
+        allow_demo_model: Map anyway (tests).
 
     Raises:
         WeightsError: one line naming the real model to use instead.
     """
-    if allow_demo_model or model_domain(card) != DEMO_DOMAIN:
+    if allow_demo_model or domain != DEMO_DOMAIN:
         return
     real = [i for i in items if not is_demo_item(i)]
     if real:
         raise WeightsError(
-            f"the model '{card.get('name', '?')}' was trained on generated demo scenes only and "
+            f"the model '{name or '?'}' was trained on generated demo scenes only and "
             f"{len(real)} selected scene(s) are real imagery (e.g. {real[0].get('id', '?')}); "
             f"leave --weights out to use the bundled real-imagery model ({real_weights().name}) "
             "or pass weights trained on Sentinel-2 L2A (--allow-demo-model overrides)."
