@@ -203,8 +203,23 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 def _cmd_dataset_build(args: argparse.Namespace) -> int:
     from arctic_rts.catalog import stac_endpoint
-    from arctic_rts.train.build import build_dataset
+    from arctic_rts.train.build import build_dataset, plan_dataset
 
+    if args.dry_run:
+        with stac_endpoint(args.stac) as url:
+            rows = plan_dataset(
+                args.labels,
+                stac_url=url,
+                footprints=args.footprints,
+                tolerance_days=args.tolerance_days,
+                max_cloud_cover=args.max_cloud,
+            )
+        for row in rows:
+            scenes = ", ".join(row["scenes"]) or "no scene within the tolerance"
+            print(f"{row['image']}  {row['date']}  {row['n_labels']} labels  {scenes}")
+        n = sum(len(r["scenes"]) for r in rows)
+        print(f"{len(rows)} labelled images, {n} scene reads; nothing written (--dry-run)")
+        return EXIT_OK
     with stac_endpoint(args.stac) as url:
         out = build_dataset(
             args.labels,
@@ -215,6 +230,7 @@ def _cmd_dataset_build(args: argparse.Namespace) -> int:
             patch_size=args.patch_size,
             stride=args.stride,
             tolerance_days=args.tolerance_days,
+            max_cloud_cover=args.max_cloud,
             unlabelled_regions=[tuple(b) for b in args.unlabelled_bbox or []],
             unlabelled_year=args.unlabelled_year,
             dem=args.dem,
@@ -336,10 +352,22 @@ def _add_training_parsers(sub: Any) -> None:
     p.add_argument("--stride", type=int, default=None, help="default: half the patch size")
     p.add_argument("--tolerance-days", type=int, default=21)
     p.add_argument(
+        "--max-cloud",
+        type=float,
+        default=60.0,
+        metavar="PCT",
+        help="skip scenes with more cloud cover than this, in %% (default: 60)",
+    )
+    p.add_argument(
         "--unlabelled-bbox", type=float, nargs=4, action="append", metavar=("W", "S", "E", "N")
     )
     p.add_argument("--unlabelled-year", type=int, default=None)
     p.add_argument("--dem", type=Path, default=None, help="DEM for the elevation pretext")
+    p.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="list the scenes each labelled image would be cut from; read and write nothing",
+    )
     p.set_defaults(func=_cmd_dataset_build)
 
     p = sub.add_parser("train", help="train a model from a TOML run file")

@@ -413,30 +413,68 @@ def build_dataset(
     return Path(out)
 
 
-def _labelled_patches(img: Any, params: _BuildParams, writer: Any) -> int:
-    """Cut the patches of one labelled image from its scenes; returns how many were kept."""
-    import geopandas as gpd
+def scenes_for(
+    img: LabelledImage, stac_url: str, tolerance_days: int, max_cloud_cover: float
+) -> list[dict[str, Any]]:
+    """The scenes a labelled image is cut from: per MGRS tile over its footprint, the one
+    closest to its date within ``tolerance_days`` (dated labels), else the least cloudy summer
+    scene of its year."""
     import shapely
 
     from arctic_rts.config import SearchConfig
     from arctic_rts.errors import NoScenesError
-    from arctic_rts.load import load_scenes
     from arctic_rts.search import search_scenes, select_scenes
 
     bbox = shapely.bounds(img.footprint).tolist()
-    months = _season_months(img.day, params.tolerance_days) if img.day else (6, 7, 8)
+    months = _season_months(img.day, tolerance_days) if img.day else (6, 7, 8)
     try:
         found = search_scenes(
             bbox,
             img.year,
-            stac_url=params.stac_url,
-            config=SearchConfig(months=months, max_cloud_cover=params.max_cloud_cover),
+            stac_url=stac_url,
+            config=SearchConfig(months=months, max_cloud_cover=max_cloud_cover),
         )
     except NoScenesError:
         found = []
-    scenes = (
-        closest_scenes(found, img.day, params.tolerance_days) if img.day else select_scenes(found)
-    )
+    return closest_scenes(found, img.day, tolerance_days) if img.day else select_scenes(found)
+
+
+def plan_dataset(
+    labels: str | Path | Any,
+    *,
+    stac_url: str,
+    footprints: str | Path | Any | None = None,
+    tolerance_days: int = 21,
+    max_cloud_cover: float = 60.0,
+) -> list[dict[str, Any]]:
+    """What :func:`build_dataset` would read, without reading a pixel or writing a file.
+
+    Returns:
+        One row per labelled image: ``image``, ``date`` (or year), ``n_labels`` and
+        ``scenes`` (the ids of the scenes it would be cut from; empty when none matches).
+    """
+    images = group_labels(read_labels(labels), read_footprints(footprints) if footprints else None)
+    rows = []
+    for img in images:
+        scenes = scenes_for(img, stac_url, tolerance_days, max_cloud_cover)
+        rows.append(
+            {
+                "image": img.key,
+                "date": str(img.day or img.year),
+                "n_labels": len(img.labels),
+                "scenes": [str(s["id"]) for s in scenes],
+            }
+        )
+    return rows
+
+
+def _labelled_patches(img: Any, params: _BuildParams, writer: Any) -> int:
+    """Cut the patches of one labelled image from its scenes; returns how many were kept."""
+    import geopandas as gpd
+
+    from arctic_rts.load import load_scenes
+
+    scenes = scenes_for(img, params.stac_url, params.tolerance_days, params.max_cloud_cover)
     if not scenes:
         _warn(
             f"labelled image {img.key}: no scene within {params.tolerance_days} days of "
