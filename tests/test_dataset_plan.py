@@ -13,6 +13,7 @@ from shapely.geometry import shape
 
 from arctic_rts.catalog import serve_catalog
 from arctic_rts.cli import EXIT_OK, main
+from arctic_rts.errors import SkippedInputWarning
 from arctic_rts.train.build import plan_dataset
 
 ITEM = "S2B_MSIL2A_20240418T202849_R114_T10XFF_20240419T002101"
@@ -58,7 +59,7 @@ def labels(shared_data: Path, real_catalog: Path, tmp_path_factory: pytest.TempP
 def test_the_plan_lists_the_closest_scenes_over_the_labels(
     real_catalog: Path, labels: Path
 ) -> None:
-    with serve_catalog(real_catalog) as url:
+    with serve_catalog(real_catalog) as url, pytest.warns(SkippedInputWarning, match="footprint"):
         [cloudy] = plan_dataset(labels, stac_url=url)  # default: at most 60 % cloud
         [row] = plan_dataset(labels, stac_url=url, tolerance_days=21, max_cloud_cover=95)
     assert cloudy["scenes"] == []
@@ -76,7 +77,8 @@ def test_dry_run_writes_nothing(
 ) -> None:
     out = tmp_path / "train.zarr"
     argv = ["dataset", "build", "--labels", str(labels), "--stac", str(real_catalog)]
-    code = main([*argv, "--out", str(out), "--max-cloud", "95", "--dry-run"])
+    with pytest.warns(SkippedInputWarning, match="footprint"):
+        code = main([*argv, "--out", str(out), "--max-cloud", "95", "--dry-run"])
     printed = capsys.readouterr().out
     assert code == EXIT_OK
     assert ITEM in printed and "nothing written" in printed
