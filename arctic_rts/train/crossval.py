@@ -4,10 +4,10 @@ A model is only as good as its scores on places it never saw. For a recipe whose
 images lie in one folder per site (``chips/<site>/<name>.tif``, masks paired by file name),
 :func:`cross_validate` trains one model per held-out site and seed on the other sites, chooses
 the probability threshold and the minimum object area on those *training* sites only, and
-scores the held-out site with that choice. :func:`train_final` then trains on every labelled
-site and writes a weights card that carries the chosen threshold and minimum area (the median of
-the folds' choices), the held-out scores, the imagery domain and the training data as names
-relative to a data root, never as absolute paths of the machine that trained.
+scores the held-out site with that choice. :func:`train_with_crossval` does the same and also
+trains on every labelled site, in the same pool of jobs, and writes into that final model's
+card the chosen threshold and minimum area (the median of the folds' choices) and the held-out
+scores (``arctic-rts train --cross-validate``).
 
 Unlabelled images of a fold never include the held-out site, so no held-out pixel reaches
 training in any form.
