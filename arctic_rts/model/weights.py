@@ -27,7 +27,7 @@ from torch import nn
 
 from arctic_rts.errors import ConfigError, WeightsError
 from arctic_rts.files import atomic_write
-from arctic_rts.model.domain import DEMO_DOMAIN, model_domain
+from arctic_rts.model.domain import DEMO_DOMAIN, demo_weights, model_domain
 from arctic_rts.model.unet import UNet, build_unet
 
 #: Card keys every weights file carries (DESIGN.md, "The weights card").
@@ -49,8 +49,12 @@ _PICKLE_SUFFIXES = (".pt", ".pth", ".ckpt", ".pkl", ".pickle", ".bin")
 
 
 def bundled_weights() -> Path:
-    """Path of the demo weights shipped inside the package (produced by ``arctic-rts train``)."""
-    return Path(__file__).resolve().parents[1] / "data" / "demo_unet.safetensors"
+    """Path of the demo weights shipped inside the package (generated scenes only).
+
+    The same file as :func:`arctic_rts.model.domain.demo_weights`; which bundled model a map
+    run takes by default is :func:`arctic_rts.model.domain.default_weights`' choice.
+    """
+    return demo_weights()
 
 
 def tensors_sha256(tensors: Mapping[str, torch.Tensor]) -> str:
