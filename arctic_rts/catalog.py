@@ -35,7 +35,7 @@ from types import FrameType
 from typing import Any
 from urllib.parse import urljoin, urlparse
 
-from arctic_rts.config import EARTH_SEARCH_URL
+from arctic_rts.config import DEMO_CATALOG, EARTH_SEARCH_URL
 from arctic_rts.errors import CatalogError, ConfigError
 from arctic_rts.files import atomic_write
 
@@ -216,7 +216,7 @@ def stac_endpoint(stac: str | Path | None) -> Iterator[str]:
     if text.startswith(("http://", "https://")):
         yield text
         return
-    if text == "demo":
+    if text == DEMO_CATALOG:
         from arctic_rts.demo import DEFAULT_DEMO_ROOT, generate_demo
 
         source: Path = generate_demo(DEFAULT_DEMO_ROOT).items_dir

@@ -23,6 +23,10 @@ from arctic_rts.errors import ConfigError
 EARTH_SEARCH_URL = "https://earth-search.aws.element84.com/v1"
 #: Microsoft Planetary Computer's STAC API (items need URL signing, see ``search_scenes``).
 PLANETARY_COMPUTER_URL = "https://planetarycomputer.microsoft.com/api/stac/v1"
+#: The ``stac`` value that names the embedded demo catalog (generated on first use).
+DEMO_CATALOG = "demo"
+#: Key under an item's ``processing:software`` with which the demo generator marks its items.
+DEMO_SOFTWARE = "arctic-rts-demo"
 
 
 #: The first year with Sentinel-2 imagery (Sentinel-2A began acquiring in June 2015).
@@ -445,7 +449,11 @@ def read_inventory_run(path: str | Path) -> InventoryRunConfig:
             raise ConfigError(f"weights in {path} must be a path or a list of paths.")
         run["weights"] = tuple(rel(w, "weights") for w in listed)
     stac = run.get("stac")
-    if isinstance(stac, str) and stac != "demo" and not stac.startswith(("http://", "https://")):
+    if (
+        isinstance(stac, str)
+        and stac != DEMO_CATALOG
+        and not stac.startswith(("http://", "https://"))
+    ):
         run["stac"] = rel(stac, "stac")
     for key in ("out", "years"):
         if key not in run:

@@ -36,6 +36,7 @@ from arctic_rts.errors import ConfigError, InventoryError
 from arctic_rts.files import replace_durably
 from arctic_rts.pipeline import (
     SceneRecord,
+    check_model_fits,
     map_scenes,
     scene_record,
     scenes_frame,
@@ -462,8 +463,6 @@ class _Year:
 def _inventory_year(run: _InventoryRun, year: int) -> YearSummary:
     """One year of an inventory run: select, compute what is missing, merge, write if changed."""
     from arctic_rts.merge import merge_polygons
-    from arctic_rts.model.domain import check_domain
-    from arctic_rts.model.weights import check_bands
 
     t0 = time.perf_counter()
     started = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
@@ -474,10 +473,7 @@ def _inventory_year(run: _InventoryRun, year: int) -> YearSummary:
     if not items:
         summary.notes.append(f"no scenes for {year} in any region; year not written.")
         return summary
-    check_bands(run.weights, *(it.get("assets", {}) for it in items), exact=False)
-    check_domain(
-        run.weights.domain, run.weights.name, items, allow_demo_model=mcfg.allow_demo_model
-    )
+    check_model_fits(run.weights, items, mcfg)
     state = _Year(year, items, n_found, started, t0)
     fresh = _compute_missing(run, state, summary)
     _collect_year(run, state, fresh, summary)

@@ -87,6 +87,19 @@ class MapResult:
         return "\n".join(lines)
 
 
+def check_model_fits(weights: Weights, items: list[dict[str, Any]], config: MapConfig) -> None:
+    """Refuse, before any cluster work, a model the selected scenes cannot feed or must not meet.
+
+    Weights whose bands no scene carries would fail every scene one by one; a model trained on
+    generated demo scenes is refused on real ones (unless ``config.allow_demo_model``).
+    """
+    from arctic_rts.model.domain import check_domain
+    from arctic_rts.model.weights import check_bands
+
+    check_bands(weights, *(it.get("assets", {}) for it in items), exact=False)
+    check_domain(weights.domain, weights.name, items, allow_demo_model=config.allow_demo_model)
+
+
 def scene_record(item: dict[str, Any]) -> SceneRecord:
     """A pending record of the scene of STAC ``item``."""
     from shapely.geometry import shape
@@ -260,8 +273,8 @@ def map_region(
     from arctic_rts.cluster import connect
     from arctic_rts.inventory import write_inventory
     from arctic_rts.merge import merge_polygons
-    from arctic_rts.model.domain import check_domain, default_weights
-    from arctic_rts.model.weights import check_bands, resolve_weights
+    from arctic_rts.model.domain import default_weights
+    from arctic_rts.model.weights import resolve_weights
     from arctic_rts.search import search_scenes, select_scenes
 
     config = config or MapConfig()
@@ -280,8 +293,7 @@ def map_region(
     with stac_endpoint(stac) as url:
         found = search_scenes(bbox_t, year, stac_url=url, config=config.search, sign=sign)
         items = select_scenes(found)
-        check_bands(model, *(it.get("assets", {}) for it in items), exact=False)
-        check_domain(model.domain, model.name, items, allow_demo_model=config.allow_demo_model)
+        check_model_fits(model, items, config)
         stac_label = url if stac is None or str(stac).startswith("http") else str(stac)
     t_search = time.perf_counter() - t_start
 

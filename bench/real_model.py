@@ -14,13 +14,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
-import statistics
 from pathlib import Path
 from typing import Any
 
+from report import mean_std, rewrite_section
+
 ROOT = Path(__file__).resolve().parents[1]
-BENCHMARKS = ROOT / "BENCHMARKS.md"
 HEADING = "## The bundled real-imagery model (make real-weights, bench/real_model.py)"
 ROWS = (
     ("held_out_scores", "chosen threshold + minimum area"),
@@ -28,15 +27,6 @@ ROWS = (
     ("held_out_default", "threshold 0.5, no minimum area"),
     ("train_scores", "training sites, chosen post-processing"),
 )
-
-
-def _fmt(values: list[float]) -> str:
-    vals = [v for v in values if not math.isnan(v)]
-    if not vals:
-        return "n/a"
-    if len(vals) == 1:
-        return f"{vals[0]:.3f}"
-    return f"{statistics.fmean(vals):.3f} ± {statistics.stdev(vals):.3f}"
 
 
 def section(result: dict[str, Any], card: dict[str, Any]) -> list[str]:
@@ -81,25 +71,12 @@ def section(result: dict[str, Any], card: dict[str, Any]) -> list[str]:
     ]
     for key, label in ROWS:
         lines.append(
-            f"| {label} | {_fmt([f[key]['pixel']['iou'] for f in folds])} | "
-            f"{_fmt([f[key]['object']['precision'] for f in folds])} | "
-            f"{_fmt([f[key]['object']['recall'] for f in folds])} |"
+            f"| {label} | {mean_std([f[key]['pixel']['iou'] for f in folds])} | "
+            f"{mean_std([f[key]['object']['precision'] for f in folds])} | "
+            f"{mean_std([f[key]['object']['recall'] for f in folds])} |"
         )
     lines.append("")
     return lines
-
-
-def rewrite(lines: list[str]) -> None:
-    """Replace this script's section of BENCHMARKS.md (or append it)."""
-    text = BENCHMARKS.read_text() if BENCHMARKS.exists() else "# Benchmarks\n"
-    old = text.splitlines()
-    if HEADING in old:
-        start = old.index(HEADING)
-        end = next((i for i in range(start + 1, len(old)) if old[i].startswith("## ")), len(old))
-        new = old[:start] + lines + old[end:]
-    else:
-        new = [*old, "", *lines]
-    BENCHMARKS.write_text("\n".join(new).rstrip("\n") + "\n")
 
 
 def main() -> None:
@@ -113,7 +90,7 @@ def main() -> None:
     args = parser.parse_args()
     result = json.loads(args.crossval.read_text())
     card = json.loads(args.weights.read_text())
-    rewrite(section(result, card))
+    rewrite_section(HEADING, section(result, card))
 
 
 if __name__ == "__main__":

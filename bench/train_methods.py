@@ -41,6 +41,8 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from report import mean_std, rewrite_section  # noqa: E402
+
 from arctic_rts.train.config import (  # noqa: E402
     AdversarialConfig,
     PixelDINOConfig,
@@ -51,7 +53,6 @@ from arctic_rts.train.loop import train  # noqa: E402
 
 SHARED = Path(os.environ.get("ARCTIC_RTS_SHARED_DATA", ROOT.parent / "shared" / "data"))
 RESULTS = ROOT / "bench" / "results"
-BENCHMARKS = ROOT / "BENCHMARKS.md"
 #: This script's section of BENCHMARKS.md: from this heading to the next "## " heading.
 HEADING = "## Training methods (bench/train_methods.py)"
 
@@ -274,15 +275,6 @@ def measure_timing(data: dict[str, str], steps: int = 12) -> dict[str, float]:
     return out
 
 
-def _fmt(values: list[float]) -> str:
-    vals = [v for v in values if not math.isnan(v)]
-    if not vals:
-        return "n/a"
-    if len(vals) == 1:
-        return f"{vals[0]:.3f}"
-    return f"{statistics.mean(vals):.3f} ± {statistics.stdev(vals):.3f}"
-
-
 def _verdict(records: list[dict[str, Any]]) -> str:
     """One honest sentence per dataset: which method has the best mean IoU, or that none learnt."""
     ious: dict[str, list[float]] = {}
@@ -334,7 +326,7 @@ def write_table() -> str:
             if not rs:
                 continue
             cells = [
-                _fmt([float(r["metrics"].get(k, math.nan)) for r in rs])
+                mean_std([float(r["metrics"].get(k, math.nan)) for r in rs])
                 for k in ("iou", "f1", "precision", "recall")
             ]
             lines.append(f"| {method} | {len(rs)} | {' | '.join(cells)} |")
@@ -356,18 +348,7 @@ def write_table() -> str:
                 f"| {method} | {s:.3f} | {s / base:.2f} |" if base else f"| {method} | {s:.3f} | |"
             )
         lines.append("")
-    section = "\n".join(lines).rstrip("\n") + "\n"
-    old = BENCHMARKS.read_text() if BENCHMARKS.exists() else "# Benchmarks\n"
-    rows = old.splitlines()
-    start = next((i for i, r in enumerate(rows) if r.strip() == HEADING), None)
-    if start is None:
-        text = old.rstrip("\n") + "\n\n" + section
-    else:
-        end = next((i for i in range(start + 1, len(rows)) if rows[i].startswith("## ")), len(rows))
-        rest = "\n".join(rows[end:])
-        text = "\n".join(rows[:start]) + "\n" + section + ("\n" + rest + "\n" if rest else "")
-    BENCHMARKS.write_text(text)
-    return section
+    return rewrite_section(HEADING, lines)
 
 
 def main(argv: list[str] | None = None) -> int:

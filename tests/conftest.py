@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -25,6 +26,20 @@ def shared_data() -> Path:
     if not (SHARED_DATA / "README.md").is_file():
         pytest.skip(f"real data folder {SHARED_DATA} is absent (set ARCTIC_RTS_SHARED_DATA)")
     return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def rkh_folder(shared_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A catalog folder of the real 29RKH item with its hrefs on the real (10x decimated) COGs."""
+    cogs = shared_data / "s2_l2a_cogs_29RKH"
+    item = json.loads((cogs / "S2A_29RKH_20200219_0_L2A.json").read_text())
+    for asset in item["assets"].values():
+        local = cogs / asset["href"].rsplit("/", 1)[-1]
+        if local.is_file():
+            asset["href"] = str(local)
+    folder = tmp_path_factory.mktemp("rkh")
+    (folder / "item.json").write_text(json.dumps(item))
+    return folder
 
 
 #: NDVI below this is "bare soil" for the stand-in model: 1.3 * B04 - 0.7 * B08 > 0.

@@ -25,6 +25,7 @@ from arctic_rts.train.crossval import (
     fold_config,
     labelled_by_site,
     train_with_crossval,
+    write_crossval_card,
 )
 from arctic_rts.train.evaluate import evaluate, score_predictions
 
@@ -140,7 +141,7 @@ def test_train_with_crossval_writes_an_honest_card(sites: dict[str, Path], tmp_p
     assert loso["sites"] == list(SITES) and len(loso["folds"]) == 3
     for fold in loso["folds"]:
         assert fold["threshold"] in THRESHOLDS
-        iou = fold["held_out_scores"]["pixel"]["iou"]
+        iou = fold["held_out_scores"]["pixel_iou"]
         assert math.isnan(iou) or 0 <= iou <= 1
     assert "never tested" in card["tested"]
     assert card["domain"]["name"] == "sentinel-2-l2a"
@@ -149,6 +150,8 @@ def test_train_with_crossval_writes_an_honest_card(sites: dict[str, Path], tmp_p
     assert data["images"] == "chips" and data["masks"] == "masks"
     assert not any(str(v).startswith("/") for v in data.values() if isinstance(v, str))
     load_model(weights, device="cpu")  # tensors still match the card's hash
+    again = write_crossval_card(weights, result)  # a rerun writes the same card (NaN-safe compare)
+    assert json.dumps(again, sort_keys=True) == json.dumps(card, sort_keys=True)
     # each fold's held-out scores are what evaluate gives on its weights by default
     for fold in result["folds"]:
         val_masks = Path(fold["weights"]).parents[1] / "data" / "val_masks"

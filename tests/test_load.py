@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -187,18 +186,10 @@ def test_bad_band_lists_are_config_errors(tmp_path: Path, bands: list[str], matc
 
 
 @pytest.fixture(scope="module")
-def rkh_api(shared_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Any:
+def rkh_api(shared_data: Path, rkh_folder: Path) -> Any:
     """The real 29RKH item, its hrefs pointed at the real COGs, served by the embedded API."""
-    cogs = shared_data / "s2_l2a_cogs_29RKH"
-    item = json.loads((cogs / "S2A_29RKH_20200219_0_L2A.json").read_text())
-    for asset in item["assets"].values():
-        local = cogs / asset["href"].rsplit("/", 1)[-1]
-        if local.is_file():
-            asset["href"] = str(local)
-    folder = tmp_path_factory.mktemp("rkh")
-    (folder / "item.json").write_text(json.dumps(item))
-    with serve_catalog(folder) as url:
-        yield url, cogs
+    with serve_catalog(rkh_folder) as url:
+        yield url, shared_data / "s2_l2a_cogs_29RKH"
 
 
 def _reference(path: Path, transform: Any, shape: tuple[int, int], method: Resampling) -> Any:

@@ -20,6 +20,7 @@ from shapely.geometry import Point
 from shapely.geometry.base import BaseGeometry
 
 from arctic_rts.bands import L2A_BANDS, RESOLUTION_M
+from arctic_rts.config import DEMO_SOFTWARE
 from arctic_rts.demo.grid import (
     _F32,
     _Acq,
@@ -264,7 +265,7 @@ def _item_properties(
         "s2:reflectance_conversion_factor": round(rcf, 9),
         "datetime": f"{when:%Y-%m-%dT%H:%M:%S}.024000Z",
         "s2:sequence": "0",
-        "processing:software": {"arctic-rts-demo": GENERATOR_VERSION},
+        "processing:software": {DEMO_SOFTWARE: GENERATOR_VERSION},
         "updated": now,
     }
     return props

@@ -14,10 +14,9 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+from arctic_rts.config import DEMO_CATALOG, DEMO_SOFTWARE
 from arctic_rts.errors import WeightsError
 
-#: Key under ``processing:software`` with which the demo generator marks its items.
-DEMO_SOFTWARE = "arctic-rts-demo"
 #: Domain name of models trained on generated demo scenes.
 DEMO_DOMAIN = "generated-demo"
 
@@ -43,7 +42,7 @@ def is_demo_item(item: Mapping[str, Any]) -> bool:
 def default_weights(stac: str | Path | None) -> Path:
     """The bundled model for a catalog: the demo model on the embedded demo catalog (``"demo"``),
     the real-imagery model on every other one."""
-    return demo_weights() if str(stac) == "demo" else real_weights()
+    return demo_weights() if str(stac) == DEMO_CATALOG else real_weights()
 
 
 def model_domain(card: Mapping[str, Any]) -> str | None:

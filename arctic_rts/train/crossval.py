@@ -21,7 +21,6 @@ import logging
 import math
 import shutil
 import statistics
-import tempfile
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from multiprocessing import get_context
@@ -142,22 +141,16 @@ def _train_all(configs: Sequence[TrainConfig], jobs: int) -> list[Path]:
 
 
 def predictions(
-    weights: str | Path, pairs: Sequence[tuple[Path, Path]], device: str = "cpu"
+    weights: str | Path, images: str | Path, masks: str | Path, device: str = "cpu"
 ) -> list[dict[str, Any]]:
-    """Probabilities of ``weights`` on image/mask ``pairs`` (the model runs once per image)."""
+    """Probabilities of ``weights`` on the images that ``masks`` pair with (model run once)."""
     from arctic_rts.model.weights import load_model, resolve_device
     from arctic_rts.train.data import FolderDataset
     from arctic_rts.train.evaluate import predict_dataset
 
     dev = resolve_device(device)
     model, _ = load_model(weights, device=dev)
-    work = Path(tempfile.mkdtemp(prefix="arctic-rts-pairs-"))
-    try:
-        images = _link(work / "images", [i for i, _ in pairs])
-        masks = _link(work / "masks", [m for _, m in pairs])
-        return predict_dataset(model, FolderDataset(images, masks), dev)
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
+    return predict_dataset(model, FolderDataset(images, masks), dev)
 
 
 def score(
@@ -185,7 +178,9 @@ def choose_postprocessing(
     Call it on training data only: a choice made on the data it is scored on is no score.
     Ties go to the lower threshold and the smaller area (the least aggressive choice).
     """
-    best_t = max(thresholds, key=lambda t: (_finite(score(preds, t)["pixel"]["iou"]), -t))
+    from arctic_rts.train.evaluate import pixel_totals
+
+    best_t = max(thresholds, key=lambda t: (_finite(pixel_totals(preds, t)["iou"]), -t))
     best_a = max(
         min_areas_m2,
         key=lambda a: (_finite(score(preds, best_t, a)["object"]["f1"]), -a),
@@ -222,9 +217,9 @@ def cross_validate(
         ConfigError: the recipe reads a patch dataset.
         DatasetError: fewer than two labelled sites.
     """
-    groups, configs = _plan(config, Path(work_dir), seeds)
-    weights = _train_all(configs, jobs)
-    return _score_folds(config, groups, configs, weights, Path(work_dir))
+    folds = _plan(config, Path(work_dir), seeds)
+    weights = _train_all([c for _, c in folds], jobs)
+    return _score_folds(folds, weights, Path(work_dir))
 
 
 def train_with_crossval(
@@ -242,16 +237,15 @@ def train_with_crossval(
     Returns:
         The final weights file and the cross-validation result.
     """
-    groups, configs = _plan(config, Path(work_dir), seeds)
-    *weights, final = _train_all([*configs, config], jobs)
-    result = _score_folds(config, groups, configs, weights, Path(work_dir))
+    folds = _plan(config, Path(work_dir), seeds)
+    *weights, final = _train_all([*(c for _, c in folds), config], jobs)
+    result = _score_folds(folds, weights, Path(work_dir))
     write_crossval_card(final, result)
     return final, result
 
 
-def _plan(
-    config: TrainConfig, work: Path, seeds: Sequence[int]
-) -> tuple[dict[str, list[tuple[Path, Path]]], list[TrainConfig]]:
+def _plan(config: TrainConfig, work: Path, seeds: Sequence[int]) -> list[tuple[str, TrainConfig]]:
+    """``(held-out site, fold recipe)`` per site and seed."""
     if config.data.images is None or config.data.masks is None:
         raise ConfigError(
             "cross-validation needs data.images (one folder per site) and data.masks; "
@@ -263,26 +257,27 @@ def _plan(
             f"leave-one-site-out needs at least two labelled sites; found {list(groups)} "
             f"(a site is the folder an image lies in)."
         )
-    configs = [fold_config(config, groups, s, seed, work) for s in groups for seed in seeds]
-    logger.info("%d fold models for sites %s", len(configs), ", ".join(groups))
-    return groups, configs
+    folds = [(s, fold_config(config, groups, s, seed, work)) for s in groups for seed in seeds]
+    logger.info("%d fold models for sites %s", len(folds), ", ".join(groups))
+    return folds
 
 
 def _score_folds(
-    config: TrainConfig,
-    groups: Mapping[str, Sequence[tuple[Path, Path]]],
-    configs: Sequence[TrainConfig],
-    weights: Sequence[Path],
-    work: Path,
+    folds: Sequence[tuple[str, TrainConfig]], weights: Sequence[Path], work: Path
 ) -> dict[str, Any]:
-    folds = []
-    for cfg, w in zip(configs, weights, strict=True):
-        held_out = cfg.name.removeprefix(f"{config.name}-")
-        train_preds = predictions(w, [p for s, ps in groups.items() if s != held_out for p in ps])
+    """Choose each fold's post-processing on its training sites, then score its held-out site.
+
+    A fold's recipe already holds the links that select its data: ``data.masks`` pairs the
+    training sites' images, ``data.val_masks`` the held-out site's.
+    """
+    results = []
+    for (held_out, cfg), w in zip(folds, weights, strict=True):
+        images = cfg.data.images or ""
+        train_preds = predictions(w, images, cfg.data.masks or "")
         t, a = choose_postprocessing(train_preds)
         _write_card(w, {"threshold": t, "min_area_m2": a})
-        held = predictions(w, groups[held_out])
-        folds.append(
+        held = predictions(w, images, cfg.data.val_masks or "")
+        results.append(
             {
                 "held_out": held_out,
                 "seed": cfg.seed,
@@ -295,8 +290,9 @@ def _score_folds(
                 "held_out_default": score(held, 0.5, 0.0),
             }
         )
-    result = {"sites": list(groups), "seeds": sorted({c.seed for c in configs}), "folds": folds}
-    result["summary"] = summarise(folds)
+    sites = list(dict.fromkeys(site for site, _ in folds))
+    result = {"sites": sites, "seeds": sorted({c.seed for _, c in folds}), "folds": results}
+    result["summary"] = summarise(results)
     work.mkdir(parents=True, exist_ok=True)
     (work / RESULT).write_text(json.dumps(result, indent=2) + "\n")
     return result
@@ -343,6 +339,9 @@ def write_crossval_card(weights: str | Path, crossval: Mapping[str, Any]) -> dic
     summary = crossval["summary"]
     sites = list(crossval["sites"])
     card = read_card(weights)
+    earlier = card.get("metrics") or {}
+    # Rewriting a card that already carries a cross-validation keeps the training run's metrics.
+    run_metrics = earlier.get("final_model", {}) if "leave_one_site_out" in earlier else earlier
     card["threshold"] = summary["threshold"]
     card["min_area_m2"] = summary["min_area_m2"]
     card["metrics"] = {
@@ -353,9 +352,9 @@ def write_crossval_card(weights: str | Path, crossval: Mapping[str, Any]) -> dic
             "sites": sites,
             "seeds": list(crossval["seeds"]),
             "summary": summary,
-            "folds": [{k: v for k, v in f.items() if k != "weights"} for f in crossval["folds"]],
+            "folds": [_card_fold(f) for f in crossval["folds"]],
         },
-        "final_model": card.get("metrics", {}),
+        "final_model": run_metrics,
     }
     per_site = {
         site: statistics.fmean(
@@ -371,6 +370,23 @@ def write_crossval_card(weights: str | Path, crossval: Mapping[str, Any]) -> dic
         "full Sentinel-2 tiles."
     )
     return _write_card(weights, card)
+
+
+#: The score sets of a fold that a card keeps (crossval.json keeps every count).
+_SCORE_SETS = ("held_out_scores", "held_out_threshold_only", "held_out_default", "train_scores")
+
+
+def _card_fold(fold: Mapping[str, Any]) -> dict[str, Any]:
+    """A fold as the card records it: its choice and, per score set, the headline scores."""
+    out: dict[str, Any] = {k: fold[k] for k in ("held_out", "seed", "threshold", "min_area_m2")}
+    for key in _SCORE_SETS:
+        obj = fold[key]["object"]
+        out[key] = {
+            "pixel_iou": fold[key]["pixel"]["iou"],
+            **{f"object_{k}": obj[k] for k in ("precision", "recall", "n_matched", "n_pred")},
+            "object_n_true": obj["n_true"],
+        }
+    return out
 
 
 def _write_card(weights: str | Path, updates: Mapping[str, Any]) -> dict[str, Any]:

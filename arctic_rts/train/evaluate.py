@@ -181,12 +181,10 @@ def score_predictions(
     from arctic_rts.vectorize import vectorize
 
     vconf = VectorizeConfig(min_area_m2=min_area_m2)
-    counts = np.zeros(4, dtype=np.int64)
     n_pred = n_true = n_matched = 0
     per_image = []
     for p in preds:
-        c = np.array(pixel_counts(p["prob"] >= threshold, p["truth"], ignore=p["invalid"]))
-        counts += c
+        c = _counts(p, threshold)
         prob_map = np.where(p["invalid"], np.nan, p["prob"])
         pred_poly = vectorize(as_dataarray(prob_map, p["geo"]), threshold=threshold, config=vconf)
         truth = as_dataarray(p["truth"].astype(np.float32), p["geo"])
@@ -203,7 +201,6 @@ def score_predictions(
                 "n_matched": obj.n_matched,
             }
         )
-    tp, fp, fn, tn = (int(v) for v in counts)
 
     def ratio(a: int, b: int) -> float:
         return a / b if b else math.nan
@@ -212,7 +209,7 @@ def score_predictions(
         "threshold": threshold,
         "min_area_m2": min_area_m2,
         "n_images": len(preds),
-        "pixel": {**pixel_scores(tp, fp, fn, tn), "tp": tp, "fp": fp, "fn": fn, "tn": tn},
+        "pixel": pixel_totals(preds, threshold),
         "object": {
             "precision": ratio(n_matched, n_pred),
             "recall": ratio(n_matched, n_true),
@@ -224,6 +221,18 @@ def score_predictions(
         },
         "images": per_image,
     }
+
+
+def _counts(pred: Mapping[str, Any], threshold: float) -> np.ndarray:
+    return np.array(pixel_counts(pred["prob"] >= threshold, pred["truth"], ignore=pred["invalid"]))
+
+
+def pixel_totals(preds: Sequence[Mapping[str, Any]], threshold: float) -> dict[str, Any]:
+    """Pixel scores of :func:`predict_dataset` output at ``threshold``, counts summed first
+    (no polygons: what choosing a threshold by pixel IoU needs)."""
+    counts = sum((_counts(p, threshold) for p in preds), np.zeros(4, dtype=np.int64))
+    tp, fp, fn, tn = (int(v) for v in counts)
+    return {**pixel_scores(tp, fp, fn, tn), "tp": tp, "fp": fp, "fn": fn, "tn": tn}
 
 
 def format_table(result: dict[str, Any]) -> str:
