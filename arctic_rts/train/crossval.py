@@ -2,12 +2,12 @@
 
 A model is only as good as its scores on places it never saw. For a recipe whose labelled
 images lie in one folder per site (``chips/<site>/<name>.tif``, masks paired by file name),
-:func:`cross_validate` trains one model per held-out site and seed on the other sites, chooses
-the probability threshold and the minimum object area on those *training* sites only, and
-scores the held-out site with that choice. :func:`train_with_crossval` does the same and also
-trains on every labelled site, in the same pool of jobs, and writes into that final model's
-card the chosen threshold and minimum area (the median of the folds' choices) and the held-out
-scores (``arctic-rts train --cross-validate``).
+:func:`train_with_crossval` trains one model per held-out site and seed on the other sites,
+chooses the probability threshold and the minimum object area on those *training* sites only,
+and scores the held-out site with that choice. It also trains on every labelled site, in the
+same pool of jobs, and writes into that final model's card the chosen threshold and minimum
+area (the median of the folds' choices) and the held-out scores (``arctic-rts train
+--cross-validate``).
 
 Unlabelled images of a fold never include the held-out site, so no held-out pixel reaches
 training in any form.
@@ -191,37 +191,6 @@ def choose_postprocessing(
 # --- the whole procedure -----------------------------------------------------------------------
 
 
-def cross_validate(
-    config: TrainConfig,
-    work_dir: str | Path,
-    *,
-    seeds: Sequence[int] = (1,),
-    jobs: int = 1,
-) -> dict[str, Any]:
-    """Leave-one-site-out cross-validation of ``config`` (a folder-of-images recipe).
-
-    Args:
-        config: The recipe. ``data.images`` holds one folder per site, ``data.masks`` the masks
-            of the labelled sites, ``data.unlabelled`` (optional) more images whose folder names
-            are sites too.
-        work_dir: Fold folders (links to the data, runs, weights) and ``crossval.json``.
-        seeds: One model per held-out site and seed.
-        jobs: Folds trained side by side, each on one torch thread.
-
-    Returns:
-        ``{"sites", "seeds", "folds": [{held_out, seed, weights, threshold, min_area_m2,
-        train_scores, held_out_scores, held_out_threshold_only, held_out_default}],
-        "summary"}``; the same is written to ``work_dir/crossval.json``.
-
-    Raises:
-        ConfigError: the recipe reads a patch dataset.
-        DatasetError: fewer than two labelled sites.
-    """
-    folds = _plan(config, Path(work_dir), seeds)
-    weights = _train_all([c for _, c in folds], jobs)
-    return _score_folds(folds, weights, Path(work_dir))
-
-
 def train_with_crossval(
     config: TrainConfig,
     work_dir: str | Path,
@@ -229,13 +198,29 @@ def train_with_crossval(
     seeds: Sequence[int] = (1,),
     jobs: int = 1,
 ) -> tuple[Path, dict[str, Any]]:
-    """Cross-validate ``config`` and train it on every labelled site, in one pool of jobs.
+    """Cross-validate ``config`` leave-one-site-out and train it on every labelled site.
 
-    The final model trains beside the folds (it does not depend on them); once all are done
-    its card gets the folds' choices and held-out scores (:func:`write_crossval_card`).
+    The final model trains beside the folds, in one pool of jobs (it does not depend on them);
+    once all are done its card gets the folds' choices and held-out scores
+    (:func:`write_crossval_card`).
+
+    Args:
+        config: The recipe. ``data.images`` holds one folder per site, ``data.masks`` the masks
+            of the labelled sites, ``data.unlabelled`` (optional) more images whose folder names
+            are sites too.
+        work_dir: Fold folders (links to the data, runs, weights) and ``crossval.json``.
+        seeds: One model per held-out site and seed.
+        jobs: Runs trained side by side, each on one torch thread.
 
     Returns:
-        The final weights file and the cross-validation result.
+        The final weights file and the cross-validation result: ``{"sites", "seeds", "folds":
+        [{held_out, seed, weights, threshold, min_area_m2, train_scores, held_out_scores,
+        held_out_threshold_only, held_out_default}], "summary"}``, also written to
+        ``work_dir/crossval.json``.
+
+    Raises:
+        ConfigError: the recipe reads a patch dataset.
+        DatasetError: fewer than two labelled sites.
     """
     folds = _plan(config, Path(work_dir), seeds)
     *weights, final = _train_all([*(c for _, c in folds), config], jobs)
