@@ -18,7 +18,6 @@ import functools
 import hashlib
 import json
 import logging
-import os
 import re
 import time
 import uuid
@@ -33,7 +32,7 @@ from arctic_rts import __version__
 from arctic_rts.catalog import stac_endpoint
 from arctic_rts.config import InventoryRunConfig, MapConfig, read_inventory_run
 from arctic_rts.errors import ConfigError, InventoryError
-from arctic_rts.files import replace_durably
+from arctic_rts.files import atomic_path, atomic_write, replace_durably, temporary_sibling
 from arctic_rts.pipeline import (
     SceneRecord,
     check_model_fits,
@@ -110,6 +109,10 @@ class InventoryRunResult:
         return "\n".join(lines)
 
 
+#: The fields of a ``log.jsonl`` line; the first three identify the scene record it logs.
+_LOG_KEYS = ("run_id", "item_id", "year", "status", "finished")
+
+
 class _Manifest:
     """The work folder ``<out>.work``: one record per finished scene and year, reused on rerun.
 
@@ -129,6 +132,7 @@ class _Manifest:
         # run is writing them.
         for stale in (root / "scenes").glob("*/.*.tmp-*"):
             stale.unlink(missing_ok=True)
+        self._complete_log()
 
     def _path(self, year: int, item_id: str, suffix: str) -> Path:
         safe = re.sub(r"[^A-Za-z0-9._-]", "_", item_id)
@@ -187,17 +191,47 @@ class _Manifest:
             "footprint": mapping(rec.footprint) if rec.footprint is not None else None,
         }
         if gdf is not None:
-            parquet = self._path(year, rec.item_id, ".parquet")
-            tmp = parquet.with_name(f".{parquet.name}.tmp-{os.getpid()}")
-            gdf.to_parquet(tmp, index=False)
-            doc["polygons_sha256"] = hashlib.sha256(tmp.read_bytes()).hexdigest()
-            replace_durably(tmp, parquet)
-        tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
-        tmp.write_text(json.dumps(doc, indent=1, default=str))
-        replace_durably(tmp, target)
-        with (self.root / "log.jsonl").open("a") as log:
-            keys = ("run_id", "item_id", "year", "status", "finished")
-            log.write(json.dumps({k: doc[k] for k in keys}) + "\n")
+            with atomic_path(self._path(year, rec.item_id, ".parquet")) as tmp:
+                gdf.to_parquet(tmp, index=False)
+                doc["polygons_sha256"] = hashlib.sha256(tmp.read_bytes()).hexdigest()
+        atomic_write(target, lambda tmp: tmp.write_text(json.dumps(doc, indent=1, default=str)))
+        self._append_log([doc])
+
+    def _append_log(self, docs: list[dict[str, Any]]) -> None:
+        log = self.root / "log.jsonl"
+        torn = log.exists() and not log.read_bytes().endswith(b"\n") and log.stat().st_size > 0
+        with log.open("a") as f:
+            if torn:  # a run killed inside its append left half a line: end it
+                f.write("\n")
+            for doc in docs:
+                f.write(json.dumps({k: doc[k] for k in _LOG_KEYS}) + "\n")
+
+    def _complete_log(self) -> None:
+        """Log the records that a killed run wrote but did not log.
+
+        A record is renamed into place before its log line is appended; a kill between the two
+        leaves a finished scene that the audit does not show. Every run repairs that first.
+        """
+        log = self.root / "log.jsonl"
+        logged: set[tuple[Any, ...]] = set()
+        for line in log.read_text().splitlines() if log.exists() else []:
+            try:
+                entry = json.loads(line)
+            except ValueError:  # the torn last line of a killed run
+                continue
+            logged.add(tuple(entry.get(k) for k in _LOG_KEYS[:3]))
+        missing = []
+        for path in sorted((self.root / "scenes").glob("*/*.json")):
+            try:
+                doc = json.loads(path.read_text())
+            except (OSError, ValueError):
+                continue
+            if tuple(doc.get(k) for k in _LOG_KEYS[:3]) not in logged and all(
+                k in doc for k in _LOG_KEYS
+            ):
+                missing.append(doc)
+        if missing:
+            self._append_log(missing)
 
 
 def _item_key(item: dict[str, Any]) -> str:
@@ -336,7 +370,7 @@ def _export_if_changed(write: Callable[[Path], Path], target: Path) -> Path:
     A rerun with nothing new leaves the file untouched, while an export that a killed run left
     stale (the GeoPackage written, the export not yet) is refreshed.
     """
-    tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}{target.suffix}")
+    tmp = temporary_sibling(target, target.suffix)
     try:
         write(tmp)
         if not target.exists() or target.read_bytes() != tmp.read_bytes():

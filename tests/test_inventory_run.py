@@ -800,3 +800,25 @@ def test_two_year_demo_with_the_bundled_model_tells_grown_new_and_vanished_slump
             i for i in ids if (changes[changes["change"] == cls].intersects(side.geometry[i])).any()
         ]
         assert len(right) >= np.ceil(0.75 * len(ids)), f"{cls}: {len(right)} of {len(ids)}"
+
+
+def test_a_record_whose_log_line_a_kill_cut_off_is_logged_by_the_next_run(tmp_path: Path) -> None:
+    """The kill window between a record's rename and its log line: the next run repairs the log,
+    once, and ends a torn last line first."""
+    from shapely.geometry import box
+
+    from arctic_rts.inventory_run import _Manifest
+    from arctic_rts.pipeline import SceneRecord
+
+    item = {"id": "S2A_X", "properties": {"datetime": "2021-07-01T00:00:00Z"}, "assets": {}}
+    rec = SceneRecord("S2A_X", "7WFS", "2021-07-01", 32607, 1.0, box(0, 0, 1, 1), status="done")
+    manifest = _Manifest(tmp_path, "hash")
+    manifest.save(2021, {"S2A_X": item}, rec, None, run_id="killed")
+    log = tmp_path / "log.jsonl"
+    assert [e["run_id"] for e in _log(tmp_path)] == ["killed"]
+    log.write_text('{"run_id": "older", "item_id"')  # the line lost, half of another left
+    _Manifest(tmp_path, "hash")
+    _Manifest(tmp_path, "hash")
+    lines = log.read_text().splitlines()
+    assert lines[0] == '{"run_id": "older", "item_id"'
+    assert [json.loads(line)["run_id"] for line in lines[1:]] == ["killed"]
