@@ -118,7 +118,7 @@ def _train_one(config: TrainConfig) -> str:
     return str(weights)
 
 
-def _train_all(configs: Sequence[TrainConfig], jobs: int) -> list[Path]:
+def train_runs(configs: Sequence[TrainConfig], jobs: int) -> list[Path]:
     """Train every config (``jobs`` at a time), logging each finished run; results in order."""
     done: dict[int, Path] = {}
 
@@ -222,14 +222,16 @@ def train_with_crossval(
         ConfigError: the recipe reads a patch dataset.
         DatasetError: fewer than two labelled sites.
     """
-    folds = _plan(config, Path(work_dir), seeds)
-    *weights, final = _train_all([*(c for _, c in folds), config], jobs)
-    result = _score_folds(folds, weights, Path(work_dir))
+    folds = plan_folds(config, Path(work_dir), seeds)
+    *weights, final = train_runs([*(c for _, c in folds), config], jobs)
+    result = score_folds(folds, weights, Path(work_dir))
     write_crossval_card(final, result)
     return final, result
 
 
-def _plan(config: TrainConfig, work: Path, seeds: Sequence[int]) -> list[tuple[str, TrainConfig]]:
+def plan_folds(
+    config: TrainConfig, work: Path, seeds: Sequence[int]
+) -> list[tuple[str, TrainConfig]]:
     """``(held-out site, fold recipe)`` per site and seed."""
     if config.data.images is None or config.data.masks is None:
         raise ConfigError(
@@ -247,7 +249,7 @@ def _plan(config: TrainConfig, work: Path, seeds: Sequence[int]) -> list[tuple[s
     return folds
 
 
-def _score_folds(
+def score_folds(
     folds: Sequence[tuple[str, TrainConfig]], weights: Sequence[Path], work: Path
 ) -> dict[str, Any]:
     """Choose each fold's post-processing on its training sites, then score its held-out site.
