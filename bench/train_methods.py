@@ -207,64 +207,55 @@ def make_config(
 
 # --- leave-one-site-out on the real Sentinel-2 chips -------------------------------------------
 
-#: Every method of the comparison and its seeds (one model per held-out site and seed).
-#: In the order they run: the comparison PixelDINO vs supervised+aug first.
-LOSO_METHODS = ("supervised+aug", "pixeldino", "supervised", "fixmatchseg", "adversarial")
+#: In the order they run: PixelDINO first, compared with supervised+aug (the bundled model's own
+#: cross-validation, reused when ``make real-weights`` has run).
+LOSO_METHODS = ("pixeldino", "supervised+aug", "supervised", "fixmatchseg", "adversarial")
 LOSO_SEEDS = (1, 2, 3)
-#: Steps per run, UNet and patch size of the comparison: sized so that 45 runs fit a few hours
-#: on two CPU cores (see the section's text in BENCHMARKS.md for the convergence check).
-LOSO_STEPS = 2000
-LOSO_WIDTHS, LOSO_BOTTLENECK, LOSO_PATCH = (4, 8, 16, 32), 64, 64
-LOSO = RESULTS / "loso"
+#: The bundled real-imagery model's recipe: every method trains with it, only the method (and,
+#: for the semi-supervised ones, the unlabelled chips) differ.
+RECIPE_TOML = ROOT / "deploy" / "real_weights" / "train.toml"
+#: Where ``make real-weights`` trains (its cross-validation is the supervised+aug arm).
+REAL_TRAIN = (ROOT / ".real-train").resolve()
 
 
-def loso_config(method: str, steps: int) -> TrainConfig:
-    """One recipe per method, identical but for the method: labelled sites s002-s004 (one
-    folder per site), every chip as the unlabelled pool (a fold drops its held-out site's)."""
-    base = SHARED / "s2_rts_chips_alaska_canada"
-    return TrainConfig(
-        data=TrainDataConfig(
-            images=str(base / "chips"),
-            masks=str(base / "masks"),
-            unlabelled=str(base / "chips"),
-            patch_size=LOSO_PATCH,
-        ),
-        method=method,
-        out_dir=str(LOSO / method.replace("+", "_") / "all-sites"),
-        name=f"loso-{method}",
-        widths=LOSO_WIDTHS,
-        bottleneck=LOSO_BOTTLENECK,
-        steps=steps,
-        batch_size=8,
-        unlabelled_batch_size=8,
-        lr=1e-3,
-        warmup_steps=100,
-        positive_share=0.5,
-        device="cpu",
-        # the held-out site's curve is logged (log.jsonl), never used to choose anything
-        val_every=max(1, steps // 10),
-        checkpoint_every=max(1, steps // 4),
-        log_every=max(1, steps // 10),
-        pixeldino=PixelDINOConfig(teacher_momentum=0.99),
-        adversarial=AdversarialConfig(semi_start=steps // 4),
-    )
+def loso_config(method: str) -> TrainConfig:
+    """The bundled model's recipe with ``method``; semi-supervised methods also read every chip
+    as unlabelled data (each fold drops its held-out site's)."""
+    import dataclasses
+
+    from arctic_rts.train.loop import load_train_config
+    from arctic_rts.train.methods import METHODS
+
+    config = load_train_config(RECIPE_TOML)
+    if method == config.method:
+        return config
+    data = config.data
+    if METHODS[method].uses_unlabelled:
+        data = dataclasses.replace(data, unlabelled=data.images)
+    out = REAL_TRAIN / "methods" / method.replace("+", "_") / "final"
+    return dataclasses.replace(config, method=method, data=data, out_dir=str(out))
 
 
-def run_loso(steps: int, jobs: int) -> dict[str, Any]:
+def loso_work(config: TrainConfig) -> Path:
+    """The cross-validation folder of a recipe (as ``arctic-rts train --cross-validate``)."""
+    out = Path(config.out_dir)
+    return out.parent / f"{out.name}-crossval"
+
+
+def run_loso(jobs: int) -> dict[str, Any]:
     """Cross-validate every method leave-one-site-out, ``jobs`` runs side by side.
 
-    Thresholds and minimum areas are chosen on each fold's training sites
+    Thresholds and post-processing are chosen on each fold's training sites
     (:func:`arctic_rts.train.crossval.score_folds`); finished runs are reused on a rerun. Each
     method is scored and the table rewritten as soon as its runs are done.
     """
     from arctic_rts.train.crossval import plan_folds, score_folds, train_runs
 
-    LOSO.mkdir(parents=True, exist_ok=True)
-    (LOSO / "steps.json").write_text(json.dumps({"steps": steps}) + "\n")
     summary = {}
     for method in LOSO_METHODS:
-        work = LOSO / method.replace("+", "_")
-        folds = plan_folds(loso_config(method, steps), work, LOSO_SEEDS)
+        config = loso_config(method)
+        work = loso_work(config)
+        folds = plan_folds(config, work, LOSO_SEEDS)
         weights = train_runs([cfg for _, cfg in folds], jobs)
         summary[method] = score_folds(folds, weights, work)["summary"]
         print(f"loso {method}: {json.dumps(summary[method]['held_out_scores'])}", flush=True)
@@ -275,7 +266,7 @@ def run_loso(steps: int, jobs: int) -> dict[str, Any]:
 def _loso_results() -> dict[str, dict[str, Any]]:
     out = {}
     for method in LOSO_METHODS:
-        path = LOSO / method.replace("+", "_") / "crossval.json"
+        path = loso_work(loso_config(method)) / "crossval.json"
         if path.is_file():
             out[method] = json.loads(path.read_text())
     return out
@@ -325,20 +316,23 @@ def loso_table() -> list[str]:
         return []
     any_result = next(iter(results.values()))
     sites = any_result["sites"]
-    steps = json.loads((LOSO / "steps.json").read_text())["steps"]
+    recipe = loso_config("supervised+aug")
     lines = [
-        f"### Real Sentinel-2 chips, leave-one-site-out ({steps} steps per run)",
+        f"### Real Sentinel-2 chips, leave-one-site-out ({recipe.steps} steps per run)",
         "",
         f"`bench/train_methods.py --only loso`: labelled sites {', '.join(sites)} of "
         "`s2_rts_chips_alaska_canada` (bands B04 B03 B02 B08 B11), one model per held-out site "
-        f"and seed ({', '.join(map(str, LOSO_SEEDS))}), trained on the other two sites; the "
+        f"and seed ({', '.join(map(str, LOSO_SEEDS))}), trained on the other two sites with the "
+        "bundled model's recipe (`deploy/real_weights/train.toml`: UNet widths "
+        f"{'/'.join(map(str, recipe.widths))} + {recipe.bottleneck}, {recipe.data.patch_size} px "
+        f"patches, batch {recipe.batch_size} labelled (+ {recipe.unlabelled_batch_size} "
+        f"unlabelled), AdamW lr {recipe.lr:g} warmup-cosine, the paper's PixelDINO settings); "
+        "the supervised+aug rows are the bundled model's own cross-validation. The "
         "semi-supervised methods also see every chip of the other sites (s001, s005, s008 and "
-        "the labelled sites' images) as unlabelled data. Threshold (best pixel IoU) and minimum "
-        "object area (best object F1) chosen on each fold's training sites, then applied to its "
-        "held-out site. UNet widths "
-        f"{'/'.join(map(str, LOSO_WIDTHS))} + {LOSO_BOTTLENECK}, {LOSO_PATCH} px patches, batch "
-        "8 labelled + 8 unlabelled, AdamW lr 1e-3 warmup-cosine, teacher EMA 0.99 -> 1. "
-        "Mean ± std over the n (site, seed) runs; per-site columns are pixel IoU means over seeds.",
+        "the labelled sites' images) as unlabelled data. Threshold (best pixel IoU), then "
+        "minimum area, opening and hysteresis (best object F1) chosen on each fold's training "
+        "sites, then applied to its held-out site. Mean ± std over the n (site, seed) runs; "
+        "per-site columns are pixel IoU means over seeds.",
         "",
         "| method | n | pixel IoU | object precision | object recall | "
         + " | ".join(f"IoU {s}" for s in sites)
@@ -533,7 +527,6 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--steps", type=int, default=300)
     parser.add_argument("--only", default="timing,loso,highres,elevation")
-    parser.add_argument("--loso-steps", type=int, default=LOSO_STEPS)
     parser.add_argument("--jobs", type=int, default=2, help="loso runs trained side by side")
     parser.add_argument("--table-only", action="store_true")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
@@ -550,7 +543,7 @@ def main(argv: list[str] | None = None) -> int:
                 print("timing:", measure_timing(split_s2()), flush=True)
                 continue
             if part == "loso":
-                run_loso(args.loso_steps, args.jobs)
+                run_loso(args.jobs)
                 continue
             data = splits[part]()
             for method, seed in PLAN[part]:
