@@ -3,11 +3,12 @@
 A model is only as good as its scores on places it never saw. For a recipe whose labelled
 images lie in one folder per site (``chips/<site>/<name>.tif``, masks paired by file name),
 :func:`train_with_crossval` trains one model per held-out site and seed on the other sites,
-chooses the probability threshold and the minimum object area on those *training* sites only,
-and scores the held-out site with that choice. It also trains on every labelled site, in the
-same pool of jobs, and writes into that final model's card the chosen threshold and minimum
-area (the median of the folds' choices) and the held-out scores (``arctic-rts train
---cross-validate``).
+chooses the probability threshold and the post-processing (minimum object area, opening,
+hysteresis) on those *training* sites only, and scores the held-out site with that choice. It
+also trains on every labelled site, in the same pool of jobs, and writes into that final model's
+card the folds' median choice and the held-out scores (``arctic-rts train --cross-validate``).
+The steps are public (:func:`plan_folds`, :func:`train_runs`, :func:`score_folds`) so that a
+benchmark can pool the folds of several recipes.
 
 Unlabelled images of a fold never include the held-out site, so no held-out pixel reaches
 training in any form.
@@ -327,11 +328,17 @@ def summarise(folds: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
             "std": statistics.stdev(vals) if len(vals) > 1 else 0.0,
         }
 
+    threshold = statistics.median(f["threshold"] for f in folds)
+    # hysteresis as the folds chose it relative to their own threshold, so that the lower cut
+    # stays below the median threshold
+    drop = statistics.median_low(
+        f["threshold"] - f["hysteresis_low"] if f.get("hysteresis_low") else 0.0 for f in folds
+    )
     out: dict[str, Any] = {
-        "threshold": statistics.median(f["threshold"] for f in folds),
+        "threshold": threshold,
         "min_area_m2": statistics.median(f["min_area_m2"] for f in folds),
         "opening_px": int(statistics.median_low(f.get("opening_px", 0) for f in folds)),
-        "hysteresis_low": statistics.median_low(f.get("hysteresis_low", 0.0) for f in folds),
+        "hysteresis_low": round(threshold - drop, 6) if 0 < drop < threshold else 0.0,
     }
     for key in ("held_out_scores", "held_out_threshold_only", "held_out_default"):
         out[key] = {
@@ -347,7 +354,9 @@ def write_crossval_card(weights: str | Path, crossval: Mapping[str, Any]) -> dic
 
     Each fold's own card already carries its fold's choice, so ``arctic-rts evaluate`` on a
     fold's weights and held-out site reproduces that fold's held-out scores. The final card's
-    ``threshold`` and ``min_area_m2`` become the median of the folds' choices (made on
+    ``threshold``, ``min_area_m2``, ``opening_px`` and ``hysteresis_low`` become the median
+    (the lower median for the last two; hysteresis by its distance below each fold's
+    threshold) of the folds' choices (made on
     training sites only); ``metrics.leave_one_site_out`` carries the held-out scores with and
     without post-processing, per fold and summarised, so a user sees what to expect on a place
     the model never saw; ``tested`` says where that was and where it never was.
