@@ -15,8 +15,9 @@ import rioxarray  # noqa: F401  (registers the .rio accessor)
 import xarray as xr
 
 from arctic_rts.bands import validate_bands
-from arctic_rts.config import LoadConfig
+from arctic_rts.config import LoadConfig, NetworkConfig
 from arctic_rts.errors import LoadError
+from arctic_rts.net import gdal_http_options
 from arctic_rts.search import normalize_item
 
 #: Frozen, hence safe as a shared default argument.
@@ -32,6 +33,7 @@ def load_scenes(
     items: Iterable[Mapping[str, Any]],
     bands: Sequence[str],
     config: LoadConfig = _DEFAULT_CONFIG,
+    network: NetworkConfig | None = None,
 ) -> list[xr.DataArray]:
     """Build one lazy, masked surface-reflectance array per item.
 
@@ -51,6 +53,8 @@ def load_scenes(
             ``bands``); the output's ``band`` coordinate has exactly this order.
         config: Resolution, chunk size and masked SCL classes. With ``masked_scl_classes=()``
             no SCL is read and items without SCL (e.g. L1C) can be loaded.
+        network: Timeouts and retries of remote COG reads (GDAL's, see
+            :func:`arctic_rts.net.gdal_http_options`).
 
     Returns:
         One DataArray per item, in item order: dims ``("band", "y", "x")``, float32
@@ -62,10 +66,13 @@ def load_scenes(
         LoadError: An item lacks a requested band or the SCL mask, or its grid is unknown.
     """
     band_list = list(validate_bands(bands))
-    return [_load_item(normalize_item(item), band_list, config) for item in items]
+    gdal = gdal_http_options(network or NetworkConfig())
+    return [_load_item(normalize_item(item), band_list, config, gdal) for item in items]
 
 
-def _load_item(item: dict[str, Any], bands: list[str], config: LoadConfig) -> xr.DataArray:
+def _load_item(
+    item: dict[str, Any], bands: list[str], config: LoadConfig, gdal: dict[str, str]
+) -> xr.DataArray:
     """The lazy, scaled, masked array of one normalized item."""
     item_id = str(item["id"])
     props = item.get("properties", {})
@@ -93,6 +100,7 @@ def _load_item(item: dict[str, Any], bands: list[str], config: LoadConfig) -> xr
         "resolution": config.resolution,
         "bounds": bounds,
         "chunksize": config.chunksize,
+        "gdal": gdal,
     }
 
     raw = _stack(item, bands, grid, _BAND_RESAMPLING)
@@ -144,6 +152,7 @@ def _stack(
         band_coords=False,
         # A missing or unreadable file is an error, not silent NaN.
         errors_as_nodata=(),
+        gdal_env=stackstac.DEFAULT_GDAL_ENV.updated(always=grid["gdal"]),
     )
     da = stacked.isel(time=0, drop=True).sel(band=assets)
     keep = {"band", "x", "y"}
