@@ -183,9 +183,11 @@ def test_truncated_json_is_retried_and_never_parsed(
         assert _search(demo, proxy.url) == expected_ids
     assert len(proxy.faulted) == 2
     net = NetworkConfig(max_retries=2, backoff_s=0.01)
-    with FaultProxy(stac_url, Faults(share=1.0, truncate=True)) as proxy:
-        with pytest.raises(CatalogError, match="truncated or invalid JSON") as caught:
-            _search(demo, proxy.url, net)
+    with (
+        FaultProxy(stac_url, Faults(share=1.0, truncate=True)) as proxy,
+        pytest.raises(CatalogError, match="truncated or invalid JSON") as caught,
+    ):
+        _search(demo, proxy.url, net)
     assert proxy.url in str(caught.value)
 
 
@@ -195,7 +197,7 @@ def test_a_plain_html_server_as_stac_says_so(
     out = tmp_path / "out.gpkg"
     with html_server() as url:
         argv = ["map", "--bbox", "-138.05", "69.04", "-137.95", "69.06", "--year", "2021"]
-        code, stdout, err = _cli(
+        code, _, err = _cli(
             [*argv, "--stac", url, "--weights", str(weights), "--out", str(out)], capsys
         )
     assert code == EXIT_ERROR
@@ -363,3 +365,197 @@ def test_every_scene_failing_on_a_new_output_writes_nothing(
     _one_line(err)
     assert "nothing was written" in err
     assert list(out.parent.iterdir()) == []
+
+
+@pytest.fixture
+def small_fs(tmp_path: Path) -> Iterator[Path]:
+    """A 1 MiB tmpfs mounted for the test (skipped where mounting is not allowed)."""
+    mnt = tmp_path / "fs"
+    mnt.mkdir()
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mnt)], capture_output=True
+    )
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.decode().strip()}")
+    try:
+        yield mnt
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], check=False)
+
+
+def test_disk_full_during_the_write_keeps_the_previous_inventory(
+    good_inventory: Path,
+    demo: DemoCatalog,
+    weights: Path,
+    client: Any,
+    small_fs: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    out = small_fs / "inventory.gpkg"
+    shutil.copy2(good_inventory, out)
+    before = _sha256(out)
+    # Fill the file system up to 16 KiB: no room for the new copy of the inventory.
+    free = os.statvfs(small_fs).f_bavail * os.statvfs(small_fs).f_frsize
+    (small_fs / "filler").write_bytes(b"\0" * (free - 16 * 1024))
+    argv = [*_map_argv(demo.items_dir, weights, out, client), "--overwrite"]
+
+    code, stdout, err = _cli(argv, capsys)
+
+    assert code == EXIT_ERROR and stdout == ""
+    _one_line(err)
+    assert "no space left" in err and "unchanged" in err
+    assert _sha256(out) == before
+    assert _leftovers(small_fs) == []
+
+
+def test_read_only_output_folder_is_refused_before_any_work(
+    weights: Path, small_fs: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    subprocess.run(["mount", "-o", "remount,ro", str(small_fs)], check=True)
+    out = small_fs / "inventory.gpkg"
+    # The STAC API is unreachable: an error about it would mean the run started first.
+    argv = ["map", "--bbox", *map(str, CONFIG_BBOX), "--year", str(YEAR)]
+    argv += ["--stac", "http://127.0.0.1:9", "--weights", str(weights), "--out", str(out)]
+    code, _, err = _cli(argv, capsys)
+    assert code == EXIT_ERROR
+    _one_line(err)
+    assert "Read-only file system" in err and str(small_fs) in err
+    assert "127.0.0.1:9" not in err
+
+
+def test_an_output_whose_parent_is_a_file_is_refused_before_any_work(
+    weights: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "afile").write_text("not a folder")
+    argv = ["map", "--bbox", *map(str, CONFIG_BBOX), "--year", str(YEAR)]
+    argv += ["--stac", "http://127.0.0.1:9", "--weights", str(weights)]
+    code, _, err = _cli([*argv, "--out", str(tmp_path / "afile" / "inv.gpkg")], capsys)
+    assert code == EXIT_ERROR
+    _one_line(err)
+    assert "is a file, not a folder" in err
+
+
+def test_a_second_writer_is_refused_before_any_work(
+    good_inventory: Path, weights: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "inventory.gpkg"
+    shutil.copy2(good_inventory, out)
+    before = _sha256(out)
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys, time\n"
+            "from arctic_rts.inventory import lock_inventory\n"
+            f"with lock_inventory({str(out)!r}):\n"
+            "    print('held', flush=True)\n"
+            "    time.sleep(60)\n",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline() == "held\n"
+        argv = ["map", "--bbox", *map(str, CONFIG_BBOX), "--year", str(YEAR), "--overwrite"]
+        argv += ["--stac", "http://127.0.0.1:9", "--weights", str(weights), "--out", str(out)]
+        code, _, err = _cli(argv, capsys)
+    finally:
+        holder.kill()
+        holder.wait()
+    assert code == EXIT_ERROR
+    _one_line(err)
+    assert "being written by" in err and str(holder.pid) in err
+    assert _sha256(out) == before
+
+
+def test_an_unreachable_scheduler_is_one_line(
+    demo: DemoCatalog, weights: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import dask
+
+    argv = ["map", "--bbox", *map(str, CONFIG_BBOX), "--year", str(YEAR), "--quiet"]
+    argv += ["--stac", str(demo.items_dir), "--weights", str(weights)]
+    argv += ["--out", str(tmp_path / "inv.gpkg"), "--scheduler", f"tcp://{free_port_closed()}"]
+    with dask.config.set({"distributed.comm.timeouts.connect": "1s"}):
+        code, _, err = _cli(argv, capsys)
+    assert code == EXIT_ERROR
+    _one_line(err)
+    assert "cannot reach the Dask scheduler" in err
+    assert _leftovers(tmp_path) == [] and not (tmp_path / "inv.gpkg").exists()
+
+
+@pytest.mark.parametrize(
+    "card",
+    [
+        b"[1, 2, 3]",
+        b'{"bands": "B04"}',
+        b'{"bands": ["B04"], "normalisation": {"mean": [0.1], "std": "x"}}',
+        b'{"bands": ["B04"], "normalisation": null}',
+        b"{not json",
+    ],
+)
+def test_a_malformed_weights_card_is_one_line(
+    card: bytes, weights: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "model.safetensors"
+    shutil.copy2(weights, path)
+    path.with_suffix(".json").write_bytes(card)
+    _strip_embedded_card(path)
+    argv = ["map", "--bbox", *map(str, CONFIG_BBOX), "--year", str(YEAR)]
+    argv += ["--stac", "http://127.0.0.1:9", "--weights", str(path)]
+    code, _, err = _cli([*argv, "--out", str(tmp_path / "inv.gpkg")], capsys)
+    assert code == EXIT_ERROR, err
+    _one_line(err)
+    assert str(path) in err or "card" in err
+
+
+def _strip_embedded_card(path: Path) -> None:
+    """Rewrite a safetensors file without its embedded card, so the sidecar JSON is read."""
+    from safetensors.torch import load_file, save_file
+
+    save_file(load_file(path), path)
+
+
+def test_an_unexpected_failure_exits_4_with_the_traceback_in_a_log(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import arctic_rts.pipeline
+
+    def bug(*args: Any, **kwargs: Any) -> None:
+        raise ZeroDivisionError("an injected bug")
+
+    monkeypatch.setattr(arctic_rts.pipeline, "map_region", bug)
+    log = tmp_path / "crash.log"
+    argv = ["--log-file", str(log), "map", "--bbox", *map(str, CONFIG_BBOX), "--year", "2021"]
+    code, _, err = _cli(argv, capsys)
+    assert code == EXIT_UNEXPECTED
+    _one_line(err)
+    assert "ZeroDivisionError: an injected bug" in err and str(log) in err
+    text = log.read_text()
+    assert "Traceback (most recent call last)" in text and "def bug" not in err
+
+
+def test_an_interrupt_exits_130(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import arctic_rts.pipeline
+
+    def interrupted(*args: Any, **kwargs: Any) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(arctic_rts.pipeline, "map_region", interrupted)
+    code, _, err = _cli(["map", "--bbox", *map(str, CONFIG_BBOX), "--year", "2021"], capsys)
+    assert code == EXIT_INTERRUPTED
+    _one_line(err)
+
+
+def test_a_run_that_finds_no_scenes_exits_3(
+    demo: DemoCatalog, weights: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["map", "--bbox", *map(str, CONFIG_BBOX), "--year", "2019", "--stac"]
+    argv += [str(demo.items_dir), "--weights", str(weights), "--out", str(tmp_path / "o.gpkg")]
+    code, stdout, err = _cli(argv, capsys)
+    assert code == EXIT_NOTHING_FOUND and stdout == ""
+    _one_line(err)
+    assert "No scenes" in err
+    assert list(tmp_path.iterdir()) == []
