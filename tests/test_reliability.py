@@ -559,3 +559,59 @@ def test_a_run_that_finds_no_scenes_exits_3(
     _one_line(err)
     assert "No scenes" in err
     assert list(tmp_path.iterdir()) == []
+
+
+# ---------------------------------------------------------------------------------------------
+# Hostile item ids
+
+
+def _rename(catalog: Path, item_id: str, new_id: str) -> None:
+    """Give an item another id (its file keeps a plain name: ids are read from the JSON)."""
+    path = catalog / "items" / f"{item_id}.json"
+    item = json.loads(path.read_text())
+    item["id"] = new_id
+    item["links"] = [link for link in item.get("links", []) if link.get("rel") != "self"]
+    path.write_text(json.dumps(item))
+
+
+def test_item_ids_too_long_temp_shaped_or_escaping_cannot_abort_escape_or_be_deleted(
+    demo: DemoCatalog, weights: Path, client: Any, tmp_path: Path
+) -> None:
+    from arctic_rts.config import InventoryRunConfig, RegionConfig
+    from arctic_rts.inventory_run import run_inventory
+
+    catalog = tmp_path / "catalog"
+    shutil.copytree(demo.root, catalog)
+    selected = _selected(catalog)
+    extra = _add_tile(catalog, selected["7WFS"], "FT")
+    hostile = {
+        selected["7WFS"]: "S2A_" + "x" * 296,  # 300 bytes: over the 255-byte name limit
+        selected["8WLB"]: ".x.tmp-3",  # the shape of the runner's stale temporary files
+        extra: "../../../escaped/..",
+    }
+    for old, new in hostile.items():
+        _rename(catalog, old, new)
+    cfg = InventoryRunConfig(
+        out=str(tmp_path / "out" / "inv.gpkg"),
+        years=(YEAR,),
+        regions=(RegionConfig("demo", CONFIG_BBOX),),
+        stac=str(catalog / "items"),
+        weights=(str(weights),),
+        map=CONFIG,
+    )
+
+    first = run_inventory(cfg, progress=False, client=client)
+    again = run_inventory(cfg, progress=False, client=client)
+
+    assert (first.years[0].n_computed, first.years[0].failed) == (3, [])
+    assert (again.years[0].n_computed, again.years[0].n_from_manifest) == (0, 3)
+    scenes = pyogrio.read_dataframe(cfg.out, layer="scenes", read_geometry=False)
+    assert sorted(scenes["scene_id"]) == sorted(hostile.values())
+    assert set(scenes["status"]) == {"done"}
+    work = tmp_path / "out" / "inv.gpkg.work"
+    records = sorted((work / "scenes" / str(YEAR)).iterdir())
+    assert len(records) == 6 and all(len(p.name.encode()) < 200 for p in records)
+    assert not [p for p in records if p.name.startswith(".")]
+    # Nothing was written outside the output folder and the catalog.
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["catalog", "out"]
+    assert not list(tmp_path.rglob("escaped"))
