@@ -615,3 +615,37 @@ def test_item_ids_too_long_temp_shaped_or_escaping_cannot_abort_escape_or_be_del
     # Nothing was written outside the output folder and the catalog.
     assert sorted(p.name for p in tmp_path.iterdir()) == ["catalog", "out"]
     assert not list(tmp_path.rglob("escaped"))
+
+
+def test_a_cog_server_that_never_answers_fails_that_scene_after_the_timeout(
+    demo: DemoCatalog,
+    weights: Path,
+    client: Any,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    import socket
+
+    catalog = tmp_path / "catalog"
+    shutil.copytree(demo.root, catalog)
+    fs, lb = _selected(catalog)["7WFS"], _selected(catalog)["8WLB"]
+    with socket.socket() as silent:  # accepts connections (the kernel's backlog), never answers
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(64)
+        path = catalog / "items" / f"{fs}.json"
+        item = json.loads(path.read_text())
+        item["assets"]["nir"]["href"] = f"http://127.0.0.1:{silent.getsockname()[1]}/B08.tif"
+        path.write_text(json.dumps(item))
+        out = tmp_path / "inventory.gpkg"
+        argv = [*_map_argv(catalog / "items", weights, out, client)]
+        argv += ["--read-timeout", "2", "--connect-timeout", "2"]
+        t0 = time.monotonic()
+        code, stdout, _ = _cli(argv, capsys)
+        elapsed = time.monotonic() - t0
+    assert code == EXIT_PARTIAL, stdout
+    scenes = pyogrio.read_dataframe(out, layer="scenes", read_geometry=False)
+    status = dict(zip(scenes["scene_id"], scenes["status"], strict=True))
+    assert status == {fs: "failed", lb: "done"}
+    error = scenes.set_index("scene_id").loc[fs, "error"]
+    assert "B08.tif" in error and "timed out" in error, error
+    assert elapsed < 120, elapsed  # bounded by the 2 s timeouts, not hung
