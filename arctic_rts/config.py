@@ -118,7 +118,8 @@ class NetworkConfig:
     backoff_s: float = 1.0
     #: Longest single wait between tries, in seconds.
     max_backoff_s: float = 30.0
-    #: Seconds one STAC request may take over all its tries and waits; then it fails.
+    #: Seconds one STAC request may spend over its tries and waits: no wait that would pass
+    #: it begins (a try under way still runs to its timeouts), and the request fails.
     retry_total_s: float = 300.0
 
     def __post_init__(self) -> None:

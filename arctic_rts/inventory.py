@@ -22,7 +22,9 @@ point leaves either the old file or the new one, never a half-written one, and t
 other years' tables are copied, not re-encoded. One writer at a time: an exclusive
 ``fcntl.flock`` on ``<file>.lock``, which the operating system releases when the holding
 process dies, so a killed writer never leaves a stale lock (POSIX only; on NFS it needs a
-working lock daemon).
+working lock daemon); the file is removed when the lock is let go. A write that fails for
+lack of space or permission is a :class:`~arctic_rts.errors.StorageError` and leaves the
+previous file as it was.
 """
 
 from __future__ import annotations
@@ -269,12 +271,14 @@ def lock_inventory(path: str | os.PathLike[str]) -> Iterator[None]:
 
     The lock is ``fcntl.flock`` on ``<file>.lock`` (holding the holder's pid, host and start
     time for the error message). The kernel drops it when the process exits, however it dies,
-    so it can never be stale. Re-entrant within one process (the pipeline may hold it around a
-    whole run while ``write_inventory`` takes it again). Stale temporary files of a killed
-    writer are removed once the lock is held.
+    so it can never be stale; the holder removes the file when it lets go, so none is left
+    beside the output (a killed holder leaves it, unlocked). Re-entrant within one process (the
+    pipeline holds it around a whole run while ``write_inventory`` takes it again). Stale
+    temporary files of a killed writer are removed once the lock is held.
 
     Raises:
         InventoryLockedError: Another process holds the lock.
+        InventoryError: The folder cannot take the lock file (see :func:`check_writable`).
     """
     key = Path(path).resolve()
     me = threading.get_ident()

@@ -337,7 +337,9 @@ def _select_year(
     n_found, notes = 0, []
     for name, geom in zip(regions["name"], regions.geometry, strict=True):
         try:
-            found = search_scenes(geom.bounds, year, stac_url=url, config=config.search)
+            found = search_scenes(
+                geom.bounds, year, stac_url=url, config=config.search, network=config.network
+            )
         except NoScenesError as err:
             notes.append(f"region {name}: {err}")
             continue

@@ -3,7 +3,8 @@
 STAC requests (GET and the POST search alike) go through :class:`RetryingStacIO`: each try has
 a connect and a read timeout; a 429, a 5xx, a reset connection, a timeout or a truncated answer
 is retried after an exponential backoff with full jitter (or the ``Retry-After`` the server
-sends), bounded in count and in total time; an answer that is not JSON (an HTML page, say) is
+sends), bounded in count and in total time (a host that is unknown or refuses connections is
+not: nothing listens there); an answer that is not JSON (an HTML page, say) is
 an error that names the URL, never parsed as data. COG reads get GDAL's own timeouts and HTTP
 retries (:func:`gdal_http_options`). The numbers come from
 :class:`~arctic_rts.config.NetworkConfig`.
@@ -21,6 +22,7 @@ from typing import Any
 import requests
 from pystac_client.exceptions import APIError
 from pystac_client.stac_api_io import StacApiIO
+from urllib3.exceptions import NameResolutionError, NewConnectionError
 
 from arctic_rts.config import NetworkConfig
 from arctic_rts.errors import CatalogError
@@ -111,6 +113,11 @@ class RetryingStacIO(StacApiIO):  # type: ignore[misc]
             resp = self.session.send(prepped, timeout=self.timeout, **settings)
             content = resp.content
         except _TRANSIENT as err:
+            if _nothing_listens(err):
+                raise CatalogError(
+                    f"cannot connect to {href}: {_describe(err)}; check the URL and that the "
+                    "STAC API is up."
+                ) from err
             return None, _describe(err), None
         if resp.status_code in RETRY_STATUSES:
             status = f"HTTP {resp.status_code} {resp.reason or ''}".strip()
@@ -174,7 +181,22 @@ def _retry_after(resp: requests.Response) -> float | None:
     return max(0.0, when.timestamp() - time.time())
 
 
+def _nothing_listens(err: BaseException) -> bool:
+    """True when the host is unknown or refuses the connection: another try would not help
+    within the seconds a retry waits (a connect timeout, by contrast, is retried)."""
+    reason = getattr(err.args[0], "reason", None) if err.args else None
+    # urllib3 raises ConnectTimeoutError for a connect timeout, and its subclass
+    # NewConnectionError for a refused connection or an unknown host.
+    return isinstance(reason, NewConnectionError)
+
+
 def _describe(err: BaseException) -> str:
+    reason = getattr(err.args[0], "reason", None) if err.args else None
+    if isinstance(reason, NameResolutionError):
+        return "the host name does not resolve"
+    if isinstance(reason, NewConnectionError):
+        refused = "refused" in str(reason) or "Errno 111" in str(reason)
+        return "connection refused" if refused else "no connection could be made"
     if isinstance(err, requests.exceptions.ConnectTimeout):
         return "no connection within the connect timeout"
     if isinstance(err, requests.Timeout):
