@@ -88,6 +88,7 @@ class FaultProxy:
         self._timer = threading.Timer(lifetime_s, self.stop)
         self._timer.daemon = True
         self._stopped = False
+        self._closed = threading.Event()
 
     def __enter__(self) -> FaultProxy:
         self._thread.start()
@@ -106,6 +107,12 @@ class FaultProxy:
         self._timer.cancel()
         self.server.shutdown()
         self.server.server_close()
+        self._closed.set()
+
+    @property
+    def stopped(self) -> bool:
+        """True once the proxy no longer serves (its socket is closed)."""
+        return self._closed.is_set()
 
     @property
     def faulted(self) -> list[Logged]:

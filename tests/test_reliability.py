@@ -191,6 +191,29 @@ def test_truncated_json_is_retried_and_never_parsed(
     assert proxy.url in str(caught.value)
 
 
+def test_a_client_error_is_not_retried(demo: DemoCatalog, stac_url: str) -> None:
+    with (
+        FaultProxy(stac_url, Faults(share=1.0, status=404)) as proxy,
+        pytest.raises(CatalogError, match=proxy.url),
+    ):
+        _search(demo, proxy.url)
+    assert len(proxy.log) == 1  # a 404 stays a 404: asked once
+
+
+def test_the_fault_proxy_stops_itself(stac_url: str) -> None:
+    import socket
+
+    proxy = FaultProxy(stac_url, Faults(), lifetime_s=0.2)
+    with proxy:
+        port = int(proxy.url.rsplit(":", 1)[1])
+        deadline = time.monotonic() + 10
+        while not proxy.stopped and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert proxy.stopped
+        with pytest.raises(ConnectionRefusedError):
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+
+
 def test_a_plain_html_server_as_stac_says_so(
     weights: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
