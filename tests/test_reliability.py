@@ -14,6 +14,7 @@ import hashlib
 import json
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import time
@@ -201,8 +202,6 @@ def test_a_client_error_is_not_retried(demo: DemoCatalog, stac_url: str) -> None
 
 
 def test_the_fault_proxy_stops_itself(stac_url: str) -> None:
-    import socket
-
     proxy = FaultProxy(stac_url, Faults(), lifetime_s=0.2)
     with proxy:
         port = int(proxy.url.rsplit(":", 1)[1])
@@ -301,7 +300,7 @@ def good_inventory(
     return out
 
 
-def test_cog_missing_truncated_or_random_fails_that_scene_only(
+def test_cog_missing_truncated_random_or_silent_fails_that_scene_only(
     demo: DemoCatalog,
     weights: Path,
     client: Any,
@@ -311,7 +310,8 @@ def test_cog_missing_truncated_or_random_fails_that_scene_only(
     catalog = tmp_path / "catalog"
     shutil.copytree(demo.root, catalog)
     fs, lb = _selected(catalog)["7WFS"], _selected(catalog)["8WLB"]
-    extra, intact = _add_tile(catalog, fs, "FT"), _add_tile(catalog, lb, "LC")
+    extra, silent_id = _add_tile(catalog, fs, "FT"), _add_tile(catalog, lb, "LD")
+    intact = _add_tile(catalog, lb, "LC")
     broken = {
         fs: break_cog(_cog(catalog, fs), "missing"),
         lb: break_cog(_cog(catalog, lb), "truncated"),
@@ -319,17 +319,31 @@ def test_cog_missing_truncated_or_random_fails_that_scene_only(
     }
     out = tmp_path / "out" / "inventory.gpkg"
     out.parent.mkdir()
-
-    code, stdout, _ = _cli(_map_argv(catalog / "items", weights, out, client), capsys)
+    argv = [*_map_argv(catalog / "items", weights, out, client)]
+    argv += ["--read-timeout", "1", "--connect-timeout", "1"]
+    with socket.socket() as silent:  # accepts connections (the kernel's backlog), never answers
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(64)
+        path = catalog / "items" / f"{silent_id}.json"
+        item = json.loads(path.read_text())
+        item["assets"]["nir"]["href"] = f"http://127.0.0.1:{silent.getsockname()[1]}/B08.tif"
+        path.write_text(json.dumps(item))
+        t0 = time.monotonic()
+        code, stdout, _ = _cli(argv, capsys)
+        elapsed = time.monotonic() - t0
 
     assert code == EXIT_PARTIAL, stdout
     scenes = pyogrio.read_dataframe(out, layer="scenes", read_geometry=False)
     status = dict(zip(scenes["scene_id"], scenes["status"], strict=True))
     errors = dict(zip(scenes["scene_id"], scenes["error"], strict=True))
-    assert status == {fs: "failed", lb: "failed", extra: "failed", intact: "done"}
+    assert status == {fs: "failed", lb: "failed", extra: "failed", silent_id: "failed"} | {
+        intact: "done"
+    }
     assert "No such file" in errors[fs] or "does not exist" in errors[fs], errors[fs]
     for item_id, how in broken.items():
         assert how.path.name in errors[item_id] or "B08" in errors[item_id], errors[item_id]
+    assert "B08.tif" in errors[silent_id] and "timed out" in errors[silent_id]
+    assert elapsed < 120, elapsed  # bounded by the 1 s timeouts, not hung
     rts = pyogrio.read_dataframe(out, layer=f"rts_{YEAR}")
     assert len(rts) > 0 and set(rts["scene_ids"]) == {intact}
     assert _leftovers(out.parent) == []
@@ -674,37 +688,3 @@ def test_item_ids_too_long_temp_shaped_or_escaping_cannot_abort_escape_or_be_del
     # Nothing was written outside the output folder and the catalog.
     assert sorted(p.name for p in tmp_path.iterdir()) == ["catalog", "out"]
     assert not list(tmp_path.rglob("escaped"))
-
-
-def test_a_cog_server_that_never_answers_fails_that_scene_after_the_timeout(
-    demo: DemoCatalog,
-    weights: Path,
-    client: Any,
-    tmp_path: Path,
-    capsys: pytest.CaptureFixture[str],
-) -> None:
-    import socket
-
-    catalog = tmp_path / "catalog"
-    shutil.copytree(demo.root, catalog)
-    fs, lb = _selected(catalog)["7WFS"], _selected(catalog)["8WLB"]
-    with socket.socket() as silent:  # accepts connections (the kernel's backlog), never answers
-        silent.bind(("127.0.0.1", 0))
-        silent.listen(64)
-        path = catalog / "items" / f"{fs}.json"
-        item = json.loads(path.read_text())
-        item["assets"]["nir"]["href"] = f"http://127.0.0.1:{silent.getsockname()[1]}/B08.tif"
-        path.write_text(json.dumps(item))
-        out = tmp_path / "inventory.gpkg"
-        argv = [*_map_argv(catalog / "items", weights, out, client)]
-        argv += ["--read-timeout", "1", "--connect-timeout", "1"]
-        t0 = time.monotonic()
-        code, stdout, _ = _cli(argv, capsys)
-        elapsed = time.monotonic() - t0
-    assert code == EXIT_PARTIAL, stdout
-    scenes = pyogrio.read_dataframe(out, layer="scenes", read_geometry=False)
-    status = dict(zip(scenes["scene_id"], scenes["status"], strict=True))
-    assert status == {fs: "failed", lb: "done"}
-    error = scenes.set_index("scene_id").loc[fs, "error"]
-    assert "B08.tif" in error and "timed out" in error, error
-    assert elapsed < 120, elapsed  # bounded by the 1 s timeouts, not hung
