@@ -26,11 +26,13 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from arctic_rts import __version__
-from arctic_rts.bands import L2A_BANDS
+from arctic_rts.bands import L2A_BANDS, SCL_WATER
 from arctic_rts.config import (
     DEFAULT_MIN_AREA_M2,
     PRECISIONS,
     ClusterConfig,
+    InventoryConfig,
+    LoadConfig,
     MapConfig,
     NetworkConfig,
     PredictConfig,
@@ -157,6 +159,17 @@ def _add_map_options(p: argparse.ArgumentParser) -> None:
         help=f"drop polygons under this area in m2 (default: the model card's, else "
         f"{DEFAULT_MIN_AREA_M2:g})",
     )
+    _add_postprocessing_args(p)
+    p.add_argument(
+        "--water-mask",
+        action="store_true",
+        help="set the slump probability to 0 on pixels the scene's SCL classes as water",
+    )
+    p.add_argument(
+        "--drop-cut",
+        action="store_true",
+        help="drop slumps that no scene saw whole (cut by cloud, nodata or the scene edge)",
+    )
     p.add_argument("--tile-size", type=int, default=d_pred.tile_size)
     p.add_argument("--tta", action="store_true", help="average the 8 flips/rotations")
     p.add_argument(
@@ -192,12 +205,39 @@ def _add_map_options(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_postprocessing_args(p: argparse.ArgumentParser) -> None:
+    """Opening and hysteresis, shared by ``map`` and ``evaluate`` (defaults: the card's)."""
+    p.add_argument(
+        "--opening-px",
+        type=int,
+        default=None,
+        metavar="PX",
+        help="radius of a morphological opening of the mask in pixels, 0 for none "
+        "(default: the model card's, else 0)",
+    )
+    p.add_argument(
+        "--hysteresis-low",
+        type=float,
+        default=None,
+        metavar="P",
+        help="pixels at or above this probability join an object that reaches the threshold, "
+        "0 for off (default: the model card's, else off)",
+    )
+
+
 def _map_config(args: argparse.Namespace) -> MapConfig:
     return MapConfig(
         search=SearchConfig(months=tuple(args.months), max_cloud_cover=args.max_cloud),
         predict=PredictConfig(tile_size=args.tile_size, tta=args.tta, precision=args.precision),
-        vectorize=VectorizeConfig(threshold=args.threshold, min_area_m2=args.min_area),
+        vectorize=VectorizeConfig(
+            threshold=args.threshold,
+            min_area_m2=args.min_area,
+            opening_px=args.opening_px,
+            hysteresis_low=args.hysteresis_low,
+        ),
         cluster=ClusterConfig(scheduler=args.scheduler, n_workers=args.workers),
+        load=LoadConfig(water_scl_classes=(SCL_WATER,) if args.water_mask else ()),
+        inventory=InventoryConfig(drop_cut=args.drop_cut),
         network=NetworkConfig(
             connect_timeout_s=args.connect_timeout,
             read_timeout_s=args.read_timeout,
@@ -325,6 +365,8 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         args.masks,
         threshold=args.threshold,
         min_area_m2=args.min_area,
+        opening_px=args.opening_px,
+        hysteresis_low=args.hysteresis_low,
         json_out=args.json,
     )
     print(format_table(result))
@@ -459,6 +501,7 @@ def _add_training_parsers(sub: Any) -> None:
         metavar="M2",
         help="drop objects under this area in m2 (default: the card's min_area_m2, else 0)",
     )
+    _add_postprocessing_args(p)
     p.set_defaults(func=_cmd_evaluate)
 
 

@@ -262,9 +262,7 @@ def _scene_hash(config: MapConfig, weights: Weights) -> str:
     doc = {
         "load": dataclasses.asdict(config.load),
         "predict": predict,
-        "vectorize": dataclasses.asdict(
-            config.vectorize.for_model(weights.threshold, weights.min_area_m2)
-        ),
+        "vectorize": dataclasses.asdict(config.vectorize.for_model(*weights.postprocessing)),
         "bands": list(weights.bands),
         "weights": list(weights.sha256),
     }
@@ -516,7 +514,10 @@ def _inventory_year(run: _InventoryRun, year: int) -> YearSummary:
     fresh = _compute_missing(run, state, summary)
     _collect_year(run, state, fresh, summary)
     merged = merge_polygons(
-        state.frames, crs=mcfg.inventory.crs, min_overlap=mcfg.inventory.min_overlap
+        state.frames,
+        crs=mcfg.inventory.crs,
+        min_overlap=mcfg.inventory.min_overlap,
+        drop_cut=mcfg.inventory.drop_cut,
     )
     clip = run.regions if run.cfg.clip_to_regions else None
     if clip is not None:

@@ -94,14 +94,7 @@ def _load_item(
         raise LoadError(
             f"Item {item_id!r} has no proj:epsg (nor proj:code); its UTM grid is unknown."
         )
-    bounds = _item_bounds(item, needed)
-    grid = {
-        "epsg": int(epsg),
-        "resolution": config.resolution,
-        "bounds": bounds,
-        "chunksize": config.chunksize,
-        "gdal": gdal,
-    }
+    grid = _grid(item, needed, int(epsg), config, gdal)
 
     raw = _stack(item, bands, grid, _BAND_RESAMPLING)
     scale = _band_vector(item, bands, "scale", 1.0)
@@ -124,6 +117,53 @@ def _load_item(
     }
     out.name = "reflectance"
     return out.rio.write_crs(int(epsg))
+
+
+def _grid(
+    item: dict[str, Any], assets: list[str], epsg: int, config: LoadConfig, gdal: dict[str, str]
+) -> dict[str, Any]:
+    """The output grid of one item: its UTM CRS, the extent of ``assets``, the resolution (and
+    the GDAL options its reads run with)."""
+    return {
+        "epsg": epsg,
+        "resolution": config.resolution,
+        "bounds": _item_bounds(item, assets),
+        "chunksize": config.chunksize,
+        "gdal": gdal,
+    }
+
+
+def load_water_mask(
+    item: dict[str, Any],
+    bands: list[str],
+    config: LoadConfig,
+    network: NetworkConfig | None = None,
+) -> xr.DataArray:
+    """Lazy boolean ``(y, x)``: True where the SCL class is in ``config.water_scl_classes``.
+
+    On exactly the grid :func:`load_scenes` gives the same item and bands, so it lines up with
+    the scene's predicted probabilities (``prob.where(~water, 0)``). ``network``: as for
+    :func:`load_scenes`.
+
+    Raises:
+        LoadError: The item has no SCL asset or no ``proj:epsg``.
+    """
+    item = normalize_item(item)
+    if "SCL" not in item["assets"]:
+        raise LoadError(
+            f"Item {item['id']!r} has no SCL asset, which the water mask reads; set "
+            "LoadConfig.water_scl_classes=() for collections without it."
+        )
+    epsg = item.get("properties", {}).get("proj:epsg")
+    if epsg is None:
+        raise LoadError(f"Item {item['id']!r} has no proj:epsg (nor proj:code).")
+    band_list = list(validate_bands(bands))
+    # the assets load_scenes spans its grid over: the bands, plus SCL when it masks clouds
+    needed = [*band_list, "SCL"] if config.masked_scl_classes else band_list
+    grid = _grid(item, needed, int(epsg), config, gdal_http_options(network or NetworkConfig()))
+    scl = _stack(item, ["SCL"], grid, _CLASS_RESAMPLING).squeeze("band", drop=True)
+    water = scl.isin(list(config.water_scl_classes))
+    return water.rio.write_crs(int(epsg))
 
 
 def _stack(

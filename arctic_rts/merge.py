@@ -68,6 +68,7 @@ def merge_polygons(
     *,
     min_overlap: float = InventoryConfig.min_overlap,
     area_crs: str = VectorizeConfig.area_crs,
+    drop_cut: bool = InventoryConfig.drop_cut,
 ) -> gpd.GeoDataFrame:
     """Merge per-scene polygons into one polygon per slump, keeping every scene's evidence.
 
@@ -83,6 +84,7 @@ def merge_polygons(
         crs: Output CRS (EPSG:3413 by default).
         min_overlap: Share of the smaller polygon that must overlap, in (0, 1].
         area_crs: Equal-area CRS in which ``area_m2`` is recomputed.
+        drop_cut: Drop the slumps that no scene saw whole (``touches_invalid`` after merging).
 
     Returns:
         GeoDataFrame in ``crs`` with ``geometry`` and :data:`RTS_COLUMNS`, sorted by ``rts_id``.
@@ -117,6 +119,8 @@ def merge_polygons(
     out = gpd.GeoDataFrame(pd.DataFrame(rows), geometry=geoms, crs=crs)
     out["area_m2"], out["perimeter_m"] = measure_polygons(out.geometry, area_crs)
     out["rts_id"] = _rts_ids(out.geometry, out["year"].to_numpy(), out["area_m2"].to_numpy())
+    if drop_cut:
+        out = out[~out["touches_invalid"].astype(bool)]
     out = out.sort_values("rts_id", kind="stable").reset_index(drop=True)
     return out[["geometry", *RTS_COLUMNS]].astype(_RTS_DTYPES)
 

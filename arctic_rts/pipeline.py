@@ -132,13 +132,16 @@ def _scene_polygons(
     import dask
 
     from arctic_rts.cluster import as_delayed
-    from arctic_rts.load import load_scenes
+    from arctic_rts.load import load_scenes, load_water_mask
     from arctic_rts.predict import predict
     from arctic_rts.vectorize import vectorize
 
     da = load_scenes([item], list(weights.bands), config.load, config.network)[0]
     prob = predict(da, weights, config.predict)
-    vconf = config.vectorize.for_model(weights.threshold, weights.min_area_m2)
+    if config.load.water_scl_classes:
+        water = load_water_mask(item, list(weights.bands), config.load, config.network)
+        prob = prob.where(~water, 0.0).astype("float32")
+    vconf = config.vectorize.for_model(*weights.postprocessing)
     attrs = {
         "scene_id": item["id"],
         "mgrs_tile": da.attrs.get("mgrs_tile", ""),
@@ -352,7 +355,10 @@ def _map_locked(
         records, frames = map_scenes(items, model, config, client, run_id=run_id, progress=progress)
     _refuse_lossy_write(job, records)
     merged = merge_polygons(
-        frames, crs=config.inventory.crs, min_overlap=config.inventory.min_overlap
+        frames,
+        crs=config.inventory.crs,
+        min_overlap=config.inventory.min_overlap,
+        drop_cut=config.inventory.drop_cut,
     )
     run = {
         "run_id": run_id,
