@@ -181,6 +181,11 @@ def _add_map_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--scheduler", default=None, help="address of a running Dask scheduler")
     p.add_argument("--workers", type=int, default=None, help="local worker processes")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    _add_network_options(p)
+
+
+def _add_network_options(p: argparse.ArgumentParser) -> None:
+    """Timeouts and retries of STAC requests and COG reads (:class:`NetworkConfig`)."""
     d_net = NetworkConfig()
     p.add_argument("--connect-timeout", type=float, default=d_net.connect_timeout_s, metavar="S")
     p.add_argument(
