@@ -103,6 +103,36 @@ class SearchConfig:
 
 
 @dataclass(frozen=True)
+class NetworkConfig:
+    """Timeouts and retries of every STAC request and remote COG read (see arctic_rts.net)."""
+
+    #: Seconds to wait for a connection to a STAC API or a COG server.
+    connect_timeout_s: float = 10.0
+    #: Seconds to wait for the next bytes of an answer (STAC); for a COG, the whole request.
+    read_timeout_s: float = 60.0
+    #: Retries of a STAC request after a 429, a 5xx, a reset, a timeout or a truncated answer
+    #: (and GDAL's retries of a COG request after 429 or 5xx).
+    max_retries: int = 5
+    #: First wait before a retry, in seconds; doubled on each retry (full jitter), at most
+    #: ``max_backoff_s``. A ``Retry-After`` the server sends is waited instead.
+    backoff_s: float = 1.0
+    #: Longest single wait between tries, in seconds.
+    max_backoff_s: float = 30.0
+    #: Seconds one STAC request may spend over its tries and waits: no wait that would pass
+    #: it begins (a try under way still runs to its timeouts), and the request fails.
+    retry_total_s: float = 300.0
+
+    def __post_init__(self) -> None:
+        for name in ("connect_timeout_s", "read_timeout_s", "retry_total_s"):
+            if not getattr(self, name) > 0:
+                raise ConfigError(f"{name} must be a positive number of seconds.")
+        if not 0 <= self.backoff_s <= self.max_backoff_s:
+            raise ConfigError("backoff_s must be 0 or more and at most max_backoff_s.")
+        if not 0 <= self.max_retries <= 100:
+            raise ConfigError(f"max_retries must be 0-100, got {self.max_retries}.")
+
+
+@dataclass(frozen=True)
 class LoadConfig:
     """How scenes become a lazy array."""
 
@@ -311,6 +341,7 @@ class MapConfig:
     vectorize: VectorizeConfig = field(default_factory=VectorizeConfig)
     inventory: InventoryConfig = field(default_factory=InventoryConfig)
     cluster: ClusterConfig = field(default_factory=ClusterConfig)
+    network: NetworkConfig = field(default_factory=NetworkConfig)
     #: Map real scenes with a model trained on generated demo scenes (for tests only: such a
     #: model is refused on real imagery otherwise).
     allow_demo_model: bool = False
@@ -328,6 +359,7 @@ _MAP_SECTIONS = {
     "vectorize": VectorizeConfig,
     "inventory": InventoryConfig,
     "cluster": ClusterConfig,
+    "network": NetworkConfig,
 }
 
 

@@ -15,8 +15,9 @@ import rioxarray  # noqa: F401  (registers the .rio accessor)
 import xarray as xr
 
 from arctic_rts.bands import validate_bands
-from arctic_rts.config import LoadConfig
+from arctic_rts.config import LoadConfig, NetworkConfig
 from arctic_rts.errors import LoadError
+from arctic_rts.net import gdal_http_options
 from arctic_rts.search import normalize_item
 
 #: Frozen, hence safe as a shared default argument.
@@ -32,6 +33,7 @@ def load_scenes(
     items: Iterable[Mapping[str, Any]],
     bands: Sequence[str],
     config: LoadConfig = _DEFAULT_CONFIG,
+    network: NetworkConfig | None = None,
 ) -> list[xr.DataArray]:
     """Build one lazy, masked surface-reflectance array per item.
 
@@ -51,6 +53,8 @@ def load_scenes(
             ``bands``); the output's ``band`` coordinate has exactly this order.
         config: Resolution, chunk size and masked SCL classes. With ``masked_scl_classes=()``
             no SCL is read and items without SCL (e.g. L1C) can be loaded.
+        network: Timeouts and retries of remote COG reads (GDAL's, see
+            :func:`arctic_rts.net.gdal_http_options`).
 
     Returns:
         One DataArray per item, in item order: dims ``("band", "y", "x")``, float32
@@ -62,10 +66,13 @@ def load_scenes(
         LoadError: An item lacks a requested band or the SCL mask, or its grid is unknown.
     """
     band_list = list(validate_bands(bands))
-    return [_load_item(normalize_item(item), band_list, config) for item in items]
+    gdal = gdal_http_options(network or NetworkConfig())
+    return [_load_item(normalize_item(item), band_list, config, gdal) for item in items]
 
 
-def _load_item(item: dict[str, Any], bands: list[str], config: LoadConfig) -> xr.DataArray:
+def _load_item(
+    item: dict[str, Any], bands: list[str], config: LoadConfig, gdal: dict[str, str]
+) -> xr.DataArray:
     """The lazy, scaled, masked array of one normalized item."""
     item_id = str(item["id"])
     props = item.get("properties", {})
@@ -87,7 +94,7 @@ def _load_item(item: dict[str, Any], bands: list[str], config: LoadConfig) -> xr
         raise LoadError(
             f"Item {item_id!r} has no proj:epsg (nor proj:code); its UTM grid is unknown."
         )
-    grid = _grid(item, needed, int(epsg), config)
+    grid = _grid(item, needed, int(epsg), config, gdal)
 
     raw = _stack(item, bands, grid, _BAND_RESAMPLING)
     scale = _band_vector(item, bands, "scale", 1.0)
@@ -112,21 +119,31 @@ def _load_item(item: dict[str, Any], bands: list[str], config: LoadConfig) -> xr
     return out.rio.write_crs(int(epsg))
 
 
-def _grid(item: dict[str, Any], assets: list[str], epsg: int, config: LoadConfig) -> dict[str, Any]:
-    """The output grid of one item: its UTM CRS, the extent of ``assets``, the resolution."""
+def _grid(
+    item: dict[str, Any], assets: list[str], epsg: int, config: LoadConfig, gdal: dict[str, str]
+) -> dict[str, Any]:
+    """The output grid of one item: its UTM CRS, the extent of ``assets``, the resolution (and
+    the GDAL options its reads run with)."""
     return {
         "epsg": epsg,
         "resolution": config.resolution,
         "bounds": _item_bounds(item, assets),
         "chunksize": config.chunksize,
+        "gdal": gdal,
     }
 
 
-def load_water_mask(item: dict[str, Any], bands: list[str], config: LoadConfig) -> xr.DataArray:
+def load_water_mask(
+    item: dict[str, Any],
+    bands: list[str],
+    config: LoadConfig,
+    network: NetworkConfig | None = None,
+) -> xr.DataArray:
     """Lazy boolean ``(y, x)``: True where the SCL class is in ``config.water_scl_classes``.
 
     On exactly the grid :func:`load_scenes` gives the same item and bands, so it lines up with
-    the scene's predicted probabilities (``prob.where(~water, 0)``).
+    the scene's predicted probabilities (``prob.where(~water, 0)``). ``network``: as for
+    :func:`load_scenes`.
 
     Raises:
         LoadError: The item has no SCL asset or no ``proj:epsg``.
@@ -143,7 +160,7 @@ def load_water_mask(item: dict[str, Any], bands: list[str], config: LoadConfig) 
     band_list = list(validate_bands(bands))
     # the assets load_scenes spans its grid over: the bands, plus SCL when it masks clouds
     needed = [*band_list, "SCL"] if config.masked_scl_classes else band_list
-    grid = _grid(item, needed, int(epsg), config)
+    grid = _grid(item, needed, int(epsg), config, gdal_http_options(network or NetworkConfig()))
     scl = _stack(item, ["SCL"], grid, _CLASS_RESAMPLING).squeeze("band", drop=True)
     water = scl.isin(list(config.water_scl_classes))
     return water.rio.write_crs(int(epsg))
@@ -175,6 +192,7 @@ def _stack(
         band_coords=False,
         # A missing or unreadable file is an error, not silent NaN.
         errors_as_nodata=(),
+        gdal_env=stackstac.DEFAULT_GDAL_ENV.updated(always=grid["gdal"]),
     )
     da = stacked.isel(time=0, drop=True).sel(band=assets)
     keep = {"band", "x", "y"}

@@ -93,13 +93,17 @@ def _validate_card(card: Mapping[str, Any], in_channels: int | None = None) -> N
     if not isinstance(bands, list) or not bands or not all(isinstance(b, str) for b in bands):
         raise WeightsError("the card needs 'bands': a list of canonical band names like 'B04'.")
     norm = card.get("normalisation")
-    if (
-        not isinstance(norm, Mapping)
-        or len(norm.get("mean", ())) != len(bands)
-        or len(norm.get("std", ())) != len(bands)
-    ):
+    try:  # a hand-edited card may hold anything: numbers as text, a number for a list
+        ok = isinstance(norm, Mapping) and all(
+            len(norm.get(k, ())) == len(bands) and [float(v) for v in norm[k]]
+            for k in ("mean", "std")
+        )
+    except (TypeError, ValueError):
+        ok = False
+    if not ok or not isinstance(norm, Mapping):
         raise WeightsError(
-            "the card needs 'normalisation': {'mean': [...], 'std': [...]} with one value per band."
+            "the card needs 'normalisation': {'mean': [...], 'std': [...]} with one number per "
+            "band."
         )
     if any(not (float(s) > 0 and math.isfinite(float(s))) for s in norm["std"]):
         raise WeightsError(f"normalisation std must be positive and finite, got {norm['std']}.")
@@ -165,6 +169,8 @@ def read_card(path: str | os.PathLike[str]) -> dict[str, Any]:
         card = json.loads(text)
     except json.JSONDecodeError as err:
         raise WeightsError(f"the card of {path} is not valid JSON: {err}.") from err
+    if not isinstance(card, dict):
+        raise WeightsError(f"the card of {path} must be a JSON object, got {type(card).__name__}.")
     _validate_card(card)
     return dict(card)
 
