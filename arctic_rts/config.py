@@ -132,6 +132,10 @@ class NetworkConfig:
             raise ConfigError(f"max_retries must be 0-100, got {self.max_retries}.")
 
 
+#: The readers :class:`LoadConfig` can use.
+LOADERS = ("stackstac", "odc-stac")
+
+
 @dataclass(frozen=True)
 class LoadConfig:
     """How scenes become a lazy array."""
@@ -146,12 +150,17 @@ class LoadConfig:
     #: water (off by default: SCL water is unmeasured here, and thaw slumps line lake shores
     #: and coasts, where a water class that spills onto land would cut them).
     water_scl_classes: tuple[int, ...] = ()
+    #: The library that reads the COGs: "stackstac" (default) or "odc-stac" (the ``odc``
+    #: extra); both give the same arrays on the same grid.
+    loader: str = "stackstac"
 
     def __post_init__(self) -> None:
         if self.resolution <= 0:
             raise ConfigError(f"resolution must be positive, got {self.resolution}.")
         if self.chunksize < 64:
             raise ConfigError(f"chunksize must be at least 64 pixels, got {self.chunksize}.")
+        if self.loader not in LOADERS:
+            raise ConfigError(f"loader must be one of {', '.join(LOADERS)}, got {self.loader!r}.")
         for name in ("masked_scl_classes", "water_scl_classes"):
             bad = [c for c in getattr(self, name) if not 0 <= int(c) <= 11]
             if bad:
