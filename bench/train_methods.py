@@ -242,21 +242,29 @@ def loso_work(config: TrainConfig) -> Path:
     return out.parent / f"{out.name}-crossval"
 
 
-def run_loso(jobs: int) -> dict[str, Any]:
+def run_loso(jobs: int, score_finished: bool = False) -> dict[str, Any]:
     """Cross-validate every method leave-one-site-out, ``jobs`` runs side by side.
 
-    Thresholds and post-processing are chosen on each fold's training sites
-    (:func:`arctic_rts.train.crossval.score_folds`); finished runs are reused on a rerun. Each
-    method is scored and the table rewritten as soon as its runs are done.
+    Runs go seed by seed (every site of seed 1 first), so that an interrupted benchmark has
+    whole seeds to compare. Thresholds and post-processing are chosen on each fold's training
+    sites (:func:`arctic_rts.train.crossval.score_folds`); finished runs are reused on a rerun.
+    Each method is scored and the table rewritten as soon as its runs are done;
+    ``score_finished`` trains nothing and scores the runs that have finished.
     """
-    from arctic_rts.train.crossval import plan_folds, score_folds, train_runs
+    from arctic_rts.train.crossval import finished_run, plan_folds, score_folds, train_runs
 
     summary = {}
     for method in LOSO_METHODS:
         config = loso_config(method)
         work = loso_work(config)
-        folds = plan_folds(config, work, LOSO_SEEDS)
-        weights = train_runs([cfg for _, cfg in folds], jobs)
+        folds = sorted(plan_folds(config, work, LOSO_SEEDS), key=lambda f: (f[1].seed, f[0]))
+        if score_finished:
+            folds = [f for f in folds if finished_run(f[1]) is not None]
+            if not folds:
+                continue
+            weights = [w for _, c in folds if (w := finished_run(c)) is not None]
+        else:
+            weights = train_runs([cfg for _, cfg in folds], jobs)
         summary[method] = score_folds(folds, weights, work)["summary"]
         print(f"loso {method}: {json.dumps(summary[method]['held_out_scores'])}", flush=True)
         write_table()
@@ -528,6 +536,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=300)
     parser.add_argument("--only", default="timing,loso,highres,elevation")
     parser.add_argument("--jobs", type=int, default=2, help="loso runs trained side by side")
+    parser.add_argument(
+        "--score-finished",
+        action="store_true",
+        help="loso: train nothing, score the runs that have finished",
+    )
     parser.add_argument("--table-only", action="store_true")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     args = parser.parse_args(argv)
@@ -543,7 +556,7 @@ def main(argv: list[str] | None = None) -> int:
                 print("timing:", measure_timing(split_s2()), flush=True)
                 continue
             if part == "loso":
-                run_loso(args.jobs)
+                run_loso(args.jobs, args.score_finished)
                 continue
             data = splits[part]()
             for method, seed in PLAN[part]:
