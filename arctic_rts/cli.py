@@ -11,6 +11,7 @@ the one place that gives the ``arctic_rts`` loggers a handler (:func:`configure_
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import sys
 from collections.abc import Callable, Sequence
@@ -21,14 +22,18 @@ from arctic_rts import __version__
 from arctic_rts.bands import L2A_BANDS, SCL_WATER
 from arctic_rts.config import (
     DEFAULT_MIN_AREA_M2,
+    LATEST_RULE,
     PRECISIONS,
     ClusterConfig,
     InventoryConfig,
+    InventoryRunConfig,
     LoadConfig,
     MapConfig,
     PredictConfig,
     SearchConfig,
     VectorizeConfig,
+    parse_years,
+    read_inventory_run,
 )
 from arctic_rts.errors import ArcticRTSError, ConfigError
 
@@ -160,6 +165,7 @@ def _add_map_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--scheduler", default=None, help="address of a running Dask scheduler")
     p.add_argument("--workers", type=int, default=None, help="local worker processes")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    _add_dry_run_options(p)
 
 
 def _add_postprocessing_args(p: argparse.ArgumentParser) -> None:
@@ -203,6 +209,13 @@ def _cmd_map(args: argparse.Namespace) -> int:
     from arctic_rts.pipeline import map_region
 
     weights = args.ensemble if args.ensemble else args.weights
+    if args.dry_run:
+        from arctic_rts.plan import plan_map
+
+        rows = plan_map(
+            tuple(args.bbox), args.year, stac=args.stac, weights=weights, config=_map_config(args)
+        )
+        return _print_plan(rows, args.format)
     result = map_region(
         tuple(args.bbox),
         args.year,
@@ -323,10 +336,43 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _inventory_config(args: argparse.Namespace) -> InventoryRunConfig:
+    """The run file, with the years and scheduler of the command line in place of its own."""
+    cfg = read_inventory_run(args.run_file)
+    changes: dict[str, Any] = {}
+    specs = args.years or ([args.year] if args.year else None)
+    if specs:
+        changes["years"] = parse_years(specs, cfg.map.search.months)
+    if args.scheduler:
+        cluster = dataclasses.replace(cfg.map.cluster, scheduler=args.scheduler)
+        changes["map"] = dataclasses.replace(cfg.map, cluster=cluster)
+    return dataclasses.replace(cfg, **changes)
+
+
+def _print_plan(rows: list[dict[str, Any]], fmt: str) -> int:
+    from arctic_rts.plan import format_plan, plan_geojson
+
+    print(plan_geojson(rows) if fmt == "geojson" else format_plan(rows))
+    return EXIT_OK
+
+
 def _cmd_inventory_run(args: argparse.Namespace) -> int:
     from arctic_rts.inventory_run import run_inventory
+    from arctic_rts.run_report import check_writable_file, log_to_file, reporting
 
-    result = run_inventory(args.run_file, progress=not args.quiet)
+    cfg = _inventory_config(args)
+    if args.dry_run:
+        from arctic_rts.plan import plan_inventory
+
+        return _print_plan(plan_inventory(cfg), args.format)
+    check_writable_file(args.report, "--report")
+    check_writable_file(args.log, "--log")
+    with (
+        log_to_file(args.log) as note,
+        reporting(args.report, run_file=args.run_file.resolve(), years=cfg.years) as report,
+    ):
+        report.result = result = run_inventory(cfg, progress=not args.quiet)
+        note(result.summary())
     print(result.summary())
     return EXIT_PARTIAL if result.n_failed else EXIT_OK
 
@@ -446,6 +492,64 @@ def _add_training_parsers(sub: Any) -> None:
     p.set_defaults(func=_cmd_evaluate)
 
 
+def _add_dry_run_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="list the scenes the run would use (tile, date, cloud, size) and the pixel count; "
+        "no compute, nothing written",
+    )
+    p.add_argument(
+        "--format",
+        choices=("table", "geojson"),
+        default="table",
+        help="with --dry-run: a text table or a GeoJSON FeatureCollection of the scenes' "
+        "footprints (default: table)",
+    )
+
+
+def _add_inventory_run_options(p: argparse.ArgumentParser) -> None:
+    years = p.add_mutually_exclusive_group()
+    years.add_argument(
+        "--years",
+        nargs="+",
+        metavar="YEARS",
+        default=None,
+        help="years to map instead of the run file's: 2017-2025, 2019,2021 or several "
+        "(default: the run file's years)",
+    )
+    years.add_argument(
+        "--year",
+        default=None,
+        metavar="YEAR",
+        help=f"one year instead of the run file's, or 'latest' ({LATEST_RULE})",
+    )
+    p.add_argument(
+        "--scheduler",
+        default=None,
+        help="address of a running Dask scheduler, e.g. tcp://host:8786 (default: the run "
+        "file's [cluster] scheduler, else a local cluster)",
+    )
+    p.add_argument(
+        "--report",
+        type=Path,
+        default=None,
+        metavar="JSON",
+        help="write a run report there: status, per year and scene counts, timings, failures "
+        "(default: none)",
+    )
+    p.add_argument(
+        "--log",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="append the run's log (UTC timestamps, every scene and year) to this file "
+        "(default: none)",
+    )
+    _add_dry_run_options(p)
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
 def _add_service_parsers(sub: Any) -> None:
     """``inventory run`` and ``catalog serve``."""
     inv = sub.add_parser("inventory", help="yearly inventories").add_subparsers(
@@ -457,7 +561,7 @@ def _add_service_parsers(sub: Any) -> None:
         "and a rerun with nothing new changes nothing",
     )
     p.add_argument("run_file", type=Path, help="the run file (see deploy/inventory.example.toml)")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    _add_inventory_run_options(p)
     p.set_defaults(func=_cmd_inventory_run)
 
     cat = sub.add_parser("catalog", help="the embedded STAC API").add_subparsers(
