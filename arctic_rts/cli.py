@@ -41,13 +41,67 @@ from arctic_rts.errors import ArcticRTSError, ConfigError
 EXIT_OK, EXIT_PARTIAL, EXIT_ERROR, EXIT_INTERRUPTED = 0, 1, 2, 130
 
 
+#: One example per command, shown at the end of its ``--help`` (keyed by the words after
+#: ``arctic-rts``).
+EXAMPLES = {
+    "": "arctic-rts demo\n  arctic-rts map --bbox -139.2 69.3 -138.2 69.6 --year 2021",
+    "map": "arctic-rts map --bbox -139.2 69.3 -138.2 69.6 --year 2021 --out herschel.gpkg\n"
+    "  arctic-rts map --bbox -139.2 69.3 -138.2 69.6 --year 2021 --dry-run",
+    "demo": "arctic-rts demo --workers 2 --out demo-out/rts_demo.gpkg",
+    "dataset": "arctic-rts dataset build --labels slumps.gpkg --stac demo --out data.zarr",
+    "dataset build": "arctic-rts dataset build --labels slumps.gpkg --footprints images.gpkg "
+    "--stac https://earth-search.aws.element84.com/v1 --out data.zarr",
+    "train": "arctic-rts train --config deploy/demo_weights/train.toml",
+    "evaluate": "arctic-rts evaluate --weights run/weights.safetensors --images chips/images "
+    "--masks chips/masks",
+    "inventory": "arctic-rts inventory run deploy/inventory.example.toml --year latest",
+    "inventory run": "arctic-rts inventory run deploy/inventory.example.toml --years 2017-2025 "
+    "--report run.json --log run.log\n"
+    "  arctic-rts inventory run deploy/inventory.example.toml --year latest --dry-run",
+    "catalog": "arctic-rts catalog serve .demo/items --port 7822",
+    "catalog serve": "arctic-rts catalog serve .demo/items --port 7822",
+}
+
+
+class _HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Help that ends every option with its default: ``(default: 60)``, ``(default: off)``.
+
+    Options whose help already says its default (``default: the model card's``) keep their
+    words; an option without a default of its own must say in its help what it falls back to.
+    """
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if not action.option_strings or "default:" in text or action.default is argparse.SUPPRESS:
+            return text
+        if isinstance(action, argparse._StoreTrueAction):
+            return f"{text} (default: off)".strip()
+        if action.required:
+            return f"{text} (required)".strip()
+        if action.default is None:
+            return text
+        value = action.default
+        if isinstance(value, list | tuple):
+            value = " ".join(str(v) for v in value)
+        shown = str(value).replace("%", "%%")  # argparse expands % in help texts
+        return f"{text} (default: {shown})".strip()
+
+
 class _Parser(argparse.ArgumentParser):
     """An argument parser whose usage errors are one line, like every other error of the CLI.
 
     argparse's default prints the whole usage block and prefixes the subcommand
     (``arctic-rts map: error:``); scripts that grep stderr want the one ``arctic-rts: error:``
-    line. Sub-parsers inherit this class (``add_subparsers`` uses the parent's type).
+    line. Sub-parsers inherit this class (``add_subparsers`` uses the parent's type), its help
+    formatter (defaults shown) and an example from :data:`EXAMPLES`.
     """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("formatter_class", _HelpFormatter)
+        super().__init__(*args, **kwargs)
+        if self.epilog is None:
+            example = EXAMPLES.get(self.prog.removeprefix("arctic-rts").strip())
+            self.epilog = f"example:\n  {example}" if example else None
 
     def error(self, message: str) -> NoReturn:
         self.exit(EXIT_ERROR, f"arctic-rts: error: {message} (see {self.prog} --help)\n")
@@ -103,8 +157,20 @@ def _months(text: str) -> tuple[int, ...]:
 
 def _add_map_options(p: argparse.ArgumentParser) -> None:
     d_search, d_pred, d_vec = SearchConfig(), PredictConfig(), VectorizeConfig()
-    p.add_argument("--bbox", nargs=4, type=float, metavar=("W", "S", "E", "N"), required=True)
-    p.add_argument("--year", type=int, required=True)
+    p.add_argument(
+        "--bbox",
+        nargs=4,
+        type=float,
+        metavar=("W", "S", "E", "N"),
+        required=True,
+        help="area to map: west south east north in degrees, EPSG:4326 (longitude/latitude)",
+    )
+    p.add_argument(
+        "--year",
+        type=int,
+        required=True,
+        help="year of the scenes, from 2015 (scenes from --months of that year)",
+    )
     p.add_argument(
         "--stac",
         default=None,
@@ -128,13 +194,32 @@ def _add_map_options(p: argparse.ArgumentParser) -> None:
         nargs="+",
         default=None,
         metavar="WEIGHTS",
-        help="several weights files; probabilities are averaged",
+        help="several weights files; probabilities are averaged (default: one model, --weights)",
     )
-    p.add_argument("--out", type=Path, default=Path("rts_inventory.gpkg"))
+    p.add_argument(
+        "--out", type=Path, default=Path("rts_inventory.gpkg"), help="the GeoPackage to write"
+    )
     p.add_argument("--overwrite", action="store_true", help="replace an existing output file")
-    p.add_argument("--months", type=_months, default=d_search.months, help="e.g. 6-8 (default)")
-    p.add_argument("--max-cloud", type=float, default=d_search.max_cloud_cover, metavar="PCT")
-    p.add_argument("--threshold", type=float, default=d_vec.threshold, help="default: model card")
+    p.add_argument(
+        "--months",
+        type=_months,
+        default=d_search.months,
+        help="months of the season, 6-8 or 6,7,8 (default: 6-8)",
+    )
+    p.add_argument(
+        "--max-cloud",
+        type=float,
+        default=d_search.max_cloud_cover,
+        metavar="PCT",
+        help="largest scene-wide cloud cover of a scene, in %%",
+    )
+    p.add_argument(
+        "--threshold",
+        type=float,
+        default=d_vec.threshold,
+        metavar="P",
+        help="slump probability 0-1 at which a pixel counts (default: the model card's)",
+    )
     p.add_argument(
         "--min-area",
         type=float,
@@ -154,7 +239,13 @@ def _add_map_options(p: argparse.ArgumentParser) -> None:
         action="store_true",
         help="drop slumps that no scene saw whole (cut by cloud, nodata or the scene edge)",
     )
-    p.add_argument("--tile-size", type=int, default=d_pred.tile_size)
+    p.add_argument(
+        "--tile-size",
+        type=int,
+        default=d_pred.tile_size,
+        metavar="PX",
+        help="edge of the windows the model runs on, in pixels (a multiple of 16)",
+    )
     p.add_argument("--tta", action="store_true", help="average the 8 flips/rotations")
     p.add_argument(
         "--precision",
@@ -162,8 +253,17 @@ def _add_map_options(p: argparse.ArgumentParser) -> None:
         default=d_pred.precision,
         help="forward-pass arithmetic (auto: bf16 on GPUs, fp32 on CPUs)",
     )
-    p.add_argument("--scheduler", default=None, help="address of a running Dask scheduler")
-    p.add_argument("--workers", type=int, default=None, help="local worker processes")
+    p.add_argument(
+        "--scheduler",
+        default=None,
+        help="address of a running Dask scheduler, e.g. tcp://host:8786 (default: a local cluster)",
+    )
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        help="local worker processes (default: one per GPU, else one per two cores)",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     _add_dry_run_options(p)
 
@@ -409,15 +509,24 @@ def build_parser() -> argparse.ArgumentParser:
 def _add_demo_parser(sub: Any) -> None:
     p = sub.add_parser("demo", help="the offline demo: generated scenes, local STAC, bundled model")
     p.add_argument("--root", type=Path, default=Path(".demo"), help="demo catalog folder")
-    p.add_argument("--out", type=Path, default=Path("demo-out/rts_demo.gpkg"))
-    p.add_argument("--workers", type=int, default=2)
-    p.add_argument("--quiet", action="store_true")
+    p.add_argument(
+        "--out", type=Path, default=Path("demo-out/rts_demo.gpkg"), help="the GeoPackage to write"
+    )
+    p.add_argument("--workers", type=int, default=2, help="local worker processes")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.add_argument(
         "--generate-only", action="store_true", help="only write the catalog (e.g. training data)"
     )
     p.add_argument("--seed", type=int, default=None, help="scene seed (default: the demo's)")
-    p.add_argument("--size-px", type=int, default=None, help="scene edge in 10 m pixels")
-    p.add_argument("--years", type=int, nargs="+", default=None, help="years with scenes")
+    p.add_argument(
+        "--size-px",
+        type=int,
+        default=None,
+        help="scene edge in 10 m pixels (default: the demo's, 1008)",
+    )
+    p.add_argument(
+        "--years", type=int, nargs="+", default=None, help="years with scenes (default: the demo's)"
+    )
     p.add_argument("--weights", type=Path, default=None, help="default: the bundled weights")
     p.add_argument(
         "--threshold", type=float, default=None, help="probability threshold (default: the card's)"
@@ -432,13 +541,30 @@ def _add_training_parsers(sub: Any) -> None:
     )
     p = ds.add_parser("build", help="label polygons + STAC scenes -> a zarr patch dataset")
     p.add_argument("--labels", type=Path, required=True, help="vector file of slump polygons")
-    p.add_argument("--footprints", type=Path, default=None, help="labelled image footprints")
+    p.add_argument(
+        "--footprints",
+        type=Path,
+        default=None,
+        help="labelled image footprints (default: the labels' extent)",
+    )
     p.add_argument("--stac", required=True, help="STAC API URL, or a local item folder/.parquet")
     p.add_argument("--out", type=Path, required=True, help="the .zarr dataset to write")
-    p.add_argument("--bands", nargs="+", default=list(L2A_BANDS))
-    p.add_argument("--patch-size", type=int, default=192)
-    p.add_argument("--stride", type=int, default=None, help="default: half the patch size")
-    p.add_argument("--tolerance-days", type=int, default=21)
+    p.add_argument("--bands", nargs="+", default=list(L2A_BANDS), help="canonical band names")
+    p.add_argument("--patch-size", type=int, default=192, metavar="PX", help="patch edge in pixels")
+    p.add_argument(
+        "--stride",
+        type=int,
+        default=None,
+        metavar="PX",
+        help="step between patches in pixels (default: half the patch size)",
+    )
+    p.add_argument(
+        "--tolerance-days",
+        type=int,
+        default=21,
+        metavar="DAYS",
+        help="largest gap between a label's date and a scene's, in days",
+    )
     p.add_argument(
         "--max-cloud",
         type=float,
@@ -447,10 +573,26 @@ def _add_training_parsers(sub: Any) -> None:
         help="skip scenes with more cloud cover than this, in %% (default: 60)",
     )
     p.add_argument(
-        "--unlabelled-bbox", type=float, nargs=4, action="append", metavar=("W", "S", "E", "N")
+        "--unlabelled-bbox",
+        type=float,
+        nargs=4,
+        action="append",
+        metavar=("W", "S", "E", "N"),
+        help="an area of unlabelled patches: west south east north in degrees, EPSG:4326; "
+        "repeat for more (default: none)",
     )
-    p.add_argument("--unlabelled-year", type=int, default=None)
-    p.add_argument("--dem", type=Path, default=None, help="DEM for the elevation pretext")
+    p.add_argument(
+        "--unlabelled-year",
+        type=int,
+        default=None,
+        help="year of the unlabelled scenes (default: none; needed with --unlabelled-bbox)",
+    )
+    p.add_argument(
+        "--dem",
+        type=Path,
+        default=None,
+        help="DEM GeoTIFF for the elevation pretext (default: none)",
+    )
     p.add_argument(
         "--dry-run",
         action="store_true",
@@ -459,10 +601,12 @@ def _add_training_parsers(sub: Any) -> None:
     p.set_defaults(func=_cmd_dataset_build)
 
     p = sub.add_parser("train", help="train a model from a TOML run file")
-    p.add_argument("--config", type=Path, required=True)
-    p.add_argument("--steps", type=int, default=None, help="override the run file's steps")
-    p.add_argument("--device", default=None, help="override: auto, cpu, cuda[:N]")
-    p.add_argument("--quiet", action="store_true")
+    p.add_argument("--config", type=Path, required=True, help="the training run file (TOML)")
+    p.add_argument(
+        "--steps", type=int, default=None, help="training steps (default: the run file's)"
+    )
+    p.add_argument("--device", default=None, help="auto, cpu or cuda[:N] (default: the run file's)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.add_argument(
         "--cross-validate",
         action="store_true",
@@ -476,11 +620,19 @@ def _add_training_parsers(sub: Any) -> None:
     p.set_defaults(func=_cmd_train)
 
     p = sub.add_parser("evaluate", help="pixel and object scores of weights on image/mask pairs")
-    p.add_argument("--weights", type=Path, required=True)
-    p.add_argument("--images", type=Path, required=True)
-    p.add_argument("--masks", type=Path, required=True)
-    p.add_argument("--json", type=Path, default=None, help="also write the scores as JSON")
-    p.add_argument("--threshold", type=float, default=None, help="default: model card")
+    p.add_argument("--weights", type=Path, required=True, help="safetensors weights to score")
+    p.add_argument("--images", type=Path, required=True, help="folder of image chips (GeoTIFF)")
+    p.add_argument("--masks", type=Path, required=True, help="folder of their label masks")
+    p.add_argument(
+        "--json", type=Path, default=None, help="also write the scores as JSON (default: none)"
+    )
+    p.add_argument(
+        "--threshold",
+        type=float,
+        default=None,
+        metavar="P",
+        help="slump probability 0-1 at which a pixel counts (default: the model card's)",
+    )
     p.add_argument(
         "--min-area",
         type=float,
@@ -522,7 +674,9 @@ def _add_inventory_run_options(p: argparse.ArgumentParser) -> None:
         "--year",
         default=None,
         metavar="YEAR",
-        help=f"one year instead of the run file's, or 'latest' ({LATEST_RULE})",
+        help="one year instead of the run file's, or 'latest': "
+        + LATEST_RULE.removeprefix("latest = ")
+        + " (default: the run file's years)",
     )
     p.add_argument(
         "--scheduler",
@@ -570,8 +724,8 @@ def _add_service_parsers(sub: Any) -> None:
     p = cat.add_parser(
         "serve", help="serve a folder of STAC item JSONs (or a .parquet) on 127.0.0.1"
     )
-    p.add_argument("source", type=Path)
-    p.add_argument("--port", type=int, default=7822)
+    p.add_argument("source", type=Path, help="a folder of STAC item JSONs, or a .parquet")
+    p.add_argument("--port", type=int, default=7822, help="loopback port to listen on")
     p.set_defaults(func=_cmd_catalog_serve)
 
 
