@@ -265,7 +265,7 @@ def serve_forever(
 
 
 def check_port_free(port: int) -> None:
-    """Refuse a loopback port that a server already listens on.
+    """Refuse a loopback port that a server already listens on (0, any free port, passes).
 
     Without this check a second ``catalog serve`` on a busy port would see the other server
     answer and report success while its own server cannot bind.
@@ -273,8 +273,10 @@ def check_port_free(port: int) -> None:
     Raises:
         CatalogError: The port is out of range or in use.
     """
-    if not 0 < port < 65536:
-        raise CatalogError(f"--port must be 1-65535, got {port}.")
+    if not 0 <= port < 65536:
+        raise CatalogError(f"--port must be 1-65535 (0: any free port), got {port}.")
+    if port == 0:
+        return
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         # as servers bind (SO_REUSEADDR): only a live listener counts, not closed connections
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
