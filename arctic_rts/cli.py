@@ -460,17 +460,19 @@ def _cmd_inventory_run(args: argparse.Namespace) -> int:
     from arctic_rts.inventory_run import run_inventory
     from arctic_rts.run_report import check_writable_file, log_to_file, reporting
 
-    cfg = _inventory_config(args)
-    if args.dry_run:
+    if args.dry_run:  # no report, no log: a dry run writes nothing
         from arctic_rts.plan import plan_inventory
 
-        return _print_plan(plan_inventory(cfg), args.format)
+        return _print_plan(plan_inventory(_inventory_config(args)), args.format)
     check_writable_file(args.report, "--report")
     check_writable_file(args.log, "--log")
+    # A run file or years that cannot be used are reported too: a scheduler reads the report.
     with (
         log_to_file(args.log) as note,
-        reporting(args.report, run_file=args.run_file.resolve(), years=cfg.years) as report,
+        reporting(args.report, run_file=args.run_file.resolve()) as report,
     ):
+        cfg = _inventory_config(args)
+        report.years = cfg.years
         report.result = result = run_inventory(cfg, progress=not args.quiet)
         note(result.summary())
     print(result.summary())

@@ -203,22 +203,23 @@ def write_report(path: Path, doc: dict[str, Any]) -> Path:
 
 
 class Reporting:
-    """What :func:`reporting` yields: set ``result`` when the run returns."""
+    """What :func:`reporting` yields: set ``years`` once known, ``result`` when the run returns."""
 
-    def __init__(self) -> None:
+    def __init__(self, years: tuple[int, ...]) -> None:
+        self.years = years
         self.result: InventoryRunResult | None = None
 
 
 @contextlib.contextmanager
 def reporting(
-    path: Path | None, *, run_file: Path | str | None, years: tuple[int, ...]
+    path: Path | None, *, run_file: Path | str | None, years: tuple[int, ...] = ()
 ) -> Iterator[Reporting]:
     """Time a run and write its report to ``path`` (None: no report) when it ends.
 
     The report is written whether the run returns (:func:`run_report`) or raises, Ctrl-C
     included (:func:`failure_report`, then the exception goes on).
     """
-    state = Reporting()
+    state = Reporting(years)
     started, t0 = _now(), time.perf_counter()
     try:
         yield state
@@ -229,7 +230,7 @@ def reporting(
                 failure_report(
                     err,
                     run_file=run_file,
-                    years=years,
+                    years=state.years,
                     started=started,
                     seconds=time.perf_counter() - t0,
                 ),
@@ -239,7 +240,7 @@ def reporting(
         doc = run_report(
             state.result,
             run_file=run_file,
-            years=years,
+            years=state.years,
             started=started,
             seconds=time.perf_counter() - t0,
         )

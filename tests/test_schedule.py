@@ -233,6 +233,20 @@ def test_a_run_that_stops_with_an_error_still_writes_its_report_and_log(
     assert "ERROR arctic_rts: run stopped: WeightsError" in log.read_text()
 
 
+def test_unusable_years_are_reported_for_the_scheduler(
+    tmp_path: Path, weights: Path, demo: DemoCatalog, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run_file = _run_file(tmp_path, demo, weights)
+    report = tmp_path / "r.json"
+    argv = ["inventory", "run", str(run_file), "--years", "2031", "--report", str(report)]
+    assert main(argv) == EXIT_ERROR
+    assert capsys.readouterr().err.count("\n") == 1
+    doc = json.loads(report.read_text())
+    assert doc["status"] == "error" and doc["error"]["type"] == "ConfigError"
+    assert "Sentinel-2 year" in doc["error"]["message"] and doc["years_requested"] == []
+    assert _files(tmp_path) == {"run.toml", "r.json"}
+
+
 # ---------------------------------------------------------------------------------------------
 # Dry runs
 
