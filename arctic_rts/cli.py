@@ -20,9 +20,14 @@ from typing import Any, NoReturn
 
 from arctic_rts import __version__
 from arctic_rts.bands import L2A_BANDS, SCL_WATER
+from arctic_rts.cli_help import (
+    EXAMPLES,
+    HelpFormatter,
+    add_dry_run_options,
+    add_inventory_run_options,
+)
 from arctic_rts.config import (
     DEFAULT_MIN_AREA_M2,
-    LATEST_RULE,
     PRECISIONS,
     ClusterConfig,
     InventoryConfig,
@@ -41,52 +46,6 @@ from arctic_rts.errors import ArcticRTSError, ConfigError
 EXIT_OK, EXIT_PARTIAL, EXIT_ERROR, EXIT_INTERRUPTED = 0, 1, 2, 130
 
 
-#: One example per command, shown at the end of its ``--help`` (keyed by the words after
-#: ``arctic-rts``).
-EXAMPLES = {
-    "": "arctic-rts demo\n  arctic-rts map --bbox -139.2 69.3 -138.2 69.6 --year 2021",
-    "map": "arctic-rts map --bbox -139.2 69.3 -138.2 69.6 --year 2021 --out herschel.gpkg\n"
-    "  arctic-rts map --bbox -139.2 69.3 -138.2 69.6 --year 2021 --dry-run",
-    "demo": "arctic-rts demo --workers 2 --out demo-out/rts_demo.gpkg",
-    "dataset": "arctic-rts dataset build --labels slumps.gpkg --stac demo --out data.zarr",
-    "dataset build": "arctic-rts dataset build --labels slumps.gpkg --footprints images.gpkg "
-    "--stac https://earth-search.aws.element84.com/v1 --out data.zarr",
-    "train": "arctic-rts train --config deploy/demo_weights/train.toml",
-    "evaluate": "arctic-rts evaluate --weights run/weights.safetensors --images chips/images "
-    "--masks chips/masks",
-    "inventory": "arctic-rts inventory run deploy/inventory.example.toml --year latest",
-    "inventory run": "arctic-rts inventory run deploy/inventory.example.toml --years 2017-2025 "
-    "--report run.json --log run.log\n"
-    "  arctic-rts inventory run deploy/inventory.example.toml --year latest --dry-run",
-    "catalog": "arctic-rts catalog serve .demo/items --port 7822",
-    "catalog serve": "arctic-rts catalog serve .demo/items --port 7822",
-}
-
-
-class _HelpFormatter(argparse.RawDescriptionHelpFormatter):
-    """Help that ends every option with its default: ``(default: 60)``, ``(default: off)``.
-
-    Options whose help already says its default (``default: the model card's``) keep their
-    words; an option without a default of its own must say in its help what it falls back to.
-    """
-
-    def _get_help_string(self, action: argparse.Action) -> str:
-        text = action.help or ""
-        if not action.option_strings or "default:" in text or action.default is argparse.SUPPRESS:
-            return text
-        if isinstance(action, argparse._StoreTrueAction):
-            return f"{text} (default: off)".strip()
-        if action.required:
-            return f"{text} (required)".strip()
-        if action.default is None:
-            return text
-        value = action.default
-        if isinstance(value, list | tuple):
-            value = " ".join(str(v) for v in value)
-        shown = str(value).replace("%", "%%")  # argparse expands % in help texts
-        return f"{text} (default: {shown})".strip()
-
-
 class _Parser(argparse.ArgumentParser):
     """An argument parser whose usage errors are one line, like every other error of the CLI.
 
@@ -97,7 +56,7 @@ class _Parser(argparse.ArgumentParser):
     """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
-        kwargs.setdefault("formatter_class", _HelpFormatter)
+        kwargs.setdefault("formatter_class", HelpFormatter)
         super().__init__(*args, **kwargs)
         if self.epilog is None:
             example = EXAMPLES.get(self.prog.removeprefix("arctic-rts").strip())
@@ -156,7 +115,7 @@ def _months(text: str) -> tuple[int, ...]:
 
 
 def _add_map_options(p: argparse.ArgumentParser) -> None:
-    d_search, d_pred, d_vec = SearchConfig(), PredictConfig(), VectorizeConfig()
+    d_search = SearchConfig()
     p.add_argument(
         "--bbox",
         nargs=4,
@@ -213,6 +172,12 @@ def _add_map_options(p: argparse.ArgumentParser) -> None:
         metavar="PCT",
         help="largest scene-wide cloud cover of a scene, in %%",
     )
+    _add_map_processing_options(p)
+
+
+def _add_map_processing_options(p: argparse.ArgumentParser) -> None:
+    """How ``map`` turns scenes into polygons, and where it runs."""
+    d_pred, d_vec = PredictConfig(), VectorizeConfig()
     p.add_argument(
         "--threshold",
         type=float,
@@ -265,7 +230,7 @@ def _add_map_options(p: argparse.ArgumentParser) -> None:
         help="local worker processes (default: one per GPU, else one per two cores)",
     )
     p.add_argument("--quiet", action="store_true", help="no progress bars")
-    _add_dry_run_options(p)
+    add_dry_run_options(p)
 
 
 def _add_postprocessing_args(p: argparse.ArgumentParser) -> None:
@@ -538,6 +503,11 @@ def _add_demo_parser(sub: Any) -> None:
 
 def _add_training_parsers(sub: Any) -> None:
     """``dataset build``, ``train`` and ``evaluate``."""
+    _add_dataset_parser(sub)
+    _add_train_parsers(sub)
+
+
+def _add_dataset_parser(sub: Any) -> None:
     ds = sub.add_parser("dataset", help="training datasets").add_subparsers(
         dest="dataset_command", required=True
     )
@@ -602,6 +572,9 @@ def _add_training_parsers(sub: Any) -> None:
     )
     p.set_defaults(func=_cmd_dataset_build)
 
+
+def _add_train_parsers(sub: Any) -> None:
+    """``train`` and ``evaluate``."""
     p = sub.add_parser("train", help="train a model from a TOML run file")
     p.add_argument("--config", type=Path, required=True, help="the training run file (TOML)")
     p.add_argument(
@@ -646,66 +619,6 @@ def _add_training_parsers(sub: Any) -> None:
     p.set_defaults(func=_cmd_evaluate)
 
 
-def _add_dry_run_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "--dry-run",
-        action="store_true",
-        help="list the scenes the run would use (tile, date, cloud, size) and the pixel count; "
-        "no compute, nothing written",
-    )
-    p.add_argument(
-        "--format",
-        choices=("table", "geojson"),
-        default="table",
-        help="with --dry-run: a text table or a GeoJSON FeatureCollection of the scenes' "
-        "footprints (default: table)",
-    )
-
-
-def _add_inventory_run_options(p: argparse.ArgumentParser) -> None:
-    years = p.add_mutually_exclusive_group()
-    years.add_argument(
-        "--years",
-        nargs="+",
-        metavar="YEARS",
-        default=None,
-        help="years to map instead of the run file's: 2017-2025, 2019,2021 or several "
-        "(default: the run file's years)",
-    )
-    years.add_argument(
-        "--year",
-        default=None,
-        metavar="YEAR",
-        help="one year instead of the run file's, or 'latest': "
-        + LATEST_RULE.removeprefix("latest = ")
-        + " (default: the run file's years)",
-    )
-    p.add_argument(
-        "--scheduler",
-        default=None,
-        help="address of a running Dask scheduler, e.g. tcp://host:8786 (default: the run "
-        "file's [cluster] scheduler, else a local cluster)",
-    )
-    p.add_argument(
-        "--report",
-        type=Path,
-        default=None,
-        metavar="JSON",
-        help="write a run report there: status, per year and scene counts, timings, failures "
-        "(default: none)",
-    )
-    p.add_argument(
-        "--log",
-        type=Path,
-        default=None,
-        metavar="FILE",
-        help="append the run's log (UTC timestamps, every scene and year) to this file "
-        "(default: none)",
-    )
-    _add_dry_run_options(p)
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
-
-
 def _add_service_parsers(sub: Any) -> None:
     """``inventory run`` and ``catalog serve``."""
     inv = sub.add_parser("inventory", help="yearly inventories").add_subparsers(
@@ -717,7 +630,7 @@ def _add_service_parsers(sub: Any) -> None:
         "and a rerun with nothing new changes nothing",
     )
     p.add_argument("run_file", type=Path, help="the run file (see deploy/inventory.example.toml)")
-    _add_inventory_run_options(p)
+    add_inventory_run_options(p)
     p.set_defaults(func=_cmd_inventory_run)
 
     cat = sub.add_parser("catalog", help="the embedded STAC API").add_subparsers(

@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from arctic_rts.cli import EXAMPLES, EXIT_ERROR, _HelpFormatter, build_parser, main
+from arctic_rts.cli import EXIT_ERROR, build_parser, main
+from arctic_rts.cli_help import EXAMPLES, HelpFormatter
 
 
 def _parsers(
@@ -43,14 +44,14 @@ OPTIONS = {name: (parser, action) for name, parser, action in _options()}
 @pytest.mark.parametrize("name", sorted(OPTIONS))
 def test_every_option_shows_its_default(name: str) -> None:
     parser, action = OPTIONS[name]
-    text = _HelpFormatter(parser.prog)._get_help_string(action)
+    text = HelpFormatter(parser.prog)._get_help_string(action)
     assert "default: " in text or text.endswith("(required)"), text
     # and the help renders (argparse expands % in it)
     assert action.option_strings[-1] in parser.format_help()
 
 
 def test_units_and_crs_are_in_the_help() -> None:
-    helps = {name: _HelpFormatter("x")._get_help_string(a) for name, _, a in _options()}
+    helps = {name: HelpFormatter("x")._get_help_string(a) for name, _, a in _options()}
     for name in ("map --bbox", "dataset build --unlabelled-bbox"):
         assert "degrees" in helps[name] and "EPSG:4326" in helps[name], name
         assert "west south east north" in helps[name]
