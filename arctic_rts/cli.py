@@ -405,7 +405,7 @@ def _inventory_config(args: argparse.Namespace) -> InventoryRunConfig:
     """The run file, with the years and scheduler of the command line in place of its own."""
     cfg = read_inventory_run(args.run_file)
     changes: dict[str, Any] = {}
-    specs = args.years or ([args.year] if args.year else None)
+    specs = args.years or args.year
     if specs:
         changes["years"] = parse_years(specs, cfg.map.search.months)
     if args.scheduler:

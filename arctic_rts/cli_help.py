@@ -78,10 +78,10 @@ def add_inventory_run_options(p: argparse.ArgumentParser) -> None:
     years = p.add_mutually_exclusive_group()
     years.add_argument(
         "--years",
-        nargs="+",
         metavar="YEARS",
         default=None,
-        help="years to map instead of the run file's: 2017-2025, 2019,2021 or several "
+        # one word: a list of words would swallow a run file written after it
+        help="years to map instead of the run file's: 2017-2025, 2019,2021 or 2015-2017,2021 "
         "(default: the run file's years)",
     )
     years.add_argument(

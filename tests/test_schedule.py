@@ -118,8 +118,10 @@ def test_cli_years_override_the_run_file(tmp_path: Path, weights: Path, demo: De
 
     run_file = _run_file(tmp_path, demo, weights)
     parser = build_parser()
-    args = parser.parse_args(["inventory", "run", str(run_file), "--years", "2017-2019", "2022"])
+    args = parser.parse_args(["inventory", "run", str(run_file), "--years", "2017-2019,2022"])
     assert _inventory_config(args).years == (2017, 2018, 2019, 2022)
+    args = parser.parse_args(["inventory", "run", "--years", "2021", str(run_file)])
+    assert args.run_file == run_file  # one word: the run file after it is not taken as a year
     args = parser.parse_args(["inventory", "run", str(run_file), "--year", "latest"])
     assert _inventory_config(args).years == (latest_season_year(),)
     args = parser.parse_args(["inventory", "run", str(run_file), "--scheduler", "tcp://h:8786"])
