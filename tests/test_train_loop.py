@@ -17,6 +17,7 @@ from arctic_rts.errors import ConfigError
 from arctic_rts.model.weights import load_model
 from arctic_rts.predict import HALO_TOLERANCE
 from arctic_rts.train.build import write_patches
+from arctic_rts.train.checkpoint import load_state, save_state
 from arctic_rts.train.config import AugmentConfig, TrainConfig, TrainDataConfig
 from arctic_rts.train.data import PatchDataset
 from arctic_rts.train.loop import load_train_config, train
@@ -128,7 +129,7 @@ def test_each_method_learns_and_its_weights_predict_identically(
     from arctic_rts.model.unet import UNet
     from arctic_rts.train.methods import NormalizedNet
 
-    state = torch.load(tmp_path / "checkpoint.pt", weights_only=True)["model"]
+    state = load_state(tmp_path / "checkpoint.safetensors")["model"]
     unet = UNet(3, **TINY, **({"dino_classes": 24} if method == "pixeldino" else {}))  # type: ignore[arg-type]
     net = NormalizedNet(unet, card["normalisation"]["mean"], card["normalisation"]["std"])
     net.load_state_dict(state)
@@ -146,7 +147,7 @@ def test_a_stopped_run_resumes_exactly(
     straight = train(_config(folders, tmp_path / "a", method, steps=6), progress=False)
     cfg_b = _config(folders, tmp_path / "b", method, steps=6)
     ckpt = train(cfg_b, progress=False, stop_after=3)
-    assert ckpt.name == "checkpoint.pt"
+    assert ckpt.name == "checkpoint.safetensors"
     resumed = train(cfg_b, progress=False)
     a, b = load_file(straight), load_file(resumed)
     assert a.keys() == b.keys()
@@ -226,3 +227,31 @@ def test_a_checkpoint_of_another_run_is_refused(folders: dict[str, Path], tmp_pa
     train(_config(folders, tmp_path, "supervised", steps=4), progress=False, stop_after=1)
     with pytest.raises(TrainingError, match="different run configuration"):
         train(_config(folders, tmp_path, "supervised", steps=4, lr=5e-3), progress=False)
+
+
+def test_checkpoints_hold_no_pickle(tmp_path: Path) -> None:
+    """Nested state (integer keys, tuples, None, NaN, tensors) round-trips through safetensors;
+    a pickle under the checkpoint's name is refused with one clear error."""
+    import math
+
+    from arctic_rts.errors import TrainingError
+
+    opt = torch.optim.AdamW([torch.nn.Parameter(torch.ones(3))], betas=(0.9, 0.99))
+    opt.param_groups[0]["params"][0].grad = torch.ones(3)
+    opt.step()
+    state = {"optimizer": opt.state_dict(), "x": [None, math.nan, "s", (1, 2.5)], "g": True}
+    path = tmp_path / "checkpoint.safetensors"
+    save_state(path, state)
+    assert load_file(path)  # a plain safetensors file
+    back = load_state(path)
+    assert back["x"][0] is None and math.isnan(back["x"][1]) and back["x"][3] == (1, 2.5)
+    assert back["g"] is True and list(back["optimizer"]["state"]) == [0]  # integer keys stay
+    assert torch.equal(
+        back["optimizer"]["state"][0]["exp_avg"], state["optimizer"]["state"][0]["exp_avg"]
+    )
+    again = torch.optim.AdamW([torch.nn.Parameter(torch.ones(3))])
+    again.load_state_dict(back["optimizer"])
+    assert again.param_groups[0]["betas"] == (0.9, 0.99)
+    torch.save(state, path)  # a pickle under the checkpoint's name
+    with pytest.raises(TrainingError, match="cannot read the checkpoint"):
+        load_state(path)

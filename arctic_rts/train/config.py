@@ -235,7 +235,7 @@ class TrainConfig:
     val_every: int = 1000
     checkpoint_every: int = 1000
     log_every: int = 50
-    #: Continue from ``out_dir/checkpoint.pt`` when it exists.
+    #: Continue from ``out_dir/checkpoint.safetensors`` when it exists.
     resume: bool = True
     #: Probability threshold written into the card.
     threshold: float = 0.5

@@ -8,8 +8,8 @@ One run: datasets -> band statistics (the card's normalisation) -> UNet with the
 Every random draw comes from generators whose states go into the checkpoint (batch sampling
 and crops from a numpy ``Generator``, augmentations from a CPU ``torch.Generator``, network and
 discriminator initialisation from the seeded global torch RNG), so a run stopped and resumed from
-its checkpoint ends with the same weights as an uninterrupted one on CPU. Checkpoints are
-written with ``torch.save`` and read back with ``weights_only=True``.
+its checkpoint ends with the same weights as an uninterrupted one on CPU. Checkpoints hold no
+pickle: tensors in safetensors, the rest as JSON (:mod:`arctic_rts.train.checkpoint`).
 """
 
 from __future__ import annotations
@@ -30,9 +30,9 @@ import torch
 from arctic_rts.bands import validate_bands
 from arctic_rts.config import dataclass_from_table, read_toml
 from arctic_rts.errors import ConfigError, DatasetError, TrainingError
-from arctic_rts.files import atomic_write
 from arctic_rts.model.unet import UNet
 from arctic_rts.model.weights import resolve_device, save_weights
+from arctic_rts.train.checkpoint import load_state, save_state
 from arctic_rts.train.config import (
     AdversarialConfig,
     AugmentConfig,
@@ -55,7 +55,7 @@ from arctic_rts.train.methods import Method, NormalizedNet, StepResult, build_me
 logger = logging.getLogger(__name__)
 
 #: Names of files in the run folder.
-CHECKPOINT = "checkpoint.pt"
+CHECKPOINT = "checkpoint.safetensors"
 WEIGHTS = "weights.safetensors"
 LOG = "log.jsonl"
 
@@ -325,10 +325,6 @@ def _measured_halo(
     }
 
 
-def _save_checkpoint(path: Path, state: dict[str, Any]) -> None:
-    atomic_write(path, lambda tmp: torch.save(state, tmp))
-
-
 @dataclass
 class _Run:
     """Everything one training run holds between steps (the checkpoint's content and more)."""
@@ -387,6 +383,12 @@ def train(
     ckpt_path = out / CHECKPOINT
     if config.resume and ckpt_path.exists():
         _restore_checkpoint(run, ckpt_path)
+    elif config.resume and (out / "checkpoint.pt").exists():
+        logger.warning(
+            "%s is a checkpoint of an earlier version (pickle), which is never read; the run "
+            "starts over.",
+            out / "checkpoint.pt",
+        )
     with (out / LOG).open("a") as log_file:
         finished = _train_steps(run, ckpt_path, log_file, progress, stop_after, on_log)
     if not finished:
@@ -456,7 +458,7 @@ def _start_run(config: TrainConfig) -> _Run:
 def _restore_checkpoint(run: _Run, ckpt_path: Path) -> None:
     """Continue ``run`` from its checkpoint; refuse one written by another configuration."""
     # RNG states must stay on the CPU; load_state_dict moves the rest to the device
-    state = torch.load(ckpt_path, map_location="cpu", weights_only=True)
+    state = load_state(ckpt_path)
     saved = json.loads(state["config"])
     mine = json.loads(run.config_json)
     for k in ("steps", "out_dir", "resume", "device", "val_every", "checkpoint_every"):
@@ -479,7 +481,7 @@ def _restore_checkpoint(run: _Run, ckpt_path: Path) -> None:
 
 
 def _write_checkpoint(run: _Run, ckpt_path: Path) -> None:
-    _save_checkpoint(
+    save_state(
         ckpt_path,
         {
             "step": run.step,
