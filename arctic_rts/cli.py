@@ -95,12 +95,13 @@ class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
         pass
 
 
-def configure_logging(quiet: bool = False) -> None:
+def configure_logging(quiet: bool = False, level: str | int | None = None) -> None:
     """Send the ``arctic_rts`` loggers' records to stderr as bare lines.
 
-    INFO and above (progress, such as training steps), or WARNING and above with ``quiet``.
-    Idempotent: calling it again replaces the handler it installed before. Other libraries'
-    loggers (dask, distributed) are left as they are.
+    INFO and above (progress, such as training steps), WARNING and above with ``quiet``, or
+    ``level`` when given (a name such as "DEBUG", or a number). Idempotent: calling it again
+    replaces the handler it installed before. Other libraries' loggers (dask, distributed) are
+    left as they are.
     """
     root = logging.getLogger("arctic_rts")
     for handler in [h for h in root.handlers if isinstance(h, _StderrHandler)]:
@@ -108,7 +109,38 @@ def configure_logging(quiet: bool = False) -> None:
     handler = _StderrHandler()
     handler.setFormatter(logging.Formatter("%(message)s"))
     root.addHandler(handler)
-    root.setLevel(logging.WARNING if quiet else logging.INFO)
+    if level is None:
+        level = logging.WARNING if quiet else logging.INFO
+    root.setLevel(level)
+
+
+#: Warnings of dependencies that tell a user of the command line nothing they can act on
+#: (deprecations inside libraries, pystac-client's conformance notes about a catalog that
+#: works). Shown again with ``-v``; the library itself never filters warnings.
+_NOISE = (DeprecationWarning, PendingDeprecationWarning, FutureWarning)
+
+
+def _filter_dependency_warnings() -> None:
+    import warnings
+
+    for category in _NOISE:
+        warnings.filterwarnings("ignore", category=category)
+    try:
+        from pystac_client.warnings import PystacClientWarning
+    except ImportError:  # pragma: no cover - a dependency
+        return
+    warnings.filterwarnings("ignore", category=PystacClientWarning)
+
+
+def _log_level(args: argparse.Namespace) -> str | int:
+    """The level ``-v``, ``-q``, ``--log-level`` and a command's ``--quiet`` ask for."""
+    if args.log_level:
+        return str(args.log_level)
+    if args.verbose:
+        return logging.DEBUG
+    if args.log_quiet or getattr(args, "quiet", False):
+        return logging.WARNING
+    return logging.INFO
 
 
 def _map_config(args: argparse.Namespace) -> MapConfig:
@@ -324,10 +356,26 @@ def _cmd_catalog_serve(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``arctic-rts`` (exposed for docs and tests)."""
+    # no abbreviations at the top: a command's own --log must not read as --log-level/--log-file
     parser = _Parser(
-        prog="arctic-rts", description="Map retrogressive thaw slumps from Sentinel-2."
+        prog="arctic-rts",
+        description="Map retrogressive thaw slumps from Sentinel-2.",
+        allow_abbrev=False,
     )
     parser.add_argument("--version", action="version", version=f"arctic-rts {__version__}")
+    verbosity = parser.add_mutually_exclusive_group()
+    verbosity.add_argument(
+        "-v", "--verbose", action="store_true", help="debug messages and dependency warnings too"
+    )
+    verbosity.add_argument(
+        "-q", dest="log_quiet", action="store_true", help="warnings and errors only"
+    )
+    verbosity.add_argument(
+        "--log-level",
+        choices=("DEBUG", "INFO", "WARNING", "ERROR"),
+        default=None,
+        help="the level of the messages on stderr (default: INFO)",
+    )
     parser.add_argument(
         "--log-file",
         type=Path,
@@ -522,7 +570,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; returns the process exit code."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    configure_logging(quiet=bool(getattr(args, "quiet", False)))
+    configure_logging(level=_log_level(args))
+    if not args.verbose:
+        _filter_dependency_warnings()
     func: Callable[[argparse.Namespace], int] = args.func
     try:
         return func(args)

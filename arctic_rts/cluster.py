@@ -537,18 +537,22 @@ def connect(config: ClusterConfig | None = None) -> Client:
     config = config or ClusterConfig()
     if config.scheduler:
         try:
-            return Client(config.scheduler)
+            client = Client(config.scheduler)
         except (OSError, TimeoutError, ValueError) as err:
             raise ClusterError(
                 f"cannot reach the Dask scheduler at {config.scheduler} ({_one_line(err)}); "
                 "check --scheduler (e.g. tcp://host:8786) and that the scheduler is running."
             ) from err
-    # Nannies put pre-spawn variables into a worker's environment before it starts, where
-    # glibc and the dynamic loader read them; their own default trims freed memory at 64 KiB.
-    import dask
+    else:
+        # Nannies put pre-spawn variables into a worker's environment before it starts, where
+        # glibc and the dynamic loader read them; their own default trims freed memory at 64 KiB.
+        import dask
 
-    with _spawn_environ(worker_environ(config)), dask.config.set(cluster_dask_config()):
-        return _start_local(config)
+        with _spawn_environ(worker_environ(config)), dask.config.set(cluster_dask_config()):
+            client = _start_local(config)
+    with contextlib.suppress(KeyError, AttributeError):  # a scheduler without a dashboard
+        logger.info("Dask dashboard: %s", client.dashboard_link)
+    return client
 
 
 def cluster_dask_config() -> dict[str, str]:

@@ -279,3 +279,30 @@ def test_shell_errors_are_one_line(tmp_path: Path) -> None:
     refused = _shell("map", "--bbox", *BBOX, "--year", "2021", "--weights", str(pt))
     _assert_one_line_error(refused.returncode, refused.stderr, "model.pt")
     assert not marker.exists()
+
+
+@pytest.mark.parametrize(
+    ("flags", "level", "filtered"),
+    [([], "INFO", True), (["-q"], "WARNING", True), (["-v"], "DEBUG", False),
+     (["--log-level", "ERROR"], "ERROR", True)],
+)  # fmt: skip
+def test_verbosity_flags_set_the_level_and_the_warning_filter(
+    flags: list[str], level: str, filtered: bool, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """-v/-q/--log-level set the arctic_rts loggers' level; dependency deprecation warnings
+    are hidden unless -v asks for everything (the library itself filters nothing)."""
+    import logging
+    import warnings
+
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("default")
+        code = main([*flags, "map", "--bbox", "10", "60", "11", "61", "--year", "1800"])
+        assert code == EXIT_ERROR and len(capsys.readouterr().err.strip().splitlines()) == 1
+        assert logging.getLevelName(logging.getLogger("arctic_rts").level) == level
+        warnings.warn("a dependency's deprecation", DeprecationWarning, stacklevel=1)
+        shown = any(issubclass(w.category, DeprecationWarning) for w in seen)
+        assert shown is not filtered
+    with pytest.raises(SystemExit) as stop:  # one or the other
+        main(["-v", "-q", "demo"])
+    assert stop.value.code == EXIT_ERROR
+    assert "not allowed with" in capsys.readouterr().err

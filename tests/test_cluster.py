@@ -289,10 +289,16 @@ def loopback_scheduler() -> Iterator[str]:
 
 
 @pytest.mark.slow
-def test_separate_scheduler_and_workers_on_loopback(ref: ModelRef, loopback_scheduler: str) -> None:
+def test_separate_scheduler_and_workers_on_loopback(
+    ref: ModelRef, loopback_scheduler: str, caplog: pytest.LogCaptureFixture
+) -> None:
     scenes = [_scene(seed, size=288) for seed in (21, 22)]
     deadline = time.monotonic() + 90
-    with connect(ClusterConfig(scheduler=loopback_scheduler)) as client:
+    with caplog.at_level("INFO", logger="arctic_rts.cluster"):
+        client = connect(ClusterConfig(scheduler=loopback_scheduler))
+    # where to watch the run: the dashboard's address, logged once on connecting
+    assert [r.getMessage() for r in caplog.records] == [f"Dask dashboard: {client.dashboard_link}"]
+    with client:
         client.wait_for_workers(2, timeout=max(1.0, deadline - time.monotonic()))
         results = client.compute([predict(da, ref, CONFIG).data for da in scenes], sync=True)
         loads = client.run(model_loads)
