@@ -88,6 +88,7 @@ def search_scenes(
     year = validate_year(year)
     client = _open_client(stac_url)
     found: dict[str, dict[str, Any]] = {}
+    truncated: list[str] = []
     cloud_filter = {
         "op": "<=",
         "args": [{"property": "eo:cloud_cover"}, config.max_cloud_cover],
@@ -108,10 +109,22 @@ def search_scenes(
                 max_items=remaining,
                 limit=min(_PAGE_SIZE, remaining),
             )
-            for raw in search.items_as_dicts():
-                found.setdefault(str(raw["id"]), raw)
+            for page in search.pages_as_dicts():
+                features = page.get("features") or []
+                for raw in features:
+                    found.setdefault(str(raw["id"]), raw)
+                if len(features) >= min(_PAGE_SIZE, remaining) and not _has_next(page):
+                    truncated.append(interval)
         except _API_ERRORS as exc:
             raise CatalogError(f"Search at {stac_url} failed: {_one_line(exc)}") from exc
+    if truncated and len(found) < config.max_items:
+        warnings.warn(
+            f"{stac_url} answered a full page without a next link for {', '.join(truncated)}, "
+            "so more matching scenes may exist than were returned; search shorter periods or "
+            "a smaller bbox, or use an API that pages.",
+            SkippedInputWarning,
+            stacklevel=2,
+        )
     if len(found) >= config.max_items:
         warnings.warn(
             f"The search stopped at SearchConfig.max_items = {config.max_items} items, so some "
@@ -341,6 +354,10 @@ def _processing_baseline(item: Mapping[str, Any]) -> tuple[int, int]:
         "(s2:processing_baseline or _Nxxyy_ in the product id), so its reflectance offset is "
         "unknown; add raster:bands to the item."
     )
+
+
+def _has_next(page: Mapping[str, Any]) -> bool:
+    return any(link.get("rel") == "next" for link in page.get("links") or [])
 
 
 def _open_client(url: str) -> Any:
