@@ -48,6 +48,7 @@ class PagingFront:
             ) from exc
         self._server.daemon_threads = True
         self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
+        self._server.front_url = self.url  # type: ignore[attr-defined]
         self._thread: threading.Thread | None = None
 
     def start(self, backend: str) -> None:
@@ -156,8 +157,8 @@ class _Handler(BaseHTTPRequestHandler):
         self._reply(200, cut_page(doc, offset, limit, link))
 
     def _front(self) -> str:
-        host, port = self.server.server_address[:2]
-        return f"http://{host}:{port}"
+        url: str = self.server.front_url  # type: ignore[attr-defined]
+        return url
 
     def _backend(self, method: str, path: str, data: bytes | None) -> tuple[int, str, bytes]:
         backend: str = self.server.backend  # type: ignore[attr-defined]
