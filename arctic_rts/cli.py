@@ -204,7 +204,17 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 def _cmd_dataset_build(args: argparse.Namespace) -> int:
     from arctic_rts.catalog import stac_endpoint
     from arctic_rts.train.build import build_dataset, plan_dataset
+    from arctic_rts.train.labels import LabelFormat
 
+    label_format = LabelFormat(
+        wkt_column=args.wkt_column,
+        x_column=args.x_column,
+        y_column=args.y_column,
+        crs=args.label_crs,
+        date_column=args.date_column,
+        date=args.date,
+        buffer_m=args.buffer_m,
+    )
     if args.dry_run:
         with stac_endpoint(args.stac) as url:
             rows = plan_dataset(
@@ -213,6 +223,7 @@ def _cmd_dataset_build(args: argparse.Namespace) -> int:
                 footprints=args.footprints,
                 tolerance_days=args.tolerance_days,
                 max_cloud_cover=args.max_cloud,
+                label_format=label_format,
             )
         for row in rows:
             scenes = ", ".join(row["scenes"]) or "no scene within the tolerance"
@@ -234,6 +245,7 @@ def _cmd_dataset_build(args: argparse.Namespace) -> int:
             unlabelled_regions=[tuple(b) for b in args.unlabelled_bbox or []],
             unlabelled_year=args.unlabelled_year,
             dem=args.dem,
+            label_format=label_format,
         )
     print(f"dataset: {out}")
     return EXIT_OK
@@ -343,7 +355,25 @@ def _add_training_parsers(sub: Any) -> None:
         dest="dataset_command", required=True
     )
     p = ds.add_parser("build", help="label polygons + STAC scenes -> a zarr patch dataset")
-    p.add_argument("--labels", type=Path, required=True, help="vector file of slump polygons")
+    p.add_argument(
+        "--labels",
+        type=Path,
+        required=True,
+        help="slump polygons: a vector file (GeoPackage, shapefile, GeoJSON) or a CSV/XLSX table",
+    )
+    p.add_argument("--wkt-column", default=None, help="table column with WKT geometries")
+    p.add_argument("--x-column", default=None, help="table column of x/longitude (points)")
+    p.add_argument("--y-column", default=None, help="table column of y/latitude (points)")
+    p.add_argument("--label-crs", default=None, help="CRS of a table's geometry (e.g. EPSG:4326)")
+    p.add_argument("--date-column", default=None, help="column with each label's date")
+    p.add_argument("--date", default=None, help="YYYY-MM-DD for labels without a date")
+    p.add_argument(
+        "--buffer-m",
+        type=float,
+        default=None,
+        metavar="R",
+        help="turn point and line labels into polygons of radius R metres (else refused)",
+    )
     p.add_argument("--footprints", type=Path, default=None, help="labelled image footprints")
     p.add_argument("--stac", required=True, help="STAC API URL, or a local item folder/.parquet")
     p.add_argument("--out", type=Path, required=True, help="the .zarr dataset to write")

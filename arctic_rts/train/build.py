@@ -20,6 +20,7 @@ import numpy as np
 
 from arctic_rts.bands import L2A_BANDS, validate_bands
 from arctic_rts.errors import DatasetError
+from arctic_rts.files import atomic_folder
 from arctic_rts.train.data import (
     IGNORE,
     PATCH_FORMAT,
@@ -31,6 +32,7 @@ from arctic_rts.train.data import (
     read_footprints,
     read_labels,
 )
+from arctic_rts.train.labels import LabelFormat
 
 # --- writing patch datasets --------------------------------------------------------------------
 
@@ -341,6 +343,7 @@ def build_dataset(
     min_valid: float = 0.5,
     load_config: Any = None,
     max_cloud_cover: float = 60.0,
+    label_format: LabelFormat | None = None,
 ) -> Path:
     """Turn label polygons plus a STAC catalog into a zarr patch dataset.
 
@@ -353,6 +356,13 @@ def build_dataset(
     vector file / GeoDataFrame of region polygons such as study sites) in ``unlabelled_year``.
     With ``dem``, a DEM (any CRS, read with GDAL) is resampled onto every
     patch for the elevation pretext.
+
+    ``labels`` may be a vector file, a CSV/XLSX table or a GeoDataFrame; ``label_format`` names
+    a table's geometry columns and CRS, the date column, a fixed date for undated labels and a
+    buffer for point or line labels (see :class:`~arctic_rts.train.labels.LabelFormat`).
+
+    The store is written beside ``out`` under a temporary name and renamed into place only when
+    complete: on any failure nothing (no partial zarr) is left, and an existing ``out`` stays.
 
     Returns:
         The ``.zarr`` path. Its attributes record labels, footprints, STAC URL, tolerance, bands,
@@ -377,39 +387,42 @@ def build_dataset(
         load_config=load_config or LoadConfig(),
         max_cloud_cover=max_cloud_cover,
     )
-    clean = read_labels(labels)
+    clean = read_labels(labels, fmt=label_format)
     fps = read_footprints(footprints) if footprints is not None else None
     images = group_labels(clean, fps)
     regions = region_boxes(unlabelled_regions)
-    writers = write_patches(
-        out,
-        bands=params.bands,
-        patch_size=patch_size,
-        stride=stride,
-        with_dem=dem is not None,
-        metadata={
-            "labels": str(labels) if isinstance(labels, (str, Path)) else "GeoDataFrame",
-            "footprints": str(footprints) if footprints is not None else None,
-            "stac_url": stac_url,
-            "tolerance_days": tolerance_days,
-            "unlabelled_regions": [list(r) for r in regions],
-            "unlabelled_year": unlabelled_year,
-            "dem": str(dem) if dem is not None else None,
-            "min_valid": min_valid,
-        },
-    )
-    n_lab = sum(_labelled_patches(img, params, writers["labelled"]) for img in images)
-    if n_lab == 0:
-        raise DatasetError(
-            "no labelled patch could be cut: no scene matched the labelled images (check the "
-            "STAC URL, the dates and tolerance_days) or the footprints hold too few valid pixels."
+    if regions and unlabelled_year is None:
+        raise DatasetError("unlabelled regions need an unlabelled year (--unlabelled-year).")
+    metadata = {
+        "labels": str(labels) if isinstance(labels, (str, Path)) else "GeoDataFrame",
+        "footprints": str(footprints) if footprints is not None else None,
+        "stac_url": stac_url,
+        "tolerance_days": tolerance_days,
+        "unlabelled_regions": [list(r) for r in regions],
+        "unlabelled_year": unlabelled_year,
+        "dem": str(dem) if dem is not None else None,
+        "min_valid": min_valid,
+    }
+    with atomic_folder(out, ".zarr") as tmp:
+        writers = write_patches(
+            tmp,
+            bands=params.bands,
+            patch_size=patch_size,
+            stride=stride,
+            with_dem=dem is not None,
+            metadata=metadata,
         )
-    for region in regions:
-        if unlabelled_year is None:
-            raise DatasetError("unlabelled_regions need unlabelled_year.")
-        _unlabelled_patches(region, unlabelled_year, params, writers["unlabelled"])
-    for w in writers.values():
-        w.close()
+        n_lab = sum(_labelled_patches(img, params, writers["labelled"]) for img in images)
+        if n_lab == 0:
+            raise DatasetError(
+                "no labelled patch could be cut: no scene matched the labelled images (check "
+                "the STAC URL, the dates and tolerance_days) or the footprints hold too few "
+                "valid pixels."
+            )
+        for region in regions:
+            _unlabelled_patches(region, int(unlabelled_year or 0), params, writers["unlabelled"])
+        for w in writers.values():
+            w.close()
     return Path(out)
 
 
@@ -446,6 +459,7 @@ def plan_dataset(
     footprints: str | Path | Any | None = None,
     tolerance_days: int = 21,
     max_cloud_cover: float = 60.0,
+    label_format: LabelFormat | None = None,
 ) -> list[dict[str, Any]]:
     """What :func:`build_dataset` would read, without reading a pixel or writing a file.
 
@@ -453,7 +467,9 @@ def plan_dataset(
         One row per labelled image: ``image``, ``date`` (or year), ``n_labels`` and
         ``scenes`` (the ids of the scenes it would be cut from; empty when none matches).
     """
-    images = group_labels(read_labels(labels), read_footprints(footprints) if footprints else None)
+    images = group_labels(
+        read_labels(labels, fmt=label_format), read_footprints(footprints) if footprints else None
+    )
     rows = []
     for img in images:
         scenes = scenes_for(img, stac_url, tolerance_days, max_cloud_cover)
