@@ -22,7 +22,7 @@ from pystac.errors import STACError, STACTypeError
 from pystac_client import Client
 from pystac_client.exceptions import APIError
 
-from arctic_rts.bands import canonical_band
+from arctic_rts.bands import RESOLUTION_M, asset_resolution, canonical_band
 from arctic_rts.catalog import RUSTAC_SERVER_ID, absolute_hrefs, is_absolute_href
 from arctic_rts.config import SearchConfig, validate_bbox, validate_year
 from arctic_rts.errors import CatalogError, NoScenesError, SkippedInputWarning
@@ -139,14 +139,39 @@ def search_scenes(
             f"{list(box)} in {months} {year} with cloud cover <= {config.max_cloud_cover}%; "
             "widen the months, the cloud limit or the bbox."
         )
-    items = []
-    for raw in found.values():
+    items = _normalize_found(found.values(), sign)
+    return sorted(items, key=lambda d: (str(d["properties"].get("datetime")), str(d["id"])))
+
+
+def _normalize_found(
+    found: Iterable[dict[str, Any]], sign: Callable[[dict[str, Any]], dict[str, Any]] | None
+) -> list[dict[str, Any]]:
+    """Sign and normalise each item; one that cannot be normalised is skipped, counted in one
+    warning, and does not abort the search (unless nothing is left)."""
+    items: list[dict[str, Any]] = []
+    skipped: list[str] = []
+    for raw in found:
         if sign is not None:
             signed = sign(raw)
             # A signer that works in place and returns None is accepted too.
             raw = signed if signed is not None else raw
-        items.append(normalize_item(raw))
-    return sorted(items, key=lambda d: (str(d["properties"].get("datetime")), str(d["id"])))
+        try:
+            items.append(normalize_item(raw))
+        except (CatalogError, TypeError, ValueError, AttributeError) as exc:
+            skipped.append(f"{raw.get('id')!r} ({_one_line(exc)})")
+    if skipped:
+        warnings.warn(
+            f"Skipped {len(skipped)} of {len(skipped) + len(items)} item(s) that cannot be "
+            f"used, e.g. {skipped[0]}.",
+            SkippedInputWarning,
+            stacklevel=3,
+        )
+    if not items:
+        raise NoScenesError(
+            f"None of the {len(skipped)} item(s) found can be used, e.g. {skipped[0]}; check "
+            "the catalog's items."
+        )
+    return items
 
 
 def select_scenes(items: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
@@ -215,7 +240,10 @@ def normalize_item(item: Mapping[str, Any], *, base: str | Path | None = None) -
     - Every band asset carries ``raster:bands: [{"scale": s, "offset": o, "nodata": 0}]``: kept
       from the item where given (Earth Search), else derived from ``s2:processing_baseline``
       (Planetary Computer): scale 1e-4, offset -0.1 from baseline 04.00 on, 0 before; SCL gets
-      scale 1, offset 0.
+      scale 1, offset 0. Items that Earth Search flags ``sentinel:boa_offset_applied`` or
+      ``earthsearch:boa_offset_applied: true`` get offset 0: their pixels already carry it.
+    - Asset keys with a resolution suffix (``B04_10m``) count as the band; of several
+      resolutions of one band the native one is kept as the band.
     - ``properties["s2:mgrs_tile"]`` is set (see :func:`mgrs_tile`).
 
     Normalizing a normalized item changes nothing.
@@ -241,6 +269,7 @@ def normalize_item(item: Mapping[str, Any], *, base: str | Path | None = None) -
         _restore_epsg(asset)
     out = _resolve_hrefs(out, base)
     baseline: tuple[int, int] | None = None
+    harmonised = _boa_offset_applied(props)
     for name, asset in out["assets"].items():
         band = canonical_band(name)
         if band != name:
@@ -255,6 +284,8 @@ def normalize_item(item: Mapping[str, Any], *, base: str | Path | None = None) -
                 baseline = _processing_baseline(out)
             entry.setdefault("scale", _QUANTIFICATION)
             entry.setdefault("offset", _BASELINE_OFFSET if baseline >= _OFFSET_BASELINE else 0.0)
+        if harmonised and band != "SCL":
+            entry["offset"] = 0.0
         entry.setdefault("nodata", 0)
         asset["raster:bands"] = [entry, *(asset.get("raster:bands") or [])[1:]]
     # An item with no tile code can still be loaded; only select_scenes needs the tile.
@@ -274,8 +305,26 @@ def _preference(item: Mapping[str, Any]) -> tuple[float, str, str]:
     return (cloud_value, later_first, str(item.get("id")))
 
 
+#: Earth Search's flags (v0 ``sentinel:``, v1 ``earthsearch:``) saying that it already added
+#: BOA_ADD_OFFSET to the pixel values of its COGs (baseline >= 04.00 harmonised to the old
+#: range), so reflectance is DN * 1e-4 with no offset. Its maintainers call the flag "the
+#: truth" where ``raster:bands`` still says -0.1 (Element84/earth-search#9,
+#: cirrus-geo/cirrus-earth-search#21). A false or missing flag proves nothing (items tagged
+#: false whose offset was applied are known: cirrus-earth-search#33, earth-search#66, #71),
+#: so only ``true`` changes the offset.
+_BOA_OFFSET_APPLIED = ("sentinel:boa_offset_applied", "earthsearch:boa_offset_applied")
+
+
+def _boa_offset_applied(props: Mapping[str, Any]) -> bool:
+    return any(props.get(key) is True for key in _BOA_OFFSET_APPLIED)
+
+
 def _pad_zone(code: str) -> str:
-    code = code.strip().upper()
+    """``6VVN`` -> ``06VVN``; ``T36UUV`` (ESA's tile id, as CDSE and product ids write it) ->
+    ``36UUV``, so one tile never counts as two."""
+    code = code.strip().upper().removeprefix("MGRS-")
+    if re.fullmatch(r"T\d{1,2}[A-Z]{3}", code):
+        code = code[1:]
     return f"0{code}" if len(code) == 4 else code
 
 
@@ -292,17 +341,26 @@ def _restore_epsg(fields: dict[str, Any]) -> None:
 def _canonical_assets(assets: Mapping[str, Any]) -> dict[str, Any]:
     """Key band assets by canonical name; a key that is already canonical wins over an alias."""
     out: dict[str, Any] = {}
-    # Canonical keys (B04) first, then aliases (red), then the rest: the first holder of a name
+    # Canonical keys (B04) first, then aliases (red, B04_10m; of several resolutions of one
+    # band the band's native one, else the finest), then the rest: the first holder of a name
     # keeps it, so an item carrying both B04 and red keeps its own B04.
-    ordered = sorted(
-        assets.items(),
-        key=lambda kv: 0 if canonical_band(kv[0]) == kv[0] else 1 if canonical_band(kv[0]) else 2,
-    )
+    ordered = sorted(assets.items(), key=lambda kv: _asset_rank(kv[0]))
     for key, asset in ordered:
         name = canonical_band(key) or key
         if name not in out:
             out[name] = asset
     return out
+
+
+def _asset_rank(key: str) -> tuple[int, int, int]:
+    band = canonical_band(key)
+    if band is None:
+        return (2, 0, 0)
+    if band == key:
+        return (0, 0, 0)
+    native = RESOLUTION_M.get(band, 0)
+    res = asset_resolution(key) or native
+    return (1, abs(res - native), res)
 
 
 def _resolve_hrefs(item: dict[str, Any], base: str | Path | None) -> dict[str, Any]:
@@ -334,7 +392,7 @@ def _resolve_hrefs(item: dict[str, Any], base: str | Path | None) -> dict[str, A
 def _processing_baseline(item: Mapping[str, Any]) -> tuple[int, int]:
     """The processing baseline as (major, minor), from the property or the product id."""
     props = item.get("properties", {})
-    value = props.get("s2:processing_baseline")
+    value = props.get("s2:processing_baseline") or props.get("sentinel:processing_baseline")
     if value is not None:
         major, _, minor = str(value).partition(".")
         try:

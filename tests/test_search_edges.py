@@ -12,6 +12,9 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import pytest
+
 from arctic_rts.catalog import serve_catalog
 from arctic_rts.config import SearchConfig
 from arctic_rts.search import search_scenes
@@ -112,3 +115,97 @@ def test_the_embedded_api_pages_with_next_links(tmp_path: Path) -> None:
             request = link["href"] if link else None
     assert pages == 3
     assert sorted(seen) == sorted(it["id"] for it in items) and len(seen) == len(set(seen))
+
+
+# --- other providers' item schemas --------------------------------------------------------------
+
+
+def _footprint(item: dict[str, Any]) -> dict[str, Any]:
+    """Give a test_load item (UTM 33N, near 69.4 N 15 E) a WGS84 footprint to be searched by."""
+    ring = [[14.9, 69.3], [15.1, 69.3], [15.1, 69.5], [14.9, 69.5], [14.9, 69.3]]
+    return {
+        **item,
+        "stac_version": "1.0.0",
+        "collection": "sentinel-2-l2a",
+        "geometry": {"type": "Polygon", "coordinates": [ring]},
+        "bbox": [14.9, 69.3, 15.1, 69.5],
+    }
+
+
+def _cdse_style(item: dict[str, Any], folder: Path) -> dict[str, Any]:
+    """Resolution-suffixed keys (B04_10m...) and a T-prefixed tile code, as CDSE writes them;
+    a coarser B04_60m that points at another raster must not be taken for B04."""
+    keys = {"red": "B04_10m", "nir": "B08_10m", "swir16": "B11_20m", "scl": "SCL_20m"}
+    assets = {keys[k]: v for k, v in item["assets"].items()}
+    assets["B04_60m"] = {**assets["B04_10m"], "href": str(folder / "B08.tif")}
+    props = {k: v for k, v in item["properties"].items() if not k.startswith("mgrs:")}
+    props["s2:mgrs_tile"] = "T33WXS"
+    return {**item, "assets": assets, "properties": props}
+
+
+def test_provider_schemas_are_searched_selected_and_loaded(tmp_path: Path) -> None:
+    from test_load import _expected_red, _item, _write_rasters
+
+    from arctic_rts.load import load_scenes
+    from arctic_rts.search import select_scenes
+
+    _write_rasters(tmp_path / "r")
+    cdse = _cdse_style(
+        _item(tmp_path / "r", "S2B_MSIL2A_20210715T100000_N0500_T33WXS"), tmp_path / "r"
+    )
+    # The same tile, plain code, cloudier: with the T counted as part of the code it would be
+    # kept as a second tile.
+    plain = _item(tmp_path / "r", "S2B_33WXS_20210716_0_L2A", style="pc")
+    plain["properties"]["eo:cloud_cover"] = 30.0
+    # An item no provider quirk explains (no raster:bands, no processing baseline anywhere):
+    # skipped with a warning, not the end of the search.
+    broken = _item(tmp_path / "r", "broken", style="pc")
+    del broken["properties"]["s2:processing_baseline"]
+    folder = write_items(tmp_path / "items", [_footprint(i) for i in (cdse, plain, broken)])
+    config = SearchConfig(months=(7,))
+    with serve_catalog(folder) as url, pytest.warns(UserWarning, match=r"Skipped 1 of 3.*broken"):
+        found = search_scenes((14.95, 69.35, 15.05, 69.45), 2021, stac_url=url, config=config)
+    assert sorted(it["id"] for it in found) == sorted([cdse["id"], plain["id"]])
+    chosen = select_scenes(found)
+    assert [(it["id"], it["properties"]["s2:mgrs_tile"]) for it in chosen] == [
+        (cdse["id"], "33WXS")
+    ]
+    [da] = load_scenes(chosen, ["B11", "B04", "B08"])
+    np.testing.assert_allclose(da.values[1], _expected_red(), rtol=0, atol=1e-7)
+
+
+def test_legacy_earth_search_boa_offset_applied_is_not_applied_again(tmp_path: Path) -> None:
+    """Earth Search v0 items of baseline >= 04.00 flagged ``sentinel:boa_offset_applied: true``
+    hold COGs whose pixels already include BOA_ADD_OFFSET (DN - 1000): reflectance is DN * 1e-4.
+    """
+    from test_load import _item, _write_rasters
+
+    from arctic_rts.load import load_scenes
+
+    _write_rasters(tmp_path / "r")
+    flagged = _item(tmp_path / "r", "S2A_33WXS_20220715_0_L2A", style="pc")
+    props = flagged["properties"]
+    del props["s2:processing_baseline"], props["s2:mgrs_tile"]
+    props.update({
+        "datetime": "2022-07-15T10:00:00Z",
+        "sentinel:utm_zone": 33, "sentinel:latitude_band": "W", "sentinel:grid_square": "XS",
+        "sentinel:product_id": "S2A_MSIL2A_20220715T100000_N0400_R122_T33WXS_20220715T120000",
+        "sentinel:processing_baseline": "04.00",
+        "sentinel:boa_offset_applied": True,
+    })  # fmt: skip
+    unflagged = json.loads(json.dumps(flagged))
+    unflagged["id"] = "S2A_33WXS_20220716_0_L2A"
+    unflagged["properties"]["sentinel:boa_offset_applied"] = False
+    folder = write_items(tmp_path / "items", [_footprint(flagged), _footprint(unflagged)])
+    with serve_catalog(folder) as url:
+        found = search_scenes((14.95, 69.35, 15.05, 69.45), 2022, stac_url=url,
+                              config=SearchConfig(months=(7,)))  # fmt: skip
+    by_id = {it["id"]: it for it in found}
+    offsets = {k: a["raster:bands"][0]["offset"] for k, a in by_id[flagged["id"]]["assets"].items()}
+    assert offsets == {"B04": 0.0, "B08": 0.0, "B11": 0.0, "SCL": 0.0}
+    # Not flagged: baseline 04.00 from the legacy property, so the offset is still needed.
+    assert by_id[unflagged["id"]]["assets"]["B04"]["raster:bands"][0]["offset"] == -0.1
+    [a, b] = load_scenes([by_id[flagged["id"]], by_id[unflagged["id"]]], ["B08"])
+    valid = ~np.isnan(a.values[0])
+    np.testing.assert_allclose(a.values[0][valid], 0.3, atol=1e-6)  # 3000 DN, no offset
+    np.testing.assert_allclose(b.values[0][valid], 0.2, atol=1e-6)
