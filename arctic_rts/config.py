@@ -11,7 +11,7 @@ import datetime as dt
 import itertools
 import operator
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -67,7 +67,12 @@ def validate_year(year: Any) -> int:
 
 
 def validate_bbox(bbox: tuple[float, float, float, float] | list[float]) -> tuple[float, ...]:
-    """Check a WGS84 ``(west, south, east, north)`` box and return it as a tuple of floats."""
+    """Check a WGS84 ``(west, south, east, north)`` box and return it as a tuple of floats.
+
+    ``west > east`` is a box that crosses the antimeridian (180 degrees), as in the STAC API and
+    GeoJSON specifications: ``(179.5, 65, -179.5, 66)`` is one degree wide. See
+    :func:`bbox_parts` for its two halves.
+    """
     if len(bbox) != 4:
         raise ConfigError(f"bbox needs 4 numbers W S E N, got {len(bbox)}.")
     w, s, e, n = (float(v) for v in bbox)
@@ -75,9 +80,71 @@ def validate_bbox(bbox: tuple[float, float, float, float] | list[float]) -> tupl
         raise ConfigError(
             f"bbox {w} {s} {e} {n} is outside longitude -180..180 / latitude -90..90."
         )
-    if w >= e or s >= n:
-        raise ConfigError(f"bbox {w} {s} {e} {n} is empty: it needs west < east and south < north.")
+    if w == e or s >= n:
+        raise ConfigError(
+            f"bbox {w} {s} {e} {n} is empty: it needs west != east (west > east crosses the "
+            "antimeridian) and south < north."
+        )
     return (w, s, e, n)
+
+
+def bbox_parts(bbox: Sequence[float]) -> list[tuple[float, float, float, float]]:
+    """The box itself, or its two halves west and east of 180 degrees when it crosses it."""
+    w, s, e, n = (float(v) for v in bbox)
+    if w <= e:
+        return [(w, s, e, n)]
+    return [(w, s, 180.0, n), (-180.0, s, e, n)]
+
+
+def bbox_geometry(bbox: Sequence[float], densify: float | None = None) -> Any:
+    """A box as a shapely (Multi)Polygon in lon/lat, split at 180 degrees when it crosses it.
+
+    ``densify`` (degrees) adds vertices so the box keeps its shape when reprojected.
+    """
+    import shapely
+
+    boxes = [shapely.box(*part) for part in bbox_parts(bbox)]
+    if densify:
+        boxes = [shapely.segmentize(b, densify) for b in boxes]
+    return boxes[0] if len(boxes) == 1 else shapely.MultiPolygon(boxes)
+
+
+def wrap_longitude(lon: float) -> float:
+    """A longitude in -180..180 (180 stays 180)."""
+    return lon if -180.0 <= lon <= 180.0 else (lon + 180.0) % 360.0 - 180.0
+
+
+def geometry_bbox(geom: Any) -> tuple[float, float, float, float]:
+    """The smallest lon/lat box around a geometry, crossing 180 degrees when that is smaller.
+
+    A geometry whose parts lie on both sides of the antimeridian (an inventory from -177.9 to
+    179.99, a region split at 180) gets ``west > east`` rather than a box around the globe:
+    the widest gap between the parts' longitude ranges is left out.
+    """
+    import shapely
+
+    parts = shapely.get_parts(geom)
+    bounds = shapely.bounds(parts)
+    w, s = float(bounds[:, 0].min()), float(bounds[:, 1].min())
+    e, n = float(bounds[:, 2].max()), float(bounds[:, 3].max())
+    if e - w <= 180.0:
+        return (w, s, e, n)
+    spans = sorted((float(a), float(b)) for a, b in zip(bounds[:, 0], bounds[:, 2], strict=True))
+    merged: list[list[float]] = []
+    for a, b in spans:
+        if merged and a <= merged[-1][1]:
+            merged[-1][1] = max(merged[-1][1], b)
+        else:
+            merged.append([a, b])
+    # The gap across 180 (from the last range's east to the first range's west) is the box
+    # around the globe's way of leaving space; any larger gap inside makes a crossing box.
+    if len(merged) == 1:
+        return (w, s, e, n)
+    wrap_gap = merged[0][0] + 360.0 - merged[-1][1]
+    gap, i = max((merged[k + 1][0] - merged[k][1], k) for k in range(len(merged) - 1))
+    if gap <= wrap_gap:
+        return (w, s, e, n)
+    return (merged[i + 1][0], s, merged[i][1], n)
 
 
 @dataclass(frozen=True)

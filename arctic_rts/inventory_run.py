@@ -290,12 +290,12 @@ def _year_fingerprint(
 
 def _read_regions(cfg: InventoryRunConfig) -> gpd.GeoDataFrame:
     """The run's regions as polygons in EPSG:4326 with a ``name`` column."""
-    import shapely
-    from shapely.geometry import box
+    from arctic_rts.config import bbox_geometry
 
     if cfg.regions_file is None:
-        # Densified so that the box keeps its shape when reprojected to the polar CRS.
-        geoms = [shapely.segmentize(box(*r.bbox), 0.01) for r in cfg.regions]
+        # Densified so that the box keeps its shape when reprojected to the polar CRS; a box
+        # across 180 degrees is two boxes that meet there (EPSG:3413 has no seam).
+        geoms = [bbox_geometry(r.bbox, densify=0.01) for r in cfg.regions]
         return gpd.GeoDataFrame(
             {"name": [r.name for r in cfg.regions]}, geometry=geoms, crs="EPSG:4326"
         )
@@ -328,6 +328,7 @@ def _select_year(
     Returns the items (sorted by id), the number found before selection, and notes for regions
     without scenes.
     """
+    from arctic_rts.config import geometry_bbox
     from arctic_rts.errors import NoScenesError
     from arctic_rts.search import search_scenes, select_scenes
 
@@ -335,7 +336,7 @@ def _select_year(
     n_found, notes = 0, []
     for name, geom in zip(regions["name"], regions.geometry, strict=True):
         try:
-            found = search_scenes(geom.bounds, year, stac_url=url, config=config.search)
+            found = search_scenes(geometry_bbox(geom), year, stac_url=url, config=config.search)
         except NoScenesError as err:
             notes.append(f"region {name}: {err}")
             continue
@@ -359,7 +360,10 @@ def _clip_to_regions(polygons: gpd.GeoDataFrame, regions: gpd.GeoDataFrame) -> g
 
     if not len(polygons):
         return polygons
-    area = shapely.union_all(regions.to_crs(polygons.crs).geometry.to_numpy())
+    # On a 1 cm grid, so that the halves of a region split at 180 degrees join without a seam.
+    area = shapely.union_all(
+        shapely.set_precision(regions.to_crs(polygons.crs).geometry.to_numpy(), 0.01)
+    )
     inside = shapely.contains(area, polygons.geometry.representative_point().to_numpy())
     return polygons[inside].reset_index(drop=True)
 

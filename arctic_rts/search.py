@@ -24,7 +24,7 @@ from pystac_client.exceptions import APIError
 
 from arctic_rts.bands import RESOLUTION_M, asset_resolution, canonical_band
 from arctic_rts.catalog import RUSTAC_SERVER_ID, absolute_hrefs, is_absolute_href
-from arctic_rts.config import SearchConfig, validate_bbox, validate_year
+from arctic_rts.config import SearchConfig, bbox_parts, validate_bbox, validate_year
 from arctic_rts.errors import CatalogError, NoScenesError, SkippedInputWarning
 
 #: Digital numbers per unit reflectance of Sentinel-2 L1C/L2A products.
@@ -67,7 +67,8 @@ def search_scenes(
     parentheses of nested AND/OR filters and returns wrong items; a flat AND works everywhere.
 
     Args:
-        bbox: WGS84 ``(west, south, east, north)``.
+        bbox: WGS84 ``(west, south, east, north)``; ``west > east`` crosses the antimeridian
+            and is searched as its two halves.
         year: Calendar year of the acquisitions.
         stac_url: STAC API root, e.g. :data:`arctic_rts.config.EARTH_SEARCH_URL` or the URL
             yielded by :func:`arctic_rts.catalog.serve_catalog`.
@@ -93,7 +94,10 @@ def search_scenes(
         "op": "<=",
         "args": [{"property": "eo:cloud_cover"}, config.max_cloud_cover],
     }
-    for month in sorted(set(config.months)):
+    # A box across the antimeridian is searched as its two halves: not every API takes
+    # west > east (rustac does not).
+    windows = [(m, part) for m in sorted(set(config.months)) for part in bbox_parts(box)]
+    for month, part in windows:
         remaining = config.max_items - len(found)
         if remaining <= 0:
             break
@@ -102,7 +106,7 @@ def search_scenes(
         try:
             search = client.search(
                 collections=[config.collection],
-                bbox=list(box),
+                bbox=list(part),
                 datetime=interval,
                 filter=cloud_filter,
                 filter_lang="cql2-json",

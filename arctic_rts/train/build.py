@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from arctic_rts.bands import L2A_BANDS, validate_bands
+from arctic_rts.config import bbox_geometry, geometry_bbox, wrap_longitude
 from arctic_rts.errors import DatasetError
 from arctic_rts.files import atomic_folder
 from arctic_rts.train.data import (
@@ -181,12 +182,15 @@ def group_labels(
         fp = fp_by_id.get(key, shared)
         if fp is None:
             missing.append(key)
-            # grow the lon/lat box by the buffer in metres (spherical: plenty for a margin)
-            w, s, e, n = part.total_bounds
+            # grow the lon/lat box by the buffer in metres (spherical: plenty for a margin);
+            # labels on both sides of 180 degrees get a box across it, not around the globe
+            w, s, e, n = geometry_bbox(shapely.union_all(part.geometry.to_numpy()))
             dlat = footprint_buffer_m / 111_320.0
             coslat = max(math.cos(math.radians(max(abs(s), abs(n)))), 0.01)
             dlon = dlat / coslat
-            fp = shapely.box(w - dlon, max(s - dlat, -90.0), e + dlon, min(n + dlat, 90.0))
+            grown = (wrap_longitude(w - dlon), max(s - dlat, -90.0),
+                     wrap_longitude(e + dlon), min(n + dlat, 90.0))  # fmt: skip
+            fp = bbox_geometry(grown)
         d = part["date"].iloc[0]
         year = int(part["year"].iloc[0]) if part["year"].iloc[0] is not None else d.year
         out.append(LabelledImage(key, fp, part, d, year))
@@ -432,13 +436,12 @@ def scenes_for(
     """The scenes a labelled image is cut from: per MGRS tile over its footprint, the one
     closest to its date within ``tolerance_days`` (dated labels), else the least cloudy summer
     scene of its year."""
-    import shapely
 
     from arctic_rts.config import SearchConfig
     from arctic_rts.errors import NoScenesError
     from arctic_rts.search import search_scenes, select_scenes
 
-    bbox = shapely.bounds(img.footprint).tolist()
+    bbox = geometry_bbox(img.footprint)
     months = _season_months(img.day, tolerance_days) if img.day else (6, 7, 8)
     try:
         found = search_scenes(
@@ -525,7 +528,6 @@ def _labelled_patches(img: Any, params: _BuildParams, writer: Any) -> int:
 
 def _unlabelled_patches(region: tuple, year: int, params: _BuildParams, writer: Any) -> None:
     """Cut unlabelled patches from the least cloudy summer scene per tile over ``region``."""
-    import shapely
 
     from arctic_rts.config import SearchConfig
     from arctic_rts.errors import NoScenesError
@@ -542,7 +544,7 @@ def _unlabelled_patches(region: tuple, year: int, params: _BuildParams, writer: 
         return
     chosen = select_scenes(found)
     for item, da in zip(chosen, load_scenes(chosen, params.bands, params.load_config), strict=True):
-        clip = _clip(da, shapely.box(*region))
+        clip = _clip(da, bbox_geometry(region, densify=0.01))
         if clip is None:
             continue
         shape = clip.shape[1:]
