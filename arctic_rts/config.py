@@ -85,6 +85,13 @@ def validate_bbox(bbox: tuple[float, float, float, float] | list[float]) -> tupl
             f"bbox {w} {s} {e} {n} is empty: it needs west != east (west > east crosses the "
             "antimeridian) and south < north."
         )
+    if w > e and e + 360.0 - w > 180.0:
+        # Far more often swapped numbers than a box around most of the globe.
+        raise ConfigError(
+            f"bbox {w} {s} {e} {n}: west > east makes a box across the antimeridian (180 "
+            f"degrees), {e + 360.0 - w:g} degrees wide here; give west < east, or west > east "
+            "only for a box across 180 (at most 180 degrees wide)."
+        )
     return (w, s, e, n)
 
 

@@ -72,6 +72,9 @@ def test_a_box_across_180_is_valid_and_has_two_halves() -> None:
     assert bbox_parts(ACROSS) == [(179.5, 65.0, 180.0, 66.0), (-180.0, 65.0, -179.5, 66.0)]
     with pytest.raises(ConfigError, match="empty"):
         validate_bbox([179.5, 65, 179.5, 66])
+    # Swapped west and east would be a box around most of the globe: refused, with the fix.
+    with pytest.raises(ConfigError, match="359 degrees wide; give west < east"):
+        validate_bbox([1, 2, 0, 3])
     # The tight box of parts on both sides crosses 180 rather than circling the globe; a real
     # inventory's extent (-177.9 .. 179.99) is one such.
     parts = shapely.MultiPolygon(
