@@ -73,7 +73,7 @@ def test_a_box_across_180_is_valid_and_has_two_halves() -> None:
     with pytest.raises(ConfigError, match="empty"):
         validate_bbox([179.5, 65, 179.5, 66])
     # Swapped west and east would be a box around most of the globe: refused, with the fix.
-    with pytest.raises(ConfigError, match="359 degrees wide; give west < east"):
+    with pytest.raises(ConfigError, match="359 degrees wide here; give west < east"):
         validate_bbox([1, 2, 0, 3])
     # The tight box of parts on both sides crosses 180 rather than circling the globe; a real
     # inventory's extent (-177.9 .. 179.99) is one such.
