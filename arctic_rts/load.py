@@ -7,7 +7,7 @@ is read until ``.compute()``: the arrays are dask graphs built by stackstac from
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -17,7 +17,10 @@ import xarray as xr
 from arctic_rts.bands import validate_bands
 from arctic_rts.config import LoadConfig
 from arctic_rts.errors import LoadError
-from arctic_rts.search import normalize_item
+from arctic_rts.search import UNSIGNED_HREF, normalize_item, sign_href
+
+#: An item-level sign hook (see :func:`arctic_rts.search.search_scenes`).
+SignHook = Callable[[dict[str, Any]], dict[str, Any] | None]
 
 #: Frozen, hence safe as a shared default argument.
 _DEFAULT_CONFIG = LoadConfig()
@@ -32,6 +35,8 @@ def load_scenes(
     items: Iterable[Mapping[str, Any]],
     bands: Sequence[str],
     config: LoadConfig = _DEFAULT_CONFIG,
+    *,
+    sign: SignHook | None = None,
 ) -> list[xr.DataArray]:
     """Build one lazy, masked surface-reflectance array per item.
 
@@ -51,6 +56,9 @@ def load_scenes(
             ``bands``); the output's ``band`` coordinate has exactly this order.
         config: Resolution, chunk size and masked SCL classes. With ``masked_scl_classes=()``
             no SCL is read and items without SCL (e.g. L1C) can be loaded.
+        sign: The search's sign hook. Given, every asset href is signed (again, from its
+            unsigned original) each time a block is read, in whichever process reads it, so
+            expiring tokens are renewed during long runs; a changed signed URL reopens the file.
 
     Returns:
         One DataArray per item, in item order: dims ``("band", "y", "x")``, float32
@@ -62,10 +70,12 @@ def load_scenes(
         LoadError: An item lacks a requested band or the SCL mask, or its grid is unknown.
     """
     band_list = list(validate_bands(bands))
-    return [_load_item(normalize_item(item), band_list, config) for item in items]
+    return [_load_item(normalize_item(item), band_list, config, sign) for item in items]
 
 
-def _load_item(item: dict[str, Any], bands: list[str], config: LoadConfig) -> xr.DataArray:
+def _load_item(
+    item: dict[str, Any], bands: list[str], config: LoadConfig, sign: SignHook | None = None
+) -> xr.DataArray:
     """The lazy, scaled, masked array of one normalized item."""
     item_id = str(item["id"])
     props = item.get("properties", {})
@@ -95,7 +105,9 @@ def _load_item(item: dict[str, Any], bands: list[str], config: LoadConfig) -> xr
         "chunksize": config.chunksize,
     }
 
-    raw = _stack(item, bands, grid, _BAND_RESAMPLING)
+    if sign is not None:
+        item = _unsigned(item)
+    raw = _stack(item, bands, grid, _BAND_RESAMPLING, sign)
     scale = _band_vector(item, bands, "scale", 1.0)
     offset = _band_vector(item, bands, "offset", 0.0)
     nodata = _band_vector(item, bands, "nodata", np.nan)
@@ -103,7 +115,7 @@ def _load_item(item: dict[str, Any], bands: list[str], config: LoadConfig) -> xr
     valid = raw != nodata
     reflectance = (raw * scale + offset).where(valid)
     if use_mask:
-        scl = _stack(item, ["SCL"], grid, _CLASS_RESAMPLING).squeeze("band", drop=True)
+        scl = _stack(item, ["SCL"], grid, _CLASS_RESAMPLING, sign).squeeze("band", drop=True)
         clear = ~scl.isin(list(config.masked_scl_classes)) & scl.notnull()
         reflectance = reflectance.where(clear)
 
@@ -118,12 +130,51 @@ def _load_item(item: dict[str, Any], bands: list[str], config: LoadConfig) -> xr
     return out.rio.write_crs(int(epsg))
 
 
+def _unsigned(item: dict[str, Any]) -> dict[str, Any]:
+    """A copy of the item whose hrefs are the catalog's, before any search-time signing."""
+    assets = {
+        k: {**a, "href": a.get(UNSIGNED_HREF, a.get("href"))} for k, a in item["assets"].items()
+    }
+    return {**item, "assets": assets}
+
+
+def _signing_reader(sign: SignHook) -> type:
+    """A stackstac reader class that signs its href through ``sign`` on every block read."""
+    from stackstac.rio_reader import AutoParallelRioReader
+
+    class SigningReader(AutoParallelRioReader):  # type: ignore[misc]
+        def __init__(self, *, url: str, **kwargs: Any) -> None:
+            super().__init__(url=url, **kwargs)
+            self._unsigned_url = url
+            self._opened_url: str | None = None
+
+        def read(self, window: Any, **kwargs: Any) -> np.ndarray:
+            url = sign_href(sign, self._unsigned_url)
+            with self._dataset_lock:
+                if url != self._opened_url:
+                    # A renewed token: the open dataset's URL would be refused from now on.
+                    opened: Any = getattr(self, "_dataset", None)
+                    if opened is not None:
+                        opened.close()
+                        setattr(self, "_dataset", None)  # noqa: B010 - untyped base attribute
+                    self.url, self._opened_url = url, url
+            return super().read(window, **kwargs)
+
+    return SigningReader
+
+
 def _stack(
-    item: dict[str, Any], assets: list[str], grid: dict[str, Any], resampling: str
+    item: dict[str, Any],
+    assets: list[str],
+    grid: dict[str, Any],
+    resampling: str,
+    sign: SignHook | None = None,
 ) -> xr.DataArray:
     """stackstac over one item and the given assets, as (band, y, x) float32 with NaN fill."""
     import stackstac
     from rasterio.enums import Resampling
+
+    extra = {} if sign is None else {"reader": _signing_reader(sign)}
 
     # stackstac 0.5.1 reads only proj:epsg (restored by normalize_item) and is given the exact
     # grid, so snapping would only shift it; raster:bands scaling is applied by the caller.
@@ -144,6 +195,7 @@ def _stack(
         band_coords=False,
         # A missing or unreadable file is an error, not silent NaN.
         errors_as_nodata=(),
+        **extra,
     )
     da = stacked.isel(time=0, drop=True).sel(band=assets)
     keep = {"band", "x", "y"}

@@ -123,6 +123,7 @@ def _scene_polygons(
     config: MapConfig,
     run_id: str,
     optimize_graph: bool = True,
+    sign: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
 ) -> Any:
     """The lazy graph of one scene: load -> predict -> vectorize (a dask Delayed).
 
@@ -136,7 +137,7 @@ def _scene_polygons(
     from arctic_rts.predict import predict
     from arctic_rts.vectorize import vectorize
 
-    da = load_scenes([item], list(weights.bands), config.load)[0]
+    da = load_scenes([item], list(weights.bands), config.load, sign=sign)[0]
     prob = predict(da, weights, config.predict)
     vconf = config.vectorize.for_model(weights.threshold, weights.min_area_m2)
     attrs = {
@@ -165,6 +166,7 @@ def map_scenes(
     run_id: str,
     on_done: Callable[[SceneRecord, gpd.GeoDataFrame | None], None] | None = None,
     progress: bool = True,
+    sign: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
 ) -> tuple[list[SceneRecord], list[gpd.GeoDataFrame]]:
     """Run the per-scene stages on the cluster, a bounded number of scenes at a time.
 
@@ -192,7 +194,7 @@ def map_scenes(
             item, rec = pending.pop(0)
             t0 = time.perf_counter()
             try:
-                graph = _scene_polygons(item, weights, config, run_id, optimize)
+                graph = _scene_polygons(item, weights, config, run_id, optimize, sign)
                 fut = client.compute(graph, optimize_graph=optimize)
             except Exception as err:  # a scene that cannot even be planned is one failed scene
                 _finish(rec, None, f"{type(err).__name__}: {err}", t0)
@@ -264,7 +266,8 @@ def map_region(
         config: stage parameters (defaults in :mod:`arctic_rts.config`).
         overwrite: replace the year's layer of an existing ``out``.
         client: an existing ``distributed.Client``; None connects as ``config.cluster`` says.
-        sign: applied to every item found (Planetary Computer URL signing).
+        sign: applied to every item found (Planetary Computer URL signing), and again to
+            every href each time a block is read, so expiring tokens are renewed.
         progress: show progress bars.
 
     Returns:
@@ -300,7 +303,9 @@ def map_region(
     with contextlib.ExitStack() as stack:
         if client is None:
             client = stack.enter_context(connect(config.cluster))
-        records, frames = map_scenes(items, model, config, client, run_id=run_id, progress=progress)
+        records, frames = map_scenes(
+            items, model, config, client, run_id=run_id, progress=progress, sign=sign
+        )
     merged = merge_polygons(
         frames, crs=config.inventory.crs, min_overlap=config.inventory.min_overlap
     )

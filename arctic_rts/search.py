@@ -73,9 +73,12 @@ def search_scenes(
         stac_url: STAC API root, e.g. :data:`arctic_rts.config.EARTH_SEARCH_URL` or the URL
             yielded by :func:`arctic_rts.catalog.serve_catalog`.
         config: Collection, months, cloud limit and item cap.
-        sign: Applied to every raw item before normalisation and must return the item to use
-            (it may modify it in place): e.g. Planetary Computer's ``sign_inplace``, which
-            appends SAS tokens to asset hrefs.
+        sign: Applied to every normalized item; returns the item to use (or modifies it in
+            place and returns None): e.g. Planetary Computer's ``sign_inplace``, which appends
+            SAS tokens to asset hrefs. Each href it changes keeps its original under
+            :data:`UNSIGNED_HREF`, so that ``load_scenes(..., sign=sign)`` signs it again when
+            a block is read (tokens that expire, as Planetary Computer's do after about 45
+            minutes, then never reach a long run's reads).
 
     Returns:
         Normalized items (see :func:`normalize_item`), sorted by datetime then id.
@@ -147,6 +150,42 @@ def search_scenes(
     return sorted(items, key=lambda d: (str(d["properties"].get("datetime")), str(d["id"])))
 
 
+#: Asset field that keeps the href as the catalog gave it when a sign hook changed it, so that
+#: :func:`arctic_rts.load.load_scenes` can sign it afresh when a block is read.
+UNSIGNED_HREF = "arctic_rts:unsigned_href"
+
+
+def sign_item(
+    item: dict[str, Any], sign: Callable[[dict[str, Any]], dict[str, Any] | None]
+) -> dict[str, Any]:
+    """Apply a sign hook to a normalized item; each changed href keeps its unsigned original.
+
+    A hook that works in place and returns None is accepted too.
+    """
+    unsigned = {k: a.get(UNSIGNED_HREF, a.get("href")) for k, a in item["assets"].items()}
+    signed = sign(item)
+    out = signed if signed is not None else item
+    for key, asset in out.get("assets", {}).items():
+        if key in unsigned and asset.get("href") != unsigned[key]:
+            asset[UNSIGNED_HREF] = unsigned[key]
+    return out
+
+
+def sign_href(sign: Callable[[dict[str, Any]], dict[str, Any] | None], href: str) -> str:
+    """Sign one href through an item-level sign hook (it sees a one-asset item)."""
+    item: dict[str, Any] = {
+        "type": "Feature",
+        "stac_version": "1.0.0",
+        "id": "arctic-rts-read",
+        "properties": {},
+        "geometry": None,
+        "links": [],
+        "assets": {"data": {"href": href}},
+    }
+    signed = sign(item)
+    return str((signed if signed is not None else item)["assets"]["data"]["href"])
+
+
 def _normalize_found(
     found: Iterable[dict[str, Any]], sign: Callable[[dict[str, Any]], dict[str, Any]] | None
 ) -> list[dict[str, Any]]:
@@ -155,14 +194,12 @@ def _normalize_found(
     items: list[dict[str, Any]] = []
     skipped: list[str] = []
     for raw in found:
-        if sign is not None:
-            signed = sign(raw)
-            # A signer that works in place and returns None is accepted too.
-            raw = signed if signed is not None else raw
         try:
-            items.append(normalize_item(raw))
+            item = normalize_item(raw)
         except (CatalogError, TypeError, ValueError, AttributeError) as exc:
             skipped.append(f"{raw.get('id')!r} ({_one_line(exc)})")
+            continue
+        items.append(sign_item(item, sign) if sign is not None else item)
     if skipped:
         warnings.warn(
             f"Skipped {len(skipped)} of {len(skipped) + len(items)} item(s) that cannot be "
