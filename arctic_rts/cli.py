@@ -99,6 +99,13 @@ def _add_map_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--bbox", nargs=4, type=float, metavar=("W", "S", "E", "N"), required=True)
     p.add_argument("--year", type=int, required=True)
     p.add_argument(
+        "--whole-scenes",
+        action="store_true",
+        help="map and keep the selected MGRS scenes whole; by default only the bbox's pixels "
+        "(plus the model's halo and 1 km) are mapped and the slumps whose representative point "
+        "lies in the bbox are kept, whole (as inventory run does with its regions)",
+    )
+    p.add_argument(
         "--stac",
         default=None,
         help="STAC API URL, or 'demo' for the embedded demo catalog (default: Earth Search v1)",
@@ -172,6 +179,7 @@ def _cmd_map(args: argparse.Namespace) -> int:
         config=_map_config(args),
         overwrite=args.overwrite,
         progress=not args.quiet,
+        clip=not args.whole_scenes,
     )
     print(result.summary())
     return EXIT_PARTIAL if result.n_failed else EXIT_OK

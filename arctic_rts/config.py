@@ -358,6 +358,14 @@ class MapConfig:
     #: Map real scenes with a model trained on generated demo scenes (for tests only: such a
     #: model is refused on real imagery otherwise).
     allow_demo_model: bool = False
+    #: Metres mapped beyond a map area (``map --bbox``, inventory regions) and the model's
+    #: halo, so that a slump reaching out of the area is seen whole (its representative point
+    #: decides whether it is kept).
+    area_margin_m: float = 1000.0
+
+    def __post_init__(self) -> None:
+        if not self.area_margin_m >= 0:
+            raise ConfigError(f"area_margin_m must be >= 0 metres, got {self.area_margin_m}.")
 
 
 # --- yearly inventory runs (arctic_rts.inventory_run.run_inventory) -------------------------
@@ -413,8 +421,10 @@ class InventoryRunConfig:
     stac: str | None = None
     #: Weights files (several: an ensemble, probabilities averaged); empty: the bundled model.
     weights: tuple[str, ...] = ()
-    #: Keep only slumps whose representative point lies inside a region (scenes reach far
-    #: beyond small regions); False keeps everything the selected scenes show.
+    #: Map only the pixels over the regions (plus the model's halo and ``area_margin_m``, so
+    #: slumps at an edge are seen whole) and keep the slumps whose representative point lies
+    #: inside a region: the rule ``map --bbox`` applies. False maps the selected scenes whole
+    #: and keeps everything they show (MGRS tiles reach far beyond small regions).
     clip_to_regions: bool = True
     #: Extra outputs beside the GeoPackage: any of :data:`INVENTORY_EXPORTS`.
     exports: tuple[str, ...] = ()

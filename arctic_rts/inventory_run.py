@@ -36,6 +36,7 @@ from arctic_rts.files import atomic_path, atomic_write, replace_durably, tempora
 from arctic_rts.pipeline import (
     SceneRecord,
     check_model_fits,
+    keep_inside,
     map_scenes,
     scene_record,
     scenes_frame,
@@ -355,17 +356,14 @@ def _record_from_manifest(rec: dict[str, Any]) -> SceneRecord:
 
 
 def _clip_to_regions(polygons: gpd.GeoDataFrame, regions: gpd.GeoDataFrame) -> gpd.GeoDataFrame:
-    """Slumps whose representative point lies in a region (slumps are kept whole, not cut)."""
+    """Slumps whose representative point lies in a region (the map command's rule)."""
+    return keep_inside(polygons, _area(regions))
+
+
+def _area(regions: gpd.GeoDataFrame) -> Any:
     import shapely
 
-    if not len(polygons):
-        return polygons
-    # On a 1 cm grid, so that the halves of a region split at 180 degrees join without a seam.
-    area = shapely.union_all(
-        shapely.set_precision(regions.to_crs(polygons.crs).geometry.to_numpy(), 0.01)
-    )
-    inside = shapely.contains(area, polygons.geometry.representative_point().to_numpy())
-    return polygons[inside].reset_index(drop=True)
+    return shapely.union_all(regions.geometry.to_numpy())
 
 
 def _export_if_changed(write: Callable[[Path], Path], target: Path) -> Path:
@@ -556,6 +554,7 @@ def _compute_missing(
             manifest.save, year, {it["id"]: it for it in todo}, run_id=run.run_id
         ),
         progress=run.progress,
+        area=_area(run.regions) if run.cfg.clip_to_regions else None,
     )
     return {r.item_id: r for r in computed}
 
