@@ -209,3 +209,55 @@ def test_legacy_earth_search_boa_offset_applied_is_not_applied_again(tmp_path: P
     valid = ~np.isnan(a.values[0])
     np.testing.assert_allclose(a.values[0][valid], 0.3, atol=1e-6)  # 3000 DN, no offset
     np.testing.assert_allclose(b.values[0][valid], 0.2, atol=1e-6)
+
+
+def test_a_full_page_without_a_next_link_is_reported(tmp_path: Path) -> None:
+    """An API that pages without ``next`` links (as rustac does on its own) cannot be trusted to
+    have returned everything: the search says so instead of truncating silently."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from arctic_rts.catalog import RUSTAC_SERVER_ID
+
+    items = [s2_item(f"item_{i:03d}", -139, 69, "2021-07-10T21:00:00Z", 5.0) for i in range(150)]
+
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, *args: Any) -> None:
+            pass
+
+        def _send(self, doc: dict[str, Any]) -> None:
+            body = json.dumps(doc).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def do_GET(self) -> None:
+            base = f"http://127.0.0.1:{self.server.server_address[1]}"
+            self._send({
+                "type": "Catalog", "id": RUSTAC_SERVER_ID, "stac_version": "1.0.0",
+                "description": "pages without next links",
+                "conformsTo": ["https://api.stacspec.org/v1.0.0/core",
+                               "https://api.stacspec.org/v1.0.0/item-search"],
+                "links": [{"rel": "self", "href": base}, {"rel": "root", "href": base},
+                          {"rel": "search", "href": f"{base}/search", "method": "POST",
+                           "type": "application/geo+json"}],
+            })  # fmt: skip
+
+        def do_POST(self) -> None:
+            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            page = items[: int(body.get("limit") or 10)]
+            self._send({"type": "FeatureCollection", "features": page, "links": []})
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}"
+        with pytest.warns(UserWarning, match="full page without a next link"):
+            found = search_scenes((-139.5, 68.8, -138.0, 69.8), 2021, stac_url=url,
+                                  config=SearchConfig(months=(7,)))  # fmt: skip
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert len(found) == 100
