@@ -46,6 +46,8 @@ ASSET_ALIASES: dict[str, str] = {
 #: Scene classification (SCL) classes that are not clear ground: nodata, saturated/defective,
 #: cloud shadow, unclassified, cloud medium/high probability, thin cirrus, snow/ice.
 SCL_MASKED: tuple[int, ...] = (0, 1, 3, 7, 8, 9, 10, 11)
+#: The SCL class of water (``map --water-mask``).
+SCL_WATER = 6
 
 
 #: A resolution suffix on an asset key (CDSE and others: ``B04_10m``, ``SCL_20m``).

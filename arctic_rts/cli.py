@@ -1,8 +1,11 @@
 """The ``arctic-rts`` command line: parse, call the library, return an exit code.
 
-Errors the toolkit raises on purpose (:class:`~arctic_rts.errors.ArcticRTSError`), bad paths and
-bad values print one line on stderr and exit with code 2; nothing here prints a traceback for bad
-input. Heavy modules (torch, dask) are imported inside the commands so ``--help`` stays fast.
+Exit codes (README, "Exit codes"): 0 complete; 1 partial (scenes failed, output written); 2 usage,
+input or environment error that the one line on stderr explains (the errors the toolkit raises on
+purpose, :class:`~arctic_rts.errors.ArcticRTSError`, bad paths, a read-only or full disk);
+3 nothing found (no scene for the area and season); 4 unexpected failure: one line on stderr, the
+traceback in a log file that the line names; 130 interrupted. Nothing here prints a traceback.
+Heavy modules (torch, dask) are imported inside the commands so ``--help`` stays fast.
 
 The library logs (one ``logging.getLogger(__name__)`` per module) and never prints; the CLI is
 the one place that gives the ``arctic_rts`` loggers a handler (:func:`configure_logging`).
@@ -11,27 +14,41 @@ the one place that gives the ``arctic_rts`` loggers a handler (:func:`configure_
 from __future__ import annotations
 
 import argparse
+import datetime as dt
+import errno
 import logging
+import os
 import sys
+import tempfile
+import traceback
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
 from arctic_rts import __version__
-from arctic_rts.bands import L2A_BANDS
+from arctic_rts.bands import L2A_BANDS, SCL_WATER
 from arctic_rts.config import (
     DEFAULT_MIN_AREA_M2,
     PRECISIONS,
     ClusterConfig,
+    InventoryConfig,
+    LoadConfig,
     MapConfig,
+    NetworkConfig,
     PredictConfig,
     SearchConfig,
     VectorizeConfig,
 )
-from arctic_rts.errors import ArcticRTSError, ConfigError
+from arctic_rts.errors import ArcticRTSError, ConfigError, NoScenesError
 
-#: Exit codes: 0 success, 1 the run finished but some scenes failed, 2 bad input or failure.
-EXIT_OK, EXIT_PARTIAL, EXIT_ERROR, EXIT_INTERRUPTED = 0, 1, 2, 130
+#: Exit codes: 0 complete, 1 partial (some scenes failed, output written), 2 usage, input or
+#: environment error (one line says which and how to fix it), 3 nothing found, 4 unexpected
+#: failure (one line; the traceback in a log file), 130 interrupted.
+EXIT_OK, EXIT_PARTIAL, EXIT_ERROR, EXIT_NOTHING_FOUND = 0, 1, 2, 3
+EXIT_UNEXPECTED, EXIT_INTERRUPTED = 4, 130
+
+#: OSError numbers that are the environment's fault, not a bug: full disk, quota, read-only.
+_STORAGE_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -132,6 +149,12 @@ def _add_map_options(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--out", type=Path, default=Path("rts_inventory.gpkg"))
     p.add_argument("--overwrite", action="store_true", help="replace an existing output file")
+    p.add_argument(
+        "--replace-partial",
+        action="store_true",
+        help="with --overwrite: replace the year even when scenes failed (default: a year the "
+        "output holds is replaced only by a complete result)",
+    )
     p.add_argument("--months", type=_months, default=d_search.months, help="e.g. 6-8 (default)")
     p.add_argument("--max-cloud", type=float, default=d_search.max_cloud_cover, metavar="PCT")
     p.add_argument("--threshold", type=float, default=d_vec.threshold, help="default: model card")
@@ -142,6 +165,17 @@ def _add_map_options(p: argparse.ArgumentParser) -> None:
         metavar="M2",
         help=f"drop polygons under this area in m2 (default: the model card's, else "
         f"{DEFAULT_MIN_AREA_M2:g})",
+    )
+    _add_postprocessing_args(p)
+    p.add_argument(
+        "--water-mask",
+        action="store_true",
+        help="set the slump probability to 0 on pixels the scene's SCL classes as water",
+    )
+    p.add_argument(
+        "--drop-cut",
+        action="store_true",
+        help="drop slumps that no scene saw whole (cut by cloud, nodata or the scene edge)",
     )
     p.add_argument("--tile-size", type=int, default=d_pred.tile_size)
     p.add_argument("--tta", action="store_true", help="average the 8 flips/rotations")
@@ -154,14 +188,74 @@ def _add_map_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--scheduler", default=None, help="address of a running Dask scheduler")
     p.add_argument("--workers", type=int, default=None, help="local worker processes")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    _add_network_options(p)
+
+
+def _add_network_options(p: argparse.ArgumentParser) -> None:
+    """Timeouts and retries of STAC requests and COG reads (:class:`NetworkConfig`)."""
+    d_net = NetworkConfig()
+    p.add_argument("--connect-timeout", type=float, default=d_net.connect_timeout_s, metavar="S")
+    p.add_argument(
+        "--read-timeout",
+        type=float,
+        default=d_net.read_timeout_s,
+        metavar="S",
+        help="seconds a STAC request waits for the next bytes (a COG request: in all)",
+    )
+    p.add_argument(
+        "--retries",
+        type=int,
+        default=d_net.max_retries,
+        help="retries of a request after 429, 5xx, resets and timeouts",
+    )
+    p.add_argument(
+        "--retry-time",
+        type=float,
+        default=d_net.retry_total_s,
+        metavar="S",
+        help="seconds one STAC request may take over all its tries",
+    )
+
+
+def _add_postprocessing_args(p: argparse.ArgumentParser) -> None:
+    """Opening and hysteresis, shared by ``map`` and ``evaluate`` (defaults: the card's)."""
+    p.add_argument(
+        "--opening-px",
+        type=int,
+        default=None,
+        metavar="PX",
+        help="radius of a morphological opening of the mask in pixels, 0 for none "
+        "(default: the model card's, else 0)",
+    )
+    p.add_argument(
+        "--hysteresis-low",
+        type=float,
+        default=None,
+        metavar="P",
+        help="pixels at or above this probability join an object that reaches the threshold, "
+        "0 for off (default: the model card's, else off)",
+    )
 
 
 def _map_config(args: argparse.Namespace) -> MapConfig:
     return MapConfig(
         search=SearchConfig(months=tuple(args.months), max_cloud_cover=args.max_cloud),
         predict=PredictConfig(tile_size=args.tile_size, tta=args.tta, precision=args.precision),
-        vectorize=VectorizeConfig(threshold=args.threshold, min_area_m2=args.min_area),
+        vectorize=VectorizeConfig(
+            threshold=args.threshold,
+            min_area_m2=args.min_area,
+            opening_px=args.opening_px,
+            hysteresis_low=args.hysteresis_low,
+        ),
         cluster=ClusterConfig(scheduler=args.scheduler, n_workers=args.workers),
+        load=LoadConfig(water_scl_classes=(SCL_WATER,) if args.water_mask else ()),
+        inventory=InventoryConfig(drop_cut=args.drop_cut),
+        network=NetworkConfig(
+            connect_timeout_s=args.connect_timeout,
+            read_timeout_s=args.read_timeout,
+            max_retries=args.retries,
+            retry_total_s=args.retry_time,
+        ),
         allow_demo_model=args.allow_demo_model,
     )
 
@@ -178,6 +272,7 @@ def _cmd_map(args: argparse.Namespace) -> int:
         out=args.out,
         config=_map_config(args),
         overwrite=args.overwrite,
+        replace_partial=args.replace_partial,
         progress=not args.quiet,
         clip=not args.whole_scenes,
     )
@@ -295,6 +390,8 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         args.masks,
         threshold=args.threshold,
         min_area_m2=args.min_area,
+        opening_px=args.opening_px,
+        hysteresis_low=args.hysteresis_low,
         json_out=args.json,
     )
     print(format_table(result))
@@ -306,6 +403,8 @@ def _cmd_inventory_run(args: argparse.Namespace) -> int:
 
     result = run_inventory(args.run_file, progress=not args.quiet)
     print(result.summary())
+    if result.years and not any(y.n_scenes for y in result.years):
+        return EXIT_NOTHING_FOUND
     return EXIT_PARTIAL if result.n_failed else EXIT_OK
 
 
@@ -326,6 +425,13 @@ def build_parser() -> argparse.ArgumentParser:
         prog="arctic-rts", description="Map retrogressive thaw slumps from Sentinel-2."
     )
     parser.add_argument("--version", action="version", version=f"arctic-rts {__version__}")
+    parser.add_argument(
+        "--log-file",
+        type=Path,
+        default=None,
+        help="where an unexpected failure's traceback goes (default: a new file in the "
+        "temporary folder, named on stderr)",
+    )
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("map", help="map thaw slumps in a bbox and year into a GeoPackage")
@@ -438,6 +544,7 @@ def _add_training_parsers(sub: Any) -> None:
         metavar="M2",
         help="drop objects under this area in m2 (default: the card's min_area_m2, else 0)",
     )
+    _add_postprocessing_args(p)
     p.set_defaults(func=_cmd_evaluate)
 
 
@@ -477,9 +584,45 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("arctic-rts: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
-    except (ArcticRTSError, FileNotFoundError, PermissionError, IsADirectoryError) as err:
+    except NoScenesError as err:
+        print(f"arctic-rts: error: {err}", file=sys.stderr)
+        return EXIT_NOTHING_FOUND
+    except (
+        ArcticRTSError,
+        FileNotFoundError,
+        PermissionError,
+        IsADirectoryError,
+        NotADirectoryError,
+    ) as err:
         print(f"arctic-rts: error: {err}", file=sys.stderr)
         return EXIT_ERROR
+    except OSError as err:
+        if err.errno not in _STORAGE_ERRNOS:
+            return _unexpected(err, args)
+        print(f"arctic-rts: error: {err}; free space or choose a writable place.", file=sys.stderr)
+        return EXIT_ERROR
+    except Exception as err:
+        return _unexpected(err, args)
+
+
+def _unexpected(err: BaseException, args: argparse.Namespace) -> int:
+    """Report a failure nobody planned for: one line on stderr, the traceback in a log file."""
+    stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
+    log = args.log_file or Path(tempfile.gettempdir()) / f"arctic-rts-{stamp}-{os.getpid()}.log"
+    argv = " ".join(sys.argv)
+    try:
+        with open(log, "a") as f:
+            f.write(f"{stamp} arctic-rts {__version__}: {argv}\n")
+            f.write("".join(traceback.format_exception(err)))
+        where = f"the traceback is in {log}"
+    except OSError as log_err:
+        where = f"the traceback could not be written to {log} ({log_err.strerror})"
+    text = " ".join(str(err).split())[:300]
+    print(
+        f"arctic-rts: unexpected error: {type(err).__name__}: {text} ({where}; please report it)",
+        file=sys.stderr,
+    )
+    return EXIT_UNEXPECTED
 
 
 if __name__ == "__main__":

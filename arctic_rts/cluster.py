@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from arctic_rts.config import ClusterConfig
-from arctic_rts.errors import ConfigError, WeightsError
+from arctic_rts.errors import ClusterError, ConfigError, WeightsError
 
 if TYPE_CHECKING:
     import torch
@@ -530,12 +530,19 @@ def connect(config: ClusterConfig | None = None) -> Client:
 
     Raises:
         ConfigError: ``gpu="yes"`` without visible GPUs or without the ``gpu`` extra.
+        ClusterError: ``config.scheduler`` cannot be reached.
     """
     from distributed import Client
 
     config = config or ClusterConfig()
     if config.scheduler:
-        return Client(config.scheduler)
+        try:
+            return Client(config.scheduler)
+        except (OSError, TimeoutError, ValueError) as err:
+            raise ClusterError(
+                f"cannot reach the Dask scheduler at {config.scheduler} ({_one_line(err)}); "
+                "check --scheduler (e.g. tcp://host:8786) and that the scheduler is running."
+            ) from err
     # Nannies put pre-spawn variables into a worker's environment before it starts, where
     # glibc and the dynamic loader read them; their own default trims freed memory at 64 KiB.
     import dask
@@ -590,3 +597,8 @@ def _start_local(config: ClusterConfig) -> Client:
         env={TORCH_THREADS_ENV: str(torch_threads(config, n_workers))},
     )
     return _owning_client(cluster)
+
+
+def _one_line(err: BaseException) -> str:
+    text = " ".join(str(err).split()) or type(err).__name__
+    return text if len(text) <= 200 else text[:197] + "..."

@@ -177,6 +177,36 @@ class SearchConfig:
 
 
 @dataclass(frozen=True)
+class NetworkConfig:
+    """Timeouts and retries of every STAC request and remote COG read (see arctic_rts.net)."""
+
+    #: Seconds to wait for a connection to a STAC API or a COG server.
+    connect_timeout_s: float = 10.0
+    #: Seconds to wait for the next bytes of an answer (STAC); for a COG, the whole request.
+    read_timeout_s: float = 60.0
+    #: Retries of a STAC request after a 429, a 5xx, a reset, a timeout or a truncated answer
+    #: (and GDAL's retries of a COG request after 429 or 5xx).
+    max_retries: int = 5
+    #: First wait before a retry, in seconds; doubled on each retry (full jitter), at most
+    #: ``max_backoff_s``. A ``Retry-After`` the server sends is waited instead.
+    backoff_s: float = 1.0
+    #: Longest single wait between tries, in seconds.
+    max_backoff_s: float = 30.0
+    #: Seconds one STAC request may spend over its tries and waits: no wait that would pass
+    #: it begins (a try under way still runs to its timeouts), and the request fails.
+    retry_total_s: float = 300.0
+
+    def __post_init__(self) -> None:
+        for name in ("connect_timeout_s", "read_timeout_s", "retry_total_s"):
+            if not getattr(self, name) > 0:
+                raise ConfigError(f"{name} must be a positive number of seconds.")
+        if not 0 <= self.backoff_s <= self.max_backoff_s:
+            raise ConfigError("backoff_s must be 0 or more and at most max_backoff_s.")
+        if not 0 <= self.max_retries <= 100:
+            raise ConfigError(f"max_retries must be 0-100, got {self.max_retries}.")
+
+
+@dataclass(frozen=True)
 class LoadConfig:
     """How scenes become a lazy array."""
 
@@ -186,12 +216,20 @@ class LoadConfig:
     chunksize: int = 2048
     #: SCL classes masked as invalid (clouds, shadows, snow, nodata...).
     masked_scl_classes: tuple[int, ...] = SCL_MASKED
+    #: SCL classes whose pixels get slump probability 0 after prediction, e.g. ``(6,)`` for
+    #: water (off by default: SCL water is unmeasured here, and thaw slumps line lake shores
+    #: and coasts, where a water class that spills onto land would cut them).
+    water_scl_classes: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
         if self.resolution <= 0:
             raise ConfigError(f"resolution must be positive, got {self.resolution}.")
         if self.chunksize < 64:
             raise ConfigError(f"chunksize must be at least 64 pixels, got {self.chunksize}.")
+        for name in ("masked_scl_classes", "water_scl_classes"):
+            bad = [c for c in getattr(self, name) if not 0 <= int(c) <= 11]
+            if bad:
+                raise ConfigError(f"{name} are SCL classes 0-11, got {bad}.")
 
 
 #: Forward-pass arithmetic :class:`PredictConfig` accepts.
@@ -254,8 +292,12 @@ class VectorizeConfig:
     min_area_m2: float | None = None
     #: Equal-area CRS for areas (perimeters are geodesic, on the WGS84 ellipsoid).
     area_crs: str = "EPSG:6931"
-    #: Radius in pixels of a morphological opening of the mask before labelling (0: none).
-    opening_px: int = 0
+    #: Radius in pixels of a morphological opening of the mask before labelling (0: none);
+    #: None takes the model card's ``opening_px`` (chosen by cross-validation), else 0.
+    opening_px: int | None = None
+    #: Probability hysteresis: pixels at or above this lower cut join an object when they
+    #: connect to a pixel at or above the threshold (0: off); None takes the card's, else off.
+    hysteresis_low: float | None = None
     #: Pixel connectivity of one object: 8 (diagonal neighbours join) or 4.
     connectivity: int = 8
 
@@ -264,18 +306,32 @@ class VectorizeConfig:
             raise ConfigError(f"threshold must lie strictly between 0 and 1, got {self.threshold}.")
         if self.min_area_m2 is not None and self.min_area_m2 < 0:
             raise ConfigError(f"min_area_m2 must be >= 0, got {self.min_area_m2}.")
-        if self.opening_px < 0:
+        if self.opening_px is not None and self.opening_px < 0:
             raise ConfigError(f"opening_px must be >= 0 (0 turns it off), got {self.opening_px}.")
+        if self.hysteresis_low is not None and not 0 <= self.hysteresis_low < 1:
+            raise ConfigError(
+                f"hysteresis_low must lie in [0, 1) (0 turns it off), got {self.hysteresis_low}."
+            )
         if self.connectivity not in (4, 8):
             raise ConfigError(f"connectivity must be 4 or 8, got {self.connectivity}.")
 
-    def for_model(self, threshold: float, min_area_m2: float | None) -> VectorizeConfig:
-        """This config with a model card's threshold and minimum area where it leaves them open."""
+    def for_model(
+        self,
+        threshold: float,
+        min_area_m2: float | None,
+        opening_px: int | None = None,
+        hysteresis_low: float | None = None,
+    ) -> VectorizeConfig:
+        """This config with a model card's post-processing where it leaves a setting open."""
         area = self.min_area_m2 if self.min_area_m2 is not None else min_area_m2
+        opening = self.opening_px if self.opening_px is not None else opening_px
+        low = self.hysteresis_low if self.hysteresis_low is not None else hysteresis_low
         return dataclasses.replace(
             self,
             threshold=self.threshold if self.threshold is not None else threshold,
             min_area_m2=area if area is not None else DEFAULT_MIN_AREA_M2,
+            opening_px=opening or 0,
+            hysteresis_low=low or 0.0,
         )
 
 
@@ -292,6 +348,10 @@ class InventoryConfig:
     change_rel_threshold: float = 0.10
     #: ...and by more than a ring this many pixels wide around it (perimeter x pixels x size).
     change_ring_px: float = 1.0
+    #: Drop slumps that no scene saw whole (every view touches nodata, cloud or the scene's
+    #: edge): their outlines are cut. Off by default: they are real detections, flagged with
+    #: ``touches_invalid``, and no labelled data here measures what dropping them does.
+    drop_cut: bool = False
 
     def __post_init__(self) -> None:
         if not 0 < self.min_overlap <= 1:
@@ -355,6 +415,7 @@ class MapConfig:
     vectorize: VectorizeConfig = field(default_factory=VectorizeConfig)
     inventory: InventoryConfig = field(default_factory=InventoryConfig)
     cluster: ClusterConfig = field(default_factory=ClusterConfig)
+    network: NetworkConfig = field(default_factory=NetworkConfig)
     #: Map real scenes with a model trained on generated demo scenes (for tests only: such a
     #: model is refused on real imagery otherwise).
     allow_demo_model: bool = False
@@ -380,6 +441,7 @@ _MAP_SECTIONS = {
     "vectorize": VectorizeConfig,
     "inventory": InventoryConfig,
     "cluster": ClusterConfig,
+    "network": NetworkConfig,
 }
 
 

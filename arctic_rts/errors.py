@@ -39,6 +39,18 @@ class InventoryLockedError(InventoryError):
     """Another live process holds the inventory's write lock."""
 
 
+class StorageError(InventoryError):
+    """The output cannot be written: read-only folder, full disk, a file where a folder is."""
+
+
+class IncompleteRunError(InventoryError):
+    """Scenes failed, and writing what succeeded would replace a layer (or write an empty one)."""
+
+
+class ClusterError(ArcticRTSError):
+    """The Dask scheduler given cannot be reached."""
+
+
 class DatasetError(ArcticRTSError):
     """A training or evaluation dataset cannot be built or read."""
 

@@ -10,7 +10,9 @@ complete new one, never a torn mix or a name pointing at unflushed data.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
+import re
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -120,3 +122,27 @@ def relative_name(path: str | os.PathLike[str] | None, root: Path) -> str | None
         return p.relative_to(root.resolve()).as_posix()
     except ValueError:
         return p.name
+
+
+#: Longest name :func:`safe_file_name` returns, in bytes: room is left under the usual 255-byte
+#: limit for a suffix and for the temporary name ``.NAME.tmp-PID.suffix`` beside it.
+SAFE_NAME_BYTES = 120
+
+
+def safe_file_name(name: str) -> str:
+    """A file name for an identifier from outside (a STAC item id): it cannot escape its folder,
+    be too long, be hidden, or look like the temporary files that are cleaned up as stale.
+
+    Characters other than ``A-Z a-z 0-9 . _ -`` become ``_`` (so no ``/``), a leading ``.``
+    becomes ``_`` (so no ``.``, ``..`` or ``.x.tmp-N``), and a name longer than
+    :data:`SAFE_NAME_BYTES` is cut. Whenever the name was changed, 16 hex digits of the
+    identifier's sha256 are appended, so that two identifiers never share a file. An identifier
+    that needs none of this is its own name.
+    """
+    safe = re.sub(r"[^A-Za-z0-9._-]", "_", name)
+    if safe.startswith("."):
+        safe = "_" + safe[1:]
+    if safe == name and len(safe) <= SAFE_NAME_BYTES:
+        return safe
+    digest = hashlib.sha256(name.encode("utf-8", errors="surrogatepass")).hexdigest()[:16]
+    return f"{safe[: SAFE_NAME_BYTES - 17]}-{digest}"

@@ -22,12 +22,15 @@ point leaves either the old file or the new one, never a half-written one, and t
 other years' tables are copied, not re-encoded. One writer at a time: an exclusive
 ``fcntl.flock`` on ``<file>.lock``, which the operating system releases when the holding
 process dies, so a killed writer never leaves a stale lock (POSIX only; on NFS it needs a
-working lock daemon).
+working lock daemon); the file is removed when the lock is let go. A write that fails for
+lack of space or permission is a :class:`~arctic_rts.errors.StorageError` and leaves the
+previous file as it was.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import importlib.metadata
 import json
@@ -49,8 +52,8 @@ from shapely.geometry import MultiPolygon, Polygon, shape
 
 from arctic_rts.changes import CHANGE_CLASSES, change_layer
 from arctic_rts.config import InventoryConfig, validate_year
-from arctic_rts.errors import InventoryError, InventoryLockedError
-from arctic_rts.files import atomic_path
+from arctic_rts.errors import ConfigError, InventoryError, InventoryLockedError, StorageError
+from arctic_rts.files import atomic_path, temporary_sibling
 from arctic_rts.merge import _RTS_DTYPES, RTS_COLUMNS, _empty
 from arctic_rts.vectorize import polygonal
 
@@ -147,33 +150,51 @@ def write_inventory(
                 f"{path} already holds year {year} (layer {layer}); use --overwrite "
                 "(overwrite=True) to replace it."
             )
-        # Same folder (os.replace is atomic only within a file system), same suffix (GDAL
-        # warns about a GeoPackage without the .gpkg extension).
-        with atomic_path(path, suffix=path.suffix) as tmp:
-            if path.exists():
-                shutil.copy2(path, tmp)
-            _write_layer(tmp, rts, layer, f"Retrogressive thaw slumps {year} (arctic-rts)")
-            for y1, y2 in ((year - 1, year), (year, year + 1)):
-                other = y1 if y2 == year else y2
-                if f"rts_{other}" in layers:
-                    prev = rts if y1 == year else _read_layer(tmp, f"rts_{y1}")
-                    curr = rts if y2 == year else _read_layer(tmp, f"rts_{y2}")
-                    changes = change_layer(
-                        prev,
-                        curr,
-                        pixel_size=pixel_size,
-                        rel_threshold=config.change_rel_threshold,
-                        ring_px=config.change_ring_px,
-                        min_overlap=config.min_overlap,
-                        years=(y1, y2),
-                    )
-                    _write_layer(tmp, changes, f"changes_{y1}_{y2}", f"RTS change {y1}-{y2}")
-            _replace_year_rows(tmp, "scenes", scene_frame, year, layers)
-            _replace_year_rows(
-                tmp, "runs", _run_row(run, year, layer, rts, scene_frame), None, layers
-            )
-            _before_replace(tmp, path)
+        try:
+            _write_year_file(path, rts, layer, year, layers, scene_frame, run, config, pixel_size)
+        except Exception as err:  # GDAL's and SQLite's errors are not OSErrors
+            if isinstance(err, OSError) or _is_full(err):
+                raise _storage_error(path, err) from err
+            raise
     return path
+
+
+def _write_year_file(
+    path: Path,
+    rts: gpd.GeoDataFrame,
+    layer: str,
+    year: int,
+    layers: list[str],
+    scene_frame: gpd.GeoDataFrame,
+    run: Mapping[str, Any],
+    config: InventoryConfig,
+    pixel_size: float,
+) -> None:
+    """The body of :func:`write_inventory`, run under its lock."""
+    # Same folder (os.replace is atomic only within a file system), same suffix (GDAL
+    # warns about a GeoPackage without the .gpkg extension).
+    with atomic_path(path, suffix=path.suffix) as tmp:
+        if path.exists():
+            shutil.copy2(path, tmp)
+        _write_layer(tmp, rts, layer, f"Retrogressive thaw slumps {year} (arctic-rts)")
+        for y1, y2 in ((year - 1, year), (year, year + 1)):
+            other = y1 if y2 == year else y2
+            if f"rts_{other}" in layers:
+                prev = rts if y1 == year else _read_layer(tmp, f"rts_{y1}")
+                curr = rts if y2 == year else _read_layer(tmp, f"rts_{y2}")
+                changes = change_layer(
+                    prev,
+                    curr,
+                    pixel_size=pixel_size,
+                    rel_threshold=config.change_rel_threshold,
+                    ring_px=config.change_ring_px,
+                    min_overlap=config.min_overlap,
+                    years=(y1, y2),
+                )
+                _write_layer(tmp, changes, f"changes_{y1}_{y2}", f"RTS change {y1}-{y2}")
+        _replace_year_rows(tmp, "scenes", scene_frame, year, layers)
+        _replace_year_rows(tmp, "runs", _run_row(run, year, layer, rts, scene_frame), None, layers)
+        _before_replace(tmp, path)
 
 
 def read_inventory(path: str | os.PathLike[str], year: int | None = None) -> gpd.GeoDataFrame:
@@ -250,12 +271,14 @@ def lock_inventory(path: str | os.PathLike[str]) -> Iterator[None]:
 
     The lock is ``fcntl.flock`` on ``<file>.lock`` (holding the holder's pid, host and start
     time for the error message). The kernel drops it when the process exits, however it dies,
-    so it can never be stale. Re-entrant within one process (the pipeline may hold it around a
-    whole run while ``write_inventory`` takes it again). Stale temporary files of a killed
-    writer are removed once the lock is held.
+    so it can never be stale; the holder removes the file when it lets go, so none is left
+    beside the output (a killed holder leaves it, unlocked). Re-entrant within one process (the
+    pipeline holds it around a whole run while ``write_inventory`` takes it again). Stale
+    temporary files of a killed writer are removed once the lock is held.
 
     Raises:
         InventoryLockedError: Another process holds the lock.
+        InventoryError: The folder cannot take the lock file (see :func:`check_writable`).
     """
     key = Path(path).resolve()
     me = threading.get_ident()
@@ -276,17 +299,10 @@ def lock_inventory(path: str | os.PathLike[str]) -> Iterator[None]:
         return
 
     lock_path = key.with_name(key.name + ".lock")
-    key.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+    with contextlib.suppress(OSError):  # check_writable says what is wrong with the folder
+        key.parent.mkdir(parents=True, exist_ok=True)
+    fd = _open_locked(key, lock_path)
     try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.pread(fd, 4096, 0).decode(errors="replace").strip() or "another process"
-            raise InventoryLockedError(
-                f"{key} is being written by {holder}; wait until that run ends (the lock frees "
-                "itself when its process exits) or write to another file."
-            ) from None
         info = json.dumps(
             {"pid": os.getpid(), "host": socket.gethostname(), "since": _now()}, sort_keys=True
         ).encode()
@@ -301,10 +317,105 @@ def lock_inventory(path: str | os.PathLike[str]) -> Iterator[None]:
         finally:
             with _HELD_GUARD:
                 del _HELD[key]
-            os.ftruncate(fd, 0)
+            # Removed while still held, so no .lock file is left beside the output; a process
+            # that opened it just before finds it unlinked (see _open_locked) and starts over.
+            with contextlib.suppress(OSError):
+                os.unlink(lock_path)
             fcntl.flock(fd, fcntl.LOCK_UN)
     finally:
         os.close(fd)
+
+
+def _open_locked(key: Path, lock_path: Path) -> int:
+    """Open ``lock_path`` and take its exclusive lock; the descriptor of the locked file.
+
+    A holder unlinks the file before it lets go, so a lock taken on a file that is no longer
+    the one at ``lock_path`` is worthless: it is dropped and taken again on the new file.
+
+    Raises:
+        InventoryLockedError: Another process holds the lock.
+        InventoryError: The folder cannot be written.
+    """
+    check_writable(key)
+    while True:
+        try:
+            fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as err:
+            raise _storage_error(key, err) from err
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 4096, 0).decode(errors="replace").strip() or "another process"
+            os.close(fd)
+            raise InventoryLockedError(
+                f"{key} is being written by {holder}; wait until that run ends (the lock frees "
+                "itself when its process exits) or write to another file."
+            ) from None
+        try:
+            same = os.fstat(fd).st_ino == os.stat(lock_path).st_ino
+        except FileNotFoundError:
+            same = False
+        if same:
+            return fd
+        os.close(fd)
+
+
+def check_writable(path: str | os.PathLike[str]) -> Path:
+    """Refuse, before any work, an output that cannot be written; the path as given.
+
+    The folder must exist, be a folder and take a new file (a probe file is created and
+    removed, which catches read-only mounts that permission bits do not show); an existing
+    output must be a writable file.
+
+    Raises:
+        ConfigError: The folder does not exist.
+        InventoryError: The folder is a file, is read-only, or the output is not a writable
+            file.
+    """
+    path = Path(path)
+    folder = path.parent
+    if not folder.exists():
+        raise ConfigError(f"output folder {folder} does not exist; create it first.")
+    if not folder.is_dir():
+        raise InventoryError(f"the output folder {folder} is a file, not a folder; choose --out.")
+    if path.is_dir():
+        raise InventoryError(f"{path} is a folder; give --out a GeoPackage file name.")
+    if path.exists() and not os.access(path, os.W_OK):
+        raise InventoryError(f"{path} is read-only; make it writable or choose another --out.")
+    probe = temporary_sibling(path, ".probe")
+    try:
+        os.close(os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+    except OSError as err:
+        raise _storage_error(path, err) from err
+    probe.unlink(missing_ok=True)
+    return path
+
+
+#: Errors of a full disk, a full quota, or a file-size limit (``ulimit -f``).
+_FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+
+
+def _is_full(err: BaseException) -> bool:
+    text = str(err)
+    return getattr(err, "errno", None) in _FULL or any(
+        words in text for words in ("No space left", "File too large", "disk is full")
+    )
+
+
+def _storage_error(path: Path, err: BaseException) -> InventoryError:
+    """One clear line for a failed write of ``path``: folder read-only, disk full, or else."""
+    code = getattr(err, "errno", None)
+    text = " ".join(str(err).split())
+    if _is_full(err):
+        return StorageError(
+            f"no space left to write {path} ({text}); the previous file is unchanged. Free "
+            "space (or raise the quota) and rerun."
+        )
+    if code in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return StorageError(
+            f"cannot write in {path.parent} ({os.strerror(code)}); choose a writable --out folder."
+        )
+    return StorageError(f"cannot write {path}: {text}")
 
 
 # ---------------------------------------------------------------------------------------------

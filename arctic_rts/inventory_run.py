@@ -18,7 +18,6 @@ import functools
 import hashlib
 import json
 import logging
-import re
 import time
 import uuid
 from collections.abc import Callable, Sequence
@@ -32,7 +31,13 @@ from arctic_rts import __version__
 from arctic_rts.catalog import stac_endpoint
 from arctic_rts.config import InventoryRunConfig, MapConfig, read_inventory_run
 from arctic_rts.errors import ConfigError, InventoryError
-from arctic_rts.files import atomic_path, atomic_write, replace_durably, temporary_sibling
+from arctic_rts.files import (
+    atomic_path,
+    atomic_write,
+    replace_durably,
+    safe_file_name,
+    temporary_sibling,
+)
 from arctic_rts.pipeline import (
     SceneRecord,
     check_model_fits,
@@ -136,11 +141,8 @@ class _Manifest:
         self._complete_log()
 
     def _path(self, year: int, item_id: str, suffix: str) -> Path:
-        safe = re.sub(r"[^A-Za-z0-9._-]", "_", item_id)
-        if safe != item_id:  # keep two ids that differ only in odd characters apart
-            safe += "-" + hashlib.sha256(item_id.encode()).hexdigest()[:8]
         # Appended, not with_suffix: ids may hold dots (CDSE's "....SAFE").
-        return self.root / "scenes" / str(year) / (safe + suffix)
+        return self.root / "scenes" / str(year) / (safe_file_name(item_id) + suffix)
 
     def lookup(self, year: int, item: dict[str, Any]) -> dict[str, Any] | None:
         """The scene's finished record from an earlier run, or None when it must be computed."""
@@ -261,9 +263,7 @@ def _scene_hash(config: MapConfig, weights: Weights) -> str:
     doc = {
         "load": dataclasses.asdict(config.load),
         "predict": predict,
-        "vectorize": dataclasses.asdict(
-            config.vectorize.for_model(weights.threshold, weights.min_area_m2)
-        ),
+        "vectorize": dataclasses.asdict(config.vectorize.for_model(*weights.postprocessing)),
         "bands": list(weights.bands),
         "weights": list(weights.sha256),
     }
@@ -337,7 +337,10 @@ def _select_year(
     n_found, notes = 0, []
     for name, geom in zip(regions["name"], regions.geometry, strict=True):
         try:
-            found = search_scenes(geometry_bbox(geom), year, stac_url=url, config=config.search)
+            found = search_scenes(
+                geometry_bbox(geom), year, stac_url=url, config=config.search,
+                network=config.network,
+            )  # fmt: skip
         except NoScenesError as err:
             notes.append(f"region {name}: {err}")
             continue
@@ -514,7 +517,10 @@ def _inventory_year(run: _InventoryRun, year: int) -> YearSummary:
     fresh = _compute_missing(run, state, summary)
     _collect_year(run, state, fresh, summary)
     merged = merge_polygons(
-        state.frames, crs=mcfg.inventory.crs, min_overlap=mcfg.inventory.min_overlap
+        state.frames,
+        crs=mcfg.inventory.crs,
+        min_overlap=mcfg.inventory.min_overlap,
+        drop_cut=mcfg.inventory.drop_cut,
     )
     clip = run.regions if run.cfg.clip_to_regions else None
     if clip is not None:

@@ -15,8 +15,9 @@ import rioxarray  # noqa: F401  (registers the .rio accessor)
 import xarray as xr
 
 from arctic_rts.bands import validate_bands
-from arctic_rts.config import LoadConfig
+from arctic_rts.config import LoadConfig, NetworkConfig
 from arctic_rts.errors import LoadError
+from arctic_rts.net import gdal_http_options
 from arctic_rts.search import UNSIGNED_HREF, normalize_item, sign_href
 
 #: An item-level sign hook (see :func:`arctic_rts.search.search_scenes`).
@@ -35,6 +36,7 @@ def load_scenes(
     items: Iterable[Mapping[str, Any]],
     bands: Sequence[str],
     config: LoadConfig = _DEFAULT_CONFIG,
+    network: NetworkConfig | None = None,
     *,
     sign: SignHook | None = None,
 ) -> list[xr.DataArray]:
@@ -56,6 +58,8 @@ def load_scenes(
             ``bands``); the output's ``band`` coordinate has exactly this order.
         config: Resolution, chunk size and masked SCL classes. With ``masked_scl_classes=()``
             no SCL is read and items without SCL (e.g. L1C) can be loaded.
+        network: Timeouts and retries of remote COG reads (GDAL's, see
+            :func:`arctic_rts.net.gdal_http_options`).
         sign: The search's sign hook. Given, every asset href is signed (again, from its
             unsigned original) each time a block is read, in whichever process reads it, so
             expiring tokens are renewed during long runs; a changed signed URL reopens the file.
@@ -70,11 +74,16 @@ def load_scenes(
         LoadError: An item lacks a requested band or the SCL mask, or its grid is unknown.
     """
     band_list = list(validate_bands(bands))
-    return [_load_item(normalize_item(item), band_list, config, sign) for item in items]
+    gdal = gdal_http_options(network or NetworkConfig())
+    return [_load_item(normalize_item(item), band_list, config, gdal, sign) for item in items]
 
 
 def _load_item(
-    item: dict[str, Any], bands: list[str], config: LoadConfig, sign: SignHook | None = None
+    item: dict[str, Any],
+    bands: list[str],
+    config: LoadConfig,
+    gdal: dict[str, str],
+    sign: SignHook | None = None,
 ) -> xr.DataArray:
     """The lazy, scaled, masked array of one normalized item."""
     item_id = str(item["id"])
@@ -97,13 +106,7 @@ def _load_item(
         raise LoadError(
             f"Item {item_id!r} has no proj:epsg (nor proj:code); its UTM grid is unknown."
         )
-    bounds = _item_bounds(item, needed)
-    grid = {
-        "epsg": int(epsg),
-        "resolution": config.resolution,
-        "bounds": bounds,
-        "chunksize": config.chunksize,
-    }
+    grid = _grid(item, needed, int(epsg), config, gdal)
 
     if sign is not None:
         item = _unsigned(item)
@@ -163,6 +166,57 @@ def _signing_reader(sign: SignHook) -> type:
     return SigningReader
 
 
+def _grid(
+    item: dict[str, Any], assets: list[str], epsg: int, config: LoadConfig, gdal: dict[str, str]
+) -> dict[str, Any]:
+    """The output grid of one item: its UTM CRS, the extent of ``assets``, the resolution (and
+    the GDAL options its reads run with)."""
+    return {
+        "epsg": epsg,
+        "resolution": config.resolution,
+        "bounds": _item_bounds(item, assets),
+        "chunksize": config.chunksize,
+        "gdal": gdal,
+    }
+
+
+def load_water_mask(
+    item: dict[str, Any],
+    bands: list[str],
+    config: LoadConfig,
+    network: NetworkConfig | None = None,
+    *,
+    sign: SignHook | None = None,
+) -> xr.DataArray:
+    """Lazy boolean ``(y, x)``: True where the SCL class is in ``config.water_scl_classes``.
+
+    On exactly the grid :func:`load_scenes` gives the same item and bands, so it lines up with
+    the scene's predicted probabilities (``prob.where(~water, 0)``). ``network`` and ``sign``:
+    as for :func:`load_scenes`.
+
+    Raises:
+        LoadError: The item has no SCL asset or no ``proj:epsg``.
+    """
+    item = normalize_item(item)
+    if "SCL" not in item["assets"]:
+        raise LoadError(
+            f"Item {item['id']!r} has no SCL asset, which the water mask reads; set "
+            "LoadConfig.water_scl_classes=() for collections without it."
+        )
+    epsg = item.get("properties", {}).get("proj:epsg")
+    if epsg is None:
+        raise LoadError(f"Item {item['id']!r} has no proj:epsg (nor proj:code).")
+    band_list = list(validate_bands(bands))
+    # the assets load_scenes spans its grid over: the bands, plus SCL when it masks clouds
+    needed = [*band_list, "SCL"] if config.masked_scl_classes else band_list
+    grid = _grid(item, needed, int(epsg), config, gdal_http_options(network or NetworkConfig()))
+    if sign is not None:
+        item = _unsigned(item)
+    scl = _stack(item, ["SCL"], grid, _CLASS_RESAMPLING, sign).squeeze("band", drop=True)
+    water = scl.isin(list(config.water_scl_classes))
+    return water.rio.write_crs(int(epsg))
+
+
 def _stack(
     item: dict[str, Any],
     assets: list[str],
@@ -195,6 +249,7 @@ def _stack(
         band_coords=False,
         # A missing or unreadable file is an error, not silent NaN.
         errors_as_nodata=(),
+        gdal_env=stackstac.DEFAULT_GDAL_ENV.updated(always=grid["gdal"]),
         **extra,
     )
     da = stacked.isel(time=0, drop=True).sel(band=assets)

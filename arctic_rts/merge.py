@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping, Sequence
+from itertools import pairwise
 from typing import Any
 
 import geopandas as gpd
@@ -68,6 +69,7 @@ def merge_polygons(
     *,
     min_overlap: float = InventoryConfig.min_overlap,
     area_crs: str = VectorizeConfig.area_crs,
+    drop_cut: bool = InventoryConfig.drop_cut,
 ) -> gpd.GeoDataFrame:
     """Merge per-scene polygons into one polygon per slump, keeping every scene's evidence.
 
@@ -83,6 +85,7 @@ def merge_polygons(
         crs: Output CRS (EPSG:3413 by default).
         min_overlap: Share of the smaller polygon that must overlap, in (0, 1].
         area_crs: Equal-area CRS in which ``area_m2`` is recomputed.
+        drop_cut: Drop the slumps that no scene saw whole (``touches_invalid`` after merging).
 
     Returns:
         GeoDataFrame in ``crs`` with ``geometry`` and :data:`RTS_COLUMNS`, sorted by ``rts_id``.
@@ -111,12 +114,12 @@ def merge_polygons(
 
     years = _column(allp, "year", -1).astype("int64").to_numpy()
     cut = _column(allp, "touches_invalid", False).astype(bool).to_numpy()
-    groups = overlap_groups(np.asarray(allp.geometry.values), years, True, min_overlap, cut)
-    rows = [_merge_group(allp.iloc[idx]) for idx in groups]
-    geoms = [r.pop("geometry") for r in rows]
-    out = gpd.GeoDataFrame(pd.DataFrame(rows), geometry=geoms, crs=crs)
+    label = overlap_labels(np.asarray(allp.geometry.values), years, True, min_overlap, cut)
+    out = _merge_views(allp, label, crs)
     out["area_m2"], out["perimeter_m"] = measure_polygons(out.geometry, area_crs)
     out["rts_id"] = _rts_ids(out.geometry, out["year"].to_numpy(), out["area_m2"].to_numpy())
+    if drop_cut:
+        out = out[~out["touches_invalid"].astype(bool)]
     out = out.sort_values("rts_id", kind="stable").reset_index(drop=True)
     return out[["geometry", *RTS_COLUMNS]].astype(_RTS_DTYPES)
 
@@ -128,7 +131,20 @@ def overlap_groups(
     min_overlap: float,
     cut: np.ndarray | None = None,
 ) -> list[np.ndarray]:
-    """Connected components of the 'is the same slump' graph, as arrays of row positions.
+    """:func:`overlap_labels` as one array of row positions per component, in label order."""
+    label = overlap_labels(geoms, keys, same, min_overlap, cut)
+    order = np.argsort(label, kind="stable")
+    return np.split(order, np.flatnonzero(np.diff(label[order])) + 1)
+
+
+def overlap_labels(
+    geoms: np.ndarray,
+    keys: np.ndarray,
+    same: bool,
+    min_overlap: float,
+    cut: np.ndarray | None = None,
+) -> np.ndarray:
+    """Connected components of the 'is the same slump' graph: a component label per row.
 
     Two rows are linked when their intersection covers ``min_overlap`` of the smaller one and
     their ``keys`` are equal (``same``: merging scenes of one year) or differ (not ``same``:
@@ -152,48 +168,90 @@ def overlap_groups(
         a, b = a[ok], b[ok]
     graph = coo_matrix((np.ones(len(a)), (a, b)), shape=(n, n))
     _, label = connected_components(graph, directed=False)
-    order = np.argsort(label, kind="stable")
-    return np.split(order, np.flatnonzero(np.diff(label[order])) + 1)
+    return np.asarray(label, dtype=np.int64)
 
 
-def _merge_group(views: pd.DataFrame) -> dict[str, Any]:
-    """One inventory row from the views (rows of vectorize output) of one slump."""
-    touches = _column(views, "touches_invalid", False).astype(bool).to_numpy()
-    complete = ~touches
-    chosen = views[complete] if complete.any() else views
-    weights = _column(chosen, "n_pixels", 1).astype(float).to_numpy()
-    probs = _column(chosen, "mean_prob", math.nan).astype(float).to_numpy()
-    scene_ids = _column(views, "scene_id", "").astype(str)
+def _merge_views(views: gpd.GeoDataFrame, label: np.ndarray, crs: str) -> gpd.GeoDataFrame:
+    """One inventory row per component ``label`` (rows in label order) from its views.
+
+    Column by column over all views at once (bincount and group-by on the labels); only the
+    geometry union runs once per slump. The geometry is the union of the slump's *complete*
+    views when it has one, else of all its views; ``mean_prob`` is their pixel-weighted mean.
+    """
+    n = int(label.max()) + 1
+    complete = ~_column(views, "touches_invalid", False).astype(bool).to_numpy()
+    any_complete = np.bincount(label, weights=complete, minlength=n) > 0
+    chosen = complete | ~any_complete[label]
+    w = _column(views, "n_pixels", 1).astype(float).to_numpy()
+    p = _column(views, "mean_prob", math.nan).astype(float).to_numpy()
+    w_sum = np.bincount(label, weights=np.where(chosen, w, 0.0), minlength=n)
+    pw_sum = np.bincount(label, weights=np.where(chosen, p * w, 0.0), minlength=n)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean_prob = np.where(w_sum != 0, pw_sum / w_sum, math.nan)
     per_scene = (
         pd.DataFrame(
             {
-                "scene": scene_ids.to_numpy(),
-                "p": _column(views, "mean_prob", math.nan).astype(float).to_numpy(),
-                "w": _column(views, "n_pixels", 1).astype(float).to_numpy(),
+                "label": label,
+                "scene": _column(views, "scene_id", "").astype(str).to_numpy(),
+                "pw": p * w,
+                "w": w,
                 "complete": complete,
             }
         )
-        .assign(pw=lambda d: d.p * d.w)
-        .groupby("scene", sort=True)
+        .groupby(["label", "scene"], sort=True)
         .agg(pw=("pw", "sum"), w=("w", "sum"), complete=("complete", "any"))
+        .reset_index()
     )
-    geom = polygonal(shapely.union_all(np.asarray(chosen.geometry.values)))
-    return {
-        "geometry": geom if isinstance(geom, MultiPolygon) else MultiPolygon([geom]),
-        "year": int(_column(views, "year", -1).iloc[0]),
-        "mean_prob": float(np.average(probs, weights=weights)) if weights.sum() else math.nan,
-        "max_prob": float(_column(views, "max_prob", math.nan).astype(float).max()),
-        "n_scenes": len(per_scene),
-        "n_scenes_complete": int(per_scene["complete"].sum()),
-        "touches_invalid": bool(not complete.any()),
-        "scene_ids": ",".join(per_scene.index),
-        "scene_mean_probs": ",".join(f"{v:.3f}" for v in per_scene.pw / per_scene.w),
-        "mgrs_tiles": _joined(views, "mgrs_tile"),
-        "dates": _joined(views, "date"),
-        "model": _joined(views, "model"),
-        "weights_sha256": _joined(views, "weights_sha256"),
-        "run_id": _joined(views, "run_id"),
+    scene_label = per_scene["label"].to_numpy()
+    scenes = per_scene.groupby("label", sort=True)
+    texts = [f"{v:.3f}" for v in per_scene.pw / per_scene.w]
+    # the chosen views of each slump, in row order, as one slice per label
+    rows = np.flatnonzero(chosen)
+    rows = rows[np.argsort(label[rows], kind="stable")]
+    bounds = np.searchsorted(label[rows], np.arange(n + 1))
+    geoms = np.asarray(views.geometry.values)
+    unions = [polygonal(shapely.union_all(geoms[rows[a:b]])) for a, b in pairwise(bounds)]
+    data = {
+        "year": _column(views, "year", -1).astype("int64").groupby(label).first(),
+        "mean_prob": mean_prob,
+        "max_prob": _column(views, "max_prob", math.nan).astype(float).groupby(label).max(),
+        "n_scenes": scenes.size().to_numpy(),
+        "n_scenes_complete": scenes["complete"].sum().astype("int64").to_numpy(),
+        "touches_invalid": ~any_complete,
+        "scene_ids": _join_runs(scene_label, per_scene["scene"].tolist(), n),
+        "scene_mean_probs": _join_runs(scene_label, texts, n),
     }
+    for name in ("mgrs_tiles", "dates", "model", "weights_sha256", "run_id"):
+        column = {"mgrs_tiles": "mgrs_tile", "dates": "date"}.get(name, name)
+        data[name] = _joined_by(views, column, label, n)
+    frame = pd.DataFrame({k: np.asarray(v) for k, v in data.items()})
+    multi = [g if isinstance(g, MultiPolygon) else MultiPolygon([g]) for g in unions]
+    return gpd.GeoDataFrame(frame, geometry=multi, crs=crs)
+
+
+def _joined_by(frame: pd.DataFrame, name: str, label: np.ndarray, n: int) -> np.ndarray:
+    """Per label, the distinct non-missing values of ``frame[name]`` as text, sorted, joined
+    with commas ("" where there are none or the column is absent)."""
+    if name not in frame.columns:
+        return np.full(n, "", dtype=object)
+    values = frame[name]
+    present = values.notna().to_numpy()
+    pairs = pd.DataFrame({"label": label[present], "v": values[present].astype(str).to_numpy()})
+    pairs = pairs.drop_duplicates().sort_values(["label", "v"], kind="stable")
+    return _join_runs(pairs["label"].to_numpy(), pairs["v"].tolist(), n)
+
+
+def _join_runs(labels: np.ndarray, texts: list[str], n: int) -> np.ndarray:
+    """``texts`` joined with commas per run of equal ``labels`` (sorted), "" for absent labels.
+
+    A plain loop over slices: pandas' per-group ``agg(",".join)`` builds a Series per group.
+    """
+    out = np.full(n, "", dtype=object)
+    cuts = [0, *(np.flatnonzero(np.diff(labels)) + 1).tolist(), len(texts)]
+    for a, b in pairwise(cuts):
+        if b > a:
+            out[labels[a]] = ",".join(texts[a:b])
+    return out
 
 
 def _rts_ids(geoms: gpd.GeoSeries, years: np.ndarray, areas: np.ndarray) -> list[str]:
@@ -226,12 +284,6 @@ def _column(frame: pd.DataFrame, name: str, default: Any) -> pd.Series:
         col = frame[name]
         return col.where(col.notna(), default) if default is not None else col
     return pd.Series([default] * len(frame), index=frame.index)
-
-
-def _joined(frame: pd.DataFrame, name: str) -> str:
-    if name not in frame.columns:
-        return ""
-    return ",".join(sorted({str(v) for v in frame[name] if v is not None and v == v}))
 
 
 def _empty(crs: str, columns: Sequence[str], dtypes: Mapping[str, str]) -> gpd.GeoDataFrame:

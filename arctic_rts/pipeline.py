@@ -27,7 +27,7 @@ import geopandas as gpd
 from arctic_rts import __version__
 from arctic_rts.catalog import stac_endpoint
 from arctic_rts.config import MapConfig, bbox_geometry, validate_bbox, validate_year
-from arctic_rts.errors import ConfigError, InventoryError
+from arctic_rts.errors import IncompleteRunError, InventoryError
 
 if TYPE_CHECKING:  # torch stays out of the import of this module
     from arctic_rts.model.weights import Weights
@@ -140,16 +140,22 @@ def _scene_polygons(
     import dask
 
     from arctic_rts.cluster import as_delayed
-    from arctic_rts.load import load_scenes
+    from arctic_rts.load import load_scenes, load_water_mask
     from arctic_rts.predict import predict, resolve_halo
     from arctic_rts.vectorize import vectorize
 
-    da = load_scenes([item], list(weights.bands), config.load, sign=sign)[0]
+    bands = list(weights.bands)
+    da = load_scenes([item], bands, config.load, config.network, sign=sign)[0]
     if area is not None:
         halo = resolve_halo(config.predict, weights).halo or 0
         da = crop_to_area(da, area, halo * config.load.resolution + config.area_margin_m)
     prob = predict(da, weights, config.predict)
-    vconf = config.vectorize.for_model(weights.threshold, weights.min_area_m2)
+    if config.load.water_scl_classes:
+        water = load_water_mask(item, bands, config.load, config.network, sign=sign)
+        # Cropped like the scene: the water mask's grid is the whole scene's.
+        water = water.sel(x=prob["x"], y=prob["y"])
+        prob = prob.where(~water, 0.0).astype("float32")
+    vconf = config.vectorize.for_model(*weights.postprocessing)
     attrs = {
         "scene_id": item["id"],
         "mgrs_tile": da.attrs.get("mgrs_tile", ""),
@@ -299,12 +305,21 @@ def map_region(
     out: str | Path = "rts_inventory.gpkg",
     config: MapConfig | None = None,
     overwrite: bool = False,
+    replace_partial: bool = False,
     client: Any = None,
     sign: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
     progress: bool = True,
     clip: bool = True,
 ) -> MapResult:
     """Map thaw slumps in ``bbox`` for ``year`` and write them to the GeoPackage ``out``.
+
+    Before any search or compute, ``out`` is checked (its folder exists and takes files, an
+    existing file is a readable GeoPackage) and its write lock is taken for the whole run, so
+    a run that could not write its result never starts. A result in which scenes failed is
+    written only where it loses nothing: a year that ``out`` does not hold yet gets the
+    scenes that succeeded; a year it holds is replaced only by a complete result, or with
+    ``replace_partial``. When every scene fails nothing is written (unless
+    ``replace_partial``).
 
     Args:
         bbox: ``(west, south, east, north)`` in degrees (WGS84).
@@ -317,6 +332,8 @@ def map_region(
         out: the GeoPackage to write; an existing one is refused unless ``overwrite``.
         config: stage parameters (defaults in :mod:`arctic_rts.config`).
         overwrite: replace the year's layer of an existing ``out``.
+        replace_partial: write the year even when scenes failed and that replaces the layer
+            ``out`` holds (or writes one from no scene at all).
         client: an existing ``distributed.Client``; None connects as ``config.cluster`` says.
         sign: applied to every item found (Planetary Computer URL signing), and again to
             every href each time a block is read, so expiring tokens are renewed.
@@ -328,13 +345,13 @@ def map_region(
 
     Returns:
         The :class:`MapResult` with one record per scene and the merged polygons.
+
+    Raises:
+        IncompleteRunError: Scenes failed and writing would lose or hide data (see above);
+            ``out`` is left as it was.
+        StorageError: ``out`` cannot be written (read-only folder, full disk...).
     """
-    from arctic_rts.cluster import connect
-    from arctic_rts.inventory import write_inventory
-    from arctic_rts.merge import merge_polygons
-    from arctic_rts.model.domain import default_weights
-    from arctic_rts.model.weights import resolve_weights
-    from arctic_rts.search import search_scenes, select_scenes
+    from arctic_rts.inventory import check_writable, inventory_years, lock_inventory
 
     config = config or MapConfig()
     bbox_t = validate_bbox(list(bbox))
@@ -342,16 +359,56 @@ def map_region(
     out = Path(out)
     if out.exists() and not overwrite:
         raise InventoryError(f"{out} exists; pass --overwrite (overwrite=True) to replace it.")
-    if not out.parent.exists():
-        raise ConfigError(f"output folder {out.parent} does not exist.")
+    check_writable(out)
+    with lock_inventory(out):
+        held = year in inventory_years(out)
+        job = _MapJob(bbox_t, year, out, config, overwrite, replace_partial, held, clip)
+        return _map_locked(job, stac, weights, client, sign, progress)
+
+
+@dataclass(frozen=True)
+class _MapJob:
+    """What :func:`map_region` was asked to do, once validated."""
+
+    bbox: tuple[float, ...]
+    year: int
+    out: Path
+    config: MapConfig
+    overwrite: bool
+    replace_partial: bool
+    #: ``out`` already holds this year's layer.
+    held: bool
+    #: Map only the bbox's pixels and keep the slumps in it (see :func:`map_region`).
+    clip: bool = True
+
+
+def _map_locked(
+    job: _MapJob,
+    stac: str | Path | None,
+    weights: Weights | str | Path | Sequence[str | Path] | None,
+    client: Any,
+    sign: Callable[[dict[str, Any]], dict[str, Any]] | None,
+    progress: bool,
+) -> MapResult:
+    """The body of :func:`map_region`, run under ``out``'s lock."""
+    from arctic_rts.cluster import connect
+    from arctic_rts.inventory import write_inventory
+    from arctic_rts.merge import merge_polygons
+    from arctic_rts.model.domain import default_weights
+    from arctic_rts.model.weights import resolve_weights
+    from arctic_rts.search import search_scenes, select_scenes
+
+    config, year = job.config, job.year
     model = resolve_weights(weights if weights is not None else default_weights(stac))
-    area = bbox_geometry(bbox_t, densify=0.01) if clip else None
+    area = bbox_geometry(job.bbox, densify=0.01) if job.clip else None
     run_id = uuid.uuid4().hex[:12]
     t_start = time.perf_counter()
     started_at = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
 
     with stac_endpoint(stac) as url:
-        found = search_scenes(bbox_t, year, stac_url=url, config=config.search, sign=sign)
+        found = search_scenes(
+            job.bbox, year, stac_url=url, config=config.search, sign=sign, network=config.network
+        )
         items = select_scenes(found)
         check_model_fits(model, items, config)
         stac_label = url if stac is None or str(stac).startswith("http") else str(stac)
@@ -363,8 +420,12 @@ def map_region(
         records, frames = map_scenes(
             items, model, config, client, run_id=run_id, progress=progress, sign=sign, area=area
         )
+    _refuse_lossy_write(job, records)
     merged = merge_polygons(
-        frames, crs=config.inventory.crs, min_overlap=config.inventory.min_overlap
+        frames,
+        crs=config.inventory.crs,
+        min_overlap=config.inventory.min_overlap,
+        drop_cut=config.inventory.drop_cut,
     )
     if area is not None:
         merged = keep_inside(merged, area)
@@ -374,8 +435,8 @@ def map_region(
         "finished": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "arctic_rts_version": __version__,
         "stac_url": stac_label,
-        "query": json.dumps({"bbox": bbox_t, "year": year, **dataclasses.asdict(config.search)}),
-        "clip": "bbox" if clip else "none",
+        "query": json.dumps({"bbox": job.bbox, "year": year, **dataclasses.asdict(config.search)}),
+        "clip": "bbox" if job.clip else "none",
         "config": json.dumps(dataclasses.asdict(config)),
         "weights": ",".join(f"{r.path}#{r.sha256}" for r in model.references),
         "items_found": len(found),
@@ -386,13 +447,32 @@ def map_region(
         "seconds_total": round(time.perf_counter() - t_start, 3),
     }
     write_inventory(
-        out,
+        job.out,
         merged,
         year=year,
         run=run,
         scenes=scenes_frame(records),
-        overwrite=overwrite,
+        overwrite=job.overwrite,
         config=config.inventory,
         pixel_size=config.load.resolution,
     )
-    return MapResult(out, year, stac_label, records, merged, items, run)
+    return MapResult(job.out, year, stac_label, records, merged, items, run)
+
+
+def _refuse_lossy_write(job: _MapJob, records: list[SceneRecord]) -> None:
+    """Raise when writing this result would replace a held year with a partial one, or write
+    a layer from no scene at all (neither when ``job.replace_partial``)."""
+    failed = [r for r in records if r.status == "failed"]
+    if not failed or job.replace_partial:
+        return
+    if job.held:
+        where = f"{job.out} still holds the rts_{job.year} of an earlier run, unchanged"
+    elif len(failed) == len(records):
+        where = f"nothing was written to {job.out}"
+    else:
+        return  # a new year: what succeeded is written, the failures are recorded with it
+    raise IncompleteRunError(
+        f"{len(failed)} of {len(records)} scenes failed (first: {failed[0].item_id}: "
+        f"{failed[0].error}); {where}. Fix the cause and rerun, or pass --replace-partial "
+        "(replace_partial=True) to write what succeeded."
+    )

@@ -24,7 +24,13 @@ from pystac_client.exceptions import APIError
 
 from arctic_rts.bands import RESOLUTION_M, asset_resolution, canonical_band
 from arctic_rts.catalog import RUSTAC_SERVER_ID, absolute_hrefs, is_absolute_href
-from arctic_rts.config import SearchConfig, bbox_parts, validate_bbox, validate_year
+from arctic_rts.config import (
+    NetworkConfig,
+    SearchConfig,
+    bbox_parts,
+    validate_bbox,
+    validate_year,
+)
 from arctic_rts.errors import CatalogError, NoScenesError, SkippedInputWarning
 
 #: Digital numbers per unit reflectance of Sentinel-2 L1C/L2A products.
@@ -57,6 +63,7 @@ def search_scenes(
     stac_url: str,
     config: SearchConfig = _DEFAULT_CONFIG,
     sign: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
+    network: NetworkConfig | None = None,
 ) -> list[dict[str, Any]]:
     """Search a STAC API for the season's Sentinel-2 scenes over a box.
 
@@ -79,6 +86,7 @@ def search_scenes(
             :data:`UNSIGNED_HREF`, so that ``load_scenes(..., sign=sign)`` signs it again when
             a block is read (tokens that expire, as Planetary Computer's do after about 45
             minutes, then never reach a long run's reads).
+        network: Timeouts and retries of the requests (see :mod:`arctic_rts.net`).
 
     Returns:
         Normalized items (see :func:`normalize_item`), sorted by datetime then id.
@@ -90,7 +98,7 @@ def search_scenes(
     """
     box = validate_bbox(list(bbox))
     year = validate_year(year)
-    client = _open_client(stac_url)
+    client = _open_client(stac_url, network)
     found: dict[str, dict[str, Any]] = {}
     truncated: list[str] = []
     cloud_filter = {
@@ -459,10 +467,16 @@ def _has_next(page: Mapping[str, Any]) -> bool:
     return any(link.get("rel") == "next" for link in page.get("links") or [])
 
 
-def _open_client(url: str) -> Any:
-    """Open a pystac-client Client, mapping every failure to one CatalogError line."""
+def _open_client(url: str, network: NetworkConfig | None = None) -> Any:
+    """Open a pystac-client Client, mapping every failure to one CatalogError line.
+
+    Its requests have timeouts and bounded retries (:class:`arctic_rts.net.RetryingStacIO`).
+    """
+    from arctic_rts.net import RetryingStacIO, timeouts
+
+    network = network or NetworkConfig()
     try:
-        client = Client.open(url)
+        client = Client.open(url, stac_io=RetryingStacIO(network), timeout=timeouts(network))
     except _API_ERRORS as exc:
         raise CatalogError(f"Cannot open the STAC API at {url}: {_one_line(exc)}") from exc
     if client.id == RUSTAC_SERVER_ID:

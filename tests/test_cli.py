@@ -18,7 +18,7 @@ import torch
 
 from arctic_rts import __version__
 from arctic_rts.bands import L2A_BANDS
-from arctic_rts.cli import EXIT_ERROR, main
+from arctic_rts.cli import EXIT_ERROR, EXIT_NOTHING_FOUND, main
 from arctic_rts.demo import DemoCatalog, generate_demo
 from arctic_rts.model import UNet, save_weights
 
@@ -173,7 +173,8 @@ def test_no_scenes_found(
     argv = ["map", "--bbox", *map(str, demo.bbox), "--year", "2021", "--max-cloud", "0.5"]
     argv += ["--stac", str(demo.items_dir), "--weights", str(weights), "--out", str(out)]
     code, stdout, err = _run(argv, capsys)
-    _assert_one_line_error(code, err, "No scenes", "0.5%")
+    assert code == EXIT_NOTHING_FOUND, err
+    _assert_one_line_error(EXIT_ERROR, err, "No scenes", "0.5%")
     assert not out.exists()
     assert stdout == ""
 

@@ -119,12 +119,33 @@ def test_the_threshold_and_area_come_from_the_scores() -> None:
     prob = np.full((40, 40), 0.1)
     prob[5:25, 5:25] = 0.65  # found only at thresholds <= 0.6
     prob[30:40, 30:40] = 0.55  # a false 10 x 10 object, dropped from 0.6 up
-    prob[0:2, 35:37] = 0.9  # a tiny false object (400 m2), dropped by any min area
-    t, a = choose_postprocessing([_pred(prob, truth)])
-    assert t == 0.6
-    assert a == min(x for x in MIN_AREAS_M2 if x > 400)
-    best = score_predictions([_pred(prob, truth)], t, a)
+    prob[0:3, 35:38] = 0.9  # a tiny false object (900 m2) that an opening only shrinks
+    post = choose_postprocessing([_pred(prob, truth)])
+    assert post["threshold"] == 0.6
+    assert post["min_area_m2"] == min(x for x in MIN_AREAS_M2 if x > 900)
+    # neither opening nor hysteresis helps here, so the least aggressive choice stays
+    assert post["opening_px"] == 0 and post["hysteresis_low"] == 0.0
+    best = score_predictions([_pred(prob, truth)], 0.6, post["min_area_m2"])
     assert best["object"]["precision"] == 1.0 and best["object"]["recall"] == 1.0
+
+
+def test_hysteresis_is_chosen_where_it_finds_the_whole_slump() -> None:
+    """A slump whose rim is only moderately probable: the threshold that keeps false pixels out
+    finds its core only (object IoU < 0.5); hysteresis grows the core to the whole slump."""
+    truth = np.zeros((40, 40), dtype=bool)
+    truth[5:25, 5:25] = True
+    prob = np.full((40, 40), 0.05)
+    prob[5:25, 5:25] = 0.45  # the rim
+    prob[8:22, 8:22] = 0.9  # the core, 196 of the slump's 400 px
+    prob[30:40, :] = 0.45  # false patches as probable as the rim (700 px), with no core
+    prob[:30, 30:] = 0.45
+    post = choose_postprocessing([_pred(prob, truth)])
+    assert post["threshold"] == 0.5
+    assert post["hysteresis_low"] == pytest.approx(0.3)
+    chosen = score_predictions([_pred(prob, truth)], 0.5, hysteresis_low=0.3)
+    plain = score_predictions([_pred(prob, truth)], 0.5)
+    assert chosen["object"]["f1"] == 1.0 and plain["object"]["n_matched"] == 0
+    assert chosen["pixel"]["iou"] == 1.0 and plain["pixel"]["iou"] == pytest.approx(196 / 400)
 
 
 def test_train_with_crossval_writes_an_honest_card(sites: dict[str, Path], tmp_path: Path) -> None:
@@ -158,7 +179,7 @@ def test_train_with_crossval_writes_an_honest_card(sites: dict[str, Path], tmp_p
         again = evaluate(fold["weights"], sites["chips"], val_masks, device="cpu")
         assert again["pixel"] == fold["held_out_scores"]["pixel"]
         assert again["object"]["n_matched"] == fold["held_out_scores"]["object"]["n_matched"]
-    # evaluate takes the card's threshold and minimum area by default
+    # evaluate takes the card's threshold and post-processing by default
     scored = evaluate(weights, sites["chips"], sites["masks"], device="cpu")
-    assert scored["threshold"] == card["threshold"]
-    assert scored["min_area_m2"] == card["min_area_m2"]
+    for key in ("threshold", "min_area_m2", "opening_px", "hysteresis_low"):
+        assert scored[key] == card[key], key

@@ -186,6 +186,10 @@ def test_merge_prefers_the_complete_view() -> None:
     m = merge_polygons([only_cut, other_cut], crs=crs)
     assert len(m) == 1 and m.iloc[0]["touches_invalid"]
     assert m.iloc[0].geometry.area == pytest.approx(whole.area)
+    # drop_cut drops a slump no scene saw whole, and keeps one seen whole elsewhere
+    assert len(merge_polygons([only_cut, other_cut], crs=crs, drop_cut=True)) == 0
+    kept = merge_polygons([seen.iloc[[0]], seen.iloc[[1]]], crs=crs, drop_cut=True)
+    assert len(kept) == 1 and kept.iloc[0]["scene_ids"] == "clear,cloudy"
 
 
 def _square(cx: float, cy: float, side: float) -> shapely.Polygon:

@@ -82,9 +82,11 @@ def test_the_bundled_real_model_card() -> None:
     assert card["domain"]["name"] == "sentinel-2-l2a" and card["domain"]["bands"] == card["bands"]
     assert "offset" in card["domain"]["reflectance"]
     assert 0 < card["threshold"] < 1 and card["min_area_m2"] >= 0
+    assert card["opening_px"] >= 0 and 0 <= card["hysteresis_low"] < card["threshold"]
     loso = card["metrics"]["leave_one_site_out"]
     assert len(loso["sites"]) >= 3 and len(loso["folds"]) == len(loso["sites"]) * len(loso["seeds"])
-    assert card["threshold"] == loso["summary"]["threshold"]
+    for key in ("threshold", "min_area_m2", "opening_px", "hysteresis_low"):
+        assert card[key] == loso["summary"][key], key
     for fold in loso["folds"]:
         held = fold["held_out_scores"]
         assert 0 <= held["pixel_iou"] <= 1

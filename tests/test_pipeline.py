@@ -319,3 +319,27 @@ def test_a_broken_scene_is_recorded_and_the_others_mapped(
     assert all(ids == others[0].item_id for ids in rts["scene_ids"])
     runs = pyogrio.read_dataframe(out, layer="runs")
     assert json.loads(runs.iloc[0]["info"])["scenes_failed"] == 1
+
+
+def test_the_water_mask_zeroes_probabilities_where_scl_says(
+    demo: DemoCatalog, weights: Path, client: Any, mapped: MapResult, tmp_path: Path
+) -> None:
+    """With every ground class of the demo's SCL (4 vegetation, 5 bare soil, 6 water) declared
+    water, nothing is left to map; the plain run found slumps."""
+    import dataclasses
+
+    from arctic_rts.config import LoadConfig
+
+    assert len(mapped.polygons) > 0
+    config = dataclasses.replace(CONFIG, load=LoadConfig(water_scl_classes=(4, 5, 6)))
+    result = map_region(
+        demo.bbox,
+        YEAR,
+        stac=demo.items_dir,
+        weights=weights,
+        out=tmp_path / "inventory.gpkg",
+        config=config,
+        client=client,
+        progress=False,
+    )
+    assert result.n_failed == 0 and len(result.polygons) == 0

@@ -218,7 +218,37 @@ def test_measure_polygons_geodesic_perimeter_counts_holes_and_parts() -> None:
 
 def test_the_model_card_fills_what_the_user_leaves_open() -> None:
     open_config = VectorizeConfig()
-    assert open_config.for_model(0.7, 5000.0) == VectorizeConfig(threshold=0.7, min_area_m2=5000.0)
-    assert open_config.for_model(0.7, None).min_area_m2 == DEFAULT_MIN_AREA_M2
-    users = VectorizeConfig(threshold=0.4, min_area_m2=0.0)
-    assert users.for_model(0.7, 5000.0) == users
+    assert open_config.for_model(0.7, 5000.0, 1, 0.5) == VectorizeConfig(
+        threshold=0.7, min_area_m2=5000.0, opening_px=1, hysteresis_low=0.5
+    )
+    bare = open_config.for_model(0.7, None)
+    assert (bare.min_area_m2, bare.opening_px, bare.hysteresis_low) == (DEFAULT_MIN_AREA_M2, 0, 0)
+    users = VectorizeConfig(threshold=0.4, min_area_m2=0.0, opening_px=0, hysteresis_low=0.0)
+    assert users.for_model(0.7, 5000.0, 2, 0.5) == users
+
+
+def test_hysteresis_grows_objects_from_confident_cores_only() -> None:
+    """Pixels between the lower cut and the threshold join an object only through a pixel at
+    or above the threshold; object_mask holds exactly the pixels of the kept polygons."""
+    values = np.full((40, 40), 0.1, dtype=np.float32)
+    values[2:12, 2:12] = 0.4  # a rim of 100 px ...
+    values[5:7, 5:7] = 0.8  # ... around a confident core of 4 px
+    values[20:30, 20:30] = 0.4  # as probable as the rim, but no core: never an object
+    values[35, 35] = np.nan
+    prob = _grid(values, 32608, 500000.0, 7700000.0)
+    plain = vectorize(prob, threshold=0.5, config=VectorizeConfig(min_area_m2=0))
+    assert sorted(plain["n_pixels"]) == [4]
+    grown = vectorize(
+        prob, threshold=0.5, config=VectorizeConfig(min_area_m2=0, hysteresis_low=0.3)
+    )
+    assert sorted(grown["n_pixels"]) == [100]
+    from arctic_rts.vectorize import object_mask
+
+    config = VectorizeConfig(min_area_m2=5000.0, hysteresis_low=0.3)
+    mask = object_mask(values, 0.5, config, pixel_area_m2=100.0)
+    assert mask.sum() == 100 and mask[2:12, 2:12].all()
+    assert not object_mask(values, 0.5, VectorizeConfig(min_area_m2=5000.0), 100.0).any()
+    with pytest.raises(ConfigError, match="below the threshold"):
+        vectorize(prob, threshold=0.5, config=VectorizeConfig(hysteresis_low=0.6))
+    with pytest.raises(ConfigError, match="hysteresis_low"):
+        VectorizeConfig(hysteresis_low=1.2)

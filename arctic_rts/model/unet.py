@@ -168,8 +168,14 @@ class UNet(nn.Module):
             "elevation": self.has_elevation,
         }
 
-    def _decode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Run encoder and decoder; return the last and the last-but-one decoder features."""
+    def _decode(
+        self, x: torch.Tensor, *, last_stage: bool = True
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Run encoder and decoder; return the last and the last-but-one decoder features.
+
+        ``last_stage=False`` stops before the full-resolution decoder stage (then both returned
+        tensors are the last-but-one features): the PixelDINO head needs no more.
+        """
         x = x.contiguous(memory_format=torch.channels_last)
         skips = []
         for stage in self.down:
@@ -178,10 +184,11 @@ class UNet(nn.Module):
             x = self.pool(x)
         x = self.bottleneck(x)
         prev = x
-        for stage, skip in zip(self.up, reversed(skips), strict=True):
+        stages = list(zip(self.up, reversed(skips), strict=True))
+        for stage, skip in stages if last_stage else stages[:-1]:
             prev = x
             x = stage(x, skip)
-        return x, prev
+        return (x, prev) if last_stage else (x, x)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Segmentation logits ``(N, 1, H, W)`` for normalized input ``(N, C, H, W)``."""
@@ -201,6 +208,17 @@ class UNet(nn.Module):
         if self.elevation_head is not None:
             out["elevation"] = self.elevation_head(features)
         return out
+
+    def forward_dino(self, x: torch.Tensor) -> torch.Tensor:
+        """The PixelDINO head alone, ``(N, K, H, W)``; skips the full-resolution decoder stage.
+
+        Equals ``forward_heads(x)["dino"]`` without the work no other head needs (the PixelDINO
+        teacher's pass).
+        """
+        if self.dino_head is None:
+            raise ValueError("this UNet has no PixelDINO head (dino_classes=None).")
+        _, half = self._decode(x, last_stage=False)
+        return upsample2(self.dino_head(half), x.shape[-2:])
 
 
 def build_unet(architecture: dict[str, object]) -> UNet:

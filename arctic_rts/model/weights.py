@@ -93,13 +93,17 @@ def _validate_card(card: Mapping[str, Any], in_channels: int | None = None) -> N
     if not isinstance(bands, list) or not bands or not all(isinstance(b, str) for b in bands):
         raise WeightsError("the card needs 'bands': a list of canonical band names like 'B04'.")
     norm = card.get("normalisation")
-    if (
-        not isinstance(norm, Mapping)
-        or len(norm.get("mean", ())) != len(bands)
-        or len(norm.get("std", ())) != len(bands)
-    ):
+    try:  # a hand-edited card may hold anything: numbers as text, a number for a list
+        ok = isinstance(norm, Mapping) and all(
+            len(norm.get(k, ())) == len(bands) and [float(v) for v in norm[k]]
+            for k in ("mean", "std")
+        )
+    except (TypeError, ValueError):
+        ok = False
+    if not ok or not isinstance(norm, Mapping):
         raise WeightsError(
-            "the card needs 'normalisation': {'mean': [...], 'std': [...]} with one value per band."
+            "the card needs 'normalisation': {'mean': [...], 'std': [...]} with one number per "
+            "band."
         )
     if any(not (float(s) > 0 and math.isfinite(float(s))) for s in norm["std"]):
         raise WeightsError(f"normalisation std must be positive and finite, got {norm['std']}.")
@@ -165,6 +169,8 @@ def read_card(path: str | os.PathLike[str]) -> dict[str, Any]:
         card = json.loads(text)
     except json.JSONDecodeError as err:
         raise WeightsError(f"the card of {path} is not valid JSON: {err}.") from err
+    if not isinstance(card, dict):
+        raise WeightsError(f"the card of {path} must be a JSON object, got {type(card).__name__}.")
     _validate_card(card)
     return dict(card)
 
@@ -373,6 +379,9 @@ class Weights:
     method: str | None
     #: Minimum object area (m2) the card chose by cross-validation, when it names one.
     min_area_m2: float | None
+    #: Opening radius (px) and hysteresis lower cut the card chose (0: off; None: not named).
+    opening_px: int | None
+    hysteresis_low: float | None
     #: The first member's card as read from disk, read-only: the record of provenance.
     card: Mapping[str, Any] = field(compare=False, repr=False)
 
@@ -391,6 +400,12 @@ class Weights:
         for key, value in state.items():
             object.__setattr__(self, key, value)
         object.__setattr__(self, "card", MappingProxyType(state["card"]))
+
+    @property
+    def postprocessing(self) -> tuple[float, float | None, int | None, float | None]:
+        """Threshold, minimum area, opening and hysteresis as the card names them
+        (the arguments of :meth:`arctic_rts.config.VectorizeConfig.for_model`)."""
+        return self.threshold, self.min_area_m2, self.opening_px, self.hysteresis_low
 
     @property
     def sha256(self) -> tuple[str, ...]:
@@ -426,6 +441,7 @@ class Weights:
         domains = [model_domain(c) for c in cards]
         domain = DEMO_DOMAIN if DEMO_DOMAIN in domains else domains[0]
         method = (card.get("training") or {}).get("method")
+        opening, low = card.get("opening_px"), card.get("hysteresis_low")
         return cls(
             references=tuple(refs),
             name=str(card.get("name") or ""),
@@ -435,6 +451,8 @@ class Weights:
             patch_size=None if patch is None else int(patch),
             domain=domain,
             min_area_m2=None if area is None else float(area),
+            opening_px=None if opening is None else int(opening),
+            hysteresis_low=None if low is None else float(low),
             method=None if method is None else str(method),
             card=card,
         )

@@ -3,11 +3,12 @@
 A model is only as good as its scores on places it never saw. For a recipe whose labelled
 images lie in one folder per site (``chips/<site>/<name>.tif``, masks paired by file name),
 :func:`train_with_crossval` trains one model per held-out site and seed on the other sites,
-chooses the probability threshold and the minimum object area on those *training* sites only,
-and scores the held-out site with that choice. It also trains on every labelled site, in the
-same pool of jobs, and writes into that final model's card the chosen threshold and minimum
-area (the median of the folds' choices) and the held-out scores (``arctic-rts train
---cross-validate``).
+chooses the probability threshold and the post-processing (minimum object area, opening,
+hysteresis) on those *training* sites only, and scores the held-out site with that choice. It
+also trains on every labelled site, in the same pool of jobs, and writes into that final model's
+card the folds' median choice and the held-out scores (``arctic-rts train --cross-validate``).
+The steps are public (:func:`plan_folds`, :func:`train_runs`, :func:`score_folds`) so that a
+benchmark can pool the folds of several recipes.
 
 Unlabelled images of a fold never include the held-out site, so no held-out pixel reaches
 training in any form.
@@ -118,7 +119,7 @@ def _train_one(config: TrainConfig) -> str:
     return str(weights)
 
 
-def _train_all(configs: Sequence[TrainConfig], jobs: int) -> list[Path]:
+def train_runs(configs: Sequence[TrainConfig], jobs: int) -> list[Path]:
     """Train every config (``jobs`` at a time), logging each finished run; results in order."""
     done: dict[int, Path] = {}
 
@@ -153,13 +154,24 @@ def predictions(
     return predict_dataset(model, FolderDataset(images, masks), dev)
 
 
-def score(
-    preds: Sequence[Mapping[str, Any]], threshold: float, min_area_m2: float = 0.0
-) -> dict[str, Any]:
-    """Pixel and object scores at one threshold and minimum area, without per-image rows."""
+#: Post-processing steps tried on the training sites of each fold, at the chosen threshold:
+#: opening radii (px) and how far below the threshold the hysteresis lower cut lies (0: off).
+OPENINGS_PX = (0, 1)
+HYSTERESIS_DROPS = (0.0, 0.2)
+
+
+def score(preds: Sequence[Mapping[str, Any]], post: Mapping[str, Any]) -> dict[str, Any]:
+    """Pixel and object scores at one post-processing (``threshold``, ``min_area_m2`` and
+    optionally ``opening_px``, ``hysteresis_low``), without per-image rows."""
     from arctic_rts.train.evaluate import score_predictions
 
-    result = score_predictions(preds, threshold, min_area_m2)
+    result = score_predictions(
+        preds,
+        post["threshold"],
+        post.get("min_area_m2", 0.0),
+        opening_px=post.get("opening_px", 0),
+        hysteresis_low=post.get("hysteresis_low", 0.0),
+    )
     result.pop("images")
     return result
 
@@ -172,20 +184,42 @@ def choose_postprocessing(
     preds: Sequence[Mapping[str, Any]],
     thresholds: Sequence[float] = THRESHOLDS,
     min_areas_m2: Sequence[float] = MIN_AREAS_M2,
-) -> tuple[float, float]:
-    """The threshold with the best pixel IoU, then the minimum area with the best object F1.
+) -> dict[str, Any]:
+    """The threshold with the best pixel IoU, then the minimum area, opening and hysteresis
+    with the best object F1 (every combination of :data:`MIN_AREAS_M2`, :data:`OPENINGS_PX`
+    and :data:`HYSTERESIS_DROPS`).
 
     Call it on training data only: a choice made on the data it is scored on is no score.
-    Ties go to the lower threshold and the smaller area (the least aggressive choice).
+    Ties go to the lower threshold, the smaller area, no opening and no hysteresis (the least
+    aggressive choice).
+
+    Returns:
+        ``{"threshold", "min_area_m2", "opening_px", "hysteresis_low"}`` (0: step off).
     """
     from arctic_rts.train.evaluate import pixel_totals
 
     best_t = max(thresholds, key=lambda t: (_finite(pixel_totals(preds, t)["iou"]), -t))
-    best_a = max(
-        min_areas_m2,
-        key=lambda a: (_finite(score(preds, best_t, a)["object"]["f1"]), -a),
+    candidates = [
+        {
+            "threshold": float(best_t),
+            "min_area_m2": float(a),
+            "opening_px": int(r),
+            "hysteresis_low": round(best_t - d, 6) if d and best_t - d > 0 else 0.0,
+        }
+        for a in min_areas_m2
+        for r in OPENINGS_PX
+        for d in HYSTERESIS_DROPS
+    ]
+    candidates = list({json.dumps(c, sort_keys=True): c for c in candidates}.values())
+    return max(
+        candidates,
+        key=lambda c: (
+            _finite(score(preds, c)["object"]["f1"]),
+            -c["min_area_m2"],
+            -c["opening_px"],
+            -c["hysteresis_low"],
+        ),
     )
-    return float(best_t), float(best_a)
 
 
 # --- the whole procedure -----------------------------------------------------------------------
@@ -222,14 +256,16 @@ def train_with_crossval(
         ConfigError: the recipe reads a patch dataset.
         DatasetError: fewer than two labelled sites.
     """
-    folds = _plan(config, Path(work_dir), seeds)
-    *weights, final = _train_all([*(c for _, c in folds), config], jobs)
-    result = _score_folds(folds, weights, Path(work_dir))
+    folds = plan_folds(config, Path(work_dir), seeds)
+    *weights, final = train_runs([*(c for _, c in folds), config], jobs)
+    result = score_folds(folds, weights, Path(work_dir))
     write_crossval_card(final, result)
     return final, result
 
 
-def _plan(config: TrainConfig, work: Path, seeds: Sequence[int]) -> list[tuple[str, TrainConfig]]:
+def plan_folds(
+    config: TrainConfig, work: Path, seeds: Sequence[int]
+) -> list[tuple[str, TrainConfig]]:
     """``(held-out site, fold recipe)`` per site and seed."""
     if config.data.images is None or config.data.masks is None:
         raise ConfigError(
@@ -247,7 +283,7 @@ def _plan(config: TrainConfig, work: Path, seeds: Sequence[int]) -> list[tuple[s
     return folds
 
 
-def _score_folds(
+def score_folds(
     folds: Sequence[tuple[str, TrainConfig]], weights: Sequence[Path], work: Path
 ) -> dict[str, Any]:
     """Choose each fold's post-processing on its training sites, then score its held-out site.
@@ -259,20 +295,19 @@ def _score_folds(
     for (held_out, cfg), w in zip(folds, weights, strict=True):
         images = cfg.data.images or ""
         train_preds = predictions(w, images, cfg.data.masks or "")
-        t, a = choose_postprocessing(train_preds)
-        _write_card(w, {"threshold": t, "min_area_m2": a})
+        post = choose_postprocessing(train_preds)
+        _write_card(w, post)
         held = predictions(w, images, cfg.data.val_masks or "")
         results.append(
             {
                 "held_out": held_out,
                 "seed": cfg.seed,
                 "weights": str(w),
-                "threshold": t,
-                "min_area_m2": a,
-                "train_scores": score(train_preds, t, a),
-                "held_out_scores": score(held, t, a),
-                "held_out_threshold_only": score(held, t, 0.0),
-                "held_out_default": score(held, 0.5, 0.0),
+                **post,
+                "train_scores": score(train_preds, post),
+                "held_out_scores": score(held, post),
+                "held_out_threshold_only": score(held, {"threshold": post["threshold"]}),
+                "held_out_default": score(held, {"threshold": 0.5}),
             }
         )
     sites = list(dict.fromkeys(site for site, _ in folds))
@@ -293,9 +328,17 @@ def summarise(folds: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
             "std": statistics.stdev(vals) if len(vals) > 1 else 0.0,
         }
 
+    threshold = statistics.median(f["threshold"] for f in folds)
+    # hysteresis as the folds chose it relative to their own threshold, so that the lower cut
+    # stays below the median threshold
+    drop = statistics.median_low(
+        f["threshold"] - f["hysteresis_low"] if f.get("hysteresis_low") else 0.0 for f in folds
+    )
     out: dict[str, Any] = {
-        "threshold": statistics.median(f["threshold"] for f in folds),
+        "threshold": threshold,
         "min_area_m2": statistics.median(f["min_area_m2"] for f in folds),
+        "opening_px": int(statistics.median_low(f.get("opening_px", 0) for f in folds)),
+        "hysteresis_low": round(threshold - drop, 6) if 0 < drop < threshold else 0.0,
     }
     for key in ("held_out_scores", "held_out_threshold_only", "held_out_default"):
         out[key] = {
@@ -311,7 +354,9 @@ def write_crossval_card(weights: str | Path, crossval: Mapping[str, Any]) -> dic
 
     Each fold's own card already carries its fold's choice, so ``arctic-rts evaluate`` on a
     fold's weights and held-out site reproduces that fold's held-out scores. The final card's
-    ``threshold`` and ``min_area_m2`` become the median of the folds' choices (made on
+    ``threshold``, ``min_area_m2``, ``opening_px`` and ``hysteresis_low`` become the median
+    (the lower median for the last two; hysteresis by its distance below each fold's
+    threshold) of the folds' choices (made on
     training sites only); ``metrics.leave_one_site_out`` carries the held-out scores with and
     without post-processing, per fold and summarised, so a user sees what to expect on a place
     the model never saw; ``tested`` says where that was and where it never was.
@@ -329,6 +374,8 @@ def write_crossval_card(weights: str | Path, crossval: Mapping[str, Any]) -> dic
     run_metrics = earlier.get("final_model", {}) if "leave_one_site_out" in earlier else earlier
     card["threshold"] = summary["threshold"]
     card["min_area_m2"] = summary["min_area_m2"]
+    card["opening_px"] = summary["opening_px"]
+    card["hysteresis_low"] = summary["hysteresis_low"]
     card["metrics"] = {
         "leave_one_site_out": {
             "protocol": "one model per held-out labelled site and seed, trained on the other "
@@ -363,7 +410,8 @@ _SCORE_SETS = ("held_out_scores", "held_out_threshold_only", "held_out_default",
 
 def _card_fold(fold: Mapping[str, Any]) -> dict[str, Any]:
     """A fold as the card records it: its choice and, per score set, the headline scores."""
-    out: dict[str, Any] = {k: fold[k] for k in ("held_out", "seed", "threshold", "min_area_m2")}
+    keys = ("held_out", "seed", "threshold", "min_area_m2", "opening_px", "hysteresis_low")
+    out: dict[str, Any] = {k: fold.get(k, 0) for k in keys}
     for key in _SCORE_SETS:
         obj = fold[key]["object"]
         out[key] = {

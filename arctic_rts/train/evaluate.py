@@ -91,13 +91,15 @@ def evaluate(
     threshold: float | None = None,
     min_iou: float = 0.5,
     min_area_m2: float | None = None,
+    opening_px: int | None = None,
+    hysteresis_low: float | None = None,
     device: str = "auto",
     json_out: str | Path | None = None,
 ) -> dict[str, Any]:
     """Evaluate weights on masks paired by file name with images found under ``images_dir``.
 
-    By default the scores are those a user of ``map`` gets: the card's threshold and minimum
-    object area.
+    By default the scores are those a user of ``map`` gets: the card's threshold, minimum
+    object area, opening and hysteresis.
 
     Args:
         weights: A ``.safetensors`` file with its card.
@@ -107,13 +109,15 @@ def evaluate(
         min_iou: Polygon IoU at which a predicted slump counts as found.
         min_area_m2: Predicted and true objects smaller than this are dropped (0 keeps all);
             None takes the card's ``min_area_m2`` (0 where the card has none).
+        opening_px: Opening radius in pixels (0: none); None takes the card's.
+        hysteresis_low: Hysteresis lower cut (0: off); None takes the card's.
         device: "auto", "cpu" or "cuda[:N]".
         json_out: Also write the result there as JSON.
 
     Returns:
         ``{"pixel": {iou, miou, precision, recall, f1, tp, fp, fn, tn}, "object": {precision,
         recall, f1, n_pred, n_true, n_matched}, "n_images", "weights", "threshold",
-        "min_area_m2", "images": [per-image counts]}``.
+        "min_area_m2", "opening_px", "hysteresis_low", "images": [per-image counts]}``.
 
     Raises:
         WeightsError: unreadable weights, or image bands that differ from the card's.
@@ -135,8 +139,13 @@ def evaluate(
         )
     cut = float(threshold if threshold is not None else card.get("threshold", 0.5))
     area = float(min_area_m2 if min_area_m2 is not None else card.get("min_area_m2", 0.0))
+    opening = int(opening_px if opening_px is not None else card.get("opening_px") or 0)
+    low = float(hysteresis_low if hysteresis_low is not None else card.get("hysteresis_low") or 0)
     preds = predict_dataset(model, data, dev)
-    result = {"weights": str(weights), **score_predictions(preds, cut, area, min_iou=min_iou)}
+    scores = score_predictions(
+        preds, cut, area, opening_px=opening, hysteresis_low=low, min_iou=min_iou
+    )
+    result = {"weights": str(weights), **scores}
     if json_out is not None:
         Path(json_out).parent.mkdir(parents=True, exist_ok=True)
         Path(json_out).write_text(json.dumps(result, indent=2) + "\n")
@@ -171,24 +180,33 @@ def score_predictions(
     threshold: float,
     min_area_m2: float = 0.0,
     *,
+    opening_px: int = 0,
+    hysteresis_low: float = 0.0,
     min_iou: float = 0.5,
 ) -> dict[str, Any]:
     """Pixel and object scores of :func:`predict_dataset` output at one post-processing.
 
-    Counts are summed over all images before any ratio. Objects smaller than ``min_area_m2``
-    are dropped from prediction and truth alike (a minimum mapping unit).
+    The prediction is what ``map`` makes of it: thresholded, grown by hysteresis, opened, and
+    objects smaller than ``min_area_m2`` dropped; pixel scores compare the kept objects' pixels
+    with the whole truth. For object scores, true objects under ``min_area_m2`` are dropped too
+    (a minimum mapping unit). Counts are summed over all images before any ratio.
     """
-    from arctic_rts.vectorize import vectorize
+    from arctic_rts.vectorize import object_mask, vectorize
 
-    vconf = VectorizeConfig(min_area_m2=min_area_m2)
+    vconf = VectorizeConfig(
+        min_area_m2=min_area_m2, opening_px=opening_px, hysteresis_low=hysteresis_low
+    )
+    counts = np.zeros(4, dtype=np.int64)
     n_pred = n_true = n_matched = 0
     per_image = []
     for p in preds:
-        c = _counts(p, threshold)
         prob_map = np.where(p["invalid"], np.nan, p["prob"])
+        kept = object_mask(prob_map, threshold, vconf, _pixel_area(p["geo"]))
+        c = np.array(pixel_counts(kept, p["truth"], ignore=p["invalid"]))
+        counts += c
         pred_poly = vectorize(as_dataarray(prob_map, p["geo"]), threshold=threshold, config=vconf)
         truth = as_dataarray(p["truth"].astype(np.float32), p["geo"])
-        true_poly = vectorize(truth, threshold=0.5, config=vconf)
+        true_poly = vectorize(truth, threshold=0.5, config=VectorizeConfig(min_area_m2=min_area_m2))
         obj = match_objects(pred_poly.geometry, true_poly.geometry, min_iou=min_iou)
         n_pred, n_true = n_pred + obj.n_pred, n_true + obj.n_true
         n_matched += obj.n_matched
@@ -205,11 +223,14 @@ def score_predictions(
     def ratio(a: int, b: int) -> float:
         return a / b if b else math.nan
 
+    tp, fp, fn, tn = (int(v) for v in counts)
     return {
         "threshold": threshold,
         "min_area_m2": min_area_m2,
+        "opening_px": opening_px,
+        "hysteresis_low": hysteresis_low,
         "n_images": len(preds),
-        "pixel": pixel_totals(preds, threshold),
+        "pixel": {**pixel_scores(tp, fp, fn, tn), "tp": tp, "fp": fp, "fn": fn, "tn": tn},
         "object": {
             "precision": ratio(n_matched, n_pred),
             "recall": ratio(n_matched, n_true),
@@ -221,6 +242,14 @@ def score_predictions(
         },
         "images": per_image,
     }
+
+
+def _pixel_area(geo: Mapping[str, Any]) -> float:
+    """Area of one pixel in the image's CRS units (1 on the stand-in grid)."""
+    transform = geo.get("transform")
+    if geo.get("crs") is None or transform is None:
+        return 1.0
+    return float(abs(transform.a * transform.e - transform.b * transform.d))
 
 
 def _counts(pred: Mapping[str, Any], threshold: float) -> np.ndarray:
