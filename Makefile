@@ -30,7 +30,10 @@ test: lint
 	$(BIN)/pytest -q -p no:cacheprovider
 
 bench: $(STAMP)
+	$(BIN)/pip install --quiet -e '.[bench]'
 	$(BIN)/python bench/inference.py
+	$(BIN)/python bench/merge.py
+	$(BIN)/python bench/loaders.py
 	$(BIN)/python bench/train_methods.py
 
 # Retrain the bundled demo weights on generated scenes from seeds other than the demo's (2021).

@@ -255,6 +255,8 @@ def serve_forever(
     Raises:
         CatalogError: The source is unusable, or the server did not start or died.
     """
+    if port is not None:
+        check_port_free(port)
     previous = None
     is_main = _in_main_thread()
     if is_main:
@@ -271,6 +273,31 @@ def serve_forever(
     finally:
         if is_main and previous is not None:
             signal.signal(signal.SIGTERM, previous)
+
+
+def check_port_free(port: int) -> None:
+    """Refuse a loopback port that a server already listens on (0, any free port, passes).
+
+    Without this check a second ``catalog serve`` on a busy port would see the other server
+    answer and report success while its own server cannot bind.
+
+    Raises:
+        CatalogError: The port is out of range or in use.
+    """
+    if not 0 <= port < 65536:
+        raise CatalogError(f"--port must be 1-65535 (0: any free port), got {port}.")
+    if port == 0:
+        return
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        # as servers bind (SO_REUSEADDR): only a live listener counts, not closed connections
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError as err:
+            raise CatalogError(
+                f"port {port} on 127.0.0.1 is in use ({err.strerror}); stop the server there or "
+                "choose another --port."
+            ) from None
 
 
 def _raise_interrupt(signum: int, frame: FrameType | None) -> None:

@@ -14,6 +14,7 @@ the one place that gives the ``arctic_rts`` loggers a handler (:func:`configure_
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime as dt
 import errno
 import logging
@@ -27,17 +28,26 @@ from typing import Any, NoReturn
 
 from arctic_rts import __version__
 from arctic_rts.bands import L2A_BANDS, SCL_WATER
+from arctic_rts.cli_help import (
+    EXAMPLES,
+    HelpFormatter,
+    add_inventory_run_options,
+    add_label_options,
+    add_map_options,
+    add_postprocessing_options,
+)
 from arctic_rts.config import (
-    DEFAULT_MIN_AREA_M2,
-    PRECISIONS,
     ClusterConfig,
     InventoryConfig,
+    InventoryRunConfig,
     LoadConfig,
     MapConfig,
     NetworkConfig,
     PredictConfig,
     SearchConfig,
     VectorizeConfig,
+    parse_years,
+    read_inventory_run,
 )
 from arctic_rts.errors import ArcticRTSError, ConfigError, NoScenesError
 
@@ -56,8 +66,16 @@ class _Parser(argparse.ArgumentParser):
 
     argparse's default prints the whole usage block and prefixes the subcommand
     (``arctic-rts map: error:``); scripts that grep stderr want the one ``arctic-rts: error:``
-    line. Sub-parsers inherit this class (``add_subparsers`` uses the parent's type).
+    line. Sub-parsers inherit this class (``add_subparsers`` uses the parent's type), its help
+    formatter (defaults shown) and an example from :data:`EXAMPLES`.
     """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("formatter_class", HelpFormatter)
+        super().__init__(*args, **kwargs)
+        if self.epilog is None:
+            example = EXAMPLES.get(self.prog.removeprefix("arctic-rts").strip())
+            self.epilog = f"example:\n  {example}" if example else None
 
     def error(self, message: str) -> NoReturn:
         self.exit(EXIT_ERROR, f"arctic-rts: error: {message} (see {self.prog} --help)\n")
@@ -94,149 +112,6 @@ def configure_logging(quiet: bool = False) -> None:
     root.setLevel(logging.WARNING if quiet else logging.INFO)
 
 
-def _months(text: str) -> tuple[int, ...]:
-    """Parse ``6,7,8`` or ``6-8`` into a tuple of months."""
-    try:
-        if "-" in text:
-            first, last = (int(v) for v in text.split("-"))
-            if first > last:
-                raise argparse.ArgumentTypeError(
-                    f"months range {text!r} is empty; write it first-last, e.g. 6-8"
-                )
-            return tuple(range(first, last + 1))
-        return tuple(int(v) for v in text.split(","))
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"months must look like 6,7,8 or 6-8, got {text!r}"
-        ) from None
-
-
-def _add_map_options(p: argparse.ArgumentParser) -> None:
-    d_search, d_pred, d_vec = SearchConfig(), PredictConfig(), VectorizeConfig()
-    p.add_argument("--bbox", nargs=4, type=float, metavar=("W", "S", "E", "N"), required=True)
-    p.add_argument("--year", type=int, required=True)
-    p.add_argument(
-        "--whole-scenes",
-        action="store_true",
-        help="map and keep the selected MGRS scenes whole; by default only the bbox's pixels "
-        "(plus the model's halo and 1 km) are mapped and the slumps whose representative point "
-        "lies in the bbox are kept, whole (as inventory run does with its regions)",
-    )
-    p.add_argument(
-        "--stac",
-        default=None,
-        help="STAC API URL, or 'demo' for the embedded demo catalog (default: Earth Search v1)",
-    )
-    p.add_argument(
-        "--weights",
-        type=Path,
-        default=None,
-        help="safetensors weights (default: the bundled real-imagery model; on --stac demo "
-        "the bundled demo model)",
-    )
-    p.add_argument(
-        "--allow-demo-model",
-        action="store_true",
-        help="let a model trained on generated demo scenes map real scenes (tests only)",
-    )
-    p.add_argument(
-        "--ensemble",
-        type=Path,
-        nargs="+",
-        default=None,
-        metavar="WEIGHTS",
-        help="several weights files; probabilities are averaged",
-    )
-    p.add_argument("--out", type=Path, default=Path("rts_inventory.gpkg"))
-    p.add_argument("--overwrite", action="store_true", help="replace an existing output file")
-    p.add_argument(
-        "--replace-partial",
-        action="store_true",
-        help="with --overwrite: replace the year even when scenes failed (default: a year the "
-        "output holds is replaced only by a complete result)",
-    )
-    p.add_argument("--months", type=_months, default=d_search.months, help="e.g. 6-8 (default)")
-    p.add_argument("--max-cloud", type=float, default=d_search.max_cloud_cover, metavar="PCT")
-    p.add_argument("--threshold", type=float, default=d_vec.threshold, help="default: model card")
-    p.add_argument(
-        "--min-area",
-        type=float,
-        default=d_vec.min_area_m2,
-        metavar="M2",
-        help=f"drop polygons under this area in m2 (default: the model card's, else "
-        f"{DEFAULT_MIN_AREA_M2:g})",
-    )
-    _add_postprocessing_args(p)
-    p.add_argument(
-        "--water-mask",
-        action="store_true",
-        help="set the slump probability to 0 on pixels the scene's SCL classes as water",
-    )
-    p.add_argument(
-        "--drop-cut",
-        action="store_true",
-        help="drop slumps that no scene saw whole (cut by cloud, nodata or the scene edge)",
-    )
-    p.add_argument("--tile-size", type=int, default=d_pred.tile_size)
-    p.add_argument("--tta", action="store_true", help="average the 8 flips/rotations")
-    p.add_argument(
-        "--precision",
-        choices=PRECISIONS,
-        default=d_pred.precision,
-        help="forward-pass arithmetic (auto: bf16 on GPUs, fp32 on CPUs)",
-    )
-    p.add_argument("--scheduler", default=None, help="address of a running Dask scheduler")
-    p.add_argument("--workers", type=int, default=None, help="local worker processes")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
-    _add_network_options(p)
-
-
-def _add_network_options(p: argparse.ArgumentParser) -> None:
-    """Timeouts and retries of STAC requests and COG reads (:class:`NetworkConfig`)."""
-    d_net = NetworkConfig()
-    p.add_argument("--connect-timeout", type=float, default=d_net.connect_timeout_s, metavar="S")
-    p.add_argument(
-        "--read-timeout",
-        type=float,
-        default=d_net.read_timeout_s,
-        metavar="S",
-        help="seconds a STAC request waits for the next bytes (a COG request: in all)",
-    )
-    p.add_argument(
-        "--retries",
-        type=int,
-        default=d_net.max_retries,
-        help="retries of a request after 429, 5xx, resets and timeouts",
-    )
-    p.add_argument(
-        "--retry-time",
-        type=float,
-        default=d_net.retry_total_s,
-        metavar="S",
-        help="seconds one STAC request may take over all its tries",
-    )
-
-
-def _add_postprocessing_args(p: argparse.ArgumentParser) -> None:
-    """Opening and hysteresis, shared by ``map`` and ``evaluate`` (defaults: the card's)."""
-    p.add_argument(
-        "--opening-px",
-        type=int,
-        default=None,
-        metavar="PX",
-        help="radius of a morphological opening of the mask in pixels, 0 for none "
-        "(default: the model card's, else 0)",
-    )
-    p.add_argument(
-        "--hysteresis-low",
-        type=float,
-        default=None,
-        metavar="P",
-        help="pixels at or above this probability join an object that reaches the threshold, "
-        "0 for off (default: the model card's, else off)",
-    )
-
-
 def _map_config(args: argparse.Namespace) -> MapConfig:
     return MapConfig(
         search=SearchConfig(months=tuple(args.months), max_cloud_cover=args.max_cloud),
@@ -264,6 +139,13 @@ def _cmd_map(args: argparse.Namespace) -> int:
     from arctic_rts.pipeline import map_region
 
     weights = args.ensemble if args.ensemble else args.weights
+    if args.dry_run:
+        from arctic_rts.plan import plan_map
+
+        rows = plan_map(
+            tuple(args.bbox), args.year, stac=args.stac, weights=weights, config=_map_config(args)
+        )
+        return _print_plan(rows, args.format)
     result = map_region(
         tuple(args.bbox),
         args.year,
@@ -398,10 +280,45 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _inventory_config(args: argparse.Namespace) -> InventoryRunConfig:
+    """The run file, with the years and scheduler of the command line in place of its own."""
+    cfg = read_inventory_run(args.run_file)
+    changes: dict[str, Any] = {}
+    specs = args.years or args.year
+    if specs:
+        changes["years"] = parse_years(specs, cfg.map.search.months)
+    if args.scheduler:
+        cluster = dataclasses.replace(cfg.map.cluster, scheduler=args.scheduler)
+        changes["map"] = dataclasses.replace(cfg.map, cluster=cluster)
+    return dataclasses.replace(cfg, **changes)
+
+
+def _print_plan(rows: list[dict[str, Any]], fmt: str) -> int:
+    from arctic_rts.plan import format_plan, plan_geojson
+
+    print(plan_geojson(rows) if fmt == "geojson" else format_plan(rows))
+    return EXIT_OK
+
+
 def _cmd_inventory_run(args: argparse.Namespace) -> int:
     from arctic_rts.inventory_run import run_inventory
+    from arctic_rts.run_report import check_writable_file, log_to_file, reporting
 
-    result = run_inventory(args.run_file, progress=not args.quiet)
+    if args.dry_run:  # no report, no log: a dry run writes nothing
+        from arctic_rts.plan import plan_inventory
+
+        return _print_plan(plan_inventory(_inventory_config(args)), args.format)
+    check_writable_file(args.report, "--report")
+    check_writable_file(args.log, "--log")
+    # A run file or years that cannot be used are reported too: a scheduler reads the report.
+    with (
+        log_to_file(args.log) as note,
+        reporting(args.report, run_file=args.run_file.resolve()) as report,
+    ):
+        cfg = _inventory_config(args)
+        report.years = cfg.years
+        report.result = result = run_inventory(cfg, progress=not args.quiet)
+        note(result.summary())
     print(result.summary())
     if result.years and not any(y.n_scenes for y in result.years):
         return EXIT_NOTHING_FOUND
@@ -435,7 +352,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("map", help="map thaw slumps in a bbox and year into a GeoPackage")
-    _add_map_options(p)
+    add_map_options(p)
     p.set_defaults(func=_cmd_map)
 
     _add_demo_parser(sub)
@@ -447,15 +364,24 @@ def build_parser() -> argparse.ArgumentParser:
 def _add_demo_parser(sub: Any) -> None:
     p = sub.add_parser("demo", help="the offline demo: generated scenes, local STAC, bundled model")
     p.add_argument("--root", type=Path, default=Path(".demo"), help="demo catalog folder")
-    p.add_argument("--out", type=Path, default=Path("demo-out/rts_demo.gpkg"))
-    p.add_argument("--workers", type=int, default=2)
-    p.add_argument("--quiet", action="store_true")
+    p.add_argument(
+        "--out", type=Path, default=Path("demo-out/rts_demo.gpkg"), help="the GeoPackage to write"
+    )
+    p.add_argument("--workers", type=int, default=2, help="local worker processes")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.add_argument(
         "--generate-only", action="store_true", help="only write the catalog (e.g. training data)"
     )
     p.add_argument("--seed", type=int, default=None, help="scene seed (default: the demo's)")
-    p.add_argument("--size-px", type=int, default=None, help="scene edge in 10 m pixels")
-    p.add_argument("--years", type=int, nargs="+", default=None, help="years with scenes")
+    p.add_argument(
+        "--size-px",
+        type=int,
+        default=None,
+        help="scene edge in 10 m pixels (default: the demo's, 1008)",
+    )
+    p.add_argument(
+        "--years", type=int, nargs="+", default=None, help="years with scenes (default: the demo's)"
+    )
     p.add_argument("--weights", type=Path, default=None, help="default: the bundled weights")
     p.add_argument(
         "--threshold", type=float, default=None, help="probability threshold (default: the card's)"
@@ -465,36 +391,40 @@ def _add_demo_parser(sub: Any) -> None:
 
 def _add_training_parsers(sub: Any) -> None:
     """``dataset build``, ``train`` and ``evaluate``."""
+    _add_dataset_parser(sub)
+    _add_train_parsers(sub)
+
+
+def _add_dataset_parser(sub: Any) -> None:
     ds = sub.add_parser("dataset", help="training datasets").add_subparsers(
         dest="dataset_command", required=True
     )
     p = ds.add_parser("build", help="label polygons + STAC scenes -> a zarr patch dataset")
+    add_label_options(p)
     p.add_argument(
-        "--labels",
+        "--footprints",
         type=Path,
-        required=True,
-        help="slump polygons: a vector file (GeoPackage, shapefile, GeoJSON) or a CSV/XLSX table",
-    )
-    p.add_argument("--wkt-column", default=None, help="table column with WKT geometries")
-    p.add_argument("--x-column", default=None, help="table column of x/longitude (points)")
-    p.add_argument("--y-column", default=None, help="table column of y/latitude (points)")
-    p.add_argument("--label-crs", default=None, help="CRS of a table's geometry (e.g. EPSG:4326)")
-    p.add_argument("--date-column", default=None, help="column with each label's date")
-    p.add_argument("--date", default=None, help="YYYY-MM-DD for labels without a date")
-    p.add_argument(
-        "--buffer-m",
-        type=float,
         default=None,
-        metavar="R",
-        help="turn point and line labels into polygons of radius R metres (else refused)",
+        help="labelled image footprints (default: the labels' extent)",
     )
-    p.add_argument("--footprints", type=Path, default=None, help="labelled image footprints")
     p.add_argument("--stac", required=True, help="STAC API URL, or a local item folder/.parquet")
     p.add_argument("--out", type=Path, required=True, help="the .zarr dataset to write")
-    p.add_argument("--bands", nargs="+", default=list(L2A_BANDS))
-    p.add_argument("--patch-size", type=int, default=192)
-    p.add_argument("--stride", type=int, default=None, help="default: half the patch size")
-    p.add_argument("--tolerance-days", type=int, default=21)
+    p.add_argument("--bands", nargs="+", default=list(L2A_BANDS), help="canonical band names")
+    p.add_argument("--patch-size", type=int, default=192, metavar="PX", help="patch edge in pixels")
+    p.add_argument(
+        "--stride",
+        type=int,
+        default=None,
+        metavar="PX",
+        help="step between patches in pixels (default: half the patch size)",
+    )
+    p.add_argument(
+        "--tolerance-days",
+        type=int,
+        default=21,
+        metavar="DAYS",
+        help="largest gap between a label's date and a scene's, in days",
+    )
     p.add_argument(
         "--max-cloud",
         type=float,
@@ -503,10 +433,26 @@ def _add_training_parsers(sub: Any) -> None:
         help="skip scenes with more cloud cover than this, in %% (default: 60)",
     )
     p.add_argument(
-        "--unlabelled-bbox", type=float, nargs=4, action="append", metavar=("W", "S", "E", "N")
+        "--unlabelled-bbox",
+        type=float,
+        nargs=4,
+        action="append",
+        metavar=("W", "S", "E", "N"),
+        help="an area of unlabelled patches: west south east north in degrees, EPSG:4326; "
+        "repeat for more (default: none)",
     )
-    p.add_argument("--unlabelled-year", type=int, default=None)
-    p.add_argument("--dem", type=Path, default=None, help="DEM for the elevation pretext")
+    p.add_argument(
+        "--unlabelled-year",
+        type=int,
+        default=None,
+        help="year of the unlabelled scenes (default: none; needed with --unlabelled-bbox)",
+    )
+    p.add_argument(
+        "--dem",
+        type=Path,
+        default=None,
+        help="DEM GeoTIFF for the elevation pretext (default: none)",
+    )
     p.add_argument(
         "--dry-run",
         action="store_true",
@@ -514,11 +460,16 @@ def _add_training_parsers(sub: Any) -> None:
     )
     p.set_defaults(func=_cmd_dataset_build)
 
+
+def _add_train_parsers(sub: Any) -> None:
+    """``train`` and ``evaluate``."""
     p = sub.add_parser("train", help="train a model from a TOML run file")
-    p.add_argument("--config", type=Path, required=True)
-    p.add_argument("--steps", type=int, default=None, help="override the run file's steps")
-    p.add_argument("--device", default=None, help="override: auto, cpu, cuda[:N]")
-    p.add_argument("--quiet", action="store_true")
+    p.add_argument("--config", type=Path, required=True, help="the training run file (TOML)")
+    p.add_argument(
+        "--steps", type=int, default=None, help="training steps (default: the run file's)"
+    )
+    p.add_argument("--device", default=None, help="auto, cpu or cuda[:N] (default: the run file's)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.add_argument(
         "--cross-validate",
         action="store_true",
@@ -532,11 +483,19 @@ def _add_training_parsers(sub: Any) -> None:
     p.set_defaults(func=_cmd_train)
 
     p = sub.add_parser("evaluate", help="pixel and object scores of weights on image/mask pairs")
-    p.add_argument("--weights", type=Path, required=True)
-    p.add_argument("--images", type=Path, required=True)
-    p.add_argument("--masks", type=Path, required=True)
-    p.add_argument("--json", type=Path, default=None, help="also write the scores as JSON")
-    p.add_argument("--threshold", type=float, default=None, help="default: model card")
+    p.add_argument("--weights", type=Path, required=True, help="safetensors weights to score")
+    p.add_argument("--images", type=Path, required=True, help="folder of image chips (GeoTIFF)")
+    p.add_argument("--masks", type=Path, required=True, help="folder of their label masks")
+    p.add_argument(
+        "--json", type=Path, default=None, help="also write the scores as JSON (default: none)"
+    )
+    p.add_argument(
+        "--threshold",
+        type=float,
+        default=None,
+        metavar="P",
+        help="slump probability 0-1 at which a pixel counts (default: the model card's)",
+    )
     p.add_argument(
         "--min-area",
         type=float,
@@ -544,7 +503,7 @@ def _add_training_parsers(sub: Any) -> None:
         metavar="M2",
         help="drop objects under this area in m2 (default: the card's min_area_m2, else 0)",
     )
-    _add_postprocessing_args(p)
+    add_postprocessing_options(p)
     p.set_defaults(func=_cmd_evaluate)
 
 
@@ -559,7 +518,7 @@ def _add_service_parsers(sub: Any) -> None:
         "and a rerun with nothing new changes nothing",
     )
     p.add_argument("run_file", type=Path, help="the run file (see deploy/inventory.example.toml)")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    add_inventory_run_options(p)
     p.set_defaults(func=_cmd_inventory_run)
 
     cat = sub.add_parser("catalog", help="the embedded STAC API").add_subparsers(
@@ -568,8 +527,8 @@ def _add_service_parsers(sub: Any) -> None:
     p = cat.add_parser(
         "serve", help="serve a folder of STAC item JSONs (or a .parquet) on 127.0.0.1"
     )
-    p.add_argument("source", type=Path)
-    p.add_argument("--port", type=int, default=7822)
+    p.add_argument("source", type=Path, help="a folder of STAC item JSONs, or a .parquet")
+    p.add_argument("--port", type=int, default=7822, help="loopback port to listen on")
     p.set_defaults(func=_cmd_catalog_serve)
 
 

@@ -66,6 +66,75 @@ def validate_year(year: Any) -> int:
     return value
 
 
+#: What ``--year latest`` (:func:`latest_season_year`) means, in one sentence for help texts.
+LATEST_RULE = (
+    "latest = the last year whose season (the run's search months, June-August by default) "
+    "ended before today (UTC): from September 1 this year, else last year"
+)
+
+
+def latest_season_year(months: tuple[int, ...] = (6, 7, 8), today: dt.date | None = None) -> int:
+    """The last year whose mapping season is over: the year ``--year latest`` stands for.
+
+    A season is over on the first day of the month after the last of ``months`` (September 1
+    for June-August). Scenes reach the STAC APIs a few days after acquisition, so schedule a
+    run a week or two later (the recipes in ``deploy/`` run on September 15).
+
+    Args:
+        months: The season's months (1-12), e.g. the run's ``SearchConfig.months``.
+        today: The date to count from; None for today in UTC.
+
+    Returns:
+        This year once the season has ended, else last year.
+    """
+    today = today or dt.datetime.now(dt.UTC).date()
+    last = max(months)
+    ended = dt.date(today.year + 1, 1, 1) if last == 12 else dt.date(today.year, last + 1, 1)
+    return today.year if today >= ended else today.year - 1
+
+
+def parse_years(
+    specs: str | list[str], months: tuple[int, ...] = (6, 7, 8), today: dt.date | None = None
+) -> tuple[int, ...]:
+    """Years from the command line: ``2017-2025``, ``2019,2021``, ``latest``, or several of these.
+
+    Args:
+        specs: One spec or a list of them (``--years 2017-2019 2021``); ``latest`` is
+            :func:`latest_season_year` of ``months`` and ``today``.
+        months: The season's months, for ``latest``.
+        today: The date ``latest`` counts from; None for today in UTC.
+
+    Returns:
+        The years, sorted and without repeats, each checked by :func:`validate_year`.
+
+    Raises:
+        ConfigError: A spec that is not a year, a range or ``latest``, an empty range, or a
+            year outside the Sentinel-2 years.
+    """
+    years: set[int] = set()
+    for spec in [specs] if isinstance(specs, str) else specs:
+        for part in filter(None, (p.strip() for p in spec.split(","))):
+            if part.lower() == "latest":
+                years.add(latest_season_year(months, today))
+                continue
+            first, sep, last = part.partition("-")
+            try:
+                lo, hi = (int(first), int(last)) if sep else (int(part), int(part))
+            except ValueError:
+                raise ConfigError(
+                    f"years must look like 2021, 2017-2025, 2019,2021 or latest, got {part!r}."
+                ) from None
+            if lo > hi:
+                raise ConfigError(
+                    f"year range {part!r} is empty; write it first-last, e.g. 2017-2025."
+                )
+            years.update(validate_year(y) for y in (lo, hi))
+            years.update(range(lo, hi + 1))
+    if not years:
+        raise ConfigError("no year given; write e.g. --years 2017-2025 or --year latest.")
+    return tuple(sorted(years))
+
+
 def validate_bbox(bbox: tuple[float, float, float, float] | list[float]) -> tuple[float, ...]:
     """Check a WGS84 ``(west, south, east, north)`` box and return it as a tuple of floats.
 
@@ -206,6 +275,10 @@ class NetworkConfig:
             raise ConfigError(f"max_retries must be 0-100, got {self.max_retries}.")
 
 
+#: The readers :class:`LoadConfig` can use.
+LOADERS = ("stackstac", "odc-stac")
+
+
 @dataclass(frozen=True)
 class LoadConfig:
     """How scenes become a lazy array."""
@@ -220,12 +293,17 @@ class LoadConfig:
     #: water (off by default: SCL water is unmeasured here, and thaw slumps line lake shores
     #: and coasts, where a water class that spills onto land would cut them).
     water_scl_classes: tuple[int, ...] = ()
+    #: The library that reads the COGs: "stackstac" (default) or "odc-stac" (the ``odc``
+    #: extra); both give the same arrays on the same grid.
+    loader: str = "stackstac"
 
     def __post_init__(self) -> None:
         if self.resolution <= 0:
             raise ConfigError(f"resolution must be positive, got {self.resolution}.")
         if self.chunksize < 64:
             raise ConfigError(f"chunksize must be at least 64 pixels, got {self.chunksize}.")
+        if self.loader not in LOADERS:
+            raise ConfigError(f"loader must be one of {', '.join(LOADERS)}, got {self.loader!r}.")
         for name in ("masked_scl_classes", "water_scl_classes"):
             bad = [c for c in getattr(self, name) if not 0 <= int(c) <= 11]
             if bad:

@@ -46,6 +46,7 @@ from arctic_rts.pipeline import (
     scene_record,
     scenes_frame,
 )
+from arctic_rts.run_report import InventoryRunResult, YearSummary, scene_row
 
 if TYPE_CHECKING:  # torch stays out of the import of this module
     from arctic_rts.model.weights import Weights
@@ -56,63 +57,6 @@ logger = logging.getLogger(__name__)
 MANIFEST_VERSION = 1
 #: Key of ``runs.info`` holding what a year layer was made from (see ``_year_fingerprint``).
 FINGERPRINT_KEY = "inventory_fingerprint"
-
-
-@dataclass
-class YearSummary:
-    """What an inventory run did for one year."""
-
-    year: int
-    n_scenes: int = 0
-    #: Scenes computed by this run (including those that failed).
-    n_computed: int = 0
-    #: Scenes taken from the manifest of an earlier run.
-    n_from_manifest: int = 0
-    #: ``(item_id, error)`` of each scene that failed; the next run retries them.
-    failed: list[tuple[str, str]] = field(default_factory=list)
-    n_polygons: int = 0
-    #: True when ``rts_<year>`` was (re)written; False when it already held this result.
-    written: bool = False
-    #: Counts per class of ``changes_<year-1>_<year>``, when the previous year is present.
-    changes: dict[str, int] | None = None
-    notes: list[str] = field(default_factory=list)
-
-
-@dataclass
-class InventoryRunResult:
-    """The outcome of :func:`run_inventory`."""
-
-    out: Path
-    work_dir: Path
-    run_id: str
-    years: list[YearSummary]
-    exports: list[Path] = field(default_factory=list)
-
-    @property
-    def n_failed(self) -> int:
-        """Scenes that failed in this run, over all years."""
-        return sum(len(y.failed) for y in self.years)
-
-    def summary(self) -> str:
-        """One block of lines per year: scenes, slumps, whether the layer changed, changes."""
-        lines = [f"inventory : {self.out}", f"work      : {self.work_dir}"]
-        for y in self.years:
-            state = f"layer rts_{y.year} " + ("written" if y.written else "unchanged")
-            if not y.n_scenes:
-                state = "nothing written"
-            lines.append(
-                f"{y.year}      : {y.n_scenes} scenes ({y.n_computed} computed, "
-                f"{y.n_from_manifest} from manifest, {len(y.failed)} failed), "
-                f"{y.n_polygons} slumps, {state}"
-            )
-            if y.changes is not None:
-                counts = ", ".join(f"{k} {v}" for k, v in y.changes.items())
-                lines.append(f"  changes {y.year - 1}->{y.year}: {counts}")
-            lines += [f"  note: {n}" for n in y.notes]
-            lines += [f"  FAILED {item}: {err}" for item, err in y.failed]
-        if self.exports:
-            lines.append("exports   : " + ", ".join(str(p) for p in self.exports))
-        return "\n".join(lines)
 
 
 #: The fields of a ``log.jsonl`` line; the first three identify the scene record it logs.
@@ -471,7 +415,12 @@ def run_inventory(
             cluster=cluster,
             progress=progress,
         )
-        result.years = [_inventory_year(run, year) for year in cfg.years]
+        logger.info("inventory run %s: years %s into %s", result.run_id, list(cfg.years), out)
+        for year in cfg.years:
+            t0 = time.perf_counter()
+            result.years.append(_inventory_year(run, year))
+            result.years[-1].seconds = round(time.perf_counter() - t0, 3)
+            logger.info(_year_line(result.years[-1]))
         for summary in result.years:
             summary.changes = change_counts(out, summary.year)
         result.exports = _refresh_exports(out, cfg.exports, regions)
@@ -550,15 +499,30 @@ def _compute_missing(
     )
     if not todo:
         return {}
+    save = functools.partial(manifest.save, year, {it["id"]: it for it in todo}, run_id=run.run_id)
+
+    def on_done(rec: SceneRecord, gdf: gpd.GeoDataFrame | None) -> None:
+        save(rec, gdf)
+        if rec.status == "failed":
+            logger.warning(
+                "%d: scene %s failed (%.1f s): %s", year, rec.item_id, rec.seconds, rec.error
+            )
+        else:
+            logger.info(
+                "%d: scene %s done, %d polygons, %.1f s",
+                year,
+                rec.item_id,
+                rec.n_polygons,
+                rec.seconds,
+            )
+
     computed, _ = map_scenes(
         todo,
         run.weights,
         run.cfg.map,
         run.cluster(),
         run_id=run.run_id,
-        on_done=functools.partial(
-            manifest.save, year, {it["id"]: it for it in todo}, run_id=run.run_id
-        ),
+        on_done=on_done,
         progress=run.progress,
         area=_area(run.regions) if run.cfg.clip_to_regions else None,
     )
@@ -590,6 +554,10 @@ def _collect_year(
         state.run_ids.append(str(rec["run_id"]))
         state.frames.append(manifest.polygons(year, item["id"]))
         state.parts.append((item["id"], "done", str(rec["polygons_sha256"])))
+    summary.scenes = [
+        scene_row(rec, rid, run.run_id)
+        for rec, rid in zip(state.records, state.run_ids, strict=True)
+    ]
 
 
 def _write_year(
@@ -664,6 +632,16 @@ def _year_info(
         FINGERPRINT_KEY: fingerprint,
         "seconds_total": round(time.perf_counter() - state.t0, 3),
     }
+
+
+def _year_line(y: YearSummary) -> str:
+    """The log line that ends a year: scenes by status, slumps, the layer, the time."""
+    layer = f"rts_{y.year} " + ("written" if y.written else "unchanged")
+    return (
+        f"{y.year}: {y.n_scenes} scenes ({y.n_computed} computed, {y.n_from_manifest} reused, "
+        f"{len(y.failed)} failed), {y.n_polygons} slumps, "
+        f"{layer if y.n_scenes else 'nothing written'}, {y.seconds:.1f} s"
+    )
 
 
 def _refresh_exports(out: Path, exports: Sequence[str], regions: gpd.GeoDataFrame) -> list[Path]:

@@ -7,6 +7,7 @@ is read until ``.compute()``: the arrays are dask graphs built by stackstac from
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
@@ -16,9 +17,9 @@ import xarray as xr
 
 from arctic_rts.bands import validate_bands
 from arctic_rts.config import LoadConfig, NetworkConfig
-from arctic_rts.errors import LoadError
+from arctic_rts.errors import ConfigError, LoadError
 from arctic_rts.net import gdal_http_options
-from arctic_rts.search import UNSIGNED_HREF, normalize_item, sign_href
+from arctic_rts.search import UNSIGNED_HREF, normalize_item, sign_href, sign_item
 
 #: An item-level sign hook (see :func:`arctic_rts.search.search_scenes`).
 SignHook = Callable[[dict[str, Any]], dict[str, Any] | None]
@@ -63,6 +64,8 @@ def load_scenes(
         sign: The search's sign hook. Given, every asset href is signed (again, from its
             unsigned original) each time a block is read, in whichever process reads it, so
             expiring tokens are renewed during long runs; a changed signed URL reopens the file.
+            (With ``loader="odc-stac"``, which has no such hook, hrefs are signed afresh when
+            the graph is built.)
 
     Returns:
         One DataArray per item, in item order: dims ``("band", "y", "x")``, float32
@@ -177,6 +180,7 @@ def _grid(
         "bounds": _item_bounds(item, assets),
         "chunksize": config.chunksize,
         "gdal": gdal,
+        "loader": config.loader,
     }
 
 
@@ -224,7 +228,12 @@ def _stack(
     resampling: str,
     sign: SignHook | None = None,
 ) -> xr.DataArray:
-    """stackstac over one item and the given assets, as (band, y, x) float32 with NaN fill."""
+    """stackstac (or odc-stac) over one item and the given assets, as (band, y, x) float32 with
+    NaN fill."""
+    if grid["loader"] == "odc-stac":
+        # odc-stac has no per-read hook: its hrefs are signed afresh when the graph is built.
+        signed = item if sign is None else sign_item(copy.deepcopy(item), sign)
+        return _stack_odc(signed, assets, grid, resampling)
     import stackstac
     from rasterio.enums import Resampling
 
@@ -255,6 +264,67 @@ def _stack(
     da = stacked.isel(time=0, drop=True).sel(band=assets)
     keep = {"band", "x", "y"}
     return da.drop_vars([c for c in da.coords if c not in keep])
+
+
+def _stack_odc(
+    item: dict[str, Any], assets: list[str], grid: dict[str, Any], resampling: str
+) -> xr.DataArray:
+    """:func:`_stack` through odc-stac: the same grid, pixel centres, float32 digital numbers.
+
+    odc-stac resamples in the file's integer type, so a band read at another resolution differs
+    from stackstac's by up to half a digital number.
+
+    The GDAL HTTP options reach odc-stac's reads only in this process (``configure_rio``);
+    Dask workers read with GDAL's defaults unless configured there.
+    """
+    try:
+        import odc.stac
+        import pystac
+        from odc.geo.geobox import GeoBox
+    except ImportError as err:
+        raise ConfigError(
+            "LoadConfig.loader='odc-stac' needs odc-stac: pip install 'arctic-rts[odc]'."
+        ) from err
+
+    west, south, east, north = grid["bounds"]
+    box = GeoBox.from_bbox(
+        (west, south, east, north),
+        f"EPSG:{grid['epsg']}",
+        resolution=grid["resolution"],
+        tight=True,
+    )
+    if grid["gdal"]:
+        odc.stac.configure_rio(**grid["gdal"])
+    # nodata stays a number: the caller matches it on the digital numbers, as with stackstac
+    # only the assets asked for (providers' other assets, JP2 copies on S3..., share band names)
+    # and no links (odc-stac would resolve local paths against the item's own self link)
+    raw = {
+        "stac_version": "1.0.0",
+        **item,
+        "links": [],
+        "geometry": item.get("geometry") or box.extent.to_crs("EPSG:4326").geom.__geo_interface__,
+        "assets": {k: _without_nodata(item["assets"][k]) for k in assets},
+    }
+    ds = odc.stac.load(
+        [pystac.Item.from_dict(raw, preserve_dict=True)],
+        bands=assets,
+        geobox=box,
+        resampling=resampling,
+        dtype="float32",
+        chunks={"x": grid["chunksize"], "y": grid["chunksize"]},
+        fail_on_error=True,
+    )
+    da = ds[assets].isel(time=0, drop=True).to_array("band")
+    keep = {"band", "x", "y"}
+    return da.drop_vars([c for c in da.coords if c not in keep]).astype(np.float32)
+
+
+def _without_nodata(asset: dict[str, Any]) -> dict[str, Any]:
+    """An asset whose ``raster:bands`` name no nodata (odc-stac would turn it into NaN)."""
+    bands = asset.get("raster:bands")
+    if not bands:
+        return asset
+    return {**asset, "raster:bands": [{k: v for k, v in b.items() if k != "nodata"} for b in bands]}
 
 
 def _band_vector(item: dict[str, Any], bands: list[str], key: str, default: float) -> xr.DataArray:

@@ -55,6 +55,10 @@ SHARED = Path(os.environ.get("ARCTIC_RTS_SHARED_DATA", ROOT.parent / "shared" / 
 RESULTS = ROOT / "bench" / "results"
 #: This script's section of BENCHMARKS.md: from this heading to the next "## " heading.
 HEADING = "## Training methods (bench/train_methods.py)"
+#: The sections of the leave-one-site-out comparison and of the step times: each is rewritten
+#: only from its own results, so one part can run without erasing another's figures.
+HEADING_LOSO = "## Training methods on real chips, leave-one-site-out (bench/train_methods.py)"
+HEADING_TIMING = "## Time per training step (bench/train_methods.py)"
 
 #: Methods and seeds per dataset: >= 3 seeds for the two methods compared most.
 PLAN: dict[str, list[tuple[str, int]]] = {
@@ -242,21 +246,29 @@ def loso_work(config: TrainConfig) -> Path:
     return out.parent / f"{out.name}-crossval"
 
 
-def run_loso(jobs: int) -> dict[str, Any]:
+def run_loso(jobs: int, score_finished: bool = False) -> dict[str, Any]:
     """Cross-validate every method leave-one-site-out, ``jobs`` runs side by side.
 
-    Thresholds and post-processing are chosen on each fold's training sites
-    (:func:`arctic_rts.train.crossval.score_folds`); finished runs are reused on a rerun. Each
-    method is scored and the table rewritten as soon as its runs are done.
+    Runs go seed by seed (every site of seed 1 first), so that an interrupted benchmark has
+    whole seeds to compare. Thresholds and post-processing are chosen on each fold's training
+    sites (:func:`arctic_rts.train.crossval.score_folds`); finished runs are reused on a rerun.
+    Each method is scored and the table rewritten as soon as its runs are done;
+    ``score_finished`` trains nothing and scores the runs that have finished.
     """
-    from arctic_rts.train.crossval import plan_folds, score_folds, train_runs
+    from arctic_rts.train.crossval import finished_run, plan_folds, score_folds, train_runs
 
     summary = {}
     for method in LOSO_METHODS:
         config = loso_config(method)
         work = loso_work(config)
-        folds = plan_folds(config, work, LOSO_SEEDS)
-        weights = train_runs([cfg for _, cfg in folds], jobs)
+        folds = sorted(plan_folds(config, work, LOSO_SEEDS), key=lambda f: (f[1].seed, f[0]))
+        if score_finished:
+            folds = [f for f in folds if finished_run(f[1]) is not None]
+            if not folds:
+                continue
+            weights = [w for _, c in folds if (w := finished_run(c)) is not None]
+        else:
+            weights = train_runs([cfg for _, cfg in folds], jobs)
         summary[method] = score_folds(folds, weights, work)["summary"]
         print(f"loso {method}: {json.dumps(summary[method]['held_out_scores'])}", flush=True)
         write_table()
@@ -318,9 +330,8 @@ def loso_table() -> list[str]:
     sites = any_result["sites"]
     recipe = loso_config("supervised+aug")
     lines = [
-        f"### Real Sentinel-2 chips, leave-one-site-out ({recipe.steps} steps per run)",
-        "",
-        f"`bench/train_methods.py --only loso`: labelled sites {', '.join(sites)} of "
+        f"`bench/train_methods.py --only loso`, {recipe.steps} steps per run: labelled sites "
+        f"{', '.join(sites)} of "
         "`s2_rts_chips_alaska_canada` (bands B04 B03 B02 B08 B11), one model per held-out site "
         f"and seed ({', '.join(map(str, LOSO_SEEDS))}), trained on the other two sites with the "
         "bundled model's recipe (`deploy/real_weights/train.toml`: UNet widths "
@@ -457,7 +468,22 @@ def _verdict(records: list[dict[str, Any]]) -> str:
 
 
 def write_table() -> str:
-    """Rewrite this script's section of BENCHMARKS.md from the saved results."""
+    """Rewrite this script's sections of BENCHMARKS.md, each from its own saved results."""
+    out = ""
+    loso = loso_table()
+    if loso:
+        out += rewrite_section(HEADING_LOSO, [HEADING_LOSO, "", *loso])
+    timing = timing_table()
+    if timing:
+        out += rewrite_section(HEADING_TIMING, [HEADING_TIMING, "", *timing])
+    small = small_budget_tables()
+    if small:
+        out += rewrite_section(HEADING, small)
+    return out
+
+
+def small_budget_tables() -> list[str]:
+    """The short-budget tables of the generated and high-resolution data (empty without any)."""
     lines = [
         HEADING,
         "",
@@ -470,7 +496,7 @@ def write_table() -> str:
         "nothing about converged accuracy.",
         "",
     ]
-    lines += loso_table()
+    found = False
     for dataset in ("highres", "elevation"):
         records = [
             json.loads(p.read_text())
@@ -480,6 +506,7 @@ def write_table() -> str:
         records = [r for r in records if r.get("recipe") == RECIPE]
         if not records:
             continue
+        found = True
         steps = sorted({r["steps"] for r in records})
         lines += [
             f"### {dataset} ({', '.join(map(str, steps))} steps per run)",
@@ -499,14 +526,20 @@ def write_table() -> str:
         lines.append("")
         lines.append(_verdict(records))
         lines.append("")
+    return lines if found else []
+
+
+def timing_table() -> list[str]:
+    """The step-time table from ``timing.json`` (empty without it)."""
     timing_file = RESULTS / "timing.json"
+    lines: list[str] = []
     if timing_file.exists():
         timing = json.loads(timing_file.read_text())
         base, base_aug = timing.get("supervised"), timing.get("supervised+aug")
         lines += [
-            "### Time per training step (one process, one thread, s2 data, CPU)",
-            "",
-            "Median of 3 rounds of 20 steps, the methods taking turns in one process. The "
+            "One process, one thread, the real chips (s002+s003 labelled, s001/s005/s008 "
+            "unlabelled), UNet widths 8/16/32/64 + 128, batch 8 + 8, 96 px. Median of 3 "
+            "rounds of 20 steps, the methods taking turns in one process. The "
             "semi-supervised methods also pass a batch of 8 unlabelled patches through the "
             "student each step, so their floor is about 2x a supervised step before any teacher, "
             "discriminator or augmentation work.",
@@ -519,7 +552,7 @@ def write_table() -> str:
             ratio_aug = f"{s / base_aug:.2f}" if base_aug else ""
             lines.append(f"| {method} | {s:.3f} | {ratio} | {ratio_aug} |")
         lines.append("")
-    return rewrite_section(HEADING, lines)
+    return lines
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -528,6 +561,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=300)
     parser.add_argument("--only", default="timing,loso,highres,elevation")
     parser.add_argument("--jobs", type=int, default=2, help="loso runs trained side by side")
+    parser.add_argument(
+        "--score-finished",
+        action="store_true",
+        help="loso: train nothing, score the runs that have finished",
+    )
     parser.add_argument("--table-only", action="store_true")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     args = parser.parse_args(argv)
@@ -543,7 +581,7 @@ def main(argv: list[str] | None = None) -> int:
                 print("timing:", measure_timing(split_s2()), flush=True)
                 continue
             if part == "loso":
-                run_loso(args.jobs)
+                run_loso(args.jobs, args.score_finished)
                 continue
             data = splits[part]()
             for method, seed in PLAN[part]:

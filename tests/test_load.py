@@ -264,3 +264,48 @@ def test_real_29rkh_via_api_equals_direct_rasterio_read(rkh_api: Any) -> None:
     # The item states 4.05 % cloud cover (cirrus included); the SCL mask agrees.
     assert 0.02 < invalid < 0.08
     assert 0.0 < np.nanmean(values[1]) < 1.0
+
+
+# --- the second loader -------------------------------------------------------------------------
+
+
+def _both_loaders(items: list[dict[str, Any]], bands: list[str], **kw: Any) -> list[Any]:
+    return [
+        load_scenes(items, bands, LoadConfig(loader=loader, **kw))[0]
+        for loader in ("stackstac", "odc-stac")
+    ]
+
+
+def _assert_same(a: Any, b: Any, atol: float = 1e-6) -> None:
+    assert a.dims == b.dims and a.shape == b.shape and a.dtype == b.dtype == np.float32
+    assert list(a.band.values) == list(b.band.values)
+    np.testing.assert_array_equal(a.x.values, b.x.values)
+    np.testing.assert_array_equal(a.y.values, b.y.values)
+    assert a.rio.crs == b.rio.crs and a.attrs == b.attrs
+    va, vb = a.values, b.values
+    np.testing.assert_array_equal(np.isnan(va), np.isnan(vb))
+    np.testing.assert_allclose(va, vb, rtol=0, atol=atol, equal_nan=True)
+
+
+@pytest.mark.parametrize("style", ["es", "pc"])
+def test_odc_stac_gives_the_same_arrays(tmp_path: Path, style: str) -> None:
+    """Values, grid, nodata, cloud mask and offsets alike, with a 20 m band resampled."""
+    _write_rasters(tmp_path)
+    item = _item(tmp_path, style=style)
+    stack, odc = _both_loaders([item], ["B11", "B04", "B08"])
+    _assert_same(stack, odc)
+    assert np.isnan(odc.values[1, 0, 0])  # the red band's nodata pixel
+    with pytest.raises(ConfigError, match="loader"):
+        LoadConfig(loader="gdal")
+
+
+@pytest.mark.realdata
+def test_odc_stac_gives_the_same_arrays_on_real_cogs(rkh_api: Any) -> None:
+    url, _ = rkh_api
+    config = SearchConfig(months=(2,), max_cloud_cover=20.0)
+    items = select_scenes(
+        search_scenes((-11.5, 24.7, -11.3, 24.9), 2020, stac_url=url, config=config)
+    )
+    stack, odc = _both_loaders(items, ["B11", "B04", "B8A"], resolution=100.0)
+    # odc-stac resamples in the files' integer type: up to half a digital number (1e-4) apart
+    _assert_same(stack, odc, atol=0.5e-4 + 1e-6)

@@ -11,9 +11,17 @@ ROOT = Path(__file__).resolve().parents[1]
 CONDA_TO_PYPI = {"pytorch": "torch"}
 
 
+#: The extras environment.yml carries besides the core and dev: those the deploy/ recipes use.
+DEPLOY_EXTRAS = ("gpu", "deploy", "slurm")
+
+
 def _pyproject_pins() -> dict[str, str]:
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
-    reqs = list(project["dependencies"]) + list(project["optional-dependencies"]["dev"])
+    extras = project["optional-dependencies"]
+    reqs = list(project["dependencies"])
+    for extra in ("dev", *DEPLOY_EXTRAS):
+        # an extra may name another one of this project's (arctic-rts[slurm]): not a pin
+        reqs += [r for r in extras[extra] if not r.startswith(f"{project['name']}[")]
     pins = {}
     for req in reqs:
         name, _, version = req.split(";")[0].partition("==")  # without environment markers

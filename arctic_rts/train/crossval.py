@@ -98,6 +98,18 @@ def fold_config(
     )
 
 
+def finished_run(config: TrainConfig) -> Path | None:
+    """The weights of ``config``'s run when it finished with this very recipe, else None."""
+    from arctic_rts.train.loop import WEIGHTS, config_to_dict
+
+    out = Path(config.out_dir)
+    done = out / "recipe.json"
+    recipe = json.dumps(config_to_dict(config), sort_keys=True)
+    if (out / WEIGHTS).is_file() and done.is_file() and done.read_text() == recipe:
+        return out / WEIGHTS
+    return None
+
+
 def _train_one(config: TrainConfig) -> str:
     """Train in a worker process on one torch thread (folds run side by side).
 
@@ -106,16 +118,16 @@ def _train_one(config: TrainConfig) -> str:
     """
     import torch
 
-    from arctic_rts.train.loop import WEIGHTS, config_to_dict, train
+    from arctic_rts.train.loop import config_to_dict, train
 
-    out = Path(config.out_dir)
-    recipe = json.dumps(config_to_dict(config), sort_keys=True)
-    done = out / "recipe.json"
-    if (out / WEIGHTS).is_file() and done.is_file() and done.read_text() == recipe:
-        return str(out / WEIGHTS)
+    finished = finished_run(config)
+    if finished is not None:
+        return str(finished)
     torch.set_num_threads(1)
     weights = train(config, progress=False)
-    done.write_text(recipe)
+    (Path(config.out_dir) / "recipe.json").write_text(
+        json.dumps(config_to_dict(config), sort_keys=True)
+    )
     return str(weights)
 
 
