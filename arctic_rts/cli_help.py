@@ -335,16 +335,40 @@ def add_label_options(p: argparse.ArgumentParser) -> None:
         required=True,
         help="slump polygons: a vector file (GeoPackage, shapefile, GeoJSON) or a CSV/XLSX table",
     )
-    p.add_argument("--wkt-column", default=None, help="table column with WKT geometries")
-    p.add_argument("--x-column", default=None, help="table column of x/longitude (points)")
-    p.add_argument("--y-column", default=None, help="table column of y/latitude (points)")
-    p.add_argument("--label-crs", default=None, help="CRS of a table's geometry (e.g. EPSG:4326)")
-    p.add_argument("--date-column", default=None, help="column with each label's date")
-    p.add_argument("--date", default=None, help="YYYY-MM-DD for labels without a date")
+    p.add_argument(
+        "--wkt-column",
+        default=None,
+        help="table column with WKT geometries (default: none; a CSV/XLSX table needs it or "
+        "--x-column and --y-column)",
+    )
+    p.add_argument(
+        "--x-column", default=None, help="table column of x/longitude of points (default: none)"
+    )
+    p.add_argument(
+        "--y-column", default=None, help="table column of y/latitude of points (default: none)"
+    )
+    p.add_argument(
+        "--label-crs",
+        default=None,
+        help="CRS of a table's coordinates, or of a vector file that declares none, e.g. "
+        "EPSG:4326 (default: the file's own; a table has none)",
+    )
+    p.add_argument(
+        "--date-column",
+        default=None,
+        help="column with each label's date (default: image_date, date or datetime)",
+    )
+    p.add_argument(
+        "--date",
+        default=None,
+        help="YYYY-MM-DD given to labels without a date (default: none; undated labels are "
+        "skipped)",
+    )
     p.add_argument(
         "--buffer-m",
         type=float,
         default=None,
         metavar="R",
-        help="turn point and line labels into polygons of radius R metres (else refused)",
+        help="turn point and line labels into polygons of radius R metres (default: none; "
+        "points and lines are refused)",
     )
