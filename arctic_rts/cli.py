@@ -143,8 +143,9 @@ def _cmd_map(args: argparse.Namespace) -> int:
         from arctic_rts.plan import plan_map
 
         rows = plan_map(
-            tuple(args.bbox), args.year, stac=args.stac, weights=weights, config=_map_config(args)
-        )
+            tuple(args.bbox), args.year, stac=args.stac, weights=weights,
+            config=_map_config(args), clip=not args.whole_scenes,
+        )  # fmt: skip
         return _print_plan(rows, args.format)
     result = map_region(
         tuple(args.bbox),

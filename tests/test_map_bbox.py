@@ -114,3 +114,16 @@ def test_the_cli_says_which_rule_applies(capsys: pytest.CaptureFixture[str]) -> 
     assert done.value.code == EXIT_OK
     text = " ".join(capsys.readouterr().out.split())
     assert "--whole-scenes" in text and "representative point lies in the bbox" in text
+
+
+def test_the_dry_run_counts_the_pixels_a_clipped_run_maps(
+    demo: DemoCatalog, weights: Path, bbox: tuple[float, float, float, float]
+) -> None:
+    from arctic_rts.plan import plan_map
+
+    kwargs: dict[str, Any] = {"stac": demo.items_dir, "weights": weights, "config": CONFIG}
+    clipped = plan_map(bbox, 2021, **kwargs)
+    whole = plan_map(bbox, 2021, clip=False, **kwargs)
+    assert [r["item_id"] for r in clipped] == [r["item_id"] for r in whole]
+    assert all(c["pixels"] <= w["pixels"] for c, w in zip(clipped, whole, strict=True))
+    assert sum(r["pixels"] for r in clipped) < sum(r["pixels"] for r in whole)
