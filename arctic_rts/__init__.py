@@ -17,6 +17,8 @@ or all of it at once with :func:`map_region`.
 from __future__ import annotations
 
 import importlib
+import sys
+import types
 from typing import Any
 
 __version__ = "0.1.0"
@@ -41,6 +43,7 @@ _EXPORTS = {
     "Weights": "arctic_rts.model.weights",
     "resolve_weights": "arctic_rts.model.weights",
     "load_model": "arctic_rts.model.weights",
+    "default_weights": "arctic_rts.model.domain",
     "save_weights": "arctic_rts.model.weights",
     "generate_demo": "arctic_rts.demo",
     "train": "arctic_rts.train",
@@ -51,10 +54,34 @@ _EXPORTS = {
 __all__ = ["__version__", *sorted(_EXPORTS)]
 
 
+class LazyExports(types.ModuleType):
+    """A package whose lazy exports stay functions although submodules share their names.
+
+    Python binds every submodule on its package once it is imported (``arctic_rts.predict`` the
+    module replaces ``arctic_rts.predict`` the function), so ``rts.predict`` would return the
+    function on first access and the module afterwards. The binding of a submodule whose name is
+    an export is dropped here; the submodule stays reachable through ``sys.modules`` and
+    ``from arctic_rts.predict import ...``.
+    """
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        exports = self.__dict__.get("_EXPORTS", {})
+        if (
+            name in exports
+            and isinstance(value, types.ModuleType)
+            and value.__name__ == f"{self.__name__}.{name}"
+        ):
+            return
+        super().__setattr__(name, value)
+
+
 def __getattr__(name: str) -> Any:
     if name in _EXPORTS:
         return getattr(importlib.import_module(_EXPORTS[name]), name)
     raise AttributeError(f"module 'arctic_rts' has no attribute {name!r}")
+
+
+sys.modules[__name__].__class__ = LazyExports
 
 
 def __dir__() -> list[str]:

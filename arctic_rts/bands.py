@@ -50,9 +50,26 @@ SCL_MASKED: tuple[int, ...] = (0, 1, 3, 7, 8, 9, 10, 11)
 SCL_WATER = 6
 
 
+#: A resolution suffix on an asset key (CDSE and others: ``B04_10m``, ``SCL_20m``).
+_RESOLUTION_SUFFIX = re.compile(r"(.+?)_(\d+)m", re.IGNORECASE)
+
+
 def canonical_band(key: str) -> str | None:
-    """Return the canonical band name for a provider's asset key, or None if it is no band."""
-    return ASSET_ALIASES.get(key.lower())
+    """Return the canonical band name for a provider's asset key, or None if it is no band.
+
+    Keys may carry a resolution suffix (``B04_10m`` -> ``B04``); see :func:`asset_resolution`.
+    """
+    found = ASSET_ALIASES.get(key.lower())
+    if found:
+        return found
+    m = _RESOLUTION_SUFFIX.fullmatch(key)
+    return ASSET_ALIASES.get(m.group(1).lower()) if m else None
+
+
+def asset_resolution(key: str) -> int | None:
+    """The resolution in metres an asset key names (``B04_20m`` -> 20), or None."""
+    m = _RESOLUTION_SUFFIX.fullmatch(key)
+    return int(m.group(2)) if m else None
 
 
 def canonical_band_name(name: str) -> str | None:

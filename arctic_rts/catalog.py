@@ -189,16 +189,27 @@ def serve_catalog(
     Raises:
         CatalogError: The source is unusable, or the server did not start in time.
     """
+    from arctic_rts.paging import PagingFront
+
     source = Path(source)
     with tempfile.TemporaryDirectory(prefix="arctic-rts-stac-") as tmp:
         workdir = Path(tmp)
         parquet = _prepare_parquet(source, workdir)
         home = _duckdb_home(workdir)
-        process, url = _start_server(parquet, home, workdir / "server.log", port, timeout)
+        # rustac pages without next links, so users talk to a paging front on ``port`` that
+        # forwards to rustac on a port of its own (rustac writes its links with the front's URL).
+        front = PagingFront(port or 0)
         try:
-            yield url
+            process, backend = _start_server(
+                parquet, home, workdir / "server.log", front.url, timeout
+            )
+            try:
+                front.start(backend)
+                yield front.url
+            finally:
+                _stop(process)
         finally:
-            _stop(process)
+            front.close()
 
 
 @contextlib.contextmanager
@@ -386,13 +397,13 @@ def _free_port() -> int:
 
 
 def _start_server(
-    parquet: Path, home: Path, log: Path, port: int | None, timeout: float
+    parquet: Path, home: Path, log: Path, public_url: str, timeout: float
 ) -> tuple[subprocess.Popen[bytes], str]:
-    """Start ``rustac serve`` and wait until it answers; retry on a port taken meanwhile."""
-    attempts = 1 if port is not None else 3
+    """Start ``rustac serve`` on a free port and wait until it answers; retry on a port taken
+    meanwhile. Its links name ``public_url`` (the paging front). Returns the process and its URL."""
     last_error = ""
-    for _ in range(attempts):
-        chosen = port if port is not None else _free_port()
+    for _ in range(3):
+        chosen = _free_port()
         url = f"http://127.0.0.1:{chosen}"
         env = dict(os.environ, HOME=str(home))
         cmd = [
@@ -400,6 +411,8 @@ def _start_server(
             "serve",
             str(parquet),
             "--addr",
+            public_url,
+            "--bind",
             f"127.0.0.1:{chosen}",
             "--use-duckdb",
             "true",

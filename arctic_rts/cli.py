@@ -32,6 +32,7 @@ from arctic_rts.cli_help import (
     EXAMPLES,
     HelpFormatter,
     add_inventory_run_options,
+    add_label_options,
     add_map_options,
     add_postprocessing_options,
 )
@@ -174,8 +175,9 @@ def _cmd_map(args: argparse.Namespace) -> int:
         from arctic_rts.plan import plan_map
 
         rows = plan_map(
-            tuple(args.bbox), args.year, stac=args.stac, weights=weights, config=_map_config(args)
-        )
+            tuple(args.bbox), args.year, stac=args.stac, weights=weights,
+            config=_map_config(args), clip=not args.whole_scenes,
+        )  # fmt: skip
         return _print_plan(rows, args.format)
     result = map_region(
         tuple(args.bbox),
@@ -187,6 +189,7 @@ def _cmd_map(args: argparse.Namespace) -> int:
         overwrite=args.overwrite,
         replace_partial=args.replace_partial,
         progress=not args.quiet,
+        clip=not args.whole_scenes,
     )
     print(result.summary())
     return EXIT_PARTIAL if result.n_failed else EXIT_OK
@@ -219,7 +222,17 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 def _cmd_dataset_build(args: argparse.Namespace) -> int:
     from arctic_rts.catalog import stac_endpoint
     from arctic_rts.train.build import build_dataset, plan_dataset
+    from arctic_rts.train.labels import LabelFormat
 
+    label_format = LabelFormat(
+        wkt_column=args.wkt_column,
+        x_column=args.x_column,
+        y_column=args.y_column,
+        crs=args.label_crs,
+        date_column=args.date_column,
+        date=args.date,
+        buffer_m=args.buffer_m,
+    )
     if args.dry_run:
         with stac_endpoint(args.stac) as url:
             rows = plan_dataset(
@@ -228,6 +241,7 @@ def _cmd_dataset_build(args: argparse.Namespace) -> int:
                 footprints=args.footprints,
                 tolerance_days=args.tolerance_days,
                 max_cloud_cover=args.max_cloud,
+                label_format=label_format,
             )
         for row in rows:
             scenes = ", ".join(row["scenes"]) or "no scene within the tolerance"
@@ -249,6 +263,7 @@ def _cmd_dataset_build(args: argparse.Namespace) -> int:
             unlabelled_regions=[tuple(b) for b in args.unlabelled_bbox or []],
             unlabelled_year=args.unlabelled_year,
             dem=args.dem,
+            label_format=label_format,
         )
     print(f"dataset: {out}")
     return EXIT_OK
@@ -434,7 +449,7 @@ def _add_dataset_parser(sub: Any) -> None:
         dest="dataset_command", required=True
     )
     p = ds.add_parser("build", help="label polygons + STAC scenes -> a zarr patch dataset")
-    p.add_argument("--labels", type=Path, required=True, help="vector file of slump polygons")
+    add_label_options(p)
     p.add_argument(
         "--footprints",
         type=Path,

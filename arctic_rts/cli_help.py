@@ -155,13 +155,21 @@ def add_map_options(p: argparse.ArgumentParser) -> None:
         type=float,
         metavar=("W", "S", "E", "N"),
         required=True,
-        help="area to map: west south east north in degrees, EPSG:4326 (longitude/latitude)",
+        help="area to map: west south east north in degrees, EPSG:4326 (longitude/latitude); "
+        "west > east crosses the antimeridian (180 degrees)",
     )
     p.add_argument(
         "--year",
         type=int,
         required=True,
         help="year of the scenes, from 2015 (scenes from --months of that year)",
+    )
+    p.add_argument(
+        "--whole-scenes",
+        action="store_true",
+        help="map and keep the selected MGRS scenes whole; by default only the bbox's pixels "
+        "(plus the model's halo and 1 km) are mapped and the slumps whose representative point "
+        "lies in the bbox are kept, whole (as inventory run does with its regions)",
     )
     p.add_argument(
         "--stac",
@@ -316,4 +324,51 @@ def add_postprocessing_options(p: argparse.ArgumentParser) -> None:
         metavar="P",
         help="pixels at or above this probability join an object that reaches the threshold, "
         "0 for off (default: the model card's, else off)",
+    )
+
+
+def add_label_options(p: argparse.ArgumentParser) -> None:
+    """``dataset build``: the label file and how to read it (tables, points, dates)."""
+    p.add_argument(
+        "--labels",
+        type=Path,
+        required=True,
+        help="slump polygons: a vector file (GeoPackage, shapefile, GeoJSON) or a CSV/XLSX table",
+    )
+    p.add_argument(
+        "--wkt-column",
+        default=None,
+        help="table column with WKT geometries (default: none; a CSV/XLSX table needs it or "
+        "--x-column and --y-column)",
+    )
+    p.add_argument(
+        "--x-column", default=None, help="table column of x/longitude of points (default: none)"
+    )
+    p.add_argument(
+        "--y-column", default=None, help="table column of y/latitude of points (default: none)"
+    )
+    p.add_argument(
+        "--label-crs",
+        default=None,
+        help="CRS of a table's coordinates, or of a vector file that declares none, e.g. "
+        "EPSG:4326 (default: the file's own; a table has none)",
+    )
+    p.add_argument(
+        "--date-column",
+        default=None,
+        help="column with each label's date (default: image_date, date or datetime)",
+    )
+    p.add_argument(
+        "--date",
+        default=None,
+        help="YYYY-MM-DD given to labels without a date (default: none; undated labels are "
+        "skipped)",
+    )
+    p.add_argument(
+        "--buffer-m",
+        type=float,
+        default=None,
+        metavar="R",
+        help="turn point and line labels into polygons of radius R metres (default: none; "
+        "points and lines are refused)",
     )

@@ -11,7 +11,7 @@ import datetime as dt
 import itertools
 import operator
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -136,7 +136,12 @@ def parse_years(
 
 
 def validate_bbox(bbox: tuple[float, float, float, float] | list[float]) -> tuple[float, ...]:
-    """Check a WGS84 ``(west, south, east, north)`` box and return it as a tuple of floats."""
+    """Check a WGS84 ``(west, south, east, north)`` box and return it as a tuple of floats.
+
+    ``west > east`` is a box that crosses the antimeridian (180 degrees), as in the STAC API and
+    GeoJSON specifications: ``(179.5, 65, -179.5, 66)`` is one degree wide. See
+    :func:`bbox_parts` for its two halves.
+    """
     if len(bbox) != 4:
         raise ConfigError(f"bbox needs 4 numbers W S E N, got {len(bbox)}.")
     w, s, e, n = (float(v) for v in bbox)
@@ -144,9 +149,78 @@ def validate_bbox(bbox: tuple[float, float, float, float] | list[float]) -> tupl
         raise ConfigError(
             f"bbox {w} {s} {e} {n} is outside longitude -180..180 / latitude -90..90."
         )
-    if w >= e or s >= n:
-        raise ConfigError(f"bbox {w} {s} {e} {n} is empty: it needs west < east and south < north.")
+    if w == e or s >= n:
+        raise ConfigError(
+            f"bbox {w} {s} {e} {n} is empty: it needs west != east (west > east crosses the "
+            "antimeridian) and south < north."
+        )
+    if w > e and e + 360.0 - w > 180.0:
+        # Far more often swapped numbers than a box around most of the globe.
+        raise ConfigError(
+            f"bbox {w} {s} {e} {n}: west > east makes a box across the antimeridian (180 "
+            f"degrees), {e + 360.0 - w:g} degrees wide here; give west < east, or west > east "
+            "only for a box across 180 (at most 180 degrees wide)."
+        )
     return (w, s, e, n)
+
+
+def bbox_parts(bbox: Sequence[float]) -> list[tuple[float, float, float, float]]:
+    """The box itself, or its two halves west and east of 180 degrees when it crosses it."""
+    w, s, e, n = (float(v) for v in bbox)
+    if w <= e:
+        return [(w, s, e, n)]
+    return [(w, s, 180.0, n), (-180.0, s, e, n)]
+
+
+def bbox_geometry(bbox: Sequence[float], densify: float | None = None) -> Any:
+    """A box as a shapely (Multi)Polygon in lon/lat, split at 180 degrees when it crosses it.
+
+    ``densify`` (degrees) adds vertices so the box keeps its shape when reprojected.
+    """
+    import shapely
+
+    boxes = [shapely.box(*part) for part in bbox_parts(bbox)]
+    if densify:
+        boxes = [shapely.segmentize(b, densify) for b in boxes]
+    return boxes[0] if len(boxes) == 1 else shapely.MultiPolygon(boxes)
+
+
+def wrap_longitude(lon: float) -> float:
+    """A longitude in -180..180 (180 stays 180)."""
+    return lon if -180.0 <= lon <= 180.0 else (lon + 180.0) % 360.0 - 180.0
+
+
+def geometry_bbox(geom: Any) -> tuple[float, float, float, float]:
+    """The smallest lon/lat box around a geometry, crossing 180 degrees when that is smaller.
+
+    A geometry whose parts lie on both sides of the antimeridian (an inventory from -177.9 to
+    179.99, a region split at 180) gets ``west > east`` rather than a box around the globe:
+    the widest gap between the parts' longitude ranges is left out.
+    """
+    import shapely
+
+    parts = shapely.get_parts(geom)
+    bounds = shapely.bounds(parts)
+    w, s = float(bounds[:, 0].min()), float(bounds[:, 1].min())
+    e, n = float(bounds[:, 2].max()), float(bounds[:, 3].max())
+    if e - w <= 180.0:
+        return (w, s, e, n)
+    spans = sorted((float(a), float(b)) for a, b in zip(bounds[:, 0], bounds[:, 2], strict=True))
+    merged: list[list[float]] = []
+    for a, b in spans:
+        if merged and a <= merged[-1][1]:
+            merged[-1][1] = max(merged[-1][1], b)
+        else:
+            merged.append([a, b])
+    # The gap across 180 (from the last range's east to the first range's west) is the box
+    # around the globe's way of leaving space; any larger gap inside makes a crossing box.
+    if len(merged) == 1:
+        return (w, s, e, n)
+    wrap_gap = merged[0][0] + 360.0 - merged[-1][1]
+    gap, i = max((merged[k + 1][0] - merged[k][1], k) for k in range(len(merged) - 1))
+    if gap <= wrap_gap:
+        return (w, s, e, n)
+    return (merged[i + 1][0], s, merged[i][1], n)
 
 
 @dataclass(frozen=True)
@@ -423,6 +497,14 @@ class MapConfig:
     #: Map real scenes with a model trained on generated demo scenes (for tests only: such a
     #: model is refused on real imagery otherwise).
     allow_demo_model: bool = False
+    #: Metres mapped beyond a map area (``map --bbox``, inventory regions) and the model's
+    #: halo, so that a slump reaching out of the area is seen whole (its representative point
+    #: decides whether it is kept).
+    area_margin_m: float = 1000.0
+
+    def __post_init__(self) -> None:
+        if not self.area_margin_m >= 0:
+            raise ConfigError(f"area_margin_m must be >= 0 metres, got {self.area_margin_m}.")
 
 
 # --- yearly inventory runs (arctic_rts.inventory_run.run_inventory) -------------------------
@@ -479,8 +561,10 @@ class InventoryRunConfig:
     stac: str | None = None
     #: Weights files (several: an ensemble, probabilities averaged); empty: the bundled model.
     weights: tuple[str, ...] = ()
-    #: Keep only slumps whose representative point lies inside a region (scenes reach far
-    #: beyond small regions); False keeps everything the selected scenes show.
+    #: Map only the pixels over the regions (plus the model's halo and ``area_margin_m``, so
+    #: slumps at an edge are seen whole) and keep the slumps whose representative point lies
+    #: inside a region: the rule ``map --bbox`` applies. False maps the selected scenes whole
+    #: and keeps everything they show (MGRS tiles reach far beyond small regions).
     clip_to_regions: bool = True
     #: Extra outputs beside the GeoPackage: any of :data:`INVENTORY_EXPORTS`.
     exports: tuple[str, ...] = ()

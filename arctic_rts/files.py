@@ -67,6 +67,34 @@ def atomic_path(target: str | os.PathLike[str], suffix: str = "") -> Iterator[Pa
         tmp.unlink(missing_ok=True)
 
 
+@contextlib.contextmanager
+def atomic_folder(target: str | os.PathLike[str], suffix: str = "") -> Iterator[Path]:
+    """Yield a temporary folder path to fill; on a normal exit it replaces the folder ``target``.
+
+    If the block raises (or is interrupted), the temporary folder is removed and ``target`` is
+    left as it was, so a failed build never leaves a partial store (a zarr dataset) behind. An
+    existing ``target`` is replaced: moved aside, the new folder renamed in, the old removed.
+
+    Args:
+        target: The folder to create or replace.
+        suffix: Ending of the temporary name (zarr readers look at ``.zarr``).
+    """
+    import shutil
+
+    tmp = temporary_sibling(target, suffix)
+    old = temporary_sibling(target, ".old")
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        yield tmp
+        if os.path.lexists(target):
+            os.replace(target, old)
+        os.replace(tmp, target)
+        fsync_path(Path(target).parent)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.rmtree(old, ignore_errors=True)
+
+
 def atomic_write(
     target: str | os.PathLike[str], writer: Callable[[Path], object], suffix: str = ""
 ) -> Path:

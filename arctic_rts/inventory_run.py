@@ -41,6 +41,7 @@ from arctic_rts.files import (
 from arctic_rts.pipeline import (
     SceneRecord,
     check_model_fits,
+    keep_inside,
     map_scenes,
     scene_record,
     scenes_frame,
@@ -234,12 +235,12 @@ def _year_fingerprint(
 
 def _read_regions(cfg: InventoryRunConfig) -> gpd.GeoDataFrame:
     """The run's regions as polygons in EPSG:4326 with a ``name`` column."""
-    import shapely
-    from shapely.geometry import box
+    from arctic_rts.config import bbox_geometry
 
     if cfg.regions_file is None:
-        # Densified so that the box keeps its shape when reprojected to the polar CRS.
-        geoms = [shapely.segmentize(box(*r.bbox), 0.01) for r in cfg.regions]
+        # Densified so that the box keeps its shape when reprojected to the polar CRS; a box
+        # across 180 degrees is two boxes that meet there (EPSG:3413 has no seam).
+        geoms = [bbox_geometry(r.bbox, densify=0.01) for r in cfg.regions]
         return gpd.GeoDataFrame(
             {"name": [r.name for r in cfg.regions]}, geometry=geoms, crs="EPSG:4326"
         )
@@ -272,6 +273,7 @@ def _select_year(
     Returns the items (sorted by id), the number found before selection, and notes for regions
     without scenes.
     """
+    from arctic_rts.config import geometry_bbox
     from arctic_rts.errors import NoScenesError
     from arctic_rts.search import search_scenes, select_scenes
 
@@ -280,8 +282,9 @@ def _select_year(
     for name, geom in zip(regions["name"], regions.geometry, strict=True):
         try:
             found = search_scenes(
-                geom.bounds, year, stac_url=url, config=config.search, network=config.network
-            )
+                geometry_bbox(geom), year, stac_url=url, config=config.search,
+                network=config.network,
+            )  # fmt: skip
         except NoScenesError as err:
             notes.append(f"region {name}: {err}")
             continue
@@ -300,14 +303,14 @@ def _record_from_manifest(rec: dict[str, Any]) -> SceneRecord:
 
 
 def _clip_to_regions(polygons: gpd.GeoDataFrame, regions: gpd.GeoDataFrame) -> gpd.GeoDataFrame:
-    """Slumps whose representative point lies in a region (slumps are kept whole, not cut)."""
+    """Slumps whose representative point lies in a region (the map command's rule)."""
+    return keep_inside(polygons, _area(regions))
+
+
+def _area(regions: gpd.GeoDataFrame) -> Any:
     import shapely
 
-    if not len(polygons):
-        return polygons
-    area = shapely.union_all(regions.to_crs(polygons.crs).geometry.to_numpy())
-    inside = shapely.contains(area, polygons.geometry.representative_point().to_numpy())
-    return polygons[inside].reset_index(drop=True)
+    return shapely.union_all(regions.geometry.to_numpy())
 
 
 def _export_if_changed(write: Callable[[Path], Path], target: Path) -> Path:
@@ -521,6 +524,7 @@ def _compute_missing(
         run_id=run.run_id,
         on_done=on_done,
         progress=run.progress,
+        area=_area(run.regions) if run.cfg.clip_to_regions else None,
     )
     return {r.item_id: r for r in computed}
 

@@ -7,7 +7,8 @@ is read until ``.compute()``: the arrays are dask graphs built by stackstac from
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+import copy
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -18,7 +19,10 @@ from arctic_rts.bands import validate_bands
 from arctic_rts.config import LoadConfig, NetworkConfig
 from arctic_rts.errors import ConfigError, LoadError
 from arctic_rts.net import gdal_http_options
-from arctic_rts.search import normalize_item
+from arctic_rts.search import UNSIGNED_HREF, normalize_item, sign_href, sign_item
+
+#: An item-level sign hook (see :func:`arctic_rts.search.search_scenes`).
+SignHook = Callable[[dict[str, Any]], dict[str, Any] | None]
 
 #: Frozen, hence safe as a shared default argument.
 _DEFAULT_CONFIG = LoadConfig()
@@ -34,6 +38,8 @@ def load_scenes(
     bands: Sequence[str],
     config: LoadConfig = _DEFAULT_CONFIG,
     network: NetworkConfig | None = None,
+    *,
+    sign: SignHook | None = None,
 ) -> list[xr.DataArray]:
     """Build one lazy, masked surface-reflectance array per item.
 
@@ -55,6 +61,11 @@ def load_scenes(
             no SCL is read and items without SCL (e.g. L1C) can be loaded.
         network: Timeouts and retries of remote COG reads (GDAL's, see
             :func:`arctic_rts.net.gdal_http_options`).
+        sign: The search's sign hook. Given, every asset href is signed (again, from its
+            unsigned original) each time a block is read, in whichever process reads it, so
+            expiring tokens are renewed during long runs; a changed signed URL reopens the file.
+            (With ``loader="odc-stac"``, which has no such hook, hrefs are signed afresh when
+            the graph is built.)
 
     Returns:
         One DataArray per item, in item order: dims ``("band", "y", "x")``, float32
@@ -67,11 +78,15 @@ def load_scenes(
     """
     band_list = list(validate_bands(bands))
     gdal = gdal_http_options(network or NetworkConfig())
-    return [_load_item(normalize_item(item), band_list, config, gdal) for item in items]
+    return [_load_item(normalize_item(item), band_list, config, gdal, sign) for item in items]
 
 
 def _load_item(
-    item: dict[str, Any], bands: list[str], config: LoadConfig, gdal: dict[str, str]
+    item: dict[str, Any],
+    bands: list[str],
+    config: LoadConfig,
+    gdal: dict[str, str],
+    sign: SignHook | None = None,
 ) -> xr.DataArray:
     """The lazy, scaled, masked array of one normalized item."""
     item_id = str(item["id"])
@@ -96,7 +111,9 @@ def _load_item(
         )
     grid = _grid(item, needed, int(epsg), config, gdal)
 
-    raw = _stack(item, bands, grid, _BAND_RESAMPLING)
+    if sign is not None:
+        item = _unsigned(item)
+    raw = _stack(item, bands, grid, _BAND_RESAMPLING, sign)
     scale = _band_vector(item, bands, "scale", 1.0)
     offset = _band_vector(item, bands, "offset", 0.0)
     nodata = _band_vector(item, bands, "nodata", np.nan)
@@ -104,7 +121,7 @@ def _load_item(
     valid = raw != nodata
     reflectance = (raw * scale + offset).where(valid)
     if use_mask:
-        scl = _stack(item, ["SCL"], grid, _CLASS_RESAMPLING).squeeze("band", drop=True)
+        scl = _stack(item, ["SCL"], grid, _CLASS_RESAMPLING, sign).squeeze("band", drop=True)
         clear = ~scl.isin(list(config.masked_scl_classes)) & scl.notnull()
         reflectance = reflectance.where(clear)
 
@@ -117,6 +134,39 @@ def _load_item(
     }
     out.name = "reflectance"
     return out.rio.write_crs(int(epsg))
+
+
+def _unsigned(item: dict[str, Any]) -> dict[str, Any]:
+    """A copy of the item whose hrefs are the catalog's, before any search-time signing."""
+    assets = {
+        k: {**a, "href": a.get(UNSIGNED_HREF, a.get("href"))} for k, a in item["assets"].items()
+    }
+    return {**item, "assets": assets}
+
+
+def _signing_reader(sign: SignHook) -> type:
+    """A stackstac reader class that signs its href through ``sign`` on every block read."""
+    from stackstac.rio_reader import AutoParallelRioReader
+
+    class SigningReader(AutoParallelRioReader):  # type: ignore[misc]
+        def __init__(self, *, url: str, **kwargs: Any) -> None:
+            super().__init__(url=url, **kwargs)
+            self._unsigned_url = url
+            self._opened_url: str | None = None
+
+        def read(self, window: Any, **kwargs: Any) -> np.ndarray:
+            url = sign_href(sign, self._unsigned_url)
+            with self._dataset_lock:
+                if url != self._opened_url:
+                    # A renewed token: the open dataset's URL would be refused from now on.
+                    opened: Any = getattr(self, "_dataset", None)
+                    if opened is not None:
+                        opened.close()
+                        setattr(self, "_dataset", None)  # noqa: B010 - untyped base attribute
+                    self.url, self._opened_url = url, url
+            return super().read(window, **kwargs)
+
+    return SigningReader
 
 
 def _grid(
@@ -139,12 +189,14 @@ def load_water_mask(
     bands: list[str],
     config: LoadConfig,
     network: NetworkConfig | None = None,
+    *,
+    sign: SignHook | None = None,
 ) -> xr.DataArray:
     """Lazy boolean ``(y, x)``: True where the SCL class is in ``config.water_scl_classes``.
 
     On exactly the grid :func:`load_scenes` gives the same item and bands, so it lines up with
-    the scene's predicted probabilities (``prob.where(~water, 0)``). ``network``: as for
-    :func:`load_scenes`.
+    the scene's predicted probabilities (``prob.where(~water, 0)``). ``network`` and ``sign``:
+    as for :func:`load_scenes`.
 
     Raises:
         LoadError: The item has no SCL asset or no ``proj:epsg``.
@@ -162,20 +214,30 @@ def load_water_mask(
     # the assets load_scenes spans its grid over: the bands, plus SCL when it masks clouds
     needed = [*band_list, "SCL"] if config.masked_scl_classes else band_list
     grid = _grid(item, needed, int(epsg), config, gdal_http_options(network or NetworkConfig()))
-    scl = _stack(item, ["SCL"], grid, _CLASS_RESAMPLING).squeeze("band", drop=True)
+    if sign is not None:
+        item = _unsigned(item)
+    scl = _stack(item, ["SCL"], grid, _CLASS_RESAMPLING, sign).squeeze("band", drop=True)
     water = scl.isin(list(config.water_scl_classes))
     return water.rio.write_crs(int(epsg))
 
 
 def _stack(
-    item: dict[str, Any], assets: list[str], grid: dict[str, Any], resampling: str
+    item: dict[str, Any],
+    assets: list[str],
+    grid: dict[str, Any],
+    resampling: str,
+    sign: SignHook | None = None,
 ) -> xr.DataArray:
     """stackstac (or odc-stac) over one item and the given assets, as (band, y, x) float32 with
     NaN fill."""
     if grid["loader"] == "odc-stac":
-        return _stack_odc(item, assets, grid, resampling)
+        # odc-stac has no per-read hook: its hrefs are signed afresh when the graph is built.
+        signed = item if sign is None else sign_item(copy.deepcopy(item), sign)
+        return _stack_odc(signed, assets, grid, resampling)
     import stackstac
     from rasterio.enums import Resampling
+
+    extra = {} if sign is None else {"reader": _signing_reader(sign)}
 
     # stackstac 0.5.1 reads only proj:epsg (restored by normalize_item) and is given the exact
     # grid, so snapping would only shift it; raster:bands scaling is applied by the caller.
@@ -197,6 +259,7 @@ def _stack(
         # A missing or unreadable file is an error, not silent NaN.
         errors_as_nodata=(),
         gdal_env=stackstac.DEFAULT_GDAL_ENV.updated(always=grid["gdal"]),
+        **extra,
     )
     da = stacked.isel(time=0, drop=True).sel(band=assets)
     keep = {"band", "x", "y"}

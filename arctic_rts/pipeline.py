@@ -26,7 +26,7 @@ import geopandas as gpd
 
 from arctic_rts import __version__
 from arctic_rts.catalog import stac_endpoint
-from arctic_rts.config import MapConfig, validate_bbox, validate_year
+from arctic_rts.config import MapConfig, bbox_geometry, validate_bbox, validate_year
 from arctic_rts.errors import IncompleteRunError, InventoryError
 
 if TYPE_CHECKING:  # torch stays out of the import of this module
@@ -84,6 +84,11 @@ class MapResult:
                 f"cloud {s.cloud_cover:.1f}%  {s.status} in {s.seconds:.1f}s{extra}"
             )
         lines.append(f"polygons  : {len(self.polygons)} thaw slumps after merging")
+        if self.run.get("clip") == "bbox":
+            lines.append(
+                "clipped   : only the bbox's pixels (+ halo and margin) were mapped; kept: slumps "
+                "whose representative point lies in the bbox, whole"
+            )
         return "\n".join(lines)
 
 
@@ -123,23 +128,32 @@ def _scene_polygons(
     config: MapConfig,
     run_id: str,
     optimize_graph: bool = True,
+    sign: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
+    area: Any = None,
 ) -> Any:
     """The lazy graph of one scene: load -> predict -> vectorize (a dask Delayed).
 
     ``optimize_graph=False`` keeps the model tasks' ``GPU`` resource annotation (see
-    :func:`arctic_rts.cluster.as_delayed`).
+    :func:`arctic_rts.cluster.as_delayed`). With ``area`` (lon/lat), only the scene's pixels
+    over the area, the model's halo and ``config.area_margin_m`` are read and mapped.
     """
     import dask
 
     from arctic_rts.cluster import as_delayed
     from arctic_rts.load import load_scenes, load_water_mask
-    from arctic_rts.predict import predict
+    from arctic_rts.predict import predict, resolve_halo
     from arctic_rts.vectorize import vectorize
 
-    da = load_scenes([item], list(weights.bands), config.load, config.network)[0]
+    bands = list(weights.bands)
+    da = load_scenes([item], bands, config.load, config.network, sign=sign)[0]
+    if area is not None:
+        halo = resolve_halo(config.predict, weights).halo or 0
+        da = crop_to_area(da, area, halo * config.load.resolution + config.area_margin_m)
     prob = predict(da, weights, config.predict)
     if config.load.water_scl_classes:
-        water = load_water_mask(item, list(weights.bands), config.load, config.network)
+        water = load_water_mask(item, bands, config.load, config.network, sign=sign)
+        # Cropped like the scene: the water mask's grid is the whole scene's.
+        water = water.sel(x=prob["x"], y=prob["y"])
         prob = prob.where(~water, 0.0).astype("float32")
     vconf = config.vectorize.for_model(*weights.postprocessing)
     attrs = {
@@ -159,6 +173,45 @@ def _scene_polygons(
     )
 
 
+def crop_to_area(da: Any, area: Any, margin_m: float) -> Any:
+    """The part of a scene ``(band, y, x)`` over a lon/lat ``area``, grown by ``margin_m``.
+
+    Lazy (an index selection). A scene that does not reach the area keeps one 2 x 2 corner, so
+    that every later stage still sees an array (and finds nothing in it).
+    """
+    import numpy as np
+    import shapely
+
+    # Each part of the area in the scene's CRS, cut to the scene: regions elsewhere (other
+    # zones, the far side of 180 degrees) must not widen the crop.
+    parts = gpd.GeoSeries(shapely.get_parts(area), crs="EPSG:4326").to_crs(da.rio.crs)
+    over = parts.intersection(shapely.box(*da.rio.bounds()).buffer(margin_m))
+    over = over[~over.is_empty]
+    if over.empty:
+        return da.isel(x=slice(0, 2), y=slice(0, 2)).where(False)
+    xmin, ymin, xmax, ymax = over.total_bounds
+    xs, ys = da["x"].to_numpy(), da["y"].to_numpy()
+    ix = np.flatnonzero((xs >= xmin - margin_m) & (xs <= xmax + margin_m))
+    iy = np.flatnonzero((ys >= ymin - margin_m) & (ys <= ymax + margin_m))
+    if len(ix) < 2 or len(iy) < 2:
+        return da.isel(x=slice(0, 2), y=slice(0, 2)).where(False)
+    return da.isel(x=slice(ix[0], ix[-1] + 1), y=slice(iy[0], iy[-1] + 1))
+
+
+def keep_inside(polygons: gpd.GeoDataFrame, area: Any) -> gpd.GeoDataFrame:
+    """Slumps whose representative point lies in the lon/lat ``area`` (kept whole, not cut):
+    the one rule by which ``map --bbox`` and ``inventory run`` (``clip_to_regions``) clip."""
+    import shapely
+
+    if not len(polygons):
+        return polygons
+    parts = gpd.GeoSeries(shapely.get_parts(area), crs="EPSG:4326").to_crs(polygons.crs)
+    # On a 1 cm grid, so that the halves of an area split at 180 degrees join without a seam.
+    inside_area = shapely.union_all(shapely.set_precision(parts.to_numpy(), 0.01))
+    inside = shapely.contains(inside_area, polygons.geometry.representative_point().to_numpy())
+    return polygons[inside].reset_index(drop=True)
+
+
 def map_scenes(
     items: list[dict[str, Any]],
     weights: Weights,
@@ -168,13 +221,16 @@ def map_scenes(
     run_id: str,
     on_done: Callable[[SceneRecord, gpd.GeoDataFrame | None], None] | None = None,
     progress: bool = True,
+    sign: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
+    area: Any = None,
 ) -> tuple[list[SceneRecord], list[gpd.GeoDataFrame]]:
     """Run the per-scene stages on the cluster, a bounded number of scenes at a time.
 
     Each scene's errors are caught and recorded; the others go on. ``on_done`` is called in the
     client process as each scene finishes (the inventory runner uses it to keep its manifest).
     ``weights`` comes from :func:`~arctic_rts.model.weights.resolve_weights`; no card is read
-    here.
+    here. ``area`` (a lon/lat geometry) limits each scene to the pixels over it, plus the halo
+    and ``config.area_margin_m`` (see :func:`crop_to_area`).
     """
     from distributed import as_completed
     from tqdm.auto import tqdm
@@ -195,7 +251,7 @@ def map_scenes(
             item, rec = pending.pop(0)
             t0 = time.perf_counter()
             try:
-                graph = _scene_polygons(item, weights, config, run_id, optimize)
+                graph = _scene_polygons(item, weights, config, run_id, optimize, sign, area)
                 fut = client.compute(graph, optimize_graph=optimize)
             except Exception as err:  # a scene that cannot even be planned is one failed scene
                 _finish(rec, None, f"{type(err).__name__}: {err}", t0)
@@ -253,6 +309,7 @@ def map_region(
     client: Any = None,
     sign: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
     progress: bool = True,
+    clip: bool = True,
 ) -> MapResult:
     """Map thaw slumps in ``bbox`` for ``year`` and write them to the GeoPackage ``out``.
 
@@ -278,8 +335,13 @@ def map_region(
         replace_partial: write the year even when scenes failed and that replaces the layer
             ``out`` holds (or writes one from no scene at all).
         client: an existing ``distributed.Client``; None connects as ``config.cluster`` says.
-        sign: applied to every item found (Planetary Computer URL signing).
+        sign: applied to every item found (Planetary Computer URL signing), and again to
+            every href each time a block is read, so expiring tokens are renewed.
         progress: show progress bars.
+        clip: map only the pixels over ``bbox`` (plus the model's halo and
+            ``config.area_margin_m``) and keep the slumps whose representative point lies in it,
+            whole: the rule ``inventory run`` applies to its regions. False maps and keeps the
+            selected scenes whole (MGRS tiles reach far beyond a small bbox).
 
     Returns:
         The :class:`MapResult` with one record per scene and the merged polygons.
@@ -300,7 +362,7 @@ def map_region(
     check_writable(out)
     with lock_inventory(out):
         held = year in inventory_years(out)
-        job = _MapJob(bbox_t, year, out, config, overwrite, replace_partial, held)
+        job = _MapJob(bbox_t, year, out, config, overwrite, replace_partial, held, clip)
         return _map_locked(job, stac, weights, client, sign, progress)
 
 
@@ -316,6 +378,8 @@ class _MapJob:
     replace_partial: bool
     #: ``out`` already holds this year's layer.
     held: bool
+    #: Map only the bbox's pixels and keep the slumps in it (see :func:`map_region`).
+    clip: bool = True
 
 
 def _map_locked(
@@ -336,6 +400,7 @@ def _map_locked(
 
     config, year = job.config, job.year
     model = resolve_weights(weights if weights is not None else default_weights(stac))
+    area = bbox_geometry(job.bbox, densify=0.01) if job.clip else None
     run_id = uuid.uuid4().hex[:12]
     t_start = time.perf_counter()
     started_at = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
@@ -352,7 +417,9 @@ def _map_locked(
     with contextlib.ExitStack() as stack:
         if client is None:
             client = stack.enter_context(connect(config.cluster))
-        records, frames = map_scenes(items, model, config, client, run_id=run_id, progress=progress)
+        records, frames = map_scenes(
+            items, model, config, client, run_id=run_id, progress=progress, sign=sign, area=area
+        )
     _refuse_lossy_write(job, records)
     merged = merge_polygons(
         frames,
@@ -360,6 +427,8 @@ def _map_locked(
         min_overlap=config.inventory.min_overlap,
         drop_cut=config.inventory.drop_cut,
     )
+    if area is not None:
+        merged = keep_inside(merged, area)
     run = {
         "run_id": run_id,
         "started": started_at,
@@ -367,6 +436,7 @@ def _map_locked(
         "arctic_rts_version": __version__,
         "stac_url": stac_label,
         "query": json.dumps({"bbox": job.bbox, "year": year, **dataclasses.asdict(config.search)}),
+        "clip": "bbox" if job.clip else "none",
         "config": json.dumps(dataclasses.asdict(config)),
         "weights": ",".join(f"{r.path}#{r.sha256}" for r in model.references),
         "items_found": len(found),

@@ -15,7 +15,13 @@ from pathlib import Path
 from typing import Any
 
 from arctic_rts.catalog import stac_endpoint
-from arctic_rts.config import InventoryRunConfig, MapConfig, validate_bbox, validate_year
+from arctic_rts.config import (
+    InventoryRunConfig,
+    MapConfig,
+    bbox_geometry,
+    validate_bbox,
+    validate_year,
+)
 
 #: Table columns of :func:`format_plan`: (heading, row key, format).
 _COLUMNS = (
@@ -30,14 +36,21 @@ _COLUMNS = (
 
 
 def _scene_rows(
-    year: int, items: list[dict[str, Any]], weights: Any, config: MapConfig
+    year: int, items: list[dict[str, Any]], weights: Any, config: MapConfig, area: Any = None
 ) -> list[dict[str, Any]]:
-    """One row per selected item: tile, date, cloud, grid size and pixel count, footprint."""
+    """One row per selected item: tile, date, cloud, grid size and pixel count, footprint.
+
+    With ``area`` (the run's bbox or regions), the grid is the part a clipped run maps.
+    """
     from arctic_rts.load import load_scenes
-    from arctic_rts.pipeline import check_model_fits, scene_record
+    from arctic_rts.pipeline import check_model_fits, crop_to_area, scene_record
+    from arctic_rts.predict import resolve_halo
 
     check_model_fits(weights, items, config)
     arrays = load_scenes(items, list(weights.bands), config.load)
+    if area is not None:
+        margin = (resolve_halo(config.predict, weights).halo or 0) * config.load.resolution
+        arrays = [crop_to_area(a, area, margin + config.area_margin_m) for a in arrays]
     rows = []
     for item, arr in zip(items, arrays, strict=True):
         rec = scene_record(item)
@@ -66,8 +79,11 @@ def plan_map(
     stac: str | Path | None = None,
     weights: Any = None,
     config: MapConfig | None = None,
+    clip: bool = True,
 ) -> list[dict[str, Any]]:
     """The scenes :func:`~arctic_rts.pipeline.map_region` would map, without mapping them.
+
+    ``clip`` as for ``map_region``: the pixels counted are those a clipped run maps.
 
     Returns:
         One row per selected scene: ``year``, ``tile``, ``date``, ``cloud_cover``, ``size``
@@ -88,7 +104,8 @@ def plan_map(
     model = resolve_weights(weights if weights is not None else default_weights(stac))
     with stac_endpoint(stac) as url:
         items = select_scenes(search_scenes(bbox_t, year, stac_url=url, config=config.search))
-    return _scene_rows(year, items, model, config)
+    area = bbox_geometry(bbox_t, densify=0.01) if clip else None
+    return _scene_rows(year, items, model, config, area)
 
 
 def plan_inventory(cfg: InventoryRunConfig) -> list[dict[str, Any]]:
@@ -98,18 +115,19 @@ def plan_inventory(cfg: InventoryRunConfig) -> list[dict[str, Any]]:
     none). Finished scenes in the manifest of an earlier run are listed too: the plan does not
     open the work folder.
     """
-    from arctic_rts.inventory_run import _read_regions, _select_year
+    from arctic_rts.inventory_run import _area, _read_regions, _select_year
     from arctic_rts.model.domain import default_weights
     from arctic_rts.model.weights import resolve_weights
 
     regions = _read_regions(cfg)
+    area = _area(regions) if cfg.clip_to_regions else None
     model = resolve_weights(list(cfg.weights) or default_weights(cfg.stac))
     rows: list[dict[str, Any]] = []
     with stac_endpoint(cfg.stac) as url:
         for year in cfg.years:
             items, _, _ = _select_year(regions, year, url, cfg.map)
             if items:
-                rows += _scene_rows(year, items, model, cfg.map)
+                rows += _scene_rows(year, items, model, cfg.map, area)
     return rows
 
 

@@ -22,9 +22,15 @@ from pystac.errors import STACError, STACTypeError
 from pystac_client import Client
 from pystac_client.exceptions import APIError
 
-from arctic_rts.bands import canonical_band
+from arctic_rts.bands import RESOLUTION_M, asset_resolution, canonical_band
 from arctic_rts.catalog import RUSTAC_SERVER_ID, absolute_hrefs, is_absolute_href
-from arctic_rts.config import NetworkConfig, SearchConfig, validate_bbox, validate_year
+from arctic_rts.config import (
+    NetworkConfig,
+    SearchConfig,
+    bbox_parts,
+    validate_bbox,
+    validate_year,
+)
 from arctic_rts.errors import CatalogError, NoScenesError, SkippedInputWarning
 
 #: Digital numbers per unit reflectance of Sentinel-2 L1C/L2A products.
@@ -68,14 +74,18 @@ def search_scenes(
     parentheses of nested AND/OR filters and returns wrong items; a flat AND works everywhere.
 
     Args:
-        bbox: WGS84 ``(west, south, east, north)``.
+        bbox: WGS84 ``(west, south, east, north)``; ``west > east`` crosses the antimeridian
+            and is searched as its two halves.
         year: Calendar year of the acquisitions.
         stac_url: STAC API root, e.g. :data:`arctic_rts.config.EARTH_SEARCH_URL` or the URL
             yielded by :func:`arctic_rts.catalog.serve_catalog`.
         config: Collection, months, cloud limit and item cap.
-        sign: Applied to every raw item before normalisation and must return the item to use
-            (it may modify it in place): e.g. Planetary Computer's ``sign_inplace``, which
-            appends SAS tokens to asset hrefs.
+        sign: Applied to every normalized item; returns the item to use (or modifies it in
+            place and returns None): e.g. Planetary Computer's ``sign_inplace``, which appends
+            SAS tokens to asset hrefs. Each href it changes keeps its original under
+            :data:`UNSIGNED_HREF`, so that ``load_scenes(..., sign=sign)`` signs it again when
+            a block is read (tokens that expire, as Planetary Computer's do after about 45
+            minutes, then never reach a long run's reads).
         network: Timeouts and retries of the requests (see :mod:`arctic_rts.net`).
 
     Returns:
@@ -90,11 +100,15 @@ def search_scenes(
     year = validate_year(year)
     client = _open_client(stac_url, network)
     found: dict[str, dict[str, Any]] = {}
+    truncated: list[str] = []
     cloud_filter = {
         "op": "<=",
         "args": [{"property": "eo:cloud_cover"}, config.max_cloud_cover],
     }
-    for month in sorted(set(config.months)):
+    # A box across the antimeridian is searched as its two halves: not every API takes
+    # west > east (rustac does not).
+    windows = [(m, part) for m in sorted(set(config.months)) for part in bbox_parts(box)]
+    for month, part in windows:
         remaining = config.max_items - len(found)
         if remaining <= 0:
             break
@@ -103,17 +117,29 @@ def search_scenes(
         try:
             search = client.search(
                 collections=[config.collection],
-                bbox=list(box),
+                bbox=list(part),
                 datetime=interval,
                 filter=cloud_filter,
                 filter_lang="cql2-json",
                 max_items=remaining,
                 limit=min(_PAGE_SIZE, remaining),
             )
-            for raw in search.items_as_dicts():
-                found.setdefault(str(raw["id"]), raw)
+            for page in search.pages_as_dicts():
+                features = page.get("features") or []
+                for raw in features:
+                    found.setdefault(str(raw["id"]), raw)
+                if len(features) >= min(_PAGE_SIZE, remaining) and not _has_next(page):
+                    truncated.append(interval)
         except _API_ERRORS as exc:
             raise CatalogError(f"Search at {stac_url} failed: {_one_line(exc)}") from exc
+    if truncated and len(found) < config.max_items:
+        warnings.warn(
+            f"{stac_url} answered a full page without a next link for {', '.join(truncated)}, "
+            "so more matching scenes may exist than were returned; search shorter periods or "
+            "a smaller bbox, or use an API that pages.",
+            SkippedInputWarning,
+            stacklevel=2,
+        )
     if len(found) >= config.max_items:
         warnings.warn(
             f"The search stopped at SearchConfig.max_items = {config.max_items} items, so some "
@@ -128,14 +154,73 @@ def search_scenes(
             f"{list(box)} in {months} {year} with cloud cover <= {config.max_cloud_cover}%; "
             "widen the months, the cloud limit or the bbox."
         )
-    items = []
-    for raw in found.values():
-        if sign is not None:
-            signed = sign(raw)
-            # A signer that works in place and returns None is accepted too.
-            raw = signed if signed is not None else raw
-        items.append(normalize_item(raw))
+    items = _normalize_found(found.values(), sign)
     return sorted(items, key=lambda d: (str(d["properties"].get("datetime")), str(d["id"])))
+
+
+#: Asset field that keeps the href as the catalog gave it when a sign hook changed it, so that
+#: :func:`arctic_rts.load.load_scenes` can sign it afresh when a block is read.
+UNSIGNED_HREF = "arctic_rts:unsigned_href"
+
+
+def sign_item(
+    item: dict[str, Any], sign: Callable[[dict[str, Any]], dict[str, Any] | None]
+) -> dict[str, Any]:
+    """Apply a sign hook to a normalized item; each changed href keeps its unsigned original.
+
+    A hook that works in place and returns None is accepted too.
+    """
+    unsigned = {k: a.get(UNSIGNED_HREF, a.get("href")) for k, a in item["assets"].items()}
+    signed = sign(item)
+    out = signed if signed is not None else item
+    for key, asset in out.get("assets", {}).items():
+        if key in unsigned and asset.get("href") != unsigned[key]:
+            asset[UNSIGNED_HREF] = unsigned[key]
+    return out
+
+
+def sign_href(sign: Callable[[dict[str, Any]], dict[str, Any] | None], href: str) -> str:
+    """Sign one href through an item-level sign hook (it sees a one-asset item)."""
+    item: dict[str, Any] = {
+        "type": "Feature",
+        "stac_version": "1.0.0",
+        "id": "arctic-rts-read",
+        "properties": {},
+        "geometry": None,
+        "links": [],
+        "assets": {"data": {"href": href}},
+    }
+    signed = sign(item)
+    return str((signed if signed is not None else item)["assets"]["data"]["href"])
+
+
+def _normalize_found(
+    found: Iterable[dict[str, Any]], sign: Callable[[dict[str, Any]], dict[str, Any]] | None
+) -> list[dict[str, Any]]:
+    """Sign and normalise each item; one that cannot be normalised is skipped, counted in one
+    warning, and does not abort the search (unless nothing is left)."""
+    items: list[dict[str, Any]] = []
+    skipped: list[str] = []
+    for raw in found:
+        try:
+            item = normalize_item(raw)
+        except (CatalogError, TypeError, ValueError, AttributeError) as exc:
+            skipped.append(f"{raw.get('id')!r} ({_one_line(exc)})")
+            continue
+        items.append(sign_item(item, sign) if sign is not None else item)
+    if skipped:
+        warnings.warn(
+            f"Skipped {len(skipped)} of {len(skipped) + len(items)} item(s) that cannot be "
+            f"used, e.g. {skipped[0]}.",
+            SkippedInputWarning,
+            stacklevel=3,
+        )
+    if not items:
+        raise NoScenesError(
+            f"None of the {len(skipped)} item(s) found can be used, e.g. {skipped[0]}; check "
+            "the catalog's items."
+        )
+    return items
 
 
 def select_scenes(items: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
@@ -204,7 +289,10 @@ def normalize_item(item: Mapping[str, Any], *, base: str | Path | None = None) -
     - Every band asset carries ``raster:bands: [{"scale": s, "offset": o, "nodata": 0}]``: kept
       from the item where given (Earth Search), else derived from ``s2:processing_baseline``
       (Planetary Computer): scale 1e-4, offset -0.1 from baseline 04.00 on, 0 before; SCL gets
-      scale 1, offset 0.
+      scale 1, offset 0. Items that Earth Search flags ``sentinel:boa_offset_applied`` or
+      ``earthsearch:boa_offset_applied: true`` get offset 0: their pixels already carry it.
+    - Asset keys with a resolution suffix (``B04_10m``) count as the band; of several
+      resolutions of one band the native one is kept as the band.
     - ``properties["s2:mgrs_tile"]`` is set (see :func:`mgrs_tile`).
 
     Normalizing a normalized item changes nothing.
@@ -230,6 +318,7 @@ def normalize_item(item: Mapping[str, Any], *, base: str | Path | None = None) -
         _restore_epsg(asset)
     out = _resolve_hrefs(out, base)
     baseline: tuple[int, int] | None = None
+    harmonised = _boa_offset_applied(props)
     for name, asset in out["assets"].items():
         band = canonical_band(name)
         if band != name:
@@ -244,6 +333,8 @@ def normalize_item(item: Mapping[str, Any], *, base: str | Path | None = None) -
                 baseline = _processing_baseline(out)
             entry.setdefault("scale", _QUANTIFICATION)
             entry.setdefault("offset", _BASELINE_OFFSET if baseline >= _OFFSET_BASELINE else 0.0)
+        if harmonised and band != "SCL":
+            entry["offset"] = 0.0
         entry.setdefault("nodata", 0)
         asset["raster:bands"] = [entry, *(asset.get("raster:bands") or [])[1:]]
     # An item with no tile code can still be loaded; only select_scenes needs the tile.
@@ -263,8 +354,26 @@ def _preference(item: Mapping[str, Any]) -> tuple[float, str, str]:
     return (cloud_value, later_first, str(item.get("id")))
 
 
+#: Earth Search's flags (v0 ``sentinel:``, v1 ``earthsearch:``) saying that it already added
+#: BOA_ADD_OFFSET to the pixel values of its COGs (baseline >= 04.00 harmonised to the old
+#: range), so reflectance is DN * 1e-4 with no offset. Its maintainers call the flag "the
+#: truth" where ``raster:bands`` still says -0.1 (Element84/earth-search#9,
+#: cirrus-geo/cirrus-earth-search#21). A false or missing flag proves nothing (items tagged
+#: false whose offset was applied are known: cirrus-earth-search#33, earth-search#66, #71),
+#: so only ``true`` changes the offset.
+_BOA_OFFSET_APPLIED = ("sentinel:boa_offset_applied", "earthsearch:boa_offset_applied")
+
+
+def _boa_offset_applied(props: Mapping[str, Any]) -> bool:
+    return any(props.get(key) is True for key in _BOA_OFFSET_APPLIED)
+
+
 def _pad_zone(code: str) -> str:
-    code = code.strip().upper()
+    """``6VVN`` -> ``06VVN``; ``T36UUV`` (ESA's tile id, as CDSE and product ids write it) ->
+    ``36UUV``, so one tile never counts as two."""
+    code = code.strip().upper().removeprefix("MGRS-")
+    if re.fullmatch(r"T\d{1,2}[A-Z]{3}", code):
+        code = code[1:]
     return f"0{code}" if len(code) == 4 else code
 
 
@@ -281,17 +390,26 @@ def _restore_epsg(fields: dict[str, Any]) -> None:
 def _canonical_assets(assets: Mapping[str, Any]) -> dict[str, Any]:
     """Key band assets by canonical name; a key that is already canonical wins over an alias."""
     out: dict[str, Any] = {}
-    # Canonical keys (B04) first, then aliases (red), then the rest: the first holder of a name
+    # Canonical keys (B04) first, then aliases (red, B04_10m; of several resolutions of one
+    # band the band's native one, else the finest), then the rest: the first holder of a name
     # keeps it, so an item carrying both B04 and red keeps its own B04.
-    ordered = sorted(
-        assets.items(),
-        key=lambda kv: 0 if canonical_band(kv[0]) == kv[0] else 1 if canonical_band(kv[0]) else 2,
-    )
+    ordered = sorted(assets.items(), key=lambda kv: _asset_rank(kv[0]))
     for key, asset in ordered:
         name = canonical_band(key) or key
         if name not in out:
             out[name] = asset
     return out
+
+
+def _asset_rank(key: str) -> tuple[int, int, int]:
+    band = canonical_band(key)
+    if band is None:
+        return (2, 0, 0)
+    if band == key:
+        return (0, 0, 0)
+    native = RESOLUTION_M.get(band, 0)
+    res = asset_resolution(key) or native
+    return (1, abs(res - native), res)
 
 
 def _resolve_hrefs(item: dict[str, Any], base: str | Path | None) -> dict[str, Any]:
@@ -323,7 +441,7 @@ def _resolve_hrefs(item: dict[str, Any], base: str | Path | None) -> dict[str, A
 def _processing_baseline(item: Mapping[str, Any]) -> tuple[int, int]:
     """The processing baseline as (major, minor), from the property or the product id."""
     props = item.get("properties", {})
-    value = props.get("s2:processing_baseline")
+    value = props.get("s2:processing_baseline") or props.get("sentinel:processing_baseline")
     if value is not None:
         major, _, minor = str(value).partition(".")
         try:
@@ -343,6 +461,10 @@ def _processing_baseline(item: Mapping[str, Any]) -> tuple[int, int]:
         "(s2:processing_baseline or _Nxxyy_ in the product id), so its reflectance offset is "
         "unknown; add raster:bands to the item."
     )
+
+
+def _has_next(page: Mapping[str, Any]) -> bool:
+    return any(link.get("rel") == "next" for link in page.get("links") or [])
 
 
 def _open_client(url: str, network: NetworkConfig | None = None) -> Any:

@@ -149,7 +149,10 @@ def test_one_search_mixes_both_providers_and_parses_both(
     for item in found:
         raw = next(r for r in raw_items if r["id"] == item["id"])
         # Planetary Computer states no raster:bands; baseline >= 04.00 means offset -0.1.
-        assert item["assets"]["B08"]["raster:bands"][0]["offset"] == pytest.approx(-0.1)
+        # Earth Search's COGs flagged boa_offset_applied already carry it: offset 0.
+        harmonised = raw["properties"].get("earthsearch:boa_offset_applied") is True
+        want = 0.0 if harmonised else -0.1
+        assert item["assets"]["B08"]["raster:bands"][0]["offset"] == pytest.approx(want)
         raw_nir = raw["assets"].get("nir", raw["assets"].get("B08"))
         assert item["assets"]["B08"]["href"] == raw_nir["href"]
 
@@ -235,10 +238,13 @@ def test_normalize_earth_search_item(es_items: list[dict[str, Any]]) -> None:
     before = copy.deepcopy(raw)
     item = normalize_item(raw)
     assert raw == before, "the input must not be modified"
+    # Earth Search flags these COGs earthsearch:boa_offset_applied: their pixels already carry
+    # the offset, so the -0.1 that raster:bands still states must not be applied again.
+    assert raw["properties"]["earthsearch:boa_offset_applied"] is True
+    assert raw["assets"]["red"]["raster:bands"][0]["offset"] == pytest.approx(-0.1)
     assert item["assets"]["B04"] == {**raw["assets"]["red"], "raster:bands": [
-        {**raw["assets"]["red"]["raster:bands"][0]}
+        {**raw["assets"]["red"]["raster:bands"][0], "offset": 0.0}
     ]}  # fmt: skip
-    assert item["assets"]["B04"]["raster:bands"][0]["offset"] == pytest.approx(-0.1)
     assert item["assets"]["SCL"]["href"] == raw["assets"]["scl"]["href"]
     assert item["assets"]["SCL"]["raster:bands"][0]["scale"] == 1.0
     assert "red" not in item["assets"] and "visual" in item["assets"]

@@ -8,7 +8,10 @@ Public entry points (what ``arctic-rts dataset build``, ``train`` and ``evaluate
 from __future__ import annotations
 
 import importlib
+import sys
 from typing import Any
+
+from arctic_rts import LazyExports
 
 _EXPORTS = {
     "build_dataset": "arctic_rts.train.build",
@@ -28,3 +31,7 @@ def __getattr__(name: str) -> Any:
     if name in _EXPORTS:
         return getattr(importlib.import_module(_EXPORTS[name]), name)
     raise AttributeError(f"module 'arctic_rts.train' has no attribute {name!r}")
+
+
+# ``arctic_rts.train.evaluate`` is a submodule and an exported function: keep the function.
+sys.modules[__name__].__class__ = LazyExports

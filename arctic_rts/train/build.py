@@ -19,7 +19,9 @@ from typing import Any
 import numpy as np
 
 from arctic_rts.bands import L2A_BANDS, validate_bands
+from arctic_rts.config import bbox_geometry, geometry_bbox, wrap_longitude
 from arctic_rts.errors import DatasetError
+from arctic_rts.files import atomic_folder
 from arctic_rts.train.data import (
     IGNORE,
     PATCH_FORMAT,
@@ -31,6 +33,7 @@ from arctic_rts.train.data import (
     read_footprints,
     read_labels,
 )
+from arctic_rts.train.labels import LabelFormat
 
 # --- writing patch datasets --------------------------------------------------------------------
 
@@ -179,12 +182,15 @@ def group_labels(
         fp = fp_by_id.get(key, shared)
         if fp is None:
             missing.append(key)
-            # grow the lon/lat box by the buffer in metres (spherical: plenty for a margin)
-            w, s, e, n = part.total_bounds
+            # grow the lon/lat box by the buffer in metres (spherical: plenty for a margin);
+            # labels on both sides of 180 degrees get a box across it, not around the globe
+            w, s, e, n = geometry_bbox(shapely.union_all(part.geometry.to_numpy()))
             dlat = footprint_buffer_m / 111_320.0
             coslat = max(math.cos(math.radians(max(abs(s), abs(n)))), 0.01)
             dlon = dlat / coslat
-            fp = shapely.box(w - dlon, max(s - dlat, -90.0), e + dlon, min(n + dlat, 90.0))
+            grown = (wrap_longitude(w - dlon), max(s - dlat, -90.0),
+                     wrap_longitude(e + dlon), min(n + dlat, 90.0))  # fmt: skip
+            fp = bbox_geometry(grown)
         d = part["date"].iloc[0]
         year = int(part["year"].iloc[0]) if part["year"].iloc[0] is not None else d.year
         out.append(LabelledImage(key, fp, part, d, year))
@@ -341,6 +347,7 @@ def build_dataset(
     min_valid: float = 0.5,
     load_config: Any = None,
     max_cloud_cover: float = 60.0,
+    label_format: LabelFormat | None = None,
 ) -> Path:
     """Turn label polygons plus a STAC catalog into a zarr patch dataset.
 
@@ -353,6 +360,13 @@ def build_dataset(
     vector file / GeoDataFrame of region polygons such as study sites) in ``unlabelled_year``.
     With ``dem``, a DEM (any CRS, read with GDAL) is resampled onto every
     patch for the elevation pretext.
+
+    ``labels`` may be a vector file, a CSV/XLSX table or a GeoDataFrame; ``label_format`` names
+    a table's geometry columns and CRS, the date column, a fixed date for undated labels and a
+    buffer for point or line labels (see :class:`~arctic_rts.train.labels.LabelFormat`).
+
+    The store is written beside ``out`` under a temporary name and renamed into place only when
+    complete: on any failure nothing (no partial zarr) is left, and an existing ``out`` stays.
 
     Returns:
         The ``.zarr`` path. Its attributes record labels, footprints, STAC URL, tolerance, bands,
@@ -377,39 +391,42 @@ def build_dataset(
         load_config=load_config or LoadConfig(),
         max_cloud_cover=max_cloud_cover,
     )
-    clean = read_labels(labels)
+    clean = read_labels(labels, fmt=label_format)
     fps = read_footprints(footprints) if footprints is not None else None
     images = group_labels(clean, fps)
     regions = region_boxes(unlabelled_regions)
-    writers = write_patches(
-        out,
-        bands=params.bands,
-        patch_size=patch_size,
-        stride=stride,
-        with_dem=dem is not None,
-        metadata={
-            "labels": str(labels) if isinstance(labels, (str, Path)) else "GeoDataFrame",
-            "footprints": str(footprints) if footprints is not None else None,
-            "stac_url": stac_url,
-            "tolerance_days": tolerance_days,
-            "unlabelled_regions": [list(r) for r in regions],
-            "unlabelled_year": unlabelled_year,
-            "dem": str(dem) if dem is not None else None,
-            "min_valid": min_valid,
-        },
-    )
-    n_lab = sum(_labelled_patches(img, params, writers["labelled"]) for img in images)
-    if n_lab == 0:
-        raise DatasetError(
-            "no labelled patch could be cut: no scene matched the labelled images (check the "
-            "STAC URL, the dates and tolerance_days) or the footprints hold too few valid pixels."
+    if regions and unlabelled_year is None:
+        raise DatasetError("unlabelled regions need an unlabelled year (--unlabelled-year).")
+    metadata = {
+        "labels": str(labels) if isinstance(labels, (str, Path)) else "GeoDataFrame",
+        "footprints": str(footprints) if footprints is not None else None,
+        "stac_url": stac_url,
+        "tolerance_days": tolerance_days,
+        "unlabelled_regions": [list(r) for r in regions],
+        "unlabelled_year": unlabelled_year,
+        "dem": str(dem) if dem is not None else None,
+        "min_valid": min_valid,
+    }
+    with atomic_folder(out, ".zarr") as tmp:
+        writers = write_patches(
+            tmp,
+            bands=params.bands,
+            patch_size=patch_size,
+            stride=stride,
+            with_dem=dem is not None,
+            metadata=metadata,
         )
-    for region in regions:
-        if unlabelled_year is None:
-            raise DatasetError("unlabelled_regions need unlabelled_year.")
-        _unlabelled_patches(region, unlabelled_year, params, writers["unlabelled"])
-    for w in writers.values():
-        w.close()
+        n_lab = sum(_labelled_patches(img, params, writers["labelled"]) for img in images)
+        if n_lab == 0:
+            raise DatasetError(
+                "no labelled patch could be cut: no scene matched the labelled images (check "
+                "the STAC URL, the dates and tolerance_days) or the footprints hold too few "
+                "valid pixels."
+            )
+        for region in regions:
+            _unlabelled_patches(region, int(unlabelled_year or 0), params, writers["unlabelled"])
+        for w in writers.values():
+            w.close()
     return Path(out)
 
 
@@ -419,13 +436,12 @@ def scenes_for(
     """The scenes a labelled image is cut from: per MGRS tile over its footprint, the one
     closest to its date within ``tolerance_days`` (dated labels), else the least cloudy summer
     scene of its year."""
-    import shapely
 
     from arctic_rts.config import SearchConfig
     from arctic_rts.errors import NoScenesError
     from arctic_rts.search import search_scenes, select_scenes
 
-    bbox = shapely.bounds(img.footprint).tolist()
+    bbox = geometry_bbox(img.footprint)
     months = _season_months(img.day, tolerance_days) if img.day else (6, 7, 8)
     try:
         found = search_scenes(
@@ -446,6 +462,7 @@ def plan_dataset(
     footprints: str | Path | Any | None = None,
     tolerance_days: int = 21,
     max_cloud_cover: float = 60.0,
+    label_format: LabelFormat | None = None,
 ) -> list[dict[str, Any]]:
     """What :func:`build_dataset` would read, without reading a pixel or writing a file.
 
@@ -453,7 +470,9 @@ def plan_dataset(
         One row per labelled image: ``image``, ``date`` (or year), ``n_labels`` and
         ``scenes`` (the ids of the scenes it would be cut from; empty when none matches).
     """
-    images = group_labels(read_labels(labels), read_footprints(footprints) if footprints else None)
+    images = group_labels(
+        read_labels(labels, fmt=label_format), read_footprints(footprints) if footprints else None
+    )
     rows = []
     for img in images:
         scenes = scenes_for(img, stac_url, tolerance_days, max_cloud_cover)
@@ -509,7 +528,6 @@ def _labelled_patches(img: Any, params: _BuildParams, writer: Any) -> int:
 
 def _unlabelled_patches(region: tuple, year: int, params: _BuildParams, writer: Any) -> None:
     """Cut unlabelled patches from the least cloudy summer scene per tile over ``region``."""
-    import shapely
 
     from arctic_rts.config import SearchConfig
     from arctic_rts.errors import NoScenesError
@@ -526,7 +544,7 @@ def _unlabelled_patches(region: tuple, year: int, params: _BuildParams, writer: 
         return
     chosen = select_scenes(found)
     for item, da in zip(chosen, load_scenes(chosen, params.bands, params.load_config), strict=True):
-        clip = _clip(da, shapely.box(*region))
+        clip = _clip(da, bbox_geometry(region, densify=0.01))
         if clip is None:
             continue
         shape = clip.shape[1:]

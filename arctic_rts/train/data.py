@@ -29,6 +29,7 @@ import numpy as np
 
 from arctic_rts.bands import canonical_band_name
 from arctic_rts.errors import DatasetError, SkippedInputWarning
+from arctic_rts.train.labels import LabelFormat, read_label_frame
 
 #: File suffixes read as images or masks.
 IMAGE_SUFFIXES: tuple[str, ...] = (".tif", ".tiff", ".png", ".jpg", ".jpeg")
@@ -359,26 +360,21 @@ def _warn(message: str) -> None:
     warnings.warn(message, SkippedInputWarning, stacklevel=3)
 
 
-def _read_frame(source: Any, what: str) -> Any:
-    import geopandas as gpd
-
-    if isinstance(source, gpd.GeoDataFrame):
-        return source.copy()
-    path = Path(source)
-    if not path.exists():
-        raise DatasetError(f"{what} file {path} does not exist.")
-    try:
-        frame = gpd.read_file(path)
-    except Exception as err:  # pyogrio raises several types for unreadable files
-        raise DatasetError(f"cannot read {what} file {path}: {err}") from err
-    if frame.crs is None:
-        raise DatasetError(f"{what} file {path} declares no CRS; set one (e.g. EPSG:4326).")
-    return frame
+def _read_frame(source: Any, what: str, fmt: LabelFormat | None = None) -> Any:
+    return read_label_frame(source, what, fmt)
 
 
-def _label_dates(frame: Any, what: str) -> list[date | None]:
-    """Per-row date from ``image_date``/``date`` (falling back to the image id), or None."""
-    date_col = next((c for c in ("image_date", "date", "datetime") if c in frame.columns), None)
+def _label_dates(frame: Any, what: str, fmt: LabelFormat | None = None) -> list[date | None]:
+    """Per-row date from ``fmt.date_column`` or ``image_date``/``date`` (falling back to the image
+    id), then ``fmt.date`` for rows still without one; None where there is none."""
+    fmt = fmt or LabelFormat()
+    if fmt.date_column is not None and fmt.date_column not in frame.columns:
+        raise DatasetError(
+            f"{what} has no date column {fmt.date_column!r}; its columns are "
+            f"{', '.join(str(c) for c in frame.columns if c != 'geometry')}."
+        )
+    names = (fmt.date_column,) if fmt.date_column else ("image_date", "date", "datetime")
+    date_col = next((c for c in names if c in frame.columns), None)
     ids = frame["image_id"] if "image_id" in frame.columns else [None] * len(frame)
     dates: list[date | None] = []
     repaired = 0
@@ -388,7 +384,7 @@ def _label_dates(frame: Any, what: str) -> list[date | None]:
         direct = parse_date(raw)
         d = direct or parse_date(raw, None if image_id is None else str(image_id))
         repaired += int(direct is None and d is not None and raw is not None)
-        dates.append(d)
+        dates.append(d if d is not None else fmt.fixed_date)
     if repaired:
         _warn(f"{what}: {repaired} malformed date(s) (e.g. '202-00-722') taken from the image id.")
     return dates
@@ -401,7 +397,9 @@ def _ids(frame: Any) -> list[str | None]:
     return [None if v is None or v != v else str(v) for v in frame["image_id"]]
 
 
-def read_labels(source: str | Path | Any, *, slump_label: int = 1) -> Any:
+def read_labels(
+    source: str | Path | Any, *, slump_label: int = 1, fmt: LabelFormat | None = None
+) -> Any:
     """Read and clean label polygons; every skipped or repaired row is reported in a warning.
 
     Handles the quirks of the real Nitze et al. files: ``label`` stored as int, float or text,
@@ -411,15 +409,19 @@ def read_labels(source: str | Path | Any, *, slump_label: int = 1) -> Any:
     count every polygon as a slump.
 
     Args:
-        source: A vector file (GeoPackage...) or a GeoDataFrame.
+        source: A vector file (GeoPackage...), a CSV/XLSX table (name its geometry columns
+            and CRS in ``fmt``) or a GeoDataFrame.
         slump_label: The ``label`` value that means "thaw slump".
+        fmt: Geometry columns, CRS, date column, fixed date and point buffer (see
+            :class:`~arctic_rts.train.labels.LabelFormat`).
 
     Returns:
         GeoDataFrame in EPSG:4326 with ``geometry``, ``image_id`` (None when absent), ``date``
         (``datetime.date`` or None) and ``year`` (int or None; from ``year`` or the date).
 
     Raises:
-        DatasetError: unreadable file, no CRS, or no usable polygon at all.
+        DatasetError: unreadable file, no or a geocentric CRS, an empty layer, points or lines
+            without a buffer, or no usable polygon at all.
     """
     import geopandas as gpd
     import pandas as pd
@@ -427,7 +429,7 @@ def read_labels(source: str | Path | Any, *, slump_label: int = 1) -> Any:
 
     from arctic_rts.vectorize import polygonal
 
-    frame = _read_frame(source, "label")
+    frame = _read_frame(source, "label", fmt)
     name = Path(source).name if isinstance(source, (str, Path)) else "labels"
     n0 = len(frame)
     keep = np.ones(n0, dtype=bool)
@@ -464,7 +466,7 @@ def read_labels(source: str | Path | Any, *, slump_label: int = 1) -> Any:
             + (f"; skipped {n_lost} that had no area left." if n_lost else ".")
         )
     frame = frame.set_geometry(gpd.GeoSeries(fixed, crs=frame.crs, index=frame.index))
-    dates = _label_dates(frame, name)
+    dates = _label_dates(frame, name, fmt)
     years = (
         [None if pd.isna(v) else int(v) for v in frame["year"]]
         if "year" in frame.columns
