@@ -258,26 +258,3 @@ def test_teacher_head_alone_equals_the_full_pass() -> None:
     assert torch.allclose(alone, full, atol=1e-6)
     with pytest.raises(ValueError, match="no PixelDINO head"):
         _net({}).forward_dino(unlabelled["image"])
-
-
-def test_one_pass_over_two_batches_equals_two_passes() -> None:
-    """forward_together (PixelDINO's student pass) gives each batch what a pass of its own does,
-    values and gradients alike."""
-    from arctic_rts.train.methods.base import forward_together
-
-    labelled, unlabelled = _batches(3)
-    net = _net({"dino_classes": 24})
-    joint = forward_together(net, [labelled["image"], unlabelled["image"][:1]])
-    apart = [net.forward_heads(labelled["image"]), net.forward_heads(unlabelled["image"][:1])]
-    for a, b in zip(joint, apart, strict=True):
-        assert a.keys() == b.keys()
-        for key in a:
-            assert a[key].shape == b[key].shape
-            assert torch.allclose(a[key], b[key], atol=1e-5), key
-    grads = []
-    for heads in (joint, apart):
-        net.zero_grad()
-        (heads[0]["logits"].sum() + heads[1]["dino"].square().mean()).backward()
-        grads.append([p.grad.clone() for p in net.parameters() if p.grad is not None])
-    for g_joint, g_apart in zip(*grads, strict=True):
-        assert torch.allclose(g_joint, g_apart, atol=1e-4, rtol=1e-4)

@@ -66,22 +66,6 @@ def masked_mean(values: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     return (values * weight).sum() / weight.sum().clamp_min(1.0)
 
 
-def forward_together(
-    net: NormalizedNet, images: Sequence[torch.Tensor]
-) -> list[dict[str, torch.Tensor]]:
-    """The heads of ``net`` for several batches from ONE pass, split back per batch.
-
-    Every layer of the UNet works per sample (the norm is per pixel), so a batch's outputs do
-    not depend on what else is in the pass; one larger pass is cheaper than several small ones.
-    Batches of different patch sizes go through one by one.
-    """
-    if len({tuple(im.shape[1:]) for im in images}) > 1:
-        return [net.forward_heads(im) for im in images]
-    heads = net.forward_heads(torch.cat(list(images)))
-    parts = {key: value.split([im.shape[0] for im in images]) for key, value in heads.items()}
-    return [{key: parts[key][i] for key in parts} for i in range(len(images))]
-
-
 def bce_loss(logits: torch.Tensor, target: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
     """Binary cross-entropy with logits, averaged over valid pixels only."""
     per_pixel = F.binary_cross_entropy_with_logits(

@@ -27,14 +27,7 @@ import torch
 import torch.nn.functional as F
 
 from arctic_rts.train.augment import Batch, strong_augment_with_grid, warp, weak_augment
-from arctic_rts.train.methods.base import (
-    Method,
-    NormalizedNet,
-    StepResult,
-    bce_loss,
-    forward_together,
-    masked_mean,
-)
+from arctic_rts.train.methods.base import Method, NormalizedNet, StepResult, masked_mean
 
 
 def teacher_momentum(step: int, total_steps: int, start: float) -> float:
@@ -85,15 +78,19 @@ class PixelDINO(Method):
             return F.softmax((out - self.centre) / cfg.teacher_temperature, dim=1)
 
     def dino_loss(
-        self, student_dino: torch.Tensor, target: torch.Tensor, valid: torch.Tensor
+        self, net: NormalizedNet, unlabelled: Batch, generator: torch.Generator
     ) -> torch.Tensor:
-        """Eqs. (2)-(3): cross-entropy of the student's DINO logits against the moved teacher
-        probabilities ``target``, averaged over the ``valid`` pixels."""
-        log_student = F.log_softmax(
-            student_dino.float() / self.config.pixeldino.student_temperature, dim=1
-        )
+        """Eqs. (1)-(3) on one unlabelled batch; the teacher runs only up to its DINO head."""
+        cfg = self.config.pixeldino
+        weak = weak_augment(unlabelled, generator)
+        p_teacher = self.teacher_probabilities(weak["image"])
+        strong, grid = strong_augment_with_grid(weak, generator, self.config.augment)
+        target = warp(p_teacher, grid)
+        heads = net.forward_heads(strong["image"])
+        self.records.append((heads, strong))
+        log_student = F.log_softmax(heads["dino"].float() / cfg.student_temperature, dim=1)
         cross_entropy = -(target * log_student).sum(dim=1, keepdim=True)
-        return masked_mean(cross_entropy, valid)
+        return masked_mean(cross_entropy, strong["valid"])
 
     def loss(
         self,
@@ -103,22 +100,11 @@ class PixelDINO(Method):
         step: int,
         generator: torch.Generator,
     ) -> StepResult:
-        """Eq. (4): supervised BCE + beta * PixelDINO loss.
-
-        The augmented labelled batch and the strongly augmented unlabelled batch go through the
-        student in one pass (:func:`forward_together`); the teacher runs only up to its head.
-        """
+        """Eq. (4): supervised BCE + beta * PixelDINO loss."""
+        sup, _, _ = self.supervised_part(net, labelled, generator)
         if unlabelled is None:
             raise ValueError("pixeldino needs unlabelled data: set data.unlabelled in the config.")
-        batch_l = self.augment_labelled(labelled, generator)
-        weak = weak_augment(unlabelled, generator)
-        p_teacher = self.teacher_probabilities(weak["image"])
-        strong, grid = strong_augment_with_grid(weak, generator, self.config.augment)
-        target = warp(p_teacher, grid)
-        heads_l, heads_u = forward_together(net, [batch_l["image"], strong["image"]])
-        self.records += [(heads_l, batch_l), (heads_u, strong)]
-        sup = bce_loss(heads_l["logits"], batch_l["mask"], batch_l["valid"])
-        dino = self.dino_loss(heads_u["dino"], target, strong["valid"])
+        dino = self.dino_loss(net, unlabelled, generator)
         total = sup + self.config.pixeldino.beta * dino
         return StepResult(total, {"sup": float(sup.detach()), "dino": float(dino.detach())})
 
