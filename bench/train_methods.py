@@ -303,6 +303,17 @@ def _paired_difference(a: dict[str, Any], b: dict[str, Any]) -> str:
     return f"{mean:+.3f} (95 % interval {mean - half:+.3f} to {mean + half:+.3f}, n = {len(diffs)})"
 
 
+def _last_logged(log: Path, key: str) -> float:
+    """The last value of ``key`` in a run's ``log.jsonl`` (NaN when none)."""
+    values = (
+        [json.loads(line).get(key) for line in log.read_text().splitlines()]
+        if log.is_file()
+        else []
+    )
+    found = [float(v) for v in values if v is not None]
+    return found[-1] if found else math.nan
+
+
 def _fold_curve(result: dict[str, Any]) -> str:
     """Held-out pixel IoU at each tenth of training, mean over the runs (from their logs)."""
     curves: dict[int, list[float]] = {}
@@ -361,9 +372,31 @@ def loso_table() -> list[str]:
         per_site = [f"{_site_iou(folds, site):.3f}" for site in sites]
         lines.append(f"| {method} | {len(folds)} | {' | '.join(cells + per_site)} |")
     lines.append("")
+    counts = {m: len(r["folds"]) for m, r in results.items()}
+    if len(set(counts.values())) > 1:
+        lines += [
+            "Not every run has finished ("
+            + ", ".join(f"{m}: {n} of {len(sites) * len(LOSO_SEEDS)}" for m, n in counts.items())
+            + "): means over different mixes of sites are not comparable (the sites differ far "
+            "more than the methods); compare the paired difference below, over the runs both "
+            "methods have.",
+            "",
+        ]
     if "pixeldino" in results and "supervised+aug" in results:
         diff = _paired_difference(results["pixeldino"], results["supervised+aug"])
         lines += [f"PixelDINO minus supervised+aug, held-out pixel IoU: {diff}.", ""]
+    if "pixeldino" in results:
+        last = [
+            _last_logged(Path(f["weights"]).parent / "log.jsonl", "dino")
+            for f in results["pixeldino"]["folds"]
+        ]
+        k = loso_config("pixeldino").pixeldino.classes
+        lines += [
+            f"PixelDINO's self-distillation loss at the end of training: {mean_std(last)} over the "
+            f"runs; ln {k} = {math.log(k):.3f} is its value for uniform teacher targets (no "
+            "signal).",
+            "",
+        ]
     for method in ("supervised", "supervised+aug"):
         if method in results:
             curve = _fold_curve(results[method])
