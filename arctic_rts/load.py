@@ -50,15 +50,16 @@ def load_scenes(
     finest band asset, at ``config.resolution`` metres, with pixel-centre coordinates. Steps:
     read the bands (bilinear from coarser bands) as float32; set the assets' nodata to NaN;
     apply each band's ``raster:bands`` scale and offset; set NaN where the SCL class (read with
-    nearest neighbour) is in ``config.masked_scl_classes``.
+    nearest neighbour) is in ``config.masked_scl_classes``; with ``config.water_scl_classes``,
+    a boolean ``water`` coordinate ``(y, x)`` from the same SCL read.
 
     Args:
         items: STAC item dicts, normally from :func:`arctic_rts.search.search_scenes`; raw
             provider items are normalized here (see :func:`arctic_rts.search.normalize_item`).
         bands: Canonical band names in the order the model expects (the weights card's
             ``bands``); the output's ``band`` coordinate has exactly this order.
-        config: Resolution, chunk size and masked SCL classes. With ``masked_scl_classes=()``
-            no SCL is read and items without SCL (e.g. L1C) can be loaded.
+        config: Resolution, chunk size, masked and water SCL classes. With both class lists
+            empty no SCL is read and items without SCL (e.g. L1C) can be loaded.
         network: Timeouts and retries of remote COG reads (GDAL's, see
             :func:`arctic_rts.net.gdal_http_options`).
         sign: The search's sign hook. Given, every asset href is signed (again, from its
@@ -91,12 +92,13 @@ def _load_item(
     """The lazy, scaled, masked array of one normalized item."""
     item_id = str(item["id"])
     props = item.get("properties", {})
-    use_mask = bool(config.masked_scl_classes)
-    needed = [*bands, "SCL"] if use_mask else bands
+    use_mask, use_water = bool(config.masked_scl_classes), bool(config.water_scl_classes)
+    needed = [*bands, "SCL"] if use_mask or use_water else bands
     missing = [b for b in needed if b not in item["assets"]]
     if missing:
         hint = (
-            " (or pass LoadConfig(masked_scl_classes=()) to load without the cloud mask)"
+            " (or pass LoadConfig(masked_scl_classes=(), water_scl_classes=()) to load without "
+            "the SCL masks)"
             if missing == ["SCL"]
             else ""
         )
@@ -120,12 +122,16 @@ def _load_item(
     # Nodata is matched on the digital numbers, before scaling changes them.
     valid = raw != nodata
     reflectance = (raw * scale + offset).where(valid)
-    if use_mask:
+    if use_mask or use_water:
         scl = _stack(item, ["SCL"], grid, _CLASS_RESAMPLING, sign).squeeze("band", drop=True)
+    if use_mask:
         clear = ~scl.isin(list(config.masked_scl_classes)) & scl.notnull()
         reflectance = reflectance.where(clear)
 
     out = reflectance.astype(np.float32).transpose("band", "y", "x")
+    if use_water:
+        # a coordinate, not NaN: water gets probability 0 after prediction (predict keeps it)
+        out = out.assign_coords(water=scl.isin(list(config.water_scl_classes)))
     out.attrs = {
         "item_id": item_id,
         "mgrs_tile": str(props.get("s2:mgrs_tile", "")),
@@ -182,43 +188,6 @@ def _grid(
         "gdal": gdal,
         "loader": config.loader,
     }
-
-
-def load_water_mask(
-    item: dict[str, Any],
-    bands: list[str],
-    config: LoadConfig,
-    network: NetworkConfig | None = None,
-    *,
-    sign: SignHook | None = None,
-) -> xr.DataArray:
-    """Lazy boolean ``(y, x)``: True where the SCL class is in ``config.water_scl_classes``.
-
-    On exactly the grid :func:`load_scenes` gives the same item and bands, so it lines up with
-    the scene's predicted probabilities (``prob.where(~water, 0)``). ``network`` and ``sign``:
-    as for :func:`load_scenes`.
-
-    Raises:
-        LoadError: The item has no SCL asset or no ``proj:epsg``.
-    """
-    item = normalize_item(item)
-    if "SCL" not in item["assets"]:
-        raise LoadError(
-            f"Item {item['id']!r} has no SCL asset, which the water mask reads; set "
-            "LoadConfig.water_scl_classes=() for collections without it."
-        )
-    epsg = item.get("properties", {}).get("proj:epsg")
-    if epsg is None:
-        raise LoadError(f"Item {item['id']!r} has no proj:epsg (nor proj:code).")
-    band_list = list(validate_bands(bands))
-    # the assets load_scenes spans its grid over: the bands, plus SCL when it masks clouds
-    needed = [*band_list, "SCL"] if config.masked_scl_classes else band_list
-    grid = _grid(item, needed, int(epsg), config, gdal_http_options(network or NetworkConfig()))
-    if sign is not None:
-        item = _unsigned(item)
-    scl = _stack(item, ["SCL"], grid, _CLASS_RESAMPLING, sign).squeeze("band", drop=True)
-    water = scl.isin(list(config.water_scl_classes))
-    return water.rio.write_crs(int(epsg))
 
 
 def _stack(

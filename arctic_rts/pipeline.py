@@ -140,7 +140,7 @@ def _scene_polygons(
     import dask
 
     from arctic_rts.cluster import as_delayed
-    from arctic_rts.load import load_scenes, load_water_mask
+    from arctic_rts.load import load_scenes
     from arctic_rts.predict import predict, resolve_halo
     from arctic_rts.vectorize import vectorize
 
@@ -150,11 +150,8 @@ def _scene_polygons(
         halo = resolve_halo(config.predict, weights).halo or 0
         da = crop_to_area(da, area, halo * config.load.resolution + config.area_margin_m)
     prob = predict(da, weights, config.predict)
-    if config.load.water_scl_classes:
-        water = load_water_mask(item, bands, config.load, config.network, sign=sign)
-        # Cropped like the scene: the water mask's grid is the whole scene's.
-        water = water.sel(x=prob["x"], y=prob["y"])
-        prob = prob.where(~water, 0.0).astype("float32")
+    if "water" in prob.coords:  # SCL water, read by load_scenes with the cloud mask
+        prob = prob.where(~prob["water"], 0.0).astype("float32").drop_vars("water")
     vconf = config.vectorize.for_model(*weights.postprocessing)
     attrs = {
         "scene_id": item["id"],

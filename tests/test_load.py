@@ -15,7 +15,7 @@ from arctic_rts.bands import SCL_MASKED
 from arctic_rts.catalog import serve_catalog
 from arctic_rts.config import LoadConfig, SearchConfig
 from arctic_rts.errors import ConfigError, LoadError
-from arctic_rts.load import load_scenes, load_water_mask
+from arctic_rts.load import load_scenes
 from arctic_rts.search import search_scenes, select_scenes
 
 X0, Y0 = 500000.0, 7700000.0
@@ -138,8 +138,8 @@ def test_bands_in_asked_order_scaled_and_masked(tmp_path: Path, style: str) -> N
 
 @pytest.mark.parametrize("cloud_mask", [True, False])
 def test_water_mask_lines_up_with_the_scene(tmp_path: Path, cloud_mask: bool) -> None:
-    """SCL water (class 6) as a boolean on exactly the scene's grid, with or without the
-    cloud mask (which decides which assets the grid spans)."""
+    """SCL water (class 6) as a boolean coordinate on exactly the scene's grid, from the same
+    SCL read as the cloud mask, with or without that mask."""
     _write_rasters(tmp_path)
     scl = _scl()
     scl[6:8, 2:6] = 6  # a lake
@@ -148,15 +148,18 @@ def test_water_mask_lines_up_with_the_scene(tmp_path: Path, cloud_mask: bool) ->
     masked = SCL_MASKED if cloud_mask else ()
     config = LoadConfig(masked_scl_classes=masked, water_scl_classes=(6,))
     [da] = load_scenes([item], ["B04", "B08"], config)
-    water = load_water_mask(item, ["B04", "B08"], config)
+    water = da["water"]
     assert water.dims == ("y", "x") and water.dtype == bool
     assert np.array_equal(water.x.values, da.x.values)
     assert np.array_equal(water.y.values, da.y.values)
     expected = np.kron(scl == 6, np.ones((2, 2), bool))
     assert np.array_equal(water.values, expected) and expected.sum() == 32
+    [plain] = load_scenes([item], ["B04", "B08"], LoadConfig(masked_scl_classes=masked))
+    assert "water" not in plain.coords
+    np.testing.assert_array_equal(da.values, plain.values)  # water is not masked as invalid
     del item["assets"]["scl"]
-    with pytest.raises(LoadError, match="no SCL asset"):
-        load_water_mask(item, ["B04"], config)
+    with pytest.raises(LoadError, match="no asset for band"):
+        load_scenes([item], ["B04"], config)
     with pytest.raises(ConfigError, match="SCL classes 0-11"):
         LoadConfig(water_scl_classes=(60,))
 
