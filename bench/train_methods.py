@@ -246,7 +246,9 @@ def loso_work(config: TrainConfig) -> Path:
     return out.parent / f"{out.name}-crossval"
 
 
-def run_loso(jobs: int, score_finished: bool = False) -> dict[str, Any]:
+def run_loso(
+    jobs: int, score_finished: bool = False, methods: tuple[str, ...] = LOSO_METHODS
+) -> dict[str, Any]:
     """Cross-validate every method leave-one-site-out, ``jobs`` runs side by side.
 
     Runs go seed by seed (every site of seed 1 first), so that an interrupted benchmark has
@@ -258,7 +260,7 @@ def run_loso(jobs: int, score_finished: bool = False) -> dict[str, Any]:
     from arctic_rts.train.crossval import finished_run, plan_folds, score_folds, train_runs
 
     summary = {}
-    for method in LOSO_METHODS:
+    for method in methods:
         config = loso_config(method)
         work = loso_work(config)
         folds = sorted(plan_folds(config, work, LOSO_SEEDS), key=lambda f: (f[1].seed, f[0]))
@@ -599,6 +601,11 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="loso: train nothing, score the runs that have finished",
     )
+    parser.add_argument(
+        "--methods",
+        default=",".join(LOSO_METHODS),
+        help="loso: the methods to train, in this order",
+    )
     parser.add_argument("--table-only", action="store_true")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     args = parser.parse_args(argv)
@@ -614,7 +621,11 @@ def main(argv: list[str] | None = None) -> int:
                 print("timing:", measure_timing(split_s2()), flush=True)
                 continue
             if part == "loso":
-                run_loso(args.jobs, args.score_finished)
+                methods = tuple(m for m in args.methods.split(",") if m)
+                unknown = sorted(set(methods) - set(LOSO_METHODS))
+                if unknown:
+                    parser.error(f"--methods: unknown {', '.join(unknown)}")
+                run_loso(args.jobs, args.score_finished, methods)
                 continue
             data = splits[part]()
             for method, seed in PLAN[part]:
