@@ -96,12 +96,43 @@ def write_geoparquet(items: Iterable[Mapping[str, Any]], path: str | Path) -> Pa
                     f"Asset {name!r} of item {item['id']!r} has the relative href "
                     f"{asset.get('href')!r}; make hrefs absolute first (absolute_hrefs)."
                 )
+    item_list = _unify_asset_key_case(item_list)
     path.parent.mkdir(parents=True, exist_ok=True)
     try:
         atomic_write(path, lambda tmp: rustac.write_sync(str(tmp), item_list), suffix=".parquet")
     except rustac.RustacError as exc:
         raise CatalogError(f"rustac could not write {path}: {exc}") from exc
     return path
+
+
+def _unify_asset_key_case(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Spell asset keys that differ only in case (Earth Search ``scl``, Planetary Computer
+    ``SCL``) one way across the items: the first spelling met.
+
+    DuckDB, which serves the parquet file, matches struct fields without regard to case and
+    renames the later spelling (``scl_1``), which hides the asset from every reader. Band lookup
+    ignores case, so the unified keys name the same bands.
+
+    Raises:
+        CatalogError: One item has two asset keys that differ only in case.
+    """
+    spelling: dict[str, str] = {}
+    out = []
+    for item in items:
+        assets = item.get("assets") or {}
+        folded: dict[str, str] = {}
+        for key in assets:
+            other = folded.setdefault(key.lower(), key)
+            if other != key:
+                raise CatalogError(
+                    f"Item {item['id']!r} has asset keys {other!r} and {key!r}, which differ only "
+                    "in case; the embedded server cannot tell them apart: rename one."
+                )
+            spelling.setdefault(key.lower(), key)
+        if any(spelling[k.lower()] != k for k in assets):
+            item = {**item, "assets": {spelling[k.lower()]: v for k, v in assets.items()}}
+        out.append(item)
+    return out
 
 
 def absolute_hrefs(item: Mapping[str, Any], base: str | Path) -> dict[str, Any]:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import calendar
 import contextlib
 import copy
+import datetime as dt
 import re
 import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -294,6 +295,9 @@ def normalize_item(item: Mapping[str, Any], *, base: str | Path | None = None) -
     - Asset keys with a resolution suffix (``B04_10m``) count as the band; of several
       resolutions of one band the native one is kept as the band.
     - ``properties["s2:mgrs_tile"]`` is set (see :func:`mgrs_tile`).
+    - ``properties["datetime"]`` is written one way, UTC with ``Z`` and microseconds where not
+      0 (``2020-02-19T11:34:25.405000Z``, ``2021-07-15T10:00:00Z``), whatever the API's
+      spelling (pgstac answers ``...25.405+00:00``); a value that does not parse is kept.
 
     Normalizing a normalized item changes nothing.
 
@@ -313,6 +317,8 @@ def normalize_item(item: Mapping[str, Any], *, base: str | Path | None = None) -
     out = copy.deepcopy(dict(item))
     props = out.setdefault("properties", {})
     _restore_epsg(props)
+    if isinstance(props.get("datetime"), str):
+        props["datetime"] = _utc_stamp(props["datetime"])
     out["assets"] = _canonical_assets(out.get("assets", {}))
     for asset in out["assets"].values():
         _restore_epsg(asset)
@@ -341,6 +347,18 @@ def normalize_item(item: Mapping[str, Any], *, base: str | Path | None = None) -
     with contextlib.suppress(CatalogError):
         props["s2:mgrs_tile"] = mgrs_tile(out)
     return out
+
+
+def _utc_stamp(value: str) -> str:
+    """An ISO 8601 timestamp as UTC with ``Z`` (microseconds when not 0); others unchanged."""
+    try:
+        when = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return value
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=dt.UTC)
+    stamp = when.astimezone(dt.UTC).isoformat()
+    return stamp.replace("+00:00", "Z")
 
 
 def _preference(item: Mapping[str, Any]) -> tuple[float, str, str]:

@@ -96,6 +96,23 @@ def test_folder_is_served_with_absolute_hrefs_and_collections(tmp_path: Path) ->
         assert [i["id"] for i in _search(url, collections=["other"])] == ["c"]
 
 
+def test_asset_keys_differing_in_case_across_items_are_spelled_one_way(tmp_path: Path) -> None:
+    """Earth Search's ``scl`` and Planetary Computer's ``SCL`` in one folder: without unifying,
+    DuckDB serves the second spelling as ``scl_1`` and the mask is lost."""
+    upper = _item("pc") | {"assets": {"SCL": {"href": "SCL.tif"}, "B04": {"href": "B04.tif"}}}
+    lower = _item("es") | {"assets": {"scl": {"href": "scl.tif"}, "red": {"href": "red.tif"}}}
+    folder = _write_folder(tmp_path / "items", [upper, lower])
+    with serve_catalog(folder) as url:
+        found = {i["id"]: i["assets"] for i in _search(url)}
+    # the first file read ("es.json") sets the spelling
+    assert set(found["pc"]) == {"scl", "B04"}
+    assert set(found["es"]) == {"scl", "red"}
+    assert found["pc"]["scl"]["href"] == str(folder.resolve() / "SCL.tif")
+    both = _item("both") | {"assets": {"scl": {"href": "/a.tif"}, "SCL": {"href": "/b.tif"}}}
+    with pytest.raises(CatalogError, match="differ only in case"):
+        write_geoparquet([both], tmp_path / "x.parquet")
+
+
 def test_parquet_file_is_served_and_filter_works(tmp_path: Path) -> None:
     items = [
         absolute_hrefs(_item(f"s{i}"), tmp_path) | {"properties": {

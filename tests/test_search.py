@@ -299,6 +299,25 @@ def test_normalize_is_idempotent(
         assert normalize_item(once) == once
 
 
+@pytest.mark.parametrize(
+    ("given", "written"),
+    [
+        ("2020-02-19T11:34:25.405000Z", "2020-02-19T11:34:25.405000Z"),  # Earth Search
+        ("2020-02-19T11:34:25.405+00:00", "2020-02-19T11:34:25.405000Z"),  # pgstac
+        ("2020-02-19T11:34:25Z", "2020-02-19T11:34:25Z"),
+        ("2020-02-19T12:34:25.405+01:00", "2020-02-19T11:34:25.405000Z"),
+        ("2020-02-19T11:34:25", "2020-02-19T11:34:25Z"),  # no zone: UTC
+        ("sometime in 2020", "sometime in 2020"),
+    ],
+)
+def test_normalize_writes_datetimes_one_way(given: str, written: str) -> None:
+    item = _item("t", assets={})
+    item["properties"]["datetime"] = given
+    once = normalize_item(item)
+    assert once["properties"]["datetime"] == written
+    assert normalize_item(once) == once
+
+
 def test_normalize_prefers_the_items_own_canonical_key() -> None:
     item = _item("x", assets={"B04": {"href": "/a/b04.tif"}, "red": {"href": "/a/red.tif"}})
     assert normalize_item(item)["assets"]["B04"]["href"] == "/a/b04.tif"

@@ -86,6 +86,23 @@ def test_teacher_labels_are_probability_maps() -> None:
     assert torch.allclose(p.sum(dim=1), torch.ones(2, S, S), atol=1e-5)
 
 
+def test_teacher_entropies_are_logged_and_bounded_by_ln_k() -> None:
+    method, net = _method("pixeldino")
+    assert isinstance(method, PixelDINO)
+    labelled, unlabelled = _batches()
+    method.begin_step()
+    logs = method.loss(net, labelled, unlabelled, 0, torch.Generator().manual_seed(3)).logs
+    ln_k = math.log(24)
+    assert 0 < logs["teacher_entropy"] <= logs["teacher_marginal_entropy"] + 1e-6
+    assert logs["teacher_marginal_entropy"] <= ln_k + 1e-6
+    # a sharper teacher temperature lowers the per-pixel entropy of the same outputs
+    sharp = PixelDINO(_config("pixeldino", pixeldino=PixelDINOConfig(teacher_temperature=0.01)))
+    sharp.setup(net)
+    sharp.teacher_probabilities(unlabelled["image"])
+    method.teacher_probabilities(unlabelled["image"])
+    assert sharp._entropies["teacher_entropy"] < method._entropies["teacher_entropy"]
+
+
 def test_teacher_and_centre_follow_their_ema() -> None:
     method, net = _method("pixeldino")
     assert isinstance(method, PixelDINO)

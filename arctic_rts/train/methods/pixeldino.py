@@ -11,6 +11,10 @@ Per step, on an unlabelled batch ``x`` (weakly augmented):
 4. ``L_dino = - sum_k T(P_t)_k log P_s,k`` averaged over the pixels inside the image (eq. 3) and
    ``L = L_sup + beta * L_dino`` (eq. 4).
 
+The log carries two entropies of the teacher's targets (nats): per pixel (``teacher_entropy``)
+and of their mean over the batch (``teacher_marginal_entropy``). Both near ``ln K`` mean the
+targets are close to uniform and carry little signal; both near 0 mean collapse onto one class.
+
 After the optimiser step the teacher follows the student, ``theta_t <- m theta_t + (1 - m) theta_s``
 with ``m`` rising from ``teacher_momentum`` to 1 along a cosine, and the centre follows the
 teacher's mean output over batch, H and W: ``c <- m_c c + (1 - m_c) mean(g_t(x))``.
@@ -36,6 +40,11 @@ def teacher_momentum(step: int, total_steps: int, start: float) -> float:
     return 1.0 - (1.0 - start) * (math.cos(math.pi * progress) + 1.0) / 2.0
 
 
+def _entropy(p: torch.Tensor, dim: int = 1) -> torch.Tensor:
+    """Entropy in nats of probabilities ``p`` along ``dim`` (0 log 0 counted as 0)."""
+    return -(p * torch.log(p.clamp_min(1e-12))).sum(dim=dim)
+
+
 class PixelDINO(Method):
     """The PixelDINO method; state: teacher network and centre."""
 
@@ -47,6 +56,7 @@ class PixelDINO(Method):
         self.teacher: NormalizedNet | None = None
         self.centre: torch.Tensor | None = None
         self._batch_centre: torch.Tensor | None = None
+        self._entropies: dict[str, float] = {}
 
     def model_heads(self) -> dict[str, Any]:
         """A DINO head with K pseudo-classes."""
@@ -75,7 +85,12 @@ class PixelDINO(Method):
         with torch.no_grad():
             out = self.teacher.forward_dino(x).float()
             self._batch_centre = out.mean(dim=(0, 2, 3), keepdim=True)
-            return F.softmax((out - self.centre) / cfg.teacher_temperature, dim=1)
+            probs = F.softmax((out - self.centre) / cfg.teacher_temperature, dim=1)
+            self._entropies = {
+                "teacher_entropy": float(_entropy(probs).mean()),
+                "teacher_marginal_entropy": float(_entropy(probs.mean(dim=(0, 2, 3)), dim=0)),
+            }
+            return probs
 
     def dino_loss(
         self, net: NormalizedNet, unlabelled: Batch, generator: torch.Generator
@@ -106,7 +121,8 @@ class PixelDINO(Method):
             raise ValueError("pixeldino needs unlabelled data: set data.unlabelled in the config.")
         dino = self.dino_loss(net, unlabelled, generator)
         total = sup + self.config.pixeldino.beta * dino
-        return StepResult(total, {"sup": float(sup.detach()), "dino": float(dino.detach())})
+        logs = {"sup": float(sup.detach()), "dino": float(dino.detach()), **self._entropies}
+        return StepResult(total, logs)
 
     def after_step(self, net: NormalizedNet, step: int, total_steps: int) -> None:
         """EMA updates of the teacher (cosine momentum) and of the centre."""
