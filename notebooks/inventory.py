@@ -156,7 +156,7 @@ COLOURS = {
     "shrunk": "tab:blue",
     "not_detected": "tab:purple",
 }
-fig, ax = plt.subplots(figsize=(7, 6))
+fig, ax = plt.subplots(figsize=(9, 6))
 years[YEARS[0]].boundary.plot(ax=ax, color="black", linewidth=0.6, linestyle="--")
 for change, colour in COLOURS.items():
     part = changes[changes["change"] == change]
@@ -165,7 +165,7 @@ for change, colour in COLOURS.items():
 ax.set_title(f"Changes {YEARS[0]} -> {YEARS[1]} (dashed: {YEARS[0]} outlines)")
 ax.set_xlabel("x (m, EPSG:3413)")
 ax.set_ylabel("y (m, EPSG:3413)")
-ax.legend(loc="best", fontsize="small")
+ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1), fontsize="small")
 ax.set_aspect("equal")
 fig.tight_layout()
 fig.savefig(FIGURES / "change_map.png", dpi=100)
