@@ -54,7 +54,9 @@ def test_the_api_reference_is_rendered_from_the_docstrings(site: Path) -> None:
     assert "Largest scene-wide cloud cover in percent" in config
     # Sphinx roles (:func:`x`) are rewritten as code, never shown as written
     leftovers = [
-        p.name for p in site.rglob("*.html") if re.search(r":(func|class|mod|data|meth):", p.read_text())
+        p.name
+        for p in site.rglob("*.html")
+        if re.search(r":(func|class|mod|data|meth):", p.read_text())
     ]
     assert not leftovers
 

@@ -39,8 +39,9 @@ def test_notebook_and_its_py_script_hold_the_same_cells(path: Path) -> None:
     assert script.is_file(), f"{script.name} missing: run jupytext --set-formats ipynb,py:percent"
     nb = nbformat.read(path, as_version=4)
     assert nb.metadata.get("jupytext", {}).get("formats") == "ipynb,py:percent"
+    sync = f"jupytext --sync notebooks/{script.name}"
     assert jupytext.writes(nb, fmt="py:percent") == script.read_text(), (
-        f"{path.name} and {script.name} differ: run jupytext --sync {script.relative_to(FOLDER.parent)}"
+        f"{path.name} and {script.name} differ: run {sync}"
     )
 
 
