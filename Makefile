@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test lint bench clean demo-weights real-weights
+.PHONY: install demo test lint docs bench clean demo-weights real-weights
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -28,6 +28,10 @@ lint: $(STAMP)
 
 test: lint
 	$(BIN)/pytest -q -p no:cacheprovider
+
+# The docs site (mkdocs.yml, docs/) into site/; tests/test_docs.py builds it the same way.
+docs: $(STAMP)
+	$(BIN)/mkdocs build --strict --site-dir site
 
 bench: $(STAMP)
 	$(BIN)/pip install --quiet -e '.[bench]'
@@ -63,4 +67,4 @@ real-weights: $(STAMP)
 	$(BIN)/python bench/real_model.py --crossval $(REAL_TRAIN)/final-crossval/crossval.json
 
 clean:
-	rm -rf $(VENV) .demo .mypy_cache .ruff_cache
+	rm -rf $(VENV) .demo .mypy_cache .ruff_cache site

@@ -1,19 +1,52 @@
 """Every notebook in ``notebooks/`` runs top to bottom (nbclient, a real Jupyter kernel).
 
-Each runs in a temporary working folder, so what it writes stays out of the repository; the
-committed notebooks must carry no outputs.
+Each runs in a temporary working folder, so what it writes stays out of the repository, and must
+leave the figures it promises there as PNG files; the committed notebooks carry no outputs, and
+each is paired with a jupytext ``.py`` (percent format) that holds the same cells.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
+import jupytext
 import nbformat
+import numpy as np
 import pyogrio
 import pytest
 from nbclient import NotebookClient
+from PIL import Image
 
-NOTEBOOKS = sorted((Path(__file__).resolve().parents[1] / "notebooks").glob("*.ipynb"))
+FOLDER = Path(__file__).resolve().parents[1] / "notebooks"
+NOTEBOOKS = sorted(FOLDER.glob("*.ipynb"))
+#: The figures each notebook writes, under ``demo-out/<notebook>/figures/`` of its folder.
+FIGURES = {
+    "quickstart": ["quickstart_map.png"],
+    "training": ["learning_curves.png", "predictions.png"],
+    "inventory": ["change_map.png", "area_per_year.png"],
+}
+
+
+def test_every_notebook_promises_figures() -> None:
+    assert sorted(p.stem for p in NOTEBOOKS) == sorted(FIGURES)
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
+def test_notebook_and_its_py_script_hold_the_same_cells(path: Path) -> None:
+    # The .py is what reviews and diffs read; the .ipynb is what Jupyter opens. After an edit of
+    # either, `jupytext --sync notebooks/NAME.py` (or .ipynb) brings the other in line.
+    script = path.with_suffix(".py")
+    assert script.is_file(), f"{script.name} missing: run jupytext --set-formats ipynb,py:percent"
+    nb = nbformat.read(path, as_version=4)
+    assert nb.metadata.get("jupytext", {}).get("formats") == "ipynb,py:percent"
+    sync = f"jupytext --sync notebooks/{script.name}"
+    assert jupytext.writes(nb, fmt="py:percent") == script.read_text(), (
+        f"{path.name} and {script.name} differ: run {sync}"
+    )
+
+
+def test_no_script_without_its_notebook() -> None:
+    assert sorted(p.stem for p in FOLDER.glob("*.py")) == sorted(p.stem for p in NOTEBOOKS)
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
@@ -42,8 +75,20 @@ def test_notebook_runs(path: Path, tmp_path: Path) -> None:
         if out.output_type == "error"
     ]
     assert not errors
+    for name in FIGURES[path.stem]:
+        _check_png(tmp_path / "demo-out" / path.stem / "figures" / name)
     if path.stem == "quickstart":
         _check_quickstart(nb, tmp_path)
+
+
+def _check_png(path: Path) -> None:
+    """A PNG that opens, of a figure's size, that is not one flat colour."""
+    assert path.is_file(), f"{path.name} was not written"
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    with Image.open(path) as img:
+        assert img.format == "PNG" and min(img.size) >= 200
+        pixels = np.asarray(img.convert("L"))
+    assert pixels.std() > 5, f"{path.name} is (nearly) blank"
 
 
 def _check_quickstart(nb: nbformat.NotebookNode, workdir: Path) -> None:

@@ -19,9 +19,17 @@ def _pyproject_pins() -> dict[str, str]:
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     extras = project["optional-dependencies"]
     reqs = list(project["dependencies"])
-    for extra in ("dev", *DEPLOY_EXTRAS):
-        # an extra may name another one of this project's (arctic-rts[slurm]): not a pin
-        reqs += [r for r in extras[extra] if not r.startswith(f"{project['name']}[")]
+    todo, seen = ["dev", *DEPLOY_EXTRAS], set()
+    while todo:  # an extra may name others of this project's (arctic-rts[slurm]): theirs count
+        extra = todo.pop()
+        if extra in seen:
+            continue
+        seen.add(extra)
+        for req in extras[extra]:
+            if req.startswith(f"{project['name']}["):
+                todo += req.split("[", 1)[1].rstrip("]").split(",")
+            else:
+                reqs.append(req)
     pins = {}
     for req in reqs:
         name, _, version = req.split(";")[0].partition("==")  # without environment markers
