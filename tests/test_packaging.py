@@ -34,7 +34,7 @@ def _pyproject_pins() -> dict[str, str]:
     for req in reqs:
         name, _, version = req.split(";")[0].partition("==")  # without environment markers
         assert version, f"{req!r} in pyproject.toml is not pinned with =="
-        pins[name.strip().lower()] = version.strip()
+        pins[name.split("[")[0].strip().lower()] = version.strip()
     return pins
 
 
@@ -42,7 +42,7 @@ def _environment_pins() -> dict[str, str]:
     pins = {}
     for line in (ROOT / "environment.yml").read_text().splitlines():
         conda = re.fullmatch(r"\s+- ([A-Za-z0-9_.-]+)=([^=\s]+)\s*", line)
-        pip = re.fullmatch(r"\s+- ([A-Za-z0-9_.-]+)==([^=\s]+)\s*", line)
+        pip = re.fullmatch(r"\s+- ([A-Za-z0-9_.-]+)(?:\[[a-z,]+\])?==([^=\s]+)\s*", line)
         if pip:
             pins[pip.group(1).lower()] = pip.group(2)
         elif conda and conda.group(1) != "python":
