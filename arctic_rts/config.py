@@ -18,6 +18,7 @@ from typing import Any
 
 from arctic_rts.bands import SCL_MASKED
 from arctic_rts.errors import ConfigError
+from arctic_rts.typecheck import check_table_types
 
 #: Earth Search v1, the default STAC API for users online.
 EARTH_SEARCH_URL = "https://earth-search.aws.element84.com/v1"
@@ -620,6 +621,7 @@ def dataclass_from_table(cls: type, table: Mapping[str, Any], where: str) -> Any
         raise ConfigError(
             f"unknown key(s) {', '.join(unknown)} in [{where}]; known: {', '.join(sorted(names))}."
         )
+    check_table_types(cls, table, where)
     try:
         return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in table.items()})
     except TypeError as err:
