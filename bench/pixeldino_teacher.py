@@ -88,6 +88,7 @@ def table() -> list[str]:
         "(difference) | self-distillation loss |",
         "|---|---|---|---|---|",
     ]
+    infos = []
     for r in results:
         tail = [e for e in r["log"] if e["step"] > r["steps"] - 100]
 
@@ -96,11 +97,35 @@ def table() -> list[str]:
             return statistics.fmean(vals) if vals else math.nan
 
         pixel, marginal = last("teacher_entropy"), last("teacher_marginal_entropy")
+        infos.append((r["teacher_temperature"], pixel, marginal))
         lines.append(
             f"| {r['teacher_temperature']:g} | {pixel:.3f} | {marginal:.3f} | "
             f"{marginal - pixel:.3f} | {last('dino'):.3f} |"
         )
-    return [*lines, ""]
+    return [*lines, "", *_reading(infos, k), ""]
+
+
+def _reading(infos: list[tuple[float, float, float]], k: int) -> list[str]:
+    """One sentence per temperature on what the targets are, from the measured entropies."""
+    uniform = math.log(k)
+    words = []
+    for t, pixel, marginal in infos:
+        if pixel > 0.9 * uniform:
+            kind = "close to uniform at every pixel"
+        elif marginal < 0.1 * uniform:
+            kind = "nearly one pseudo-class at every pixel (collapse)"
+        else:
+            kind = "sharper, but alike at every pixel" if marginal - pixel < 0.1 else "informative"
+        words.append(f"at {t:g} {kind}")
+    most = max(m - p for _, p, m in infos)
+    reading = f"Reading: the teacher's targets are {'; '.join(words)}."
+    if most < 0.05 * uniform:
+        reading += (
+            f" At no temperature do they tell the pixels apart: they carry at most {most:.3f} "
+            f"nats about the pixel, of up to {uniform:.3f}. The student is taught nearly the same "
+            "distribution at every pixel, from which it can learn nothing spatial."
+        )
+    return [reading]
 
 
 def main(argv: list[str] | None = None) -> int:
