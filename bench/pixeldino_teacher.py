@@ -146,8 +146,7 @@ def main(argv: list[str] | None = None) -> int:
             continue
         out.write_text(json.dumps(run(t, args.steps), indent=1))
         print(f"teacher temperature {t:g}: done", flush=True)
-        rewrite_section(HEADING, table())
-    print("\n".join(table()))
+    print(rewrite_section(HEADING, table()))
     return 0
 
 
