@@ -296,8 +296,15 @@ class LoadConfig:
     #: The library that reads the COGs: "stackstac" (default) or "odc-stac" (the ``odc``
     #: extra); both give the same arrays on the same grid.
     loader: str = "stackstac"
+    #: Local folders that asset hrefs may point into besides a local catalog's own folder
+    #: (relative paths: to the current folder); see :mod:`arctic_rts.asset_checks`.
+    asset_roots: tuple[str, ...] = ()
+    #: Hosts that http(s) asset hrefs may name (``.example.com``: its subdomains); empty: any.
+    asset_hosts: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
+        if any(not h or "/" in h or ":" in h for h in self.asset_hosts):
+            raise ConfigError(f"asset_hosts are host names, got {list(self.asset_hosts)}.")
         if self.resolution <= 0:
             raise ConfigError(f"resolution must be positive, got {self.resolution}.")
         if self.chunksize < 64:

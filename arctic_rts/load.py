@@ -8,6 +8,7 @@ is read until ``.compute()``: the arrays are dask graphs built by stackstac from
 from __future__ import annotations
 
 import copy
+import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
@@ -15,6 +16,7 @@ import numpy as np
 import rioxarray  # noqa: F401  (registers the .rio accessor)
 import xarray as xr
 
+from arctic_rts.asset_checks import asset_bounds, local_paths, non_regular_problem
 from arctic_rts.bands import validate_bands
 from arctic_rts.config import LoadConfig, NetworkConfig
 from arctic_rts.errors import ConfigError, LoadError
@@ -106,6 +108,7 @@ def _load_item(
             f"Item {item_id!r} has no asset for band(s) {', '.join(missing)}; choose scenes "
             f"from a collection that carries them{hint}."
         )
+    _refuse_non_regular(item, needed)
     epsg = props.get("proj:epsg")
     if epsg is None:
         raise LoadError(
@@ -140,6 +143,16 @@ def _load_item(
     }
     out.name = "reflectance"
     return out.rio.write_crs(int(epsg))
+
+
+def _refuse_non_regular(item: dict[str, Any], assets: list[str]) -> None:
+    """Refuse local hrefs that exist but are not regular files (a FIFO would block GDAL's open
+    for ever), before any graph that opens them exists."""
+    hrefs = [item["assets"][k].get(key) for k in assets for key in ("href", UNSIGNED_HREF)]
+    for path in local_paths(str(h) for h in hrefs if h):
+        problem = non_regular_problem(os.path.realpath(path))
+        if problem:
+            raise LoadError(f"Item {item['id']!r}: cannot read {problem}.")
 
 
 def _unsigned(item: dict[str, Any]) -> dict[str, Any]:
@@ -311,7 +324,7 @@ def _item_bounds(item: dict[str, Any], assets: list[str]) -> tuple[float, float,
     best: tuple[float, tuple[float, float, float, float]] | None = None
     for name in assets:
         asset = item["assets"][name]
-        found = _asset_bounds(asset, item)
+        found = asset_bounds(asset, item)
         if found is None:
             continue
         pixel, box = found
@@ -323,23 +336,3 @@ def _item_bounds(item: dict[str, Any], assets: list[str]) -> tuple[float, float,
             "band assets, so its grid is unknown."
         )
     return best[1]
-
-
-def _asset_bounds(
-    asset: Mapping[str, Any], item: Mapping[str, Any]
-) -> tuple[float, tuple[float, float, float, float]] | None:
-    """(pixel size, (xmin, ymin, xmax, ymax)) of one asset, or None when it does not say."""
-    props = item.get("properties", {})
-    transform = asset.get("proj:transform") or props.get("proj:transform")
-    shape = asset.get("proj:shape") or props.get("proj:shape")
-    if transform and shape:
-        a, _, c, _, e, f = (float(v) for v in transform[:6])
-        rows, cols = int(shape[0]), int(shape[1])
-        x0, x1 = sorted((c, c + a * cols))
-        y0, y1 = sorted((f, f + e * rows))
-        return abs(a), (x0, y0, x1, y1)
-    box = asset.get("proj:bbox") or props.get("proj:bbox")
-    if box and len(box) == 4:
-        # Without a transform the pixel size is unknown; rank such assets after known ones.
-        return float("inf"), (float(box[0]), float(box[1]), float(box[2]), float(box[3]))
-    return None
