@@ -46,9 +46,9 @@ REMOTE_SCHEMES = ("http", "https", "s3")
 
 #: A band's grid may be at most this many times the item's footprint on either axis...
 GRID_FACTOR = 4.0
-#: ...or this many metres where that is more (a Sentinel-2 tile's grid is 109.8 km wide, and a
-#: real item at the edge of an orbit has a footprint under 1 km tall).
-GRID_SLACK_M = 200_000.0
+#: ...or this many metres where that is more: a Sentinel-2 tile's grid is 109.8 km wide, and a
+#: real item at the edge of an orbit has a footprint under 1 km tall inside it.
+GRID_SLACK_M = 120_000.0
 
 #: Where an asset keeps the href a sign hook replaced (``arctic_rts.search.UNSIGNED_HREF``).
 _UNSIGNED_HREF = "arctic_rts:unsigned_href"
