@@ -330,6 +330,9 @@ def normalize_item(
     """
     if item.get("id") is None:
         raise CatalogError("A STAC item without an id cannot be used; check the source.")
+    if "\x00" in str(item["id"]):
+        # GDAL and SQLite end text at a NUL: the id would be stored cut short in the inventory
+        raise CatalogError(f"Item id {item['id']!r} holds a NUL character; fix the catalog.")
     out = copy.deepcopy(dict(item))
     props = out.setdefault("properties", {})
     _restore_epsg(props)
