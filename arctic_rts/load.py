@@ -75,9 +75,15 @@ def load_scenes(
         reflectance (about 0..1), NaN where invalid; CRS set with rioxarray; attrs ``item_id``,
         ``mgrs_tile``, ``datetime`` (ISO 8601), ``epsg``.
 
+    Hrefs are read as given: items from :func:`arctic_rts.search.search_scenes` have passed
+    its checks (:mod:`arctic_rts.asset_checks`); items built by the caller are the caller's.
+    Only a local href that exists and is not a regular file (a FIFO, on which GDAL's open
+    would block for ever) is refused here.
+
     Raises:
         ConfigError: ``bands`` is empty, repeats a band, names a non-canonical band or SCL.
-        LoadError: An item lacks a requested band or the SCL mask, or its grid is unknown.
+        LoadError: An item lacks a requested band or the SCL mask, its grid is unknown, or a
+            local href is not a regular file.
     """
     band_list = list(validate_bands(bands))
     gdal = gdal_http_options(network or NetworkConfig())
