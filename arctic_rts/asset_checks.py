@@ -50,8 +50,10 @@ GRID_FACTOR = 4.0
 #: real item at the edge of an orbit has a footprint under 1 km tall inside it.
 GRID_SLACK_M = 120_000.0
 
-#: Where an asset keeps the href a sign hook replaced (``arctic_rts.search.UNSIGNED_HREF``).
-_UNSIGNED_HREF = "arctic_rts:unsigned_href"
+#: Asset field that keeps the href as the catalog gave it when a sign hook changed it
+#: (:func:`arctic_rts.search.sign_item`), so that :func:`arctic_rts.load.load_scenes` can sign
+#: it afresh when a block is read; checked like the href itself.
+UNSIGNED_HREF = "arctic_rts:unsigned_href"
 
 
 @dataclass(frozen=True)
@@ -114,7 +116,7 @@ def check_item(item: Mapping[str, Any], policy: AssetPolicy) -> None:
     for key, asset in item.get("assets", {}).items():
         if canonical_band(key) != key:
             continue
-        for href in {asset.get("href"), asset.get(_UNSIGNED_HREF)} - {None}:
+        for href in {asset.get("href"), asset.get(UNSIGNED_HREF)} - {None}:
             problem = policy.href_problem(str(href))
             if problem:
                 raise CatalogError(f"asset {key} href {_short(str(href))} is {problem}")

@@ -16,12 +16,12 @@ import numpy as np
 import rioxarray  # noqa: F401  (registers the .rio accessor)
 import xarray as xr
 
-from arctic_rts.asset_checks import asset_bounds, local_paths, non_regular_problem
+from arctic_rts.asset_checks import UNSIGNED_HREF, asset_bounds, local_paths, non_regular_problem
 from arctic_rts.bands import validate_bands
 from arctic_rts.config import LoadConfig, NetworkConfig
 from arctic_rts.errors import ConfigError, LoadError
 from arctic_rts.net import gdal_http_options
-from arctic_rts.search import UNSIGNED_HREF, normalize_item, sign_href, sign_item
+from arctic_rts.search import normalize_item, sign_href, sign_item
 
 #: An item-level sign hook (see :func:`arctic_rts.search.search_scenes`).
 SignHook = Callable[[dict[str, Any]], dict[str, Any] | None]

@@ -22,7 +22,7 @@ from pystac.errors import STACError, STACTypeError
 from pystac_client import Client
 from pystac_client.exceptions import APIError
 
-from arctic_rts.asset_checks import AssetPolicy, asset_policy, check_item
+from arctic_rts.asset_checks import UNSIGNED_HREF, AssetPolicy, asset_policy, check_item
 from arctic_rts.bands import RESOLUTION_M, asset_resolution, canonical_band
 from arctic_rts.catalog import RUSTAC_SERVER_ID, absolute_hrefs, is_absolute_href
 from arctic_rts.config import (
@@ -163,11 +163,6 @@ def search_scenes(
     policy = assets if assets is not None else asset_policy(stac_url)
     items = _normalize_found(found.values(), sign, policy)
     return sorted(items, key=lambda d: (str(d["properties"].get("datetime")), str(d["id"])))
-
-
-#: Asset field that keeps the href as the catalog gave it when a sign hook changed it, so that
-#: :func:`arctic_rts.load.load_scenes` can sign it afresh when a block is read.
-UNSIGNED_HREF = "arctic_rts:unsigned_href"
 
 
 def sign_item(
