@@ -26,6 +26,7 @@ import pyogrio
 import pytest
 from faults import FaultProxy, Faults, break_cog, free_port_closed, html_server
 
+from arctic_rts.asset_checks import AssetPolicy
 from arctic_rts.catalog import stac_endpoint
 from arctic_rts.cli import (
     EXIT_ERROR,
@@ -76,7 +77,12 @@ def expected_ids(demo: DemoCatalog, stac_url: str) -> list[str]:
 
 
 def _search(demo: DemoCatalog, url: str, network: NetworkConfig = FAST) -> list[str]:
-    found = search_scenes(demo.bbox, YEAR, stac_url=url, config=CONFIG.search, network=network)
+    # Through a proxy the API is a URL like any other, which names no local folder: the demo's
+    # COGs are allowed explicitly.
+    assets = AssetPolicy(roots=(Path(os.path.realpath(demo.root)),))
+    found = search_scenes(
+        demo.bbox, YEAR, stac_url=url, config=CONFIG.search, network=network, assets=assets
+    )
     return [it["id"] for it in found]
 
 
