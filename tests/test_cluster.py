@@ -216,6 +216,7 @@ def test_allocator_choice_holds_for_clusters_started_one_after_another() -> None
         assert dict(os.environ) == before
 
 
+@pytest.mark.slow
 def test_a_local_cluster_listens_on_loopback_only() -> None:
     """Scheduler, dashboard, nannies and workers: nothing a local run starts is reachable from
     another machine (Dask's own default puts the dashboard on every interface)."""
