@@ -53,6 +53,10 @@ _PROBE_TIMEOUT_S = 5.0
 #: File name suffixes read as item JSON in a catalog folder.
 _ITEM_SUFFIXES = (".json", ".geojson")
 
+#: The local folders that the items of each catalog this process serves may point into, by
+#: API URL (see :func:`served_roots`): registered while :func:`serve_catalog` runs.
+_SERVED_ROOTS: dict[str, tuple[Path, ...]] = {}
+
 
 def write_geoparquet(items: Iterable[Mapping[str, Any]], path: str | Path) -> Path:
     """Write STAC items to one stac-geoparquet file (the format ``rustac serve`` reads).
@@ -195,7 +199,11 @@ def read_items(folder: str | Path) -> list[dict[str, Any]]:
 
 @contextlib.contextmanager
 def serve_catalog(
-    source: str | Path, *, port: int | None = None, timeout: float = STARTUP_TIMEOUT_S
+    source: str | Path,
+    *,
+    port: int | None = None,
+    timeout: float = STARTUP_TIMEOUT_S,
+    asset_roots: Iterable[str | Path] = (),
 ) -> Iterator[str]:
     """Serve a folder of STAC items or a stac-geoparquet file as a STAC API on loopback.
 
@@ -213,6 +221,8 @@ def serve_catalog(
         source: A folder of item JSON files, or a ``.parquet`` stac-geoparquet file.
         port: Loopback port; None picks a free one.
         timeout: Seconds to wait for the server to answer.
+        asset_roots: Folders besides :func:`catalog_root` of ``source`` that the items' local
+            asset hrefs may point into, while the server runs (see :func:`served_roots`).
 
     Yields:
         The API root URL, ``http://127.0.0.1:<port>``.
@@ -234,10 +244,13 @@ def serve_catalog(
             process, backend = _start_server(
                 parquet, home, workdir / "server.log", front.url, timeout
             )
+            roots = (catalog_root(source), *(Path(r) for r in asset_roots))
+            _SERVED_ROOTS[front.url] = tuple(Path(os.path.realpath(r)) for r in roots)
             try:
                 front.start(backend)
                 yield front.url
             finally:
+                _SERVED_ROOTS.pop(front.url, None)
                 _stop(process)
         finally:
             front.close()
@@ -268,6 +281,25 @@ def stac_endpoint(stac: str | Path | None) -> Iterator[str]:
             raise ConfigError(f"--stac {text}: no such folder or file, and not an http(s) URL.")
     with serve_catalog(source) as url:
         yield url
+
+
+def catalog_root(source: str | Path) -> Path:
+    """The folder a local catalog's items may point into: the folder of item files itself (for
+    a ``.parquet`` file, its folder), or the root of the generated demo catalog whose
+    ``items`` folder it is (the demo's items name ``../cogs/...``)."""
+    from arctic_rts.demo.manifest import MANIFEST_NAME
+
+    source = Path(source).resolve()
+    folder = source if source.is_dir() else source.parent
+    if (folder.parent / MANIFEST_NAME).is_file() and folder.name == "items":
+        return folder.parent
+    return folder
+
+
+def served_roots(url: str) -> tuple[Path, ...]:
+    """The folders (real paths) that the items of the catalog this process serves at ``url``
+    may point into; none for any other URL (a STAC API elsewhere names no local files)."""
+    return _SERVED_ROOTS.get(url.rstrip("/"), ())
 
 
 def serve_forever(

@@ -155,7 +155,11 @@ def _map_config(args: argparse.Namespace) -> MapConfig:
             hysteresis_low=args.hysteresis_low,
         ),
         cluster=ClusterConfig(scheduler=args.scheduler, n_workers=args.workers),
-        load=LoadConfig(water_scl_classes=(SCL_WATER,) if args.water_mask else ()),
+        load=LoadConfig(
+            water_scl_classes=(SCL_WATER,) if args.water_mask else (),
+            asset_roots=tuple(args.asset_root or ()),
+            asset_hosts=tuple(args.asset_host or ()),
+        ),
         inventory=InventoryConfig(drop_cut=args.drop_cut),
         network=NetworkConfig(
             connect_timeout_s=args.connect_timeout,

@@ -278,7 +278,28 @@ def _add_map_processing_options(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     add_network_options(p)
+    add_asset_options(p)
     add_dry_run_options(p)
+
+
+def add_asset_options(p: argparse.ArgumentParser) -> None:
+    """Where the catalog's asset hrefs may point (``LoadConfig.asset_roots``/``asset_hosts``)."""
+    p.add_argument(
+        "--asset-root",
+        action="append",
+        default=None,
+        metavar="DIR",
+        help="a folder whose files asset hrefs may name, besides a local --stac catalog's own "
+        "folder; repeatable (default: only that folder; none for a --stac URL)",
+    )
+    p.add_argument(
+        "--asset-host",
+        action="append",
+        default=None,
+        metavar="HOST",
+        help="a host http(s) asset hrefs may name (.example.com: with its subdomains); "
+        "repeatable; items whose hrefs name others are skipped (default: any host)",
+    )
 
 
 def add_network_options(p: argparse.ArgumentParser) -> None:

@@ -569,6 +569,11 @@ def cluster_dask_config() -> dict[str, str]:
     }
 
 
+#: Where a local cluster's dashboard listens: loopback, like its scheduler and workers (Dask's
+#: default, ":8787", listens on every interface); another free port when 8787 is taken.
+LOOPBACK_DASHBOARD = "127.0.0.1:8787"
+
+
 def _start_local(config: ClusterConfig) -> Client:
     from distributed import LocalCluster
 
@@ -589,6 +594,7 @@ def _start_local(config: ClusterConfig) -> Client:
                 threads_per_worker=worker_threads(config, n_workers),
                 resources={GPU_RESOURCE: 1},
                 env={TORCH_THREADS_ENV: str(torch_threads(config, n_workers))},
+                dashboard_address=LOOPBACK_DASHBOARD,
             )
             return _owning_client(cluster)
     elif config.gpu == "yes":
@@ -599,6 +605,7 @@ def _start_local(config: ClusterConfig) -> Client:
         threads_per_worker=worker_threads(config, n_workers),
         processes=True,
         env={TORCH_THREADS_ENV: str(torch_threads(config, n_workers))},
+        dashboard_address=LOOPBACK_DASHBOARD,
     )
     return _owning_client(cluster)
 

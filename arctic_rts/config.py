@@ -150,7 +150,7 @@ def validate_bbox(bbox: tuple[float, float, float, float] | list[float]) -> tupl
         raise ConfigError(
             f"bbox {w} {s} {e} {n} is outside longitude -180..180 / latitude -90..90."
         )
-    if w == e or s >= n:
+    if w == e or s >= n or (w, e) == (180.0, -180.0):
         raise ConfigError(
             f"bbox {w} {s} {e} {n} is empty: it needs west != east (west > east crosses the "
             "antimeridian) and south < north."
@@ -166,11 +166,12 @@ def validate_bbox(bbox: tuple[float, float, float, float] | list[float]) -> tupl
 
 
 def bbox_parts(bbox: Sequence[float]) -> list[tuple[float, float, float, float]]:
-    """The box itself, or its two halves west and east of 180 degrees when it crosses it."""
+    """The box itself, or its halves west and east of 180 degrees when it crosses it (a box
+    that starts or ends on 180 has one: the other would be empty)."""
     w, s, e, n = (float(v) for v in bbox)
     if w <= e:
         return [(w, s, e, n)]
-    return [(w, s, 180.0, n), (-180.0, s, e, n)]
+    return [p for p in ((w, s, 180.0, n), (-180.0, s, e, n)) if p[0] < p[2]]
 
 
 def bbox_geometry(bbox: Sequence[float], densify: float | None = None) -> Any:
@@ -297,8 +298,15 @@ class LoadConfig:
     #: The library that reads the COGs: "stackstac" (default) or "odc-stac" (the ``odc``
     #: extra); both give the same arrays on the same grid.
     loader: str = "stackstac"
+    #: Local folders that asset hrefs may point into besides a local catalog's own folder
+    #: (relative paths: to the current folder); see :mod:`arctic_rts.asset_checks`.
+    asset_roots: tuple[str, ...] = ()
+    #: Hosts that http(s) asset hrefs may name (``.example.com``: its subdomains); empty: any.
+    asset_hosts: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
+        if any(not h or "/" in h or ":" in h for h in self.asset_hosts):
+            raise ConfigError(f"asset_hosts are host names, got {list(self.asset_hosts)}.")
         if self.resolution <= 0:
             raise ConfigError(f"resolution must be positive, got {self.resolution}.")
         if self.chunksize < 64:

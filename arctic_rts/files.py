@@ -137,12 +137,14 @@ def safe_file_name(name: str) -> str:
     becomes ``_`` (so no ``.``, ``..`` or ``.x.tmp-N``), and a name longer than
     :data:`SAFE_NAME_BYTES` is cut. Whenever the name was changed, 16 hex digits of the
     identifier's sha256 are appended, so that two identifiers never share a file. An identifier
-    that needs none of this is its own name.
+    that needs none of this is its own name, unless it ends like such a digest (``-`` and 16
+    hex digits): it could be another identifier's changed name, so it gets its own digest too.
     """
     safe = re.sub(r"[^A-Za-z0-9._-]", "_", name)
     if safe.startswith("."):
         safe = "_" + safe[1:]
-    if safe == name and len(safe) <= SAFE_NAME_BYTES:
+    lookalike = re.search(r"-[0-9a-f]{16}$", name) is not None
+    if safe == name and len(safe) <= SAFE_NAME_BYTES and not lookalike:
         return safe
     digest = hashlib.sha256(name.encode("utf-8", errors="surrogatepass")).hexdigest()[:16]
     return f"{safe[: SAFE_NAME_BYTES - 17]}-{digest}"

@@ -273,6 +273,7 @@ def _select_year(
     Returns the items (sorted by id), the number found before selection, and notes for regions
     without scenes.
     """
+    from arctic_rts.asset_checks import asset_policy
     from arctic_rts.config import geometry_bbox
     from arctic_rts.errors import NoScenesError
     from arctic_rts.search import search_scenes, select_scenes
@@ -283,7 +284,7 @@ def _select_year(
         try:
             found = search_scenes(
                 geometry_bbox(geom), year, stac_url=url, config=config.search,
-                network=config.network,
+                network=config.network, assets=asset_policy(url, config.load),
             )  # fmt: skip
         except NoScenesError as err:
             notes.append(f"region {name}: {err}")

@@ -8,6 +8,7 @@ is read until ``.compute()``: the arrays are dask graphs built by stackstac from
 from __future__ import annotations
 
 import copy
+import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
@@ -15,11 +16,12 @@ import numpy as np
 import rioxarray  # noqa: F401  (registers the .rio accessor)
 import xarray as xr
 
+from arctic_rts.asset_checks import UNSIGNED_HREF, asset_bounds, local_paths, non_regular_problem
 from arctic_rts.bands import validate_bands
 from arctic_rts.config import LoadConfig, NetworkConfig
 from arctic_rts.errors import ConfigError, LoadError
 from arctic_rts.net import gdal_http_options
-from arctic_rts.search import UNSIGNED_HREF, normalize_item, sign_href, sign_item
+from arctic_rts.search import normalize_item, sign_href, sign_item
 
 #: An item-level sign hook (see :func:`arctic_rts.search.search_scenes`).
 SignHook = Callable[[dict[str, Any]], dict[str, Any] | None]
@@ -73,9 +75,15 @@ def load_scenes(
         reflectance (about 0..1), NaN where invalid; CRS set with rioxarray; attrs ``item_id``,
         ``mgrs_tile``, ``datetime`` (ISO 8601), ``epsg``.
 
+    Hrefs are read as given: items from :func:`arctic_rts.search.search_scenes` have passed
+    its checks (:mod:`arctic_rts.asset_checks`); items built by the caller are the caller's.
+    Only a local href that exists and is not a regular file (a FIFO, on which GDAL's open
+    would block for ever) is refused here.
+
     Raises:
         ConfigError: ``bands`` is empty, repeats a band, names a non-canonical band or SCL.
-        LoadError: An item lacks a requested band or the SCL mask, or its grid is unknown.
+        LoadError: An item lacks a requested band or the SCL mask, its grid is unknown, or a
+            local href is not a regular file.
     """
     band_list = list(validate_bands(bands))
     gdal = gdal_http_options(network or NetworkConfig())
@@ -106,6 +114,7 @@ def _load_item(
             f"Item {item_id!r} has no asset for band(s) {', '.join(missing)}; choose scenes "
             f"from a collection that carries them{hint}."
         )
+    _refuse_non_regular(item, needed)
     epsg = props.get("proj:epsg")
     if epsg is None:
         raise LoadError(
@@ -140,6 +149,16 @@ def _load_item(
     }
     out.name = "reflectance"
     return out.rio.write_crs(int(epsg))
+
+
+def _refuse_non_regular(item: dict[str, Any], assets: list[str]) -> None:
+    """Refuse local hrefs that exist but are not regular files (a FIFO would block GDAL's open
+    for ever), before any graph that opens them exists."""
+    hrefs = [item["assets"][k].get(key) for k in assets for key in ("href", UNSIGNED_HREF)]
+    for path in local_paths(str(h) for h in hrefs if h):
+        problem = non_regular_problem(os.path.realpath(path))
+        if problem:
+            raise LoadError(f"Item {item['id']!r}: cannot read {problem}.")
 
 
 def _unsigned(item: dict[str, Any]) -> dict[str, Any]:
@@ -311,7 +330,7 @@ def _item_bounds(item: dict[str, Any], assets: list[str]) -> tuple[float, float,
     best: tuple[float, tuple[float, float, float, float]] | None = None
     for name in assets:
         asset = item["assets"][name]
-        found = _asset_bounds(asset, item)
+        found = asset_bounds(asset, item)
         if found is None:
             continue
         pixel, box = found
@@ -323,23 +342,3 @@ def _item_bounds(item: dict[str, Any], assets: list[str]) -> tuple[float, float,
             "band assets, so its grid is unknown."
         )
     return best[1]
-
-
-def _asset_bounds(
-    asset: Mapping[str, Any], item: Mapping[str, Any]
-) -> tuple[float, tuple[float, float, float, float]] | None:
-    """(pixel size, (xmin, ymin, xmax, ymax)) of one asset, or None when it does not say."""
-    props = item.get("properties", {})
-    transform = asset.get("proj:transform") or props.get("proj:transform")
-    shape = asset.get("proj:shape") or props.get("proj:shape")
-    if transform and shape:
-        a, _, c, _, e, f = (float(v) for v in transform[:6])
-        rows, cols = int(shape[0]), int(shape[1])
-        x0, x1 = sorted((c, c + a * cols))
-        y0, y1 = sorted((f, f + e * rows))
-        return abs(a), (x0, y0, x1, y1)
-    box = asset.get("proj:bbox") or props.get("proj:bbox")
-    if box and len(box) == 4:
-        # Without a transform the pixel size is unknown; rank such assets after known ones.
-        return float("inf"), (float(box[0]), float(box[1]), float(box[2]), float(box[3]))
-    return None

@@ -388,6 +388,7 @@ def _map_locked(
     progress: bool,
 ) -> MapResult:
     """The body of :func:`map_region`, run under ``out``'s lock."""
+    from arctic_rts.asset_checks import asset_policy
     from arctic_rts.cluster import connect
     from arctic_rts.inventory import write_inventory
     from arctic_rts.merge import merge_polygons
@@ -404,8 +405,9 @@ def _map_locked(
 
     with stac_endpoint(stac) as url:
         found = search_scenes(
-            job.bbox, year, stac_url=url, config=config.search, sign=sign, network=config.network
-        )
+            job.bbox, year, stac_url=url, config=config.search, sign=sign,
+            network=config.network, assets=asset_policy(url, config.load),
+        )  # fmt: skip
         items = select_scenes(found)
         check_model_fits(model, items, config)
         stac_label = url if stac is None or str(stac).startswith("http") else str(stac)

@@ -94,6 +94,7 @@ def plan_map(
         NoScenesError: The search finds nothing; ConfigError, CatalogError, WeightsError as
             for a real run.
     """
+    from arctic_rts.asset_checks import asset_policy
     from arctic_rts.model.domain import default_weights
     from arctic_rts.model.weights import resolve_weights
     from arctic_rts.search import search_scenes, select_scenes
@@ -103,7 +104,11 @@ def plan_map(
     year = validate_year(year)
     model = resolve_weights(weights if weights is not None else default_weights(stac))
     with stac_endpoint(stac) as url:
-        items = select_scenes(search_scenes(bbox_t, year, stac_url=url, config=config.search))
+        found = search_scenes(
+            bbox_t, year, stac_url=url, config=config.search, network=config.network,
+            assets=asset_policy(url, config.load),
+        )  # fmt: skip
+        items = select_scenes(found)
     area = bbox_geometry(bbox_t, densify=0.01) if clip else None
     return _scene_rows(year, items, model, config, area)
 

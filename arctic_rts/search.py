@@ -23,6 +23,7 @@ from pystac.errors import STACError, STACTypeError
 from pystac_client import Client
 from pystac_client.exceptions import APIError
 
+from arctic_rts.asset_checks import UNSIGNED_HREF, AssetPolicy, asset_policy, check_item
 from arctic_rts.bands import RESOLUTION_M, asset_resolution, canonical_band
 from arctic_rts.catalog import RUSTAC_SERVER_ID, absolute_hrefs, is_absolute_href
 from arctic_rts.config import (
@@ -65,6 +66,7 @@ def search_scenes(
     config: SearchConfig = _DEFAULT_CONFIG,
     sign: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
     network: NetworkConfig | None = None,
+    assets: AssetPolicy | None = None,
 ) -> list[dict[str, Any]]:
     """Search a STAC API for the season's Sentinel-2 scenes over a box.
 
@@ -88,6 +90,10 @@ def search_scenes(
             a block is read (tokens that expire, as Planetary Computer's do after about 45
             minutes, then never reach a long run's reads).
         network: Timeouts and retries of the requests (see :mod:`arctic_rts.net`).
+        assets: Where the items' assets may be read from; an item whose band hrefs or grid
+            break it is skipped, with its reason, in one warning that counts them (see
+            :mod:`arctic_rts.asset_checks`). None: :func:`~arctic_rts.asset_checks.asset_policy`
+            of ``stac_url`` (the folder of a catalog this process serves there, any host).
 
     Returns:
         Normalized items (see :func:`normalize_item`), sorted by datetime then id.
@@ -155,13 +161,9 @@ def search_scenes(
             f"{list(box)} in {months} {year} with cloud cover <= {config.max_cloud_cover}%; "
             "widen the months, the cloud limit or the bbox."
         )
-    items = _normalize_found(found.values(), sign)
+    policy = assets if assets is not None else asset_policy(stac_url)
+    items = _normalize_found(found.values(), sign, policy)
     return sorted(items, key=lambda d: (str(d["properties"].get("datetime")), str(d["id"])))
-
-
-#: Asset field that keeps the href as the catalog gave it when a sign hook changed it, so that
-#: :func:`arctic_rts.load.load_scenes` can sign it afresh when a block is read.
-UNSIGNED_HREF = "arctic_rts:unsigned_href"
 
 
 def sign_item(
@@ -196,15 +198,18 @@ def sign_href(sign: Callable[[dict[str, Any]], dict[str, Any] | None], href: str
 
 
 def _normalize_found(
-    found: Iterable[dict[str, Any]], sign: Callable[[dict[str, Any]], dict[str, Any]] | None
+    found: Iterable[dict[str, Any]],
+    sign: Callable[[dict[str, Any]], dict[str, Any]] | None,
+    policy: AssetPolicy,
 ) -> list[dict[str, Any]]:
-    """Sign and normalise each item; one that cannot be normalised is skipped, counted in one
-    warning, and does not abort the search (unless nothing is left)."""
+    """Normalise, check and sign each item; one that cannot be normalised or whose assets must
+    not be read is skipped, counted in one warning, and does not abort the search (unless
+    nothing is left)."""
     items: list[dict[str, Any]] = []
     skipped: list[str] = []
     for raw in found:
         try:
-            item = normalize_item(raw)
+            item = normalize_item(raw, policy=policy)
         except (CatalogError, TypeError, ValueError, AttributeError) as exc:
             skipped.append(f"{raw.get('id')!r} ({_one_line(exc)})")
             continue
@@ -279,7 +284,12 @@ def mgrs_tile(item: Mapping[str, Any]) -> str:
     )
 
 
-def normalize_item(item: Mapping[str, Any], *, base: str | Path | None = None) -> dict[str, Any]:
+def normalize_item(
+    item: Mapping[str, Any],
+    *,
+    base: str | Path | None = None,
+    policy: AssetPolicy | None = None,
+) -> dict[str, Any]:
     """Return a copy of a provider's item in the one shape every later stage reads.
 
     - Band assets are keyed by canonical names (``red`` -> ``B04``, ``scl`` -> ``SCL``); other
@@ -298,22 +308,30 @@ def normalize_item(item: Mapping[str, Any], *, base: str | Path | None = None) -
     - ``properties["datetime"]`` is written one way, UTC with ``Z`` and microseconds where not
       0 (``2020-02-19T11:34:25.405000Z``, ``2021-07-15T10:00:00Z``), whatever the API's
       spelling (pgstac answers ``...25.405+00:00``); a value that does not parse is kept.
+    - With ``policy``, the band assets' hrefs, once absolute, and their grids are checked
+      (:func:`arctic_rts.asset_checks.check_item`): the one place where a catalog's hrefs
+      are judged before anything reads them.
 
     Normalizing a normalized item changes nothing.
 
     Args:
         item: A STAC item dict (not modified).
         base: Folder or URL that relative hrefs are relative to.
+        policy: Where assets may be read from; None checks nothing (items the caller built).
 
     Returns:
         The normalized copy.
 
     Raises:
-        CatalogError: A relative href with nothing to resolve it against, or reflectance
-            bands without ``raster:bands`` and no processing baseline to derive them from.
+        CatalogError: A relative href with nothing to resolve it against, reflectance bands
+            without ``raster:bands`` and no processing baseline to derive them from, or (with
+            ``policy``) an href or grid that the policy refuses.
     """
     if item.get("id") is None:
         raise CatalogError("A STAC item without an id cannot be used; check the source.")
+    if "\x00" in str(item["id"]):
+        # GDAL and SQLite end text at a NUL: the id would be stored cut short in the inventory
+        raise CatalogError(f"Item id {item['id']!r} holds a NUL character; fix the catalog.")
     out = copy.deepcopy(dict(item))
     props = out.setdefault("properties", {})
     _restore_epsg(props)
@@ -323,6 +341,8 @@ def normalize_item(item: Mapping[str, Any], *, base: str | Path | None = None) -
     for asset in out["assets"].values():
         _restore_epsg(asset)
     out = _resolve_hrefs(out, base)
+    if policy is not None:
+        check_item(out, policy)
     baseline: tuple[int, int] | None = None
     harmonised = _boa_offset_applied(props)
     for name, asset in out["assets"].items():

@@ -153,6 +153,14 @@ def test_server_listens_on_loopback_only(tmp_path: Path) -> None:
                     listening.append(address)
         # 0100007F is 127.0.0.1 in /proc's little-endian hex.
         assert listening == ["0100007F"]
+        # and the rustac server behind the paging front listens on loopback too
+        import psutil
+
+        servers = [p for p in psutil.Process().children() if "rustac" in p.name()]
+        bound = [
+            c.laddr.ip for p in servers for c in p.net_connections("inet") if c.status == "LISTEN"
+        ]
+        assert bound and set(bound) == {"127.0.0.1"}, bound
 
 
 def test_catalog_is_rebuilt_when_items_change(tmp_path: Path) -> None:

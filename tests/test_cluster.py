@@ -216,6 +216,26 @@ def test_allocator_choice_holds_for_clusters_started_one_after_another() -> None
         assert dict(os.environ) == before
 
 
+@pytest.mark.slow
+def test_a_local_cluster_listens_on_loopback_only() -> None:
+    """Scheduler, dashboard, nannies and workers: nothing a local run starts is reachable from
+    another machine (Dask's own default puts the dashboard on every interface)."""
+    import psutil
+
+    def listening(proc: psutil.Process) -> set[str]:
+        return {
+            c.laddr.ip for c in proc.net_connections(kind="inet") if c.status == psutil.CONN_LISTEN
+        }
+
+    me = psutil.Process()
+    before = listening(me)
+    with connect(ClusterConfig(n_workers=1, threads_per_worker=1)) as client:
+        assert "127.0.0.1" in client.dashboard_link
+        procs = [me, *me.children(recursive=True)]
+        addresses = set().union(*(listening(p) for p in procs)) - before
+    assert addresses == {"127.0.0.1"}, addresses
+
+
 def test_connect_refuses_gpu_yes_without_gpu() -> None:
     if torch.cuda.is_available():
         pytest.skip("a GPU is visible here")

@@ -1,5 +1,6 @@
 """House rules on the size of the code: modules of arctic_rts/ up to 700 lines, function bodies
-up to 80 lines of code (docstring, comments and blank lines not counted).
+up to 80 lines of code (docstring, comments and blank lines not counted); and no shell, no code
+run from strings and no pickle loaded anywhere in the package (the README's Security section).
 
 A long function is a composition of named steps waiting to be written down (DESIGN.md, after
 stackstac's ``stack()``); a long module holds more than one stage. ``bench/`` is not checked.
@@ -88,3 +89,35 @@ def test_function_size(path: Path) -> None:
         f"{path.name}: {', '.join(long)} over {MAX_FUNCTION_CODE_LINES} lines of code; "
         "split into named steps"
     )
+
+
+#: Calls that would break the README's Security section: a shell built from strings, code run
+#: from strings, or a pickle loaded (torch.load unpickles unless weights_only; none is needed).
+_FORBIDDEN_CALLS = {
+    "os.system", "os.popen", "pickle.load", "pickle.loads", "torch.load", "marshal.loads",
+    "dill.load", "dill.loads", "cloudpickle.load", "cloudpickle.loads", "eval", "exec",
+    "pandas.read_pickle", "pd.read_pickle", "joblib.load", "numpy.load", "np.load",
+}  # fmt: skip
+
+
+def _dotted(node: ast.expr) -> str:
+    if isinstance(node, ast.Name):
+        return node.id
+    if isinstance(node, ast.Attribute):
+        return f"{_dotted(node.value)}.{node.attr}"
+    return ""
+
+
+@pytest.mark.parametrize("path", MODULES, ids=lambda p: str(p.relative_to(PACKAGE)))
+def test_no_shell_no_code_from_strings_and_no_pickle(path: Path) -> None:
+    found = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if not isinstance(node, ast.Call):
+            continue
+        name = _dotted(node.func)
+        if name in _FORBIDDEN_CALLS:
+            found.append(f"{name} (line {node.lineno})")
+        shell = [k for k in node.keywords if k.arg == "shell"]
+        if shell and not (isinstance(shell[0].value, ast.Constant) and not shell[0].value.value):
+            found.append(f"{name}(shell=...) (line {node.lineno})")
+    assert not found, f"{path.name}: {', '.join(found)}"

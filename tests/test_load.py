@@ -216,8 +216,9 @@ def test_bad_band_lists_are_config_errors(tmp_path: Path, bands: list[str], matc
 @pytest.fixture(scope="module")
 def rkh_api(shared_data: Path, rkh_folder: Path) -> Any:
     """The real 29RKH item, its hrefs pointed at the real COGs, served by the embedded API."""
-    with serve_catalog(rkh_folder) as url:
-        yield url, shared_data / "s2_l2a_cogs_29RKH"
+    cogs = shared_data / "s2_l2a_cogs_29RKH"
+    with serve_catalog(rkh_folder, asset_roots=[cogs]) as url:  # the COGs lie outside it
+        yield url, cogs
 
 
 def _reference(path: Path, transform: Any, shape: tuple[int, int], method: Resampling) -> Any:

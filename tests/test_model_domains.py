@@ -54,11 +54,12 @@ def test_the_demo_model_is_refused_on_a_real_catalog(
 
 @pytest.mark.realdata
 def test_a_real_catalog_is_mapped_with_the_real_model_by_default(
-    rkh_folder: Path, tmp_path: Path
+    rkh_folder: Path, shared_data: Path, tmp_path: Path
 ) -> None:
     config = MapConfig(
         search=SearchConfig(months=(2,), max_cloud_cover=20.0),
-        load=LoadConfig(resolution=100.0),  # the COGs were decimated 10x by their publisher
+        # the COGs were decimated 10x by their publisher; they lie outside the catalog folder
+        load=LoadConfig(resolution=100.0, asset_roots=(str(shared_data / "s2_l2a_cogs_29RKH"),)),
     )
     with serve_catalog(rkh_folder) as url:
         result = map_region(

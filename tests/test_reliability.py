@@ -26,6 +26,7 @@ import pyogrio
 import pytest
 from faults import FaultProxy, Faults, break_cog, free_port_closed, html_server
 
+from arctic_rts.asset_checks import AssetPolicy
 from arctic_rts.catalog import stac_endpoint
 from arctic_rts.cli import (
     EXIT_ERROR,
@@ -76,7 +77,12 @@ def expected_ids(demo: DemoCatalog, stac_url: str) -> list[str]:
 
 
 def _search(demo: DemoCatalog, url: str, network: NetworkConfig = FAST) -> list[str]:
-    found = search_scenes(demo.bbox, YEAR, stac_url=url, config=CONFIG.search, network=network)
+    # Through a proxy the API is a URL like any other, which names no local folder: the demo's
+    # COGs are allowed explicitly.
+    assets = AssetPolicy(roots=(Path(os.path.realpath(demo.root)),))
+    found = search_scenes(
+        demo.bbox, YEAR, stac_url=url, config=CONFIG.search, network=network, assets=assets
+    )
     return [it["id"] for it in found]
 
 
@@ -651,16 +657,23 @@ def test_item_ids_too_long_temp_shaped_or_escaping_cannot_abort_escape_or_be_del
     demo: DemoCatalog, weights: Path, client: Any, tmp_path: Path
 ) -> None:
     from arctic_rts.config import InventoryRunConfig, RegionConfig
+    from arctic_rts.errors import SkippedInputWarning
     from arctic_rts.inventory_run import run_inventory
 
     catalog = tmp_path / "catalog"
     shutil.copytree(demo.root, catalog)
     selected = _selected(catalog)
     extra = _add_tile(catalog, selected["7WFS"], "FT")
+    another, nul = (
+        _add_tile(catalog, selected["8WLB"], "LC"),
+        _add_tile(catalog, selected["7WFS"], "FU"),
+    )
+    _rename(catalog, nul, "S2A_nul\x00../x")  # GeoPackage text would end at the NUL: skipped
     hostile = {
         selected["7WFS"]: "S2A_" + "x" * 296,  # 300 bytes: over the 255-byte name limit
         selected["8WLB"]: ".x.tmp-3",  # the shape of the runner's stale temporary files
         extra: "../../../escaped/..",
+        another: "/tmp/escaped-abs\n..",  # absolute, with a newline
     }
     for old, new in hostile.items():
         _rename(catalog, old, new)
@@ -673,18 +686,94 @@ def test_item_ids_too_long_temp_shaped_or_escaping_cannot_abort_escape_or_be_del
         map=CONFIG,
     )
 
-    first = run_inventory(cfg, progress=False, client=client)
-    again = run_inventory(cfg, progress=False, client=client)
+    with pytest.warns(SkippedInputWarning, match=r"Skipped 1 of \d+ .*NUL"):
+        first = run_inventory(cfg, progress=False, client=client)
+    with pytest.warns(SkippedInputWarning, match=r"Skipped 1 of \d+ .*NUL"):
+        again = run_inventory(cfg, progress=False, client=client)
 
-    assert (first.years[0].n_computed, first.years[0].failed) == (3, [])
-    assert (again.years[0].n_computed, again.years[0].n_from_manifest) == (0, 3)
+    assert (first.years[0].n_computed, first.years[0].failed) == (4, [])
+    assert (again.years[0].n_computed, again.years[0].n_from_manifest) == (0, 4)
     scenes = pyogrio.read_dataframe(cfg.out, layer="scenes", read_geometry=False)
     assert sorted(scenes["scene_id"]) == sorted(hostile.values())
     assert set(scenes["status"]) == {"done"}
     work = tmp_path / "out" / "inv.gpkg.work"
     records = sorted((work / "scenes" / str(YEAR)).iterdir())
-    assert len(records) == 6 and all(len(p.name.encode()) < 200 for p in records)
+    assert len(records) == 8 and all(len(p.name.encode()) < 200 for p in records)
     assert not [p for p in records if p.name.startswith(".")]
     # Nothing was written outside the output folder and the catalog.
     assert sorted(p.name for p in tmp_path.iterdir()) == ["catalog", "out"]
-    assert not list(tmp_path.rglob("escaped"))
+    assert not list(tmp_path.rglob("escaped*")) and not list(Path("/tmp").glob("escaped-abs*"))
+
+
+# ---------------------------------------------------------------------------------------------
+# Hostile hrefs and grids
+
+
+def _set_nir(catalog: Path, item_id: str, **fields: Any) -> None:
+    path = catalog / "items" / f"{item_id}.json"
+    item = json.loads(path.read_text())
+    item["assets"]["nir"].update(fields)
+    path.write_text(json.dumps(item))
+
+
+@pytest.mark.timeout(300)  # a FIFO opened by GDAL would hang the run: fail instead
+def test_hrefs_that_escape_block_or_lie_skip_their_item_and_are_never_read(
+    demo: DemoCatalog,
+    weights: Path,
+    client: Any,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from arctic_rts.errors import SkippedInputWarning
+
+    catalog = tmp_path / "catalog"
+    shutil.copytree(demo.root, catalog)
+    selected = _selected(catalog)
+    fs, lb = selected["7WFS"], selected["8WLB"]
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    secret = outside / "B08.tif"  # a valid COG outside the catalog: it would map if read
+    shutil.copy(_cog(catalog, fs), secret)
+    (catalog / "cogs" / "link.tif").symlink_to(secret)
+    os.mkfifo(catalog / "cogs" / "pipe.tif")
+    extra = {square: _add_tile(catalog, fs, square) for square in ("FT", "FU", "FV", "FW")}
+    _set_nir(catalog, fs, href="../../outside/B08.tif")  # ../ out of the catalog
+    _set_nir(catalog, lb, href=str(catalog / "cogs" / "pipe.tif"))  # a FIFO inside it
+    _set_nir(catalog, extra["FT"], href=f"file://{secret}")
+    _set_nir(catalog, extra["FU"], href=str(catalog / "cogs" / "link.tif"))
+    _set_nir(catalog, extra["FV"], href="ftp://example.com/B08.tif")
+    item = json.loads((catalog / "items" / f"{extra['FW']}.json").read_text())
+    _set_nir(
+        catalog,
+        extra["FW"],
+        **{"proj:shape": [n * 100 for n in item["assets"]["nir"]["proj:shape"]]},
+    )
+    hostile = {fs, lb, *extra.values()}
+    # the next least cloudy in-season scene of each tile takes the skipped one's place
+    after = _selected_without(catalog, hostile)
+    out = tmp_path / "out" / "inventory.gpkg"
+    out.parent.mkdir()
+
+    with pytest.warns(SkippedInputWarning, match=r"Skipped 6 of \d+ item\(s\)") as caught:
+        code, stdout, err = _cli(_map_argv(catalog / "items", weights, out, client), capsys)
+
+    assert code == EXIT_OK, (stdout, err)
+    assert len([w for w in caught if issubclass(w.category, SkippedInputWarning)]) == 1
+    scenes = pyogrio.read_dataframe(out, layer="scenes", read_geometry=False)
+    assert sorted(scenes["scene_id"]) == sorted(after.values())
+    assert set(scenes["status"]) == {"done"}
+    assert not hostile & set(scenes["scene_id"])
+    assert len(pyogrio.read_dataframe(out, layer=f"rts_{YEAR}")) > 0
+
+
+def _selected_without(catalog: Path, skipped: set[str]) -> dict[str, str]:
+    """:func:`_selected` among the items not in ``skipped``."""
+    hidden = catalog.parent / "hidden"
+    hidden.mkdir(exist_ok=True)
+    for item_id in skipped:
+        (catalog / "items" / f"{item_id}.json").rename(hidden / f"{item_id}.json")
+    try:
+        return _selected(catalog)
+    finally:
+        for path in hidden.iterdir():
+            path.rename(catalog / "items" / path.name)

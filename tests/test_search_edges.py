@@ -47,7 +47,8 @@ def s2_item(
             "proj:epsg": 32607,
         },
         "links": [],
-        "assets": {"red": {"href": f"/data/{item_id}/B04.tif", "type": "image/tiff"}},
+        # never read here; a local path would lie outside the catalog folder and be refused
+        "assets": {"red": {"href": f"https://example.com/{item_id}/B04.tif", "type": "image/tiff"}},
     }
 
 
@@ -163,7 +164,10 @@ def test_provider_schemas_are_searched_selected_and_loaded(tmp_path: Path) -> No
     del broken["properties"]["s2:processing_baseline"]
     folder = write_items(tmp_path / "items", [_footprint(i) for i in (cdse, plain, broken)])
     config = SearchConfig(months=(7,))
-    with serve_catalog(folder) as url, pytest.warns(UserWarning, match=r"Skipped 1 of 3.*broken"):
+    with (
+        serve_catalog(folder, asset_roots=[tmp_path / "r"]) as url,
+        pytest.warns(UserWarning, match=r"Skipped 1 of 3.*broken"),
+    ):
         found = search_scenes((14.95, 69.35, 15.05, 69.45), 2021, stac_url=url, config=config)
     assert sorted(it["id"] for it in found) == sorted([cdse["id"], plain["id"]])
     chosen = select_scenes(found)
@@ -197,7 +201,7 @@ def test_legacy_earth_search_boa_offset_applied_is_not_applied_again(tmp_path: P
     unflagged["id"] = "S2A_33WXS_20220716_0_L2A"
     unflagged["properties"]["sentinel:boa_offset_applied"] = False
     folder = write_items(tmp_path / "items", [_footprint(flagged), _footprint(unflagged)])
-    with serve_catalog(folder) as url:
+    with serve_catalog(folder, asset_roots=[tmp_path / "r"]) as url:
         found = search_scenes((14.95, 69.35, 15.05, 69.45), 2022, stac_url=url,
                               config=SearchConfig(months=(7,)))  # fmt: skip
     by_id = {it["id"]: it for it in found}

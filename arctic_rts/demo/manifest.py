@@ -25,7 +25,7 @@ DEMO_SEED = 2021
 #: Scene edge in 10 m pixels (a multiple of 6 so the 60 m bands tile it exactly).
 DEFAULT_SIZE_PX = 1008
 
-_MANIFEST = "demo_manifest.json"
+MANIFEST_NAME = "demo_manifest.json"
 
 
 @dataclass(frozen=True)
@@ -97,7 +97,7 @@ def _check_params(seed: int, years: Sequence[int], size_px: int) -> dict[str, An
 
 def _read_manifest(root: Path) -> dict[str, Any] | None:
     """The manifest in ``root``, or None when there is none or it cannot be read."""
-    path = root / _MANIFEST
+    path = root / MANIFEST_NAME
     if not path.is_file():
         return None
     try:
