@@ -47,9 +47,9 @@ from arctic_rts.config import (
     SearchConfig,
     VectorizeConfig,
     parse_years,
-    read_inventory_run,
 )
 from arctic_rts.errors import ArcticRTSError, ConfigError, NoScenesError
+from arctic_rts.runfile import read_inventory_run
 
 #: Exit codes: 0 complete, 1 partial (some scenes failed, output written), 2 usage, input or
 #: environment error (one line says which and how to fix it), 3 nothing found, 4 unexpected

@@ -10,15 +10,12 @@ import dataclasses
 import datetime as dt
 import itertools
 import operator
-import tomllib
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from arctic_rts.bands import SCL_MASKED
 from arctic_rts.errors import ConfigError
-from arctic_rts.typecheck import check_table_types
 
 #: Earth Search v1, the default STAC API for users online.
 EARTH_SEARCH_URL = "https://earth-search.aws.element84.com/v1"
@@ -521,7 +518,7 @@ class MapConfig:
 #: Exports an inventory run can write beside its GeoPackage (``exports = [...]`` in the file).
 INVENTORY_EXPORTS: tuple[str, ...] = ("geoparquet", "summary_csv")
 #: Tables of an inventory run file that fill :class:`MapConfig`'s sections.
-_MAP_SECTIONS = {
+MAP_SECTIONS = {
     "search": SearchConfig,
     "load": LoadConfig,
     "predict": PredictConfig,
@@ -605,95 +602,3 @@ class InventoryRunConfig:
             raise ConfigError(
                 f"unknown export(s) {unknown}; choose from {list(INVENTORY_EXPORTS)}."
             )
-
-
-def read_toml(path: Path) -> dict[str, Any]:
-    """A run file's TOML document; an unreadable or malformed file is a one-line ConfigError."""
-    try:
-        return tomllib.loads(path.read_text())
-    except (OSError, tomllib.TOMLDecodeError) as err:
-        raise ConfigError(f"cannot read run file {path}: {err}") from err
-
-
-def dataclass_from_table(cls: type, table: Mapping[str, Any], where: str) -> Any:
-    """Build a config dataclass from a TOML table; lists become tuples, unknown keys are refused.
-
-    Raises:
-        ConfigError: An unknown key, a missing required key or an invalid value.
-    """
-    if not isinstance(table, Mapping):
-        raise ConfigError(f"[{where}] must be a table of key = value pairs.")
-    names = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(table) - names)
-    if unknown:
-        raise ConfigError(
-            f"unknown key(s) {', '.join(unknown)} in [{where}]; known: {', '.join(sorted(names))}."
-        )
-    check_table_types(cls, table, where)
-    try:
-        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in table.items()})
-    except TypeError as err:
-        raise ConfigError(f"[{where}]: {err}") from err
-
-
-def read_inventory_run(path: str | Path) -> InventoryRunConfig:
-    """Read an inventory run file (TOML) into an :class:`InventoryRunConfig`.
-
-    Top-level keys are the run's fields (``out``, ``years``, ``regions``, ``stac``, ``weights``,
-    ``exports``...); ``regions`` is an array of ``{name, bbox}`` tables or a vector file's path.
-    Relative paths (``out``, ``regions``, ``weights``, a local ``stac``) are relative to the
-    run file's folder. See ``deploy/inventory.example.toml``.
-
-    Raises:
-        ConfigError: Unreadable file, unknown key or invalid value.
-    """
-    path = Path(path)
-    doc = read_toml(path)
-    base = path.resolve().parent
-
-    def rel(value: Any, key: str) -> str:
-        if not isinstance(value, str) or not value:
-            raise ConfigError(f"{key} in {path} must be a path (a string), got {value!r}.")
-        return str(base / Path(value).expanduser())
-
-    sections = {
-        name: dataclass_from_table(cls, doc.pop(name), name)
-        for name, cls in _MAP_SECTIONS.items()
-        if name in doc
-    }
-    run: dict[str, Any] = dict(doc)
-    if "out" in run:
-        run["out"] = rel(run["out"], "out")
-    regions = run.pop("regions", None)
-    if isinstance(regions, str):
-        run["regions_file"] = rel(regions, "regions")
-    elif isinstance(regions, list):
-        run["regions"] = tuple(
-            dataclass_from_table(RegionConfig, r, f"regions #{i + 1}")
-            for i, r in enumerate(regions)
-        )
-    elif regions is not None:
-        raise ConfigError(
-            f"regions in {path} must be [[regions]] tables (name, bbox) or a vector file path."
-        )
-    weights = run.pop("weights", None)
-    if weights is not None:
-        listed = [weights] if isinstance(weights, str) else weights
-        if not isinstance(listed, list):
-            raise ConfigError(f"weights in {path} must be a path or a list of paths.")
-        run["weights"] = tuple(rel(w, "weights") for w in listed)
-    stac = run.get("stac")
-    if (
-        isinstance(stac, str)
-        and stac != DEMO_CATALOG
-        and not stac.startswith(("http://", "https://"))
-    ):
-        run["stac"] = rel(stac, "stac")
-    for key in ("out", "years"):
-        if key not in run:
-            raise ConfigError(f"{path} has no '{key}'; see deploy/inventory.example.toml.")
-    allow_demo = run.pop("allow_demo_model", False)
-    if not isinstance(allow_demo, bool):
-        raise ConfigError(f"allow_demo_model in {path} must be true or false, got {allow_demo!r}.")
-    run["map"] = MapConfig(**sections, allow_demo_model=allow_demo)
-    return dataclass_from_table(InventoryRunConfig, run, "top level")  # type: ignore[no-any-return]

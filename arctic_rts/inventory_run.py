@@ -29,7 +29,7 @@ import geopandas as gpd
 
 from arctic_rts import __version__
 from arctic_rts.catalog import stac_endpoint
-from arctic_rts.config import InventoryRunConfig, MapConfig, read_inventory_run
+from arctic_rts.config import InventoryRunConfig, MapConfig
 from arctic_rts.errors import ConfigError, InventoryError
 from arctic_rts.files import (
     atomic_path,
@@ -47,6 +47,7 @@ from arctic_rts.pipeline import (
     scenes_frame,
 )
 from arctic_rts.run_report import InventoryRunResult, YearSummary, scene_row
+from arctic_rts.runfile import read_inventory_run
 
 if TYPE_CHECKING:  # torch stays out of the import of this module
     from arctic_rts.model.weights import Weights

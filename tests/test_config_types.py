@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from arctic_rts.config import read_inventory_run
 from arctic_rts.errors import ConfigError
+from arctic_rts.runfile import read_inventory_run
 from arctic_rts.train.loop import load_train_config
 
 INVENTORY = """

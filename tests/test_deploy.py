@@ -23,7 +23,8 @@ import yaml
 
 from arctic_rts import __version__
 from arctic_rts.cli import build_parser
-from arctic_rts.config import latest_season_year, read_inventory_run
+from arctic_rts.config import latest_season_year
+from arctic_rts.runfile import read_inventory_run
 
 ROOT = Path(__file__).resolve().parents[1]
 DEPLOY = ROOT / "deploy"

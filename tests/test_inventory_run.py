@@ -41,7 +41,6 @@ from arctic_rts.config import (
     InventoryConfig,
     InventoryRunConfig,
     RegionConfig,
-    read_inventory_run,
 )
 from arctic_rts.demo import DemoCatalog, generate_demo
 from arctic_rts.errors import ConfigError, InventoryError, InventoryLockedError
@@ -49,6 +48,7 @@ from arctic_rts.inventory import lock_inventory, write_inventory
 from arctic_rts.inventory_run import InventoryRunResult, _Manifest, run_inventory
 from arctic_rts.merge import merge_polygons
 from arctic_rts.pipeline import SceneRecord
+from arctic_rts.runfile import read_inventory_run
 
 YEARS = (2021, 2022)
 SIZE_PX = 120

@@ -28,10 +28,10 @@ import numpy as np
 import torch
 
 from arctic_rts.bands import validate_bands
-from arctic_rts.config import dataclass_from_table, read_toml
 from arctic_rts.errors import ConfigError, DatasetError, TrainingError
 from arctic_rts.model.unet import UNet
 from arctic_rts.model.weights import resolve_device, save_weights
+from arctic_rts.runfile import dataclass_from_table, read_toml
 from arctic_rts.train.checkpoint import load_state, save_state
 from arctic_rts.train.config import (
     AdversarialConfig,
