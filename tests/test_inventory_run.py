@@ -46,7 +46,8 @@ from arctic_rts.config import (
 from arctic_rts.demo import DemoCatalog, generate_demo
 from arctic_rts.errors import ConfigError, InventoryError, InventoryLockedError
 from arctic_rts.inventory import lock_inventory, write_inventory
-from arctic_rts.inventory_run import InventoryRunResult, _Manifest, run_inventory
+from arctic_rts.inventory_run import InventoryRunResult, run_inventory
+from arctic_rts.manifest import Manifest
 from arctic_rts.merge import merge_polygons
 from arctic_rts.pipeline import SceneRecord
 
@@ -389,7 +390,7 @@ def test_manifest_reuses_only_complete_records_of_the_same_scene_model_and_param
     work = tmp_path / "work"
     (work / "scenes" / "2021").mkdir(parents=True)
     (work / "scenes" / "2021" / ".S2C.json.tmp-999").write_text("{")  # a killed run's
-    manifest = _Manifest(work, "hash-a")
+    manifest = Manifest(work, "hash-a")
     assert not list((work / "scenes" / "2021").iterdir())
     manifest.save(2021, items, _scene(odd["id"]), gdf, run_id="run1")
     manifest.save(2021, items, _scene(plain["id"]), gdf.iloc[:0], run_id="run1")
@@ -406,7 +407,7 @@ def test_manifest_reuses_only_complete_records_of_the_same_scene_model_and_param
     )
     assert manifest.lookup(2021, bad) is None  # failed scenes are retried
     assert manifest.lookup(2022, odd) is None  # another year
-    assert _Manifest(work, "hash-b").lookup(2021, odd) is None  # another model or parameters
+    assert Manifest(work, "hash-b").lookup(2021, odd) is None  # another model or parameters
     reprocessed = {**odd, "properties": {**props, "s2:processing_baseline": "05.10"}}
     assert manifest.lookup(2021, reprocessed) is None
     moved = {**odd, "assets": {"B04": {"href": "/elsewhere/B04.tif"}}}
@@ -807,18 +808,17 @@ def test_a_record_whose_log_line_a_kill_cut_off_is_logged_by_the_next_run(tmp_pa
     once, and ends a torn last line first."""
     from shapely.geometry import box
 
-    from arctic_rts.inventory_run import _Manifest
     from arctic_rts.pipeline import SceneRecord
 
     item = {"id": "S2A_X", "properties": {"datetime": "2021-07-01T00:00:00Z"}, "assets": {}}
     rec = SceneRecord("S2A_X", "7WFS", "2021-07-01", 32607, 1.0, box(0, 0, 1, 1), status="done")
-    manifest = _Manifest(tmp_path, "hash")
+    manifest = Manifest(tmp_path, "hash")
     manifest.save(2021, {"S2A_X": item}, rec, None, run_id="killed")
     log = tmp_path / "log.jsonl"
     assert [e["run_id"] for e in _log(tmp_path)] == ["killed"]
     log.write_text('{"run_id": "older", "item_id"')  # the line lost, half of another left
-    _Manifest(tmp_path, "hash")
-    _Manifest(tmp_path, "hash")
+    Manifest(tmp_path, "hash")
+    Manifest(tmp_path, "hash")
     lines = log.read_text().splitlines()
     assert lines[0] == '{"run_id": "older", "item_id"'
     assert [json.loads(line)["run_id"] for line in lines[1:]] == ["killed"]
