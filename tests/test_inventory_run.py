@@ -32,6 +32,7 @@ import psutil
 import pyogrio
 import pytest
 import shapely
+from inventories import assert_same_inventory, layers
 
 from arctic_rts.changes import CHANGE_CLASSES
 from arctic_rts.cli import EXIT_ERROR, EXIT_PARTIAL, main
@@ -120,31 +121,6 @@ def _tree_hashes(folder: Path) -> dict[str, str]:
     return {
         str(p.relative_to(folder)): _sha256(p) for p in sorted(folder.rglob("*")) if p.is_file()
     }
-
-
-def _layers(path: Path) -> set[str]:
-    return {str(name) for name, _ in pyogrio.list_layers(path)}
-
-
-def _comparable(path: Path, layer: str) -> pd.DataFrame:
-    """A layer as a sorted frame without run ids and timings, geometries as normalized WKB."""
-    frame = pyogrio.read_dataframe(path, layer=layer)
-    frame = frame.drop(columns=[c for c in ("run_id", "seconds") if c in frame.columns])
-    if "geometry" in frame.columns:
-        geoms = frame.geometry
-        frame = pd.DataFrame(frame.drop(columns="geometry"))
-        frame["geometry"] = [
-            None if g is None else shapely.to_wkb(shapely.normalize(g), hex=True) for g in geoms
-        ]
-    keys = [c for c in ("rts_id", "rts_ids_prev", "rts_ids_curr", "scene_id") if c in frame]
-    return frame.sort_values(keys).reset_index(drop=True)
-
-
-def _assert_same_inventory(got: Path, want: Path) -> None:
-    """Same layers; same rows, attributes and geometries in each (run ids and timings aside)."""
-    assert _layers(got) == _layers(want)
-    for layer in sorted(_layers(want) - {"runs"}):
-        pd.testing.assert_frame_equal(_comparable(got, layer), _comparable(want, layer))
 
 
 def _records(work: Path) -> dict[str, bytes]:
@@ -500,7 +476,7 @@ def test_a_run_writes_each_year_its_changes_and_the_exports(
     reference: InventoryRunResult, demo: DemoCatalog
 ) -> None:
     out = reference.out
-    assert _layers(out) == {"rts_2021", "rts_2022", "changes_2021_2022", "scenes", "runs"}
+    assert layers(out) == {"rts_2021", "rts_2022", "changes_2021_2022", "scenes", "runs"}
     for summary in reference.years:
         # Both regions see both tiles: the union is one scene per tile, not four.
         assert (summary.n_scenes, summary.n_computed, summary.n_from_manifest) == (2, 2, 0)
@@ -600,7 +576,7 @@ def test_a_failed_scene_is_reported_recorded_and_retried(
     scenes = gpd.read_file(out, layer="scenes").set_index("scene_id")
     assert scenes.loc[broken, "status"] == "failed" and scenes.loc[broken, "error"]
     assert not gpd.read_file(out, layer="rts_2021")["scene_ids"].str.contains(broken).any()
-    assert _layers(out) == _layers(reference.out)
+    assert layers(out) == layers(reference.out)
 
     cog.write_bytes(good)
     retried = run_inventory(run_file, progress=False, client=client)
@@ -608,7 +584,7 @@ def test_a_failed_scene_is_reported_recorded_and_retried(
         (1, True, []),
         (0, False, []),
     ]
-    _assert_same_inventory(out, reference.out)
+    assert_same_inventory(out, reference.out)
 
 
 @pytest.mark.slow
@@ -626,13 +602,13 @@ def test_sigkill_part_way_then_rerun_gives_the_uninterrupted_inventory(
 
     finished = _records(work)
     assert 1 <= len(finished) < 4, "the kill came too late to test a resume"
-    assert not out.exists() or "rts_2022" not in _layers(out)
+    assert not out.exists() or "rts_2022" not in layers(out)
     with lock_inventory(out):  # the kernel freed the dead run's lock
         pass
 
     stdout = _finish_cli(run_file, tmp_path / "rerun")
 
-    _assert_same_inventory(out, reference.out)
+    assert_same_inventory(out, reference.out)
     # Nothing finished before the kill was computed again: its records are untouched, and the
     # rerun computed (and logged) only the other scenes.
     after = _records(work)
@@ -686,7 +662,7 @@ def test_sigkill_inside_the_write_leaves_the_previous_file_and_a_free_lock(
 
     stdout = _finish_cli(both, tmp_path / "rerun")
     assert "rts_2021 unchanged" in stdout and "rts_2022 written" in stdout
-    _assert_same_inventory(out, reference.out)
+    assert_same_inventory(out, reference.out)
 
 
 @pytest.mark.slow
