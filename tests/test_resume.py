@@ -222,9 +222,13 @@ def _scene(item_id: str, status: str = "done") -> SceneRecord:
 def test_resume_scenes_with_retry_failed_computes_only_the_failed_scenes(tmp_path: Path) -> None:
     import geopandas as gpd
     import shapely
+    import shapely.geometry
 
-    props = {"datetime": "2021-07-13T20:49:19Z"}
-    items = [{"id": i, "properties": props} for i in ("done", "failed", "never")]
+    props = {"datetime": "2021-07-13T20:49:19Z", "s2:mgrs_tile": "07WFS"}
+    footprint = shapely.geometry.mapping(shapely.box(-138.1, 69.0, -137.9, 69.1))
+    items = [
+        {"id": i, "properties": props, "geometry": footprint} for i in ("done", "failed", "never")
+    ]
     polygons = gpd.GeoDataFrame(
         {"scene_id": ["x"]}, geometry=[shapely.box(0, 0, 10, 10)], crs="EPSG:32607"
     )
