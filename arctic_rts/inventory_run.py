@@ -321,7 +321,11 @@ def _compute_missing(run: _InventoryRun, state: _Year, summary: YearSummary) -> 
     exactly what an uninterrupted one does.
     """
 
-    def compute(todo: list[dict[str, Any]], on_done: Any) -> list[SceneRecord]:
+    def compute(todo: list[dict[str, Any]], save: Any) -> list[SceneRecord]:
+        def on_done(rec: SceneRecord, gdf: gpd.GeoDataFrame | None) -> None:
+            save(rec, gdf)
+            _log_scene(state.year, rec)
+
         area = _area(run.regions) if run.cfg.clip_to_regions else None
         records, _ = map_scenes(
             todo, run.weights, run.cfg.map, run.cluster(), run_id=run.run_id,
@@ -344,6 +348,17 @@ def _compute_missing(run: _InventoryRun, state: _Year, summary: YearSummary) -> 
         scene_row(rec, rid, run.run_id)
         for rec, rid in zip(scenes.records, scenes.run_ids, strict=True)
     ]
+
+
+def _log_scene(year: int, rec: SceneRecord) -> None:
+    if rec.status == "failed":
+        logger.warning(
+            "%d: scene %s failed (%.1f s): %s", year, rec.item_id, rec.seconds, rec.error
+        )
+    else:
+        logger.info(
+            "%d: scene %s done, %d polygons, %.1f s", year, rec.item_id, rec.n_polygons, rec.seconds
+        )
 
 
 def _write_year(

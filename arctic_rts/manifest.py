@@ -321,7 +321,7 @@ def resume_scenes(
     fresh: dict[str, SceneRecord] = {}
     if todo:
         on_done = functools.partial(
-            _save_and_log, manifest, year, {it["id"]: it for it in todo}, run_id
+            manifest.save, year, {it["id"]: it for it in todo}, run_id=run_id
         )
         fresh = {r.item_id: r for r in compute(todo, on_done)}
     results = SceneResults(
@@ -330,29 +330,6 @@ def resume_scenes(
     for item in items:
         _collect(manifest, year, item, run_id, fresh, skipped, results)
     return results
-
-
-def _save_and_log(
-    manifest: Manifest,
-    year: int,
-    items: dict[str, dict[str, Any]],
-    run_id: str,
-    rec: SceneRecord,
-    gdf: gpd.GeoDataFrame | None,
-) -> None:
-    manifest.save(year, items, rec, gdf, run_id=run_id)
-    if rec.status == "failed":
-        logger.warning(
-            "%d: scene %s failed (%.1f s): %s", year, rec.item_id, rec.seconds, rec.error
-        )
-    else:
-        logger.info(
-            "%d: scene %s done, %d polygons, %.1f s",
-            year,
-            rec.item_id,
-            rec.n_polygons,
-            rec.seconds,
-        )
 
 
 def _collect(
