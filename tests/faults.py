@@ -265,35 +265,46 @@ def free_port_closed() -> str:
 
 
 class FaultOnTask(WorkerPlugin):
-    """A Dask worker plugin (``client.register_plugin``): when a task whose key contains
-    ``key_part`` begins to execute on a worker, inject ``fault`` into that worker's process.
+    """A Dask worker plugin (``client.register_plugin``): when a task whose name (its key's
+    first part) starts with ``prefix`` begins to execute on a worker, inject ``fault`` into
+    that worker's process before the task's function runs, so the task dies unfinished.
 
-    * ``kill``: SIGKILL at once, so the task dies mid-run (what an OOM killer or a lost node
-      does); the nanny starts a new worker.
-    * ``memory``: a thread allocates (and touches) 64 MiB blocks until the process holds
-      ``cap_bytes``, so the nanny's memory monitor stops the worker for passing its limit.
+    * ``kill``: SIGKILL at once (what an OOM killer or a lost node does); the nanny starts a
+      new worker.
+    * ``memory``: allocate (and touch) 64 MiB blocks until the process holds ``cap_bytes``, so
+      the nanny's memory monitor stops the worker for passing its limit.
 
     At most ``times`` faults over all workers and their restarts (the scheduler hands the
-    plugin to every new worker): each one claims a file ``fault-N`` in ``folder``, which holds
-    the pid of the process and the task's key, so a test can tell what was hit.
+    plugin to every new worker), all on the first task hit: one task that fails its worker
+    every time it runs, as a task that needs more memory than the limit does. Each fault claims
+    a file ``fault-N`` in ``folder`` holding the pid of the process and the task's key, so a
+    test can tell what was hit.
     """
 
     def __init__(
-        self, key_part: str, folder: Path, fault: str, times: int = 1, cap_bytes: int = 2**32
+        self, prefix: str, folder: Path, fault: str, times: int = 1, cap_bytes: int = 2**32
     ) -> None:
         if fault not in ("kill", "memory"):
             raise ValueError(f"unknown worker fault: {fault!r}")
-        self.key_part, self.folder, self.fault = key_part, Path(folder), fault
+        self.prefix, self.folder, self.fault = prefix, Path(folder), fault
         self.times, self.cap_bytes = times, cap_bytes
 
     def transition(self, key: object, start: str, finish: str, **kwargs: object) -> None:
-        if finish != "executing" or self.key_part not in str(key) or not self._claim(key):
+        name = key[0] if isinstance(key, tuple) else key
+        if finish != "executing" or not str(name).startswith(self.prefix):
+            return
+        if not self._claim(key):
             return
         if self.fault == "kill":
             os.kill(os.getpid(), signal.SIGKILL)
-        threading.Thread(target=_grow, args=(self.cap_bytes,), daemon=True).start()
+        # In the worker's event loop, before the task's thread starts: the task stays
+        # unfinished (and the worker unresponsive) until the nanny stops the process.
+        _grow(self.cap_bytes)
 
     def _claim(self, key: object) -> bool:
+        hits = self.claimed(self.folder)
+        if hits and hits[0][1] != str(key):
+            return False
         for n in range(self.times):
             try:
                 fd = os.open(self.folder / f"fault-{n}", os.O_WRONLY | os.O_CREAT | os.O_EXCL)
@@ -316,6 +327,8 @@ class FaultOnTask(WorkerPlugin):
 
 def _grow(cap_bytes: int) -> None:
     """Hold ever more memory, up to ``cap_bytes``, until the process is stopped."""
+    # A bound for the case that nothing stops it (no memory limit): then the test fails on
+    # its timeout, not the machine on its memory.
     held = []
     block = 64 * 2**20
     while len(held) * block < cap_bytes:
