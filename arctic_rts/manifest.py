@@ -4,9 +4,9 @@ A work folder holds one record per finished scene and year: its polygons (``vect
 output, in the scene's CRS) and what happened to it. :func:`resume_scenes` computes only the
 scenes that the folder does not hold yet, saves each one as it finishes, and then reads every
 scene of the year back from the folder, so that a run resumed after a kill merges exactly what
-an uninterrupted one does. :class:`~arctic_rts.inventory_run` keeps its folder (``<out>.work``)
-across runs; :func:`~arctic_rts.pipeline.map_region` keeps one (``<out>.map-work``) only until
-its GeoPackage is written.
+an uninterrupted one does. :func:`~arctic_rts.inventory_run.run_inventory` keeps its folder
+(``<out>.work``) across runs; :func:`~arctic_rts.pipeline.map_region` keeps one
+(``<out>.map-work``) only until its GeoPackage is written.
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ _LOG_KEYS = ("run_id", "item_id", "year", "status", "finished")
 #: Why a scene was not computed by ``inventory run --retry-failed``.
 NOT_RETRIED = (
     "not computed: --retry-failed computes only the scenes that failed before, and no earlier "
-    "run finished this one; run again without --retry-failed"
+    "run tried this one; run again without --retry-failed"
 )
 
 #: A function that computes scenes and calls ``on_done(record, polygons or None)`` as each one
