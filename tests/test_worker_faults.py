@@ -26,6 +26,7 @@ from arctic_rts.cli import EXIT_OK, EXIT_PARTIAL, main
 from arctic_rts.cluster import connect
 from arctic_rts.config import ClusterConfig
 from arctic_rts.demo import DemoCatalog, generate_demo
+from arctic_rts.errors import ConfigError
 
 pytestmark = pytest.mark.slow
 
@@ -150,3 +151,16 @@ def test_own_schedulers_get_the_same_allowed_failures_as_local_clusters() -> Non
     loaded = yaml.safe_load((ROOT / "deploy" / "dask" / "arctic-rts.yaml").read_text())
     allowed = loaded["distributed"]["scheduler"]["allowed-failures"]
     assert allowed == ClusterConfig().allowed_failures
+
+
+@pytest.mark.parametrize("limit", ["4GiB", "1.5 GB", 0.5, 2**30, "auto"])
+def test_memory_limits_dask_understands_are_accepted(limit: str | float) -> None:
+    assert ClusterConfig(memory_limit=limit).memory_limit == limit
+
+
+@pytest.mark.parametrize("limit", ["lots", "0B", 0, -1, True])
+def test_memory_limits_that_mean_nothing_are_refused(limit: str | float) -> None:
+    with pytest.raises(ConfigError, match="memory_limit"):
+        ClusterConfig(memory_limit=limit)
+    with pytest.raises(ConfigError, match="allowed_failures"):
+        ClusterConfig(allowed_failures=-1)
