@@ -354,7 +354,9 @@ def _cmd_inventory_run(args: argparse.Namespace) -> int:
     ):
         cfg = _inventory_config(args)
         report.years = cfg.years
-        report.result = result = run_inventory(cfg, progress=not args.quiet)
+        report.result = result = run_inventory(
+            cfg, progress=not args.quiet, retry_failed=args.retry_failed
+        )
         note(result.summary())
     print(result.summary())
     if result.years and not any(y.n_scenes for y in result.years):

@@ -123,6 +123,12 @@ def add_inventory_run_options(p: argparse.ArgumentParser) -> None:
         help="append the run's log (UTC timestamps, every scene and year) to this file "
         "(default: none)",
     )
+    p.add_argument(
+        "--retry-failed",
+        action="store_true",
+        help="compute only the scenes that an earlier run recorded as failed in the work folder; "
+        "reuse every finished scene and compute no scene that no run has tried",
+    )
     add_dry_run_options(p)
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 

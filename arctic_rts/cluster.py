@@ -595,6 +595,8 @@ def _start_local(config: ClusterConfig) -> Client:
                 resources={GPU_RESOURCE: 1},
                 env={TORCH_THREADS_ENV: str(torch_threads(config, n_workers))},
                 dashboard_address=LOOPBACK_DASHBOARD,
+                memory_limit=config.memory_limit,
+                scheduler_kwargs={"allowed_failures": config.allowed_failures},
             )
             return _owning_client(cluster)
     elif config.gpu == "yes":
@@ -606,8 +608,65 @@ def _start_local(config: ClusterConfig) -> Client:
         processes=True,
         env={TORCH_THREADS_ENV: str(torch_threads(config, n_workers))},
         dashboard_address=LOOPBACK_DASHBOARD,
+        memory_limit=config.memory_limit,
+        scheduler_kwargs={"allowed_failures": config.allowed_failures},
     )
     return _owning_client(cluster)
+
+
+#: How long :func:`task_error` waits for a nanny's report that it restarted a worker for its
+#: memory: the nanny sends it as it stops the worker, the scheduler may see the death first.
+MEMORY_EVENT_WAIT_S = 2.0
+
+
+def task_error(err: BaseException, client: Any = None) -> str:
+    """One line for the exception of a scene's task: its type and first line.
+
+    A task whose worker died on each of its tries (distributed's ``KilledWorker``, after
+    ``ClusterConfig.allowed_failures`` deaths) says so, and says whether the last worker was
+    restarted by its nanny for passing its memory limit (the nanny's ``worker-restart-memory``
+    event on ``client``'s scheduler) with what to change.
+    """
+    from distributed import KilledWorker
+
+    if not isinstance(err, KilledWorker):
+        return f"{type(err).__name__}: {err}".splitlines()[0]
+    worker = err.last_worker
+    address = getattr(worker, "address", str(worker))
+    text = (
+        f"KilledWorker: the worker running task {err.task!r} died {err.allowed_failures + 1} "
+        f"times (allowed_failures={err.allowed_failures}); the last, {address}, "
+    )
+    rss = _memory_restart(client, address)
+    if rss is None:
+        return text + "was killed or crashed (out of memory?): see its log."
+    limit = getattr(worker, "memory_limit", 0) or 0
+    return text + (
+        f"was restarted by its nanny for passing its memory limit ({rss / 2**30:.2f} GiB of "
+        f"{limit / 2**30:.2f} GiB). Lower tile_size, threads per worker or scenes in flight, "
+        "or raise memory_limit (README, 'Worker memory')."
+    )
+
+
+def _memory_restart(client: Any, address: str) -> int | None:
+    """The resident bytes at which the nanny restarted the worker at ``address`` for its
+    memory, or None when no such restart was reported (within :data:`MEMORY_EVENT_WAIT_S`)."""
+    import time
+
+    if client is None:
+        return None
+    deadline = time.monotonic() + MEMORY_EVENT_WAIT_S
+    while True:
+        try:
+            events = client.get_events("worker-restart-memory")
+        except Exception:  # a scheduler that cannot answer: no reason to give
+            return None
+        for _, msg in events:
+            if isinstance(msg, dict) and msg.get("worker") == address:
+                return int(msg.get("rss", 0))
+        if time.monotonic() > deadline:
+            return None
+        time.sleep(0.1)
 
 
 def _one_line(err: BaseException) -> str:

@@ -38,13 +38,8 @@ def validate_year(year: Any) -> int:
     Planetary Computer start in that year, so no earlier year can hold a scene. The upper bound
     is next year, not this one: a run file may be written for the coming thaw season, and a
     clock near New Year should not refuse it; anything later is a typo (``2201``) that would
-    otherwise only end in an empty search.
-
-    Args:
-        year: A whole year (``int`` or numpy integer; ``bool``, floats and strings are refused).
-
-    Returns:
-        The year as a Python ``int``.
+    otherwise only end in an empty search. ``int`` and numpy integers are accepted; ``bool``,
+    floats and strings are refused.
 
     Raises:
         ConfigError: Not a whole number, or outside 2015 .. current year + 1.
@@ -81,9 +76,6 @@ def latest_season_year(months: tuple[int, ...] = (6, 7, 8), today: dt.date | Non
     Args:
         months: The season's months (1-12), e.g. the run's ``SearchConfig.months``.
         today: The date to count from; None for today in UTC.
-
-    Returns:
-        This year once the season has ended, else last year.
     """
     today = today or dt.datetime.now(dt.UTC).date()
     last = max(months)
@@ -102,8 +94,7 @@ def parse_years(
         months: The season's months, for ``latest``.
         today: The date ``latest`` counts from; None for today in UTC.
 
-    Returns:
-        The years, sorted and without repeats, each checked by :func:`validate_year`.
+    Returns the years sorted, without repeats, each checked by :func:`validate_year`.
 
     Raises:
         ConfigError: A spec that is not a year, a range or ``latest``, an empty range, or a
@@ -471,6 +462,13 @@ class ClusterConfig:
     #: tuned). With mimalloc a worker's peak memory stayed flat over scene sizes where glibc's
     #: heap grew (BENCHMARKS.md, ``arctic_rts.cluster.worker_allocator``).
     allocator: str = "auto"
+    #: Memory limit of each local worker: a size ("4GiB"), a share of this host's memory
+    #: (0.5), or "auto" (the memory shared out over the workers). Its nanny restarts a worker
+    #: that passes 95 % of it (README, "Worker memory").
+    memory_limit: str | float = "auto"
+    #: Deaths of workers running one task before that task (its scene) fails with
+    #: ``KilledWorker``: a local scheduler's ``distributed.scheduler.allowed-failures``.
+    allowed_failures: int = 3
 
     def __post_init__(self) -> None:
         if self.gpu not in ("auto", "yes", "no"):
@@ -486,6 +484,19 @@ class ClusterConfig:
         if self.threads_per_worker is not None and self.threads_per_worker < 1:
             raise ConfigError(
                 f"threads_per_worker must be at least 1, got {self.threads_per_worker}."
+            )
+        if self.allowed_failures < 0:
+            raise ConfigError(f"allowed_failures must be 0 or more, got {self.allowed_failures}.")
+        limit = self.memory_limit
+        try:
+            from dask.utils import parse_bytes
+
+            ok = limit == "auto" or (parse_bytes(limit) if isinstance(limit, str) else limit) > 0
+        except (TypeError, ValueError):
+            ok = False
+        if not ok or isinstance(limit, bool):
+            raise ConfigError(
+                f"memory_limit must be a size ('4GiB'), a share (0.5) or 'auto', not {limit!r}."
             )
 
 

@@ -154,7 +154,7 @@ def write_inventory(
             _write_year_file(path, rts, layer, year, layers, scene_frame, run, config, pixel_size)
         except Exception as err:  # GDAL's and SQLite's errors are not OSErrors
             if isinstance(err, OSError) or _is_full(err):
-                raise _storage_error(path, err) from err
+                raise storage_error(path, err) from err
             raise
     return path
 
@@ -341,7 +341,7 @@ def _open_locked(key: Path, lock_path: Path) -> int:
         try:
             fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
         except OSError as err:
-            raise _storage_error(key, err) from err
+            raise storage_error(key, err) from err
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -386,7 +386,7 @@ def check_writable(path: str | os.PathLike[str]) -> Path:
     try:
         os.close(os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
     except OSError as err:
-        raise _storage_error(path, err) from err
+        raise storage_error(path, err) from err
     probe.unlink(missing_ok=True)
     return path
 
@@ -402,7 +402,7 @@ def _is_full(err: BaseException) -> bool:
     )
 
 
-def _storage_error(path: Path, err: BaseException) -> InventoryError:
+def storage_error(path: Path, err: BaseException) -> InventoryError:
     """One clear line for a failed write of ``path``: folder read-only, disk full, or else."""
     code = getattr(err, "errno", None)
     text = " ".join(str(err).split())

@@ -14,7 +14,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import datetime as dt
-import functools
 import hashlib
 import json
 import logging
@@ -31,19 +30,13 @@ from arctic_rts import __version__
 from arctic_rts.catalog import stac_endpoint
 from arctic_rts.config import InventoryRunConfig, MapConfig
 from arctic_rts.errors import ConfigError, InventoryError
-from arctic_rts.files import (
-    atomic_path,
-    atomic_write,
-    replace_durably,
-    safe_file_name,
-    temporary_sibling,
-)
+from arctic_rts.files import replace_durably, temporary_sibling
+from arctic_rts.manifest import Manifest, SceneResults, resume_scenes, scene_hash
 from arctic_rts.pipeline import (
     SceneRecord,
     check_model_fits,
     keep_inside,
     map_scenes,
-    scene_record,
     scenes_frame,
 )
 from arctic_rts.run_report import InventoryRunResult, YearSummary, scene_row
@@ -54,165 +47,8 @@ if TYPE_CHECKING:  # torch stays out of the import of this module
 
 logger = logging.getLogger(__name__)
 
-#: Layout version of an inventory run's work folder; records of another version are not reused.
-MANIFEST_VERSION = 1
 #: Key of ``runs.info`` holding what a year layer was made from (see ``_year_fingerprint``).
 FINGERPRINT_KEY = "inventory_fingerprint"
-
-
-#: The fields of a ``log.jsonl`` line; the first three identify the scene record it logs.
-_LOG_KEYS = ("run_id", "item_id", "year", "status", "finished")
-
-
-class _Manifest:
-    """The work folder ``<out>.work``: one record per finished scene and year, reused on rerun.
-
-    ``scenes/<year>/<id>.parquet`` holds a scene's polygons (``vectorize`` output, in the
-    scene's CRS) and ``scenes/<year>/<id>.json`` its record; each is written to a temporary
-    file and renamed, the JSON last, so a record exists only for a scene whose polygons are
-    complete on disk. ``log.jsonl`` gets one line per scene computed, by any run (an audit of
-    the work done; the tests count it). A record is reused only when its ``scene_hash`` (model
-    and per-scene parameters) is this run's and its polygons file still has its sha256.
-    """
-
-    def __init__(self, root: Path, scene_hash: str) -> None:
-        self.root = root
-        self.scene_hash = scene_hash
-        (root / "scenes").mkdir(parents=True, exist_ok=True)
-        # Left by a run killed mid-save; the caller holds the inventory's lock, so no live
-        # run is writing them.
-        for stale in (root / "scenes").glob("*/.*.tmp-*"):
-            stale.unlink(missing_ok=True)
-        self._complete_log()
-
-    def _path(self, year: int, item_id: str, suffix: str) -> Path:
-        # Appended, not with_suffix: ids may hold dots (CDSE's "....SAFE").
-        return self.root / "scenes" / str(year) / (safe_file_name(item_id) + suffix)
-
-    def lookup(self, year: int, item: dict[str, Any]) -> dict[str, Any] | None:
-        """The scene's finished record from an earlier run, or None when it must be computed."""
-        item_id = str(item["id"])
-        try:
-            rec = json.loads(self._path(year, item_id, ".json").read_text())
-            data = self._path(year, item_id, ".parquet").read_bytes()
-        except (OSError, ValueError):
-            return None
-        ok = (
-            rec.get("manifest_version") == MANIFEST_VERSION
-            and rec.get("item_id") == item_id
-            and rec.get("item_key") == _item_key(item)
-            and rec.get("status") == "done"
-            and rec.get("scene_hash") == self.scene_hash
-            and rec.get("polygons_sha256") == hashlib.sha256(data).hexdigest()
-        )
-        return rec if ok else None
-
-    def polygons(self, year: int, item_id: str) -> gpd.GeoDataFrame:
-        """The polygons of a finished scene."""
-        return gpd.read_parquet(self._path(year, item_id, ".parquet"))
-
-    def save(
-        self,
-        year: int,
-        items: dict[str, dict[str, Any]],
-        rec: SceneRecord,
-        gdf: gpd.GeoDataFrame | None,
-        *,
-        run_id: str,
-    ) -> None:
-        """Record a scene that finished (done or failed), atomically."""
-        from shapely.geometry import mapping
-
-        target = self._path(year, rec.item_id, ".json")
-        target.parent.mkdir(parents=True, exist_ok=True)
-        record = {k: v for k, v in dataclasses.asdict(rec).items() if k != "footprint"}
-        doc: dict[str, Any] = {
-            "manifest_version": MANIFEST_VERSION,
-            "item_id": rec.item_id,
-            "item_key": _item_key(items[rec.item_id]),
-            "year": year,
-            "scene_hash": self.scene_hash,
-            "run_id": run_id,
-            "status": rec.status,
-            "finished": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-            "record": record,
-            "footprint": mapping(rec.footprint) if rec.footprint is not None else None,
-        }
-        if gdf is not None:
-            with atomic_path(self._path(year, rec.item_id, ".parquet")) as tmp:
-                gdf.to_parquet(tmp, index=False)
-                doc["polygons_sha256"] = hashlib.sha256(tmp.read_bytes()).hexdigest()
-        atomic_write(target, lambda tmp: tmp.write_text(json.dumps(doc, indent=1, default=str)))
-        self._append_log([doc])
-
-    def _append_log(self, docs: list[dict[str, Any]]) -> None:
-        log = self.root / "log.jsonl"
-        torn = log.exists() and not log.read_bytes().endswith(b"\n") and log.stat().st_size > 0
-        with log.open("a") as f:
-            if torn:  # a run killed inside its append left half a line: end it
-                f.write("\n")
-            for doc in docs:
-                f.write(json.dumps({k: doc[k] for k in _LOG_KEYS}) + "\n")
-
-    def _complete_log(self) -> None:
-        """Log the records that a killed run wrote but did not log.
-
-        A record is renamed into place before its log line is appended; a kill between the two
-        leaves a finished scene that the audit does not show. Every run repairs that first.
-        """
-        log = self.root / "log.jsonl"
-        logged: set[tuple[Any, ...]] = set()
-        for line in log.read_text().splitlines() if log.exists() else []:
-            try:
-                entry = json.loads(line)
-            except ValueError:  # the torn last line of a killed run
-                continue
-            logged.add(tuple(entry.get(k) for k in _LOG_KEYS[:3]))
-        missing = []
-        for path in sorted((self.root / "scenes").glob("*/*.json")):
-            try:
-                doc = json.loads(path.read_text())
-            except (OSError, ValueError):
-                continue
-            if tuple(doc.get(k) for k in _LOG_KEYS[:3]) not in logged and all(
-                k in doc for k in _LOG_KEYS
-            ):
-                missing.append(doc)
-        if missing:
-            self._append_log(missing)
-
-
-def _item_key(item: dict[str, Any]) -> str:
-    """What identifies an item's pixels beyond its id: a reprocessed scene is computed again.
-
-    Asset hrefs are left out on purpose: signed URLs change on every search, and a local
-    catalog may move.
-    """
-    props = item.get("properties", {})
-    keys = ("datetime", "updated", "s2:processing_baseline")
-    doc = {"id": item.get("id"), **{k: props.get(k) for k in keys}}
-    return hashlib.sha256(json.dumps(doc, sort_keys=True, default=str).encode()).hexdigest()[:16]
-
-
-def _scene_hash(config: MapConfig, weights: Weights) -> str:
-    """Hash of everything that decides a scene's polygons: model, loading, tiling, vectorising.
-
-    Device and batch size are left out (they change speed, not output); so are the search
-    (which scenes, not what a scene yields) and the merge (applied to the manifest's polygons).
-    """
-    from arctic_rts.predict import resolve_halo
-
-    predict = dataclasses.asdict(resolve_halo(config.predict, weights))
-    for key in ("device", "batch_size"):
-        predict.pop(key)
-    doc = {
-        "load": dataclasses.asdict(config.load),
-        "predict": predict,
-        "vectorize": dataclasses.asdict(config.vectorize.for_model(*weights.postprocessing)),
-        "bands": list(weights.bands),
-        "weights": list(weights.sha256),
-    }
-    return hashlib.sha256(json.dumps(doc, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 def _year_fingerprint(
@@ -296,14 +132,6 @@ def _select_year(
     return [chosen[k] for k in sorted(chosen)], n_found, notes
 
 
-def _record_from_manifest(rec: dict[str, Any]) -> SceneRecord:
-    from shapely.geometry import shape
-
-    fields = dict(rec["record"])
-    fp = rec.get("footprint")
-    return SceneRecord(**fields, footprint=shape(fp) if fp else None)
-
-
 def _clip_to_regions(polygons: gpd.GeoDataFrame, regions: gpd.GeoDataFrame) -> gpd.GeoDataFrame:
     """Slumps whose representative point lies in a region (the map command's rule)."""
     return keep_inside(polygons, _area(regions))
@@ -338,12 +166,14 @@ class _InventoryRun:
     cfg: InventoryRunConfig
     regions: gpd.GeoDataFrame
     weights: Weights
-    manifest: _Manifest
+    manifest: Manifest
     url: str
     stac_label: str
     run_id: str
     cluster: Callable[[], Any]
     progress: bool
+    #: Compute only the scenes an earlier run recorded as failed (``--retry-failed``).
+    retry_failed: bool = False
 
 
 def run_inventory(
@@ -351,6 +181,7 @@ def run_inventory(
     *,
     progress: bool = True,
     client: Any = None,
+    retry_failed: bool = False,
 ) -> InventoryRunResult:
     """Run a yearly inventory: every region, every year, into one GeoPackage; safe to rerun.
 
@@ -364,6 +195,9 @@ def run_inventory(
     ``changes_<year>_<year+1>``) when the neighbouring year is present. Scenes that fail are
     recorded in the ``scenes`` table and retried by the next run; their year is written with
     what succeeded. Finally the requested exports are refreshed when their content changed.
+    With ``retry_failed``, only the scenes that the manifest records as failed are computed
+    (every finished scene is reused, and a scene no run has finished is not computed: it
+    counts as failed, with the reason).
 
     The GeoPackage's lock is held for the whole run, so two runs on one file cannot interleave.
     A rerun with nothing new computes nothing and leaves every file byte-identical.
@@ -373,6 +207,7 @@ def run_inventory(
         progress: Show progress bars.
         client: An existing ``distributed.Client``; None connects as ``config.map.cluster``
             says, and only when some scene needs computing.
+        retry_failed: Compute only the scenes that failed in earlier runs (see above).
 
     Returns:
         One :class:`YearSummary` per year, the exports written, the run id.
@@ -393,8 +228,8 @@ def run_inventory(
     out.parent.mkdir(parents=True, exist_ok=True)
     regions = _read_regions(cfg)
     weights = resolve_weights(list(cfg.weights) or default_weights(cfg.stac))
-    scene_hash = _scene_hash(cfg.map, weights)
     result = InventoryRunResult(out, out.with_name(out.name + ".work"), uuid.uuid4().hex[:12], [])
+    result.retry_failed = retry_failed
 
     with contextlib.ExitStack() as stack:
         stack.enter_context(lock_inventory(out))
@@ -410,12 +245,13 @@ def run_inventory(
             cfg=cfg,
             regions=regions,
             weights=weights,
-            manifest=_Manifest(result.work_dir, scene_hash),
+            manifest=Manifest(result.work_dir, scene_hash(cfg.map, weights)),
             url=url,
             stac_label=url if cfg.stac is None or cfg.stac.startswith("http") else cfg.stac,
             run_id=result.run_id,
             cluster=cluster,
             progress=progress,
+            retry_failed=retry_failed,
         )
         logger.info("inventory run %s: years %s into %s", result.run_id, list(cfg.years), out)
         for year in cfg.years:
@@ -441,13 +277,9 @@ class _Year:
     #: When the year's work began (ISO time) and its ``perf_counter``.
     started: str
     t0: float
-    #: Per selected scene, in ``items`` order: its record, the run that computed it, and
-    #: ``(item id, status, polygons sha256)`` for the fingerprint.
-    records: list[SceneRecord] = field(default_factory=list)
-    run_ids: list[str] = field(default_factory=list)
-    parts: list[tuple[str, str, str]] = field(default_factory=list)
-    #: The polygons of each finished scene.
-    frames: list[gpd.GeoDataFrame] = field(default_factory=list)
+    #: Per selected scene, in ``items`` order: its record, the run that computed it, its
+    #: polygons (see :class:`~arctic_rts.manifest.SceneResults`).
+    scenes: SceneResults = field(default_factory=SceneResults)
 
 
 def _inventory_year(run: _InventoryRun, year: int) -> YearSummary:
@@ -465,10 +297,9 @@ def _inventory_year(run: _InventoryRun, year: int) -> YearSummary:
         return summary
     check_model_fits(run.weights, items, mcfg)
     state = _Year(year, items, n_found, started, t0)
-    fresh = _compute_missing(run, state, summary)
-    _collect_year(run, state, fresh, summary)
+    _compute_missing(run, state, summary)
     merged = merge_polygons(
-        state.frames,
+        state.scenes.frames,
         crs=mcfg.inventory.crs,
         min_overlap=mcfg.inventory.min_overlap,
         drop_cut=mcfg.inventory.drop_cut,
@@ -477,89 +308,59 @@ def _inventory_year(run: _InventoryRun, year: int) -> YearSummary:
     if clip is not None:
         merged = _clip_to_regions(merged, clip)
     summary.n_polygons = len(merged)
-    if not state.frames:
+    if not state.scenes.frames:
         summary.notes.append(f"every scene of {year} failed; year not written.")
         return summary
     _write_year(run, state, merged, clip, summary)
     return summary
 
 
-def _compute_missing(
-    run: _InventoryRun, state: _Year, summary: YearSummary
-) -> dict[str, SceneRecord]:
-    """Compute the year's scenes that the manifest lacks (each saved to it as it finishes);
-    their records by item id."""
-    year, manifest = state.year, run.manifest
-    todo = [it for it in state.items if manifest.lookup(year, it) is None]
-    summary.n_computed = len(todo)
-    summary.n_from_manifest = len(state.items) - len(todo)
-    logger.debug(
-        "%d: %d scenes to compute, %d from the manifest",
-        year,
-        len(todo),
-        len(state.items) - len(todo),
-    )
-    if not todo:
-        return {}
-    save = functools.partial(manifest.save, year, {it["id"]: it for it in todo}, run_id=run.run_id)
-
-    def on_done(rec: SceneRecord, gdf: gpd.GeoDataFrame | None) -> None:
-        save(rec, gdf)
-        if rec.status == "failed":
-            logger.warning(
-                "%d: scene %s failed (%.1f s): %s", year, rec.item_id, rec.seconds, rec.error
-            )
-        else:
-            logger.info(
-                "%d: scene %s done, %d polygons, %.1f s",
-                year,
-                rec.item_id,
-                rec.n_polygons,
-                rec.seconds,
-            )
-
-    computed, _ = map_scenes(
-        todo,
-        run.weights,
-        run.cfg.map,
-        run.cluster(),
-        run_id=run.run_id,
-        on_done=on_done,
-        progress=run.progress,
-        area=_area(run.regions) if run.cfg.clip_to_regions else None,
-    )
-    return {r.item_id: r for r in computed}
-
-
-def _collect_year(
-    run: _InventoryRun, state: _Year, fresh: dict[str, SceneRecord], summary: YearSummary
-) -> None:
-    """Read every scene of the year back from the manifest into ``state``; a scene without a
-    finished record there counts as failed.
+def _compute_missing(run: _InventoryRun, state: _Year, summary: YearSummary) -> None:
+    """Compute the year's scenes that the manifest lacks (each saved to it as it finishes),
+    then read every scene of the year back from the manifest into ``state``.
 
     Computed now or earlier, every scene comes from the manifest, so that a resumed run merges
     exactly what an uninterrupted one does.
     """
-    year, manifest = state.year, run.manifest
-    for item in state.items:
-        rec = manifest.lookup(year, item)
-        if rec is None:
-            failed = fresh.get(item["id"]) or scene_record(item)
-            if failed.status != "failed":
-                failed.status, failed.error = "failed", "no record in the manifest"
-            summary.failed.append((failed.item_id, failed.error))
-            state.records.append(failed)
-            state.run_ids.append(run.run_id)
-            state.parts.append((item["id"], "failed", ""))
-            continue
-        state.records.append(_record_from_manifest(rec))
-        state.run_ids.append(str(rec["run_id"]))
-        state.frames.append(manifest.polygons(year, item["id"]))
-        state.parts.append((item["id"], "done", str(rec["polygons_sha256"])))
+
+    def compute(todo: list[dict[str, Any]], save: Any) -> list[SceneRecord]:
+        def on_done(rec: SceneRecord, gdf: gpd.GeoDataFrame | None) -> None:
+            save(rec, gdf)
+            _log_scene(state.year, rec)
+
+        area = _area(run.regions) if run.cfg.clip_to_regions else None
+        records, _ = map_scenes(
+            todo, run.weights, run.cfg.map, run.cluster(), run_id=run.run_id,
+            on_done=on_done, progress=run.progress, area=area,
+        )  # fmt: skip
+        return records
+
+    state.scenes = scenes = resume_scenes(
+        run.manifest,
+        state.year,
+        state.items,
+        run_id=run.run_id,
+        compute=compute,
+        retry_failed=run.retry_failed,
+    )
+    summary.n_computed, summary.n_from_manifest = scenes.n_computed, scenes.n_reused
+    summary.retried = scenes.retried
+    summary.failed = scenes.failed
     summary.scenes = [
         scene_row(rec, rid, run.run_id)
-        for rec, rid in zip(state.records, state.run_ids, strict=True)
+        for rec, rid in zip(scenes.records, scenes.run_ids, strict=True)
     ]
+
+
+def _log_scene(year: int, rec: SceneRecord) -> None:
+    if rec.status == "failed":
+        logger.warning(
+            "%d: scene %s failed (%.1f s): %s", year, rec.item_id, rec.seconds, rec.error
+        )
+    else:
+        logger.info(
+            "%d: scene %s done, %d polygons, %.1f s", year, rec.item_id, rec.n_polygons, rec.seconds
+        )
 
 
 def _write_year(
@@ -578,7 +379,7 @@ def _write_year(
 
     mcfg, year = run.cfg.map, state.year
     out = Path(run.cfg.out)
-    fingerprint = _year_fingerprint(run.manifest.scene_hash, state.parts, mcfg, clip)
+    fingerprint = _year_fingerprint(run.manifest.scene_hash, state.scenes.parts, mcfg, clip)
     written = last_write_info(out, year)
     present = written is not None
     written_fp = (written or {}).get(FINGERPRINT_KEY)
@@ -590,8 +391,8 @@ def _write_year(
             "fingerprint); set overwrite = true in the run file to replace it, or choose "
             "another out."
         )
-    scenes = scenes_frame(state.records)
-    scenes["run_id"] = state.run_ids  # the run that computed each scene, not the one writing
+    scenes = scenes_frame(state.scenes.records)
+    scenes["run_id"] = state.scenes.run_ids  # the run that computed each scene, not the one writing
     write_inventory(
         out,
         merged,

@@ -30,6 +30,7 @@ from arctic_rts.config import MapConfig, bbox_geometry, validate_bbox, validate_
 from arctic_rts.errors import IncompleteRunError, InventoryError
 
 if TYPE_CHECKING:  # torch stays out of the import of this module
+    from arctic_rts.manifest import Manifest, SceneResults
     from arctic_rts.model.weights import Weights
 
 #: Scenes whose model stage may be queued on the cluster at once; bounds memory and graph size.
@@ -82,6 +83,11 @@ class MapResult:
             lines.append(
                 f"  {s.item_id}  tile {s.mgrs_tile}  {s.datetime[:10]}  "
                 f"cloud {s.cloud_cover:.1f}%  {s.status} in {s.seconds:.1f}s{extra}"
+            )
+        if self.run.get("scenes_resumed"):
+            lines.append(
+                f"resumed   : {self.run['scenes_resumed']} scenes finished by an earlier, "
+                "interrupted run of this command (its work folder)"
             )
         lines.append(f"polygons  : {len(self.polygons)} thaw slumps after merging")
         if self.run.get("clip") == "bbox":
@@ -232,7 +238,7 @@ def map_scenes(
     from distributed import as_completed
     from tqdm.auto import tqdm
 
-    from arctic_rts.cluster import gpu_workers
+    from arctic_rts.cluster import gpu_workers, task_error
 
     # Graph optimisation (fusion) drops the model tasks' GPU resource annotation.
     optimize = not gpu_workers(client)
@@ -273,9 +279,10 @@ def map_scenes(
         rec, t0 = started.pop(fut)
         try:
             gdf = fut.result()
+        except Exception as err:  # the scene's failure; on_done's own errors end the run
+            _finish(rec, None, task_error(err, client), t0)
+        else:
             _finish(rec, gdf, "", t0)
-        except Exception as err:
-            _finish(rec, None, f"{type(err).__name__}: {err}".splitlines()[0], t0)
         submit_next()
     bar.close()
     return records, frames
@@ -317,6 +324,10 @@ def map_region(
     scenes that succeeded; a year it holds is replaced only by a complete result, or with
     ``replace_partial``. When every scene fails nothing is written (unless
     ``replace_partial``).
+
+    Finished scenes are kept in the work folder ``<out>.map-work`` until the GeoPackage is
+    written, so the same call after a kill, an interrupt or a refused write computes only the
+    scenes that did not finish, and writes what an uninterrupted run writes.
 
     Args:
         bbox: ``(west, south, east, north)`` in degrees (WGS84).
@@ -387,50 +398,108 @@ def _map_locked(
     sign: Callable[[dict[str, Any]], dict[str, Any]] | None,
     progress: bool,
 ) -> MapResult:
-    """The body of :func:`map_region`, run under ``out``'s lock."""
-    from arctic_rts.asset_checks import asset_policy
+    """The body of :func:`map_region`, run under ``out``'s lock.
+
+    Each scene is saved to the work folder ``<out>.map-work`` as it finishes and every scene
+    is read back from there (:func:`~arctic_rts.manifest.resume_scenes`), so a rerun after a
+    kill or a failure computes only the scenes that did not finish and writes what an
+    uninterrupted run writes. The folder is removed once the GeoPackage is written, or when
+    the run stops without a finished scene to keep.
+    """
     from arctic_rts.cluster import connect
-    from arctic_rts.inventory import write_inventory
-    from arctic_rts.merge import merge_polygons
+    from arctic_rts.manifest import Manifest, resume_scenes, scene_hash
     from arctic_rts.model.domain import default_weights
     from arctic_rts.model.weights import resolve_weights
-    from arctic_rts.search import search_scenes, select_scenes
 
-    config, year = job.config, job.year
     model = resolve_weights(weights if weights is not None else default_weights(stac))
     area = bbox_geometry(job.bbox, densify=0.01) if job.clip else None
-    run_id = uuid.uuid4().hex[:12]
+    run: dict[str, Any] = {
+        "run_id": uuid.uuid4().hex[:12],
+        "started": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+    }
     t_start = time.perf_counter()
-    started_at = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+    found, items, stac_label = _search(job, stac, sign, model)
+    run["seconds_search"] = round(time.perf_counter() - t_start, 3)
+    manifest = Manifest(map_work_dir(job.out), scene_hash(job.config, model, area))
+    try:
+        with contextlib.ExitStack() as stack:
 
+            def compute(todo: list[dict[str, Any]], on_done: Any) -> list[SceneRecord]:
+                nonlocal client
+                if client is None:  # connected on first need: a resumed run may need none
+                    client = stack.enter_context(connect(job.config.cluster))
+                records, _ = map_scenes(
+                    todo, model, job.config, client, run_id=str(run["run_id"]),
+                    on_done=on_done, progress=progress, sign=sign, area=area,
+                )  # fmt: skip
+                return records
+
+            scenes = resume_scenes(
+                manifest, job.year, items, run_id=str(run["run_id"]), compute=compute
+            )
+        _refuse_lossy_write(job, scenes.records, manifest)
+        run |= {"items_found": len(found), "scenes_resumed": scenes.n_reused}
+        result = _write_map(job, scenes, items, model, area, stac_label, run, t_start)
+    except BaseException:
+        if not manifest.holds_finished_scenes():
+            manifest.remove()
+        raise
+    manifest.remove()
+    return result
+
+
+def map_work_dir(out: Path) -> Path:
+    """The work folder that keeps a map run's finished scenes until its GeoPackage is written:
+    ``<out>.map-work`` (``inventory run`` keeps ``<out>.work``, across runs)."""
+    return out.with_name(out.name + ".map-work")
+
+
+def _search(
+    job: _MapJob,
+    stac: str | Path | None,
+    sign: Callable[[dict[str, Any]], dict[str, Any]] | None,
+    model: Weights,
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]], str]:
+    """Search and select the job's scenes and check that the model fits them: the items
+    found, those selected, and the STAC API's name for the ``runs`` table."""
+    from arctic_rts.asset_checks import asset_policy
+    from arctic_rts.search import search_scenes, select_scenes
+
+    config = job.config
     with stac_endpoint(stac) as url:
         found = search_scenes(
-            job.bbox, year, stac_url=url, config=config.search, sign=sign,
+            job.bbox, job.year, stac_url=url, config=config.search, sign=sign,
             network=config.network, assets=asset_policy(url, config.load),
         )  # fmt: skip
         items = select_scenes(found)
         check_model_fits(model, items, config)
-        stac_label = url if stac is None or str(stac).startswith("http") else str(stac)
-    t_search = time.perf_counter() - t_start
+    return found, items, url if stac is None or str(stac).startswith("http") else str(stac)
 
-    with contextlib.ExitStack() as stack:
-        if client is None:
-            client = stack.enter_context(connect(config.cluster))
-        records, frames = map_scenes(
-            items, model, config, client, run_id=run_id, progress=progress, sign=sign, area=area
-        )
-    _refuse_lossy_write(job, records)
+
+def _write_map(
+    job: _MapJob,
+    scenes: SceneResults,
+    items: list[dict[str, Any]],
+    model: Weights,
+    area: Any,
+    stac_label: str,
+    run: dict[str, Any],
+    t_start: float,
+) -> MapResult:
+    """Merge the scenes' polygons, keep those in the bbox, and write the year's layer."""
+    from arctic_rts.inventory import write_inventory
+    from arctic_rts.merge import merge_polygons
+
+    config, year = job.config, job.year
     merged = merge_polygons(
-        frames,
+        scenes.frames,
         crs=config.inventory.crs,
         min_overlap=config.inventory.min_overlap,
         drop_cut=config.inventory.drop_cut,
     )
     if area is not None:
         merged = keep_inside(merged, area)
-    run = {
-        "run_id": run_id,
-        "started": started_at,
+    run |= {
         "finished": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "arctic_rts_version": __version__,
         "stac_url": stac_label,
@@ -438,11 +507,9 @@ def _map_locked(
         "clip": "bbox" if job.clip else "none",
         "config": json.dumps(dataclasses.asdict(config)),
         "weights": ",".join(f"{r.path}#{r.sha256}" for r in model.references),
-        "items_found": len(found),
         "items_used": ",".join(it["id"] for it in items),
-        "scenes_failed": sum(r.status == "failed" for r in records),
+        "scenes_failed": len(scenes.failed),
         "n_polygons": len(merged),
-        "seconds_search": round(t_search, 3),
         "seconds_total": round(time.perf_counter() - t_start, 3),
     }
     write_inventory(
@@ -450,15 +517,15 @@ def _map_locked(
         merged,
         year=year,
         run=run,
-        scenes=scenes_frame(records),
+        scenes=scenes_frame(scenes.records),
         overwrite=job.overwrite,
         config=config.inventory,
         pixel_size=config.load.resolution,
     )
-    return MapResult(job.out, year, stac_label, records, merged, items, run)
+    return MapResult(job.out, year, stac_label, scenes.records, merged, items, run)
 
 
-def _refuse_lossy_write(job: _MapJob, records: list[SceneRecord]) -> None:
+def _refuse_lossy_write(job: _MapJob, records: list[SceneRecord], manifest: Manifest) -> None:
     """Raise when writing this result would replace a held year with a partial one, or write
     a layer from no scene at all (neither when ``job.replace_partial``)."""
     failed = [r for r in records if r.status == "failed"]
@@ -470,8 +537,14 @@ def _refuse_lossy_write(job: _MapJob, records: list[SceneRecord]) -> None:
         where = f"nothing was written to {job.out}"
     else:
         return  # a new year: what succeeded is written, the failures are recorded with it
+    kept = ""
+    if len(failed) < len(records):
+        kept = (
+            f" The {len(records) - len(failed)} finished scenes are kept in {manifest.root}: "
+            "the same command computes only the others."
+        )
     raise IncompleteRunError(
         f"{len(failed)} of {len(records)} scenes failed (first: {failed[0].item_id}: "
         f"{failed[0].error}); {where}. Fix the cause and rerun, or pass --replace-partial "
-        "(replace_partial=True) to write what succeeded."
+        f"(replace_partial=True) to write what succeeded.{kept}"
     )

@@ -42,6 +42,8 @@ class YearSummary:
     n_computed: int = 0
     #: Scenes taken from the manifest of an earlier run.
     n_from_manifest: int = 0
+    #: Item ids of the scenes computed again because an earlier run recorded them as failed.
+    retried: list[str] = field(default_factory=list)
     #: ``(item_id, error)`` of each scene that failed; the next run retries them.
     failed: list[tuple[str, str]] = field(default_factory=list)
     n_polygons: int = 0
@@ -65,6 +67,13 @@ class InventoryRunResult:
     run_id: str
     years: list[YearSummary]
     exports: list[Path] = field(default_factory=list)
+    #: The run computed only the scenes that failed before (``--retry-failed``).
+    retry_failed: bool = False
+
+    @property
+    def n_retried(self) -> int:
+        """Scenes computed again after an earlier run recorded them as failed."""
+        return sum(len(y.retried) for y in self.years)
 
     @property
     def n_failed(self) -> int:
@@ -95,6 +104,12 @@ class InventoryRunResult:
                 lines.append(f"  changes {y.year - 1}->{y.year}: {counts}")
             lines += [f"  note: {n}" for n in y.notes]
             lines += [f"  FAILED {item}: {err}" for item, err in y.failed]
+        if self.retry_failed or self.n_retried:
+            again = sum(item in y.retried for y in self.years for item, _ in y.failed)
+            lines.append(
+                f"retried   : {self.n_retried} scenes that failed before "
+                f"({self.n_retried - again} now done, {again} failed again)"
+            )
         if self.exports:
             lines.append("exports   : " + ", ".join(str(p) for p in self.exports))
         return "\n".join(lines)
@@ -166,6 +181,7 @@ def run_report(
         key: sum(d[key] for d in year_docs)
         for key in ("n_scenes", "n_computed", "n_from_manifest", "n_failed", "n_polygons")
     }
+    totals["n_retried"] = result.n_retried
     return {
         **_header(run_file, years, started, seconds),
         "status": result.status,

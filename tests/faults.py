@@ -6,6 +6,9 @@
   through it too, logs what it did, and stops itself after ``lifetime_s`` at the latest.
 * :func:`break_cog`: delete, truncate or overwrite with random bytes a chosen COG.
 * :func:`html_server`: a plain web server that answers every path with an HTML page.
+* :class:`FaultOnTask`: a Dask worker plugin that kills its worker process (SIGKILL), or makes
+  it outgrow its memory limit, when a chosen task begins to execute, a bounded number of times
+  over all workers and their restarts.
 """
 
 from __future__ import annotations
@@ -13,7 +16,9 @@ from __future__ import annotations
 import contextlib
 import http.client
 import http.server
+import os
 import random
+import signal
 import socket
 import struct
 import threading
@@ -22,6 +27,8 @@ import urllib.parse
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+
+from distributed import WorkerPlugin
 
 
 @dataclass(frozen=True)
@@ -257,4 +264,86 @@ def free_port_closed() -> str:
     return f"127.0.0.1:{port}"
 
 
-__all__ = ["BrokenCog", "FaultProxy", "Faults", "break_cog", "free_port_closed", "html_server"]
+class FaultOnTask(WorkerPlugin):
+    """A Dask worker plugin (``client.register_plugin``): when a task whose name (its key's
+    first part) starts with ``prefix`` begins to execute on a worker, inject ``fault`` into
+    that worker's process before the task's function runs, so the task dies unfinished.
+
+    * ``kill``: SIGKILL at once (what an OOM killer or a lost node does); the nanny starts a
+      new worker.
+    * ``memory``: allocate (and touch) 64 MiB blocks until the process holds ``cap_bytes``, so
+      the nanny's memory monitor stops the worker for passing its limit.
+
+    At most ``times`` faults over all workers and their restarts (the scheduler hands the
+    plugin to every new worker), all on the first task hit: one task that fails its worker
+    every time it runs, as a task that needs more memory than the limit does. Each fault claims
+    a file ``fault-N`` in ``folder`` holding the pid of the process and the task's key, so a
+    test can tell what was hit.
+    """
+
+    def __init__(
+        self, prefix: str, folder: Path, fault: str, times: int = 1, cap_bytes: int = 2**32
+    ) -> None:
+        if fault not in ("kill", "memory"):
+            raise ValueError(f"unknown worker fault: {fault!r}")
+        self.prefix, self.folder, self.fault = prefix, Path(folder), fault
+        self.times, self.cap_bytes = times, cap_bytes
+
+    def transition(self, key: object, start: str, finish: str, **kwargs: object) -> None:
+        name = key[0] if isinstance(key, tuple) else key
+        if finish != "executing" or not str(name).startswith(self.prefix):
+            return
+        if not self._claim(key):
+            return
+        if self.fault == "kill":
+            os.kill(os.getpid(), signal.SIGKILL)
+        # In the worker's event loop, before the task's thread starts: the task stays
+        # unfinished (and the worker unresponsive) until the nanny stops the process.
+        _grow(self.cap_bytes)
+
+    def _claim(self, key: object) -> bool:
+        hits = self.claimed(self.folder)
+        if hits and hits[0][1] != str(key):
+            return False
+        for n in range(self.times):
+            try:
+                fd = os.open(self.folder / f"fault-{n}", os.O_WRONLY | os.O_CREAT | os.O_EXCL)
+            except FileExistsError:
+                continue
+            os.write(fd, f"{os.getpid()} {key}".encode())
+            os.close(fd)
+            return True
+        return False
+
+    @staticmethod
+    def claimed(folder: Path) -> list[tuple[int, str]]:
+        """``(pid, task key)`` of each fault injected so far."""
+        hits = []
+        for path in sorted(Path(folder).glob("fault-*")):
+            pid, _, key = path.read_text().partition(" ")
+            hits.append((int(pid), key))
+        return hits
+
+
+def _grow(cap_bytes: int) -> None:
+    """Hold ever more memory, up to ``cap_bytes``, until the process is stopped."""
+    # A bound for the case that nothing stops it (no memory limit): then the test fails on
+    # its timeout, not the machine on its memory.
+    held = []
+    block = 64 * 2**20
+    while len(held) * block < cap_bytes:
+        held.append(bytearray(b"\x01") * block)  # written, so resident
+        time.sleep(0.01)
+    while True:
+        time.sleep(1)
+
+
+__all__ = [
+    "BrokenCog",
+    "FaultOnTask",
+    "FaultProxy",
+    "Faults",
+    "break_cog",
+    "free_port_closed",
+    "html_server",
+]

@@ -32,6 +32,7 @@ import psutil
 import pyogrio
 import pytest
 import shapely
+from inventories import assert_same_inventory, layers
 
 from arctic_rts.changes import CHANGE_CLASSES
 from arctic_rts.cli import EXIT_ERROR, EXIT_PARTIAL, main
@@ -45,7 +46,8 @@ from arctic_rts.config import (
 from arctic_rts.demo import DemoCatalog, generate_demo
 from arctic_rts.errors import ConfigError, InventoryError, InventoryLockedError
 from arctic_rts.inventory import lock_inventory, write_inventory
-from arctic_rts.inventory_run import InventoryRunResult, _Manifest, run_inventory
+from arctic_rts.inventory_run import InventoryRunResult, run_inventory
+from arctic_rts.manifest import Manifest
 from arctic_rts.merge import merge_polygons
 from arctic_rts.pipeline import SceneRecord
 from arctic_rts.runfile import read_inventory_run
@@ -119,31 +121,6 @@ def _tree_hashes(folder: Path) -> dict[str, str]:
     return {
         str(p.relative_to(folder)): _sha256(p) for p in sorted(folder.rglob("*")) if p.is_file()
     }
-
-
-def _layers(path: Path) -> set[str]:
-    return {str(name) for name, _ in pyogrio.list_layers(path)}
-
-
-def _comparable(path: Path, layer: str) -> pd.DataFrame:
-    """A layer as a sorted frame without run ids and timings, geometries as normalized WKB."""
-    frame = pyogrio.read_dataframe(path, layer=layer)
-    frame = frame.drop(columns=[c for c in ("run_id", "seconds") if c in frame.columns])
-    if "geometry" in frame.columns:
-        geoms = frame.geometry
-        frame = pd.DataFrame(frame.drop(columns="geometry"))
-        frame["geometry"] = [
-            None if g is None else shapely.to_wkb(shapely.normalize(g), hex=True) for g in geoms
-        ]
-    keys = [c for c in ("rts_id", "rts_ids_prev", "rts_ids_curr", "scene_id") if c in frame]
-    return frame.sort_values(keys).reset_index(drop=True)
-
-
-def _assert_same_inventory(got: Path, want: Path) -> None:
-    """Same layers; same rows, attributes and geometries in each (run ids and timings aside)."""
-    assert _layers(got) == _layers(want)
-    for layer in sorted(_layers(want) - {"runs"}):
-        pd.testing.assert_frame_equal(_comparable(got, layer), _comparable(want, layer))
 
 
 def _records(work: Path) -> dict[str, bytes]:
@@ -389,7 +366,7 @@ def test_manifest_reuses_only_complete_records_of_the_same_scene_model_and_param
     work = tmp_path / "work"
     (work / "scenes" / "2021").mkdir(parents=True)
     (work / "scenes" / "2021" / ".S2C.json.tmp-999").write_text("{")  # a killed run's
-    manifest = _Manifest(work, "hash-a")
+    manifest = Manifest(work, "hash-a")
     assert not list((work / "scenes" / "2021").iterdir())
     manifest.save(2021, items, _scene(odd["id"]), gdf, run_id="run1")
     manifest.save(2021, items, _scene(plain["id"]), gdf.iloc[:0], run_id="run1")
@@ -406,7 +383,7 @@ def test_manifest_reuses_only_complete_records_of_the_same_scene_model_and_param
     )
     assert manifest.lookup(2021, bad) is None  # failed scenes are retried
     assert manifest.lookup(2022, odd) is None  # another year
-    assert _Manifest(work, "hash-b").lookup(2021, odd) is None  # another model or parameters
+    assert Manifest(work, "hash-b").lookup(2021, odd) is None  # another model or parameters
     reprocessed = {**odd, "properties": {**props, "s2:processing_baseline": "05.10"}}
     assert manifest.lookup(2021, reprocessed) is None
     moved = {**odd, "assets": {"B04": {"href": "/elsewhere/B04.tif"}}}
@@ -499,7 +476,7 @@ def test_a_run_writes_each_year_its_changes_and_the_exports(
     reference: InventoryRunResult, demo: DemoCatalog
 ) -> None:
     out = reference.out
-    assert _layers(out) == {"rts_2021", "rts_2022", "changes_2021_2022", "scenes", "runs"}
+    assert layers(out) == {"rts_2021", "rts_2022", "changes_2021_2022", "scenes", "runs"}
     for summary in reference.years:
         # Both regions see both tiles: the union is one scene per tile, not four.
         assert (summary.n_scenes, summary.n_computed, summary.n_from_manifest) == (2, 2, 0)
@@ -599,7 +576,7 @@ def test_a_failed_scene_is_reported_recorded_and_retried(
     scenes = gpd.read_file(out, layer="scenes").set_index("scene_id")
     assert scenes.loc[broken, "status"] == "failed" and scenes.loc[broken, "error"]
     assert not gpd.read_file(out, layer="rts_2021")["scene_ids"].str.contains(broken).any()
-    assert _layers(out) == _layers(reference.out)
+    assert layers(out) == layers(reference.out)
 
     cog.write_bytes(good)
     retried = run_inventory(run_file, progress=False, client=client)
@@ -607,7 +584,7 @@ def test_a_failed_scene_is_reported_recorded_and_retried(
         (1, True, []),
         (0, False, []),
     ]
-    _assert_same_inventory(out, reference.out)
+    assert_same_inventory(out, reference.out)
 
 
 @pytest.mark.slow
@@ -625,13 +602,13 @@ def test_sigkill_part_way_then_rerun_gives_the_uninterrupted_inventory(
 
     finished = _records(work)
     assert 1 <= len(finished) < 4, "the kill came too late to test a resume"
-    assert not out.exists() or "rts_2022" not in _layers(out)
+    assert not out.exists() or "rts_2022" not in layers(out)
     with lock_inventory(out):  # the kernel freed the dead run's lock
         pass
 
     stdout = _finish_cli(run_file, tmp_path / "rerun")
 
-    _assert_same_inventory(out, reference.out)
+    assert_same_inventory(out, reference.out)
     # Nothing finished before the kill was computed again: its records are untouched, and the
     # rerun computed (and logged) only the other scenes.
     after = _records(work)
@@ -685,7 +662,7 @@ def test_sigkill_inside_the_write_leaves_the_previous_file_and_a_free_lock(
 
     stdout = _finish_cli(both, tmp_path / "rerun")
     assert "rts_2021 unchanged" in stdout and "rts_2022 written" in stdout
-    _assert_same_inventory(out, reference.out)
+    assert_same_inventory(out, reference.out)
 
 
 @pytest.mark.slow
@@ -807,18 +784,17 @@ def test_a_record_whose_log_line_a_kill_cut_off_is_logged_by_the_next_run(tmp_pa
     once, and ends a torn last line first."""
     from shapely.geometry import box
 
-    from arctic_rts.inventory_run import _Manifest
     from arctic_rts.pipeline import SceneRecord
 
     item = {"id": "S2A_X", "properties": {"datetime": "2021-07-01T00:00:00Z"}, "assets": {}}
     rec = SceneRecord("S2A_X", "7WFS", "2021-07-01", 32607, 1.0, box(0, 0, 1, 1), status="done")
-    manifest = _Manifest(tmp_path, "hash")
+    manifest = Manifest(tmp_path, "hash")
     manifest.save(2021, {"S2A_X": item}, rec, None, run_id="killed")
     log = tmp_path / "log.jsonl"
     assert [e["run_id"] for e in _log(tmp_path)] == ["killed"]
     log.write_text('{"run_id": "older", "item_id"')  # the line lost, half of another left
-    _Manifest(tmp_path, "hash")
-    _Manifest(tmp_path, "hash")
+    Manifest(tmp_path, "hash")
+    Manifest(tmp_path, "hash")
     lines = log.read_text().splitlines()
     assert lines[0] == '{"run_id": "older", "item_id"'
     assert [json.loads(line)["run_id"] for line in lines[1:]] == ["killed"]

@@ -1,0 +1,36 @@
+"""Comparing inventories in tests: same layers, same rows, run ids and timings aside."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import pyogrio
+import shapely
+
+
+def layers(path: Path) -> set[str]:
+    """The layer names of a GeoPackage."""
+    return {str(name) for name, _ in pyogrio.list_layers(path)}
+
+
+def comparable(path: Path, layer: str) -> pd.DataFrame:
+    """A layer as a sorted frame without run ids and timings, geometries as normalized WKB."""
+    frame = pyogrio.read_dataframe(path, layer=layer)
+    frame = frame.drop(columns=[c for c in ("run_id", "seconds") if c in frame.columns])
+    if "geometry" in frame.columns:
+        geoms = frame.geometry
+        frame = pd.DataFrame(frame.drop(columns="geometry"))
+        frame["geometry"] = [
+            None if g is None else shapely.to_wkb(shapely.normalize(g), hex=True) for g in geoms
+        ]
+    keys = [c for c in ("rts_id", "rts_ids_prev", "rts_ids_curr", "scene_id") if c in frame]
+    return frame.sort_values(keys).reset_index(drop=True)
+
+
+def assert_same_inventory(got: Path, want: Path) -> None:
+    """Same layers; same rows, attributes and geometries in each (the ``runs`` table, run ids
+    and timings aside)."""
+    assert layers(got) == layers(want)
+    for layer in sorted(layers(want) - {"runs"}):
+        pd.testing.assert_frame_equal(comparable(got, layer), comparable(want, layer))
