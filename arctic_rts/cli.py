@@ -146,7 +146,11 @@ def _log_level(args: argparse.Namespace) -> str | int:
 
 def _map_config(args: argparse.Namespace) -> MapConfig:
     return MapConfig(
-        search=SearchConfig(months=tuple(args.months), max_cloud_cover=args.max_cloud),
+        search=SearchConfig(
+            months=tuple(args.months),
+            max_cloud_cover=args.max_cloud,
+            **({"max_area_km2": args.max_area} if args.max_area is not None else {}),
+        ),
         predict=PredictConfig(tile_size=args.tile_size, tta=args.tta, precision=args.precision),
         vectorize=VectorizeConfig(
             threshold=args.threshold,
@@ -170,22 +174,27 @@ def _map_config(args: argparse.Namespace) -> MapConfig:
 def _cmd_map(args: argparse.Namespace) -> int:
     from arctic_rts.pipeline import map_region
 
-    weights = args.ensemble if args.ensemble else args.weights
-    if args.dry_run:
-        from arctic_rts.plan import plan_map
+    from arctic_rts.config import bbox_geometry, validate_bbox
+    from arctic_rts.plan import check_area, plan_map
 
-        rows = plan_map(
+    weights = args.ensemble if args.ensemble else args.weights
+    config = _map_config(args)
+    if args.dry_run:
+        plan = plan_map(
             tuple(args.bbox), args.year, stac=args.stac, weights=weights,
-            config=_map_config(args), clip=not args.whole_scenes,
+            config=config, clip=not args.whole_scenes,
         )  # fmt: skip
-        return _print_plan(rows, args.format)
+        return _print_plan(plan, args.format)
+    if not args.yes:
+        bbox = bbox_geometry(validate_bbox(args.bbox), densify=0.01)
+        check_area(bbox, config.search.max_area_km2, "the bbox", "map it")
     result = map_region(
         tuple(args.bbox),
         args.year,
         stac=args.stac,
         weights=weights,
         out=args.out,
-        config=_map_config(args),
+        config=config,
         overwrite=args.overwrite,
         replace_partial=args.replace_partial,
         progress=not args.quiet,
@@ -320,16 +329,20 @@ def _inventory_config(args: argparse.Namespace) -> InventoryRunConfig:
     specs = args.years or args.year
     if specs:
         changes["years"] = parse_years(specs, cfg.map.search.months)
+    run_map = cfg.map
     if args.scheduler:
         cluster = dataclasses.replace(cfg.map.cluster, scheduler=args.scheduler)
-        changes["map"] = dataclasses.replace(cfg.map, cluster=cluster)
-    return dataclasses.replace(cfg, **changes)
+        run_map = dataclasses.replace(run_map, cluster=cluster)
+    if args.max_area is not None:
+        search = dataclasses.replace(cfg.map.search, max_area_km2=args.max_area)
+        run_map = dataclasses.replace(run_map, search=search)
+    return dataclasses.replace(cfg, **changes, map=run_map)
 
 
-def _print_plan(rows: list[dict[str, Any]], fmt: str) -> int:
+def _print_plan(plan: Any, fmt: str) -> int:
     from arctic_rts.plan import format_plan, plan_geojson
 
-    print(plan_geojson(rows) if fmt == "geojson" else format_plan(rows))
+    print(plan_geojson(plan) if fmt == "geojson" else format_plan(plan))
     return EXIT_OK
 
 
@@ -350,12 +363,22 @@ def _cmd_inventory_run(args: argparse.Namespace) -> int:
     ):
         cfg = _inventory_config(args)
         report.years = cfg.years
+        if not args.yes:
+            _check_regions_area(cfg)
         report.result = result = run_inventory(cfg, progress=not args.quiet)
         note(result.summary())
     print(result.summary())
     if result.years and not any(y.n_scenes for y in result.years):
         return EXIT_NOTHING_FOUND
     return EXIT_PARTIAL if result.n_failed else EXIT_OK
+
+
+def _check_regions_area(cfg: InventoryRunConfig) -> None:
+    from arctic_rts.inventory_run import _area, _read_regions
+    from arctic_rts.plan import check_area
+
+    limit = cfg.map.search.max_area_km2
+    check_area(_area(_read_regions(cfg)), limit, "the run's regions", "map them")
 
 
 def _cmd_catalog_serve(args: argparse.Namespace) -> int:
