@@ -361,7 +361,8 @@ def run_inventory(
     parameters, regions). Writing a year also writes ``changes_<year-1>_<year>`` (and refreshes
     ``changes_<year>_<year+1>``) when the neighbouring year is present. Scenes that fail are
     recorded in the ``scenes`` table and retried by the next run; their year is written with
-    what succeeded. Finally the requested exports are refreshed when their content changed.
+    what succeeded. Finally the requested exports and the quick-look PNG beside ``out``
+    (:func:`~arctic_rts.gis.write_quicklook`) are refreshed when their content changed.
 
     The GeoPackage's lock is held for the whole run, so two runs on one file cannot interleave.
     A rerun with nothing new computes nothing and leaves every file byte-identical.
@@ -382,6 +383,7 @@ def run_inventory(
         CatalogError, WeightsError: The STAC API or the weights cannot be used.
     """
     from arctic_rts.cluster import connect
+    from arctic_rts.gis import quicklook_path, write_quicklook
     from arctic_rts.inventory import change_counts, lock_inventory
     from arctic_rts.model.domain import default_weights
     from arctic_rts.model.weights import resolve_weights
@@ -424,6 +426,8 @@ def run_inventory(
         for summary in result.years:
             summary.changes = change_counts(out, summary.year)
         result.exports = _refresh_exports(out, cfg.exports, regions)
+        if out.exists():  # the picture follows the file: rewritten only when it changes
+            _export_if_changed(lambda p: write_quicklook(out, p), quicklook_path(out))
     return result
 
 

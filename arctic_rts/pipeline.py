@@ -308,7 +308,8 @@ def map_region(
     progress: bool = True,
     clip: bool = True,
 ) -> MapResult:
-    """Map thaw slumps in ``bbox`` for ``year`` and write them to the GeoPackage ``out``.
+    """Map thaw slumps in ``bbox`` for ``year`` and write them to the GeoPackage ``out``, and a
+    quick-look PNG of it beside it (:func:`~arctic_rts.gis.write_quicklook`).
 
     Before any search or compute, ``out`` is checked (its folder exists and takes files, an
     existing file is a readable GeoPackage) and its write lock is taken for the whole run, so
@@ -389,6 +390,7 @@ def _map_locked(
 ) -> MapResult:
     """The body of :func:`map_region`, run under ``out``'s lock."""
     from arctic_rts.cluster import connect
+    from arctic_rts.gis import write_quicklook
     from arctic_rts.inventory import write_inventory
     from arctic_rts.merge import merge_polygons
     from arctic_rts.model.domain import default_weights
@@ -453,6 +455,7 @@ def _map_locked(
         config=config.inventory,
         pixel_size=config.load.resolution,
     )
+    write_quicklook(job.out)
     return MapResult(job.out, year, stac_label, records, merged, items, run)
 
 

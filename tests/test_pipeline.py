@@ -119,7 +119,9 @@ def test_stand_in_model_is_the_ndvi_rule(weights: Path) -> None:
 
 def test_inventory_is_a_valid_geopackage(mapped: MapResult) -> None:
     layers = dict(pyogrio.list_layers(mapped.out))
-    assert set(layers) >= {f"rts_{YEAR}", "scenes", "runs"}
+    assert set(layers) >= {f"rts_{YEAR}", "scenes", "runs", "layer_styles"}
+    png = mapped.out.with_name(f"{mapped.out.stem}.quicklook.png").read_bytes()
+    assert png.startswith(b"\x89PNG\r\n\x1a\n") and len(png) > 5000  # beside the output
     info = pyogrio.read_info(mapped.out, layer=f"rts_{YEAR}")
     assert info["crs"] == "EPSG:3413"
     assert info["geometry_type"] == "MultiPolygon"
