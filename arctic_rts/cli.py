@@ -144,6 +144,13 @@ def _log_level(args: argparse.Namespace) -> str | int:
     return logging.INFO
 
 
+def _show_progress(args: argparse.Namespace) -> bool:
+    """Progress bars only where progress messages show too: not with -q, --quiet or a
+    --log-level above INFO."""
+    level = _log_level(args)
+    return (logging.getLevelName(level) if isinstance(level, str) else level) <= logging.INFO
+
+
 def _map_config(args: argparse.Namespace) -> MapConfig:
     return MapConfig(
         search=SearchConfig(
@@ -197,7 +204,7 @@ def _cmd_map(args: argparse.Namespace) -> int:
         config=config,
         overwrite=args.overwrite,
         replace_partial=args.replace_partial,
-        progress=not args.quiet,
+        progress=_show_progress(args),
         clip=not args.whole_scenes,
     )
     print(result.summary())
@@ -221,7 +228,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         weights=args.weights,
         workers=args.workers,
         threshold=args.threshold,
-        progress=not args.quiet,
+        progress=_show_progress(args),
         **catalog,
     )
     print(report)
@@ -300,7 +307,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
             f"{held['object_recall']['mean']:.3f} ({work / 'crossval.json'})"
         )
     else:
-        weights = train(config, progress=not args.quiet)
+        weights = train(config, progress=_show_progress(args))
     print(f"weights: {weights}")
     return EXIT_OK
 
@@ -365,7 +372,7 @@ def _cmd_inventory_run(args: argparse.Namespace) -> int:
         report.years = cfg.years
         if not args.yes:
             _check_regions_area(cfg)
-        report.result = result = run_inventory(cfg, progress=not args.quiet)
+        report.result = result = run_inventory(cfg, progress=_show_progress(args))
         note(result.summary())
     print(result.summary())
     if result.years and not any(y.n_scenes for y in result.years):
@@ -406,7 +413,7 @@ def build_parser() -> argparse.ArgumentParser:
         "-v", "--verbose", action="store_true", help="debug messages and dependency warnings too"
     )
     verbosity.add_argument(
-        "-q", dest="log_quiet", action="store_true", help="warnings and errors only"
+        "-q", dest="log_quiet", action="store_true", help="warnings and errors only, no progress"
     )
     verbosity.add_argument(
         "--log-level",
@@ -440,7 +447,7 @@ def _add_demo_parser(sub: Any) -> None:
         "--out", type=Path, default=Path("demo-out/rts_demo.gpkg"), help="the GeoPackage to write"
     )
     p.add_argument("--workers", type=int, default=2, help="local worker processes")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--quiet", action="store_true", help="no progress bars or messages (as -q)")
     p.add_argument(
         "--generate-only", action="store_true", help="only write the catalog (e.g. training data)"
     )
@@ -541,7 +548,7 @@ def _add_train_parsers(sub: Any) -> None:
         "--steps", type=int, default=None, help="training steps (default: the run file's)"
     )
     p.add_argument("--device", default=None, help="auto, cpu or cuda[:N] (default: the run file's)")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--quiet", action="store_true", help="no progress bars or messages (as -q)")
     p.add_argument(
         "--cross-validate",
         action="store_true",

@@ -134,7 +134,7 @@ def add_inventory_run_options(p: argparse.ArgumentParser) -> None:
         "(default: none)",
     )
     add_dry_run_options(p)
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--quiet", action="store_true", help="no progress bars or messages (as -q)")
 
 
 # --- the options of map (and their parts shared with evaluate and inventory run) -------------
@@ -286,7 +286,7 @@ def _add_map_processing_options(p: argparse.ArgumentParser) -> None:
         default=None,
         help="local worker processes (default: one per GPU, else one per two cores)",
     )
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--quiet", action="store_true", help="no progress bars or messages (as -q)")
     add_network_options(p)
     add_dry_run_options(p)
 

@@ -38,6 +38,7 @@ import errno
 import fcntl
 import importlib.metadata
 import json
+import logging
 import os
 import shutil
 import socket
@@ -61,6 +62,8 @@ from arctic_rts.files import atomic_path, temporary_sibling
 from arctic_rts.gis import write_styles
 from arctic_rts.merge import _RTS_DTYPES, RTS_COLUMNS, _empty
 from arctic_rts.vectorize import polygonal
+
+logger = logging.getLogger(__name__)
 
 #: Fixed columns of the ``scenes`` table; any other key of a scene goes into ``extra`` (JSON).
 SCENE_COLUMNS: tuple[str, ...] = (
@@ -159,12 +162,15 @@ def write_inventory(
                 f"{path} already holds year {year} (layer {layer}); use --overwrite "
                 "(overwrite=True) to replace it."
             )
+        stage = {"scene": "", "stage": "write", "total": 1}
+        logger.info("write: %s, %d slumps, into %s", layer, len(rts), path, extra=stage | {"done": 0})
         try:
             _write_year_file(path, rts, layer, year, layers, scene_frame, run, config, pixel_size)
         except Exception as err:  # GDAL's and SQLite's errors are not OSErrors
             if isinstance(err, OSError) or _is_full(err):
                 raise _storage_error(path, err) from err
             raise
+        logger.info("write: %s done", layer, extra=stage | {"done": 1})
     return path
 
 
