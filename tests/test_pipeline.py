@@ -388,3 +388,28 @@ def test_progress_is_reported_per_scene_and_stage(
         assert all(f": {r.stage} {r.done}/{r.total}" in r.getMessage() for r in info)
     writes = [(r.done, r.total) for r in staged if r.stage == "write"]
     assert writes == [(0, 1), (1, 1)]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("quiet", [[], ["-q"]])
+def test_the_cli_shows_stage_progress_unless_quiet(
+    demo: DemoCatalog,
+    weights: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    quiet: list[str],
+) -> None:
+    from arctic_rts.cli import main
+
+    argv = [*quiet, "map", "--bbox", *map(str, demo.bbox), "--year", str(YEAR)]
+    argv += ["--stac", str(demo.items_dir), "--weights", str(weights), "--tile-size", "128"]
+    argv += ["--workers", "1", "--out", str(tmp_path / "q.gpkg"), "--yes"]
+    assert main(argv) == 0
+    err = capsys.readouterr().err
+    stages = [ln for ln in err.splitlines() if ": predict " in ln or ": vectorise " in ln]
+    if quiet:
+        assert stages == [] and "scenes:" not in err  # no messages, no bar
+    else:
+        assert any(ln.endswith(" tiles") and ": predict 0/" in ln for ln in stages)
+        assert sum(": vectorise 1/1 done" in ln for ln in stages) == 2
+        assert "write: rts_2021" in err
