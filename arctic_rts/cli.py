@@ -385,7 +385,7 @@ def _check_regions_area(cfg: InventoryRunConfig) -> None:
     from arctic_rts.plan import check_area
 
     limit = cfg.map.search.max_area_km2
-    check_area(_area(_read_regions(cfg)), limit, "the run's regions", "map them")
+    check_area(_area(_read_regions(cfg)), limit, "the area of the run's regions", "map it")
 
 
 def _cmd_catalog_serve(args: argparse.Namespace) -> int:

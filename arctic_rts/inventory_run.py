@@ -34,6 +34,7 @@ from arctic_rts.errors import ConfigError, InventoryError
 from arctic_rts.files import (
     atomic_path,
     atomic_write,
+    new_folders_removed_on_failure,
     replace_durably,
     safe_file_name,
     temporary_sibling,
@@ -390,45 +391,47 @@ def run_inventory(
 
     cfg = config if isinstance(config, InventoryRunConfig) else read_inventory_run(config)
     out = Path(cfg.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    regions = _read_regions(cfg)
-    weights = resolve_weights(list(cfg.weights) or default_weights(cfg.stac))
-    scene_hash = _scene_hash(cfg.map, weights)
-    result = InventoryRunResult(out, out.with_name(out.name + ".work"), uuid.uuid4().hex[:12], [])
+    # A run that fails before it writes anything leaves no empty folder behind.
+    with new_folders_removed_on_failure(out.parent, out.with_name(out.name + ".work")):
+        out.parent.mkdir(parents=True, exist_ok=True)
+        regions = _read_regions(cfg)
+        weights = resolve_weights(list(cfg.weights) or default_weights(cfg.stac))
+        scene_hash = _scene_hash(cfg.map, weights)
+        result = InventoryRunResult(out, out.with_name(out.name + ".work"), uuid.uuid4().hex[:12], [])
 
-    with contextlib.ExitStack() as stack:
-        stack.enter_context(lock_inventory(out))
-        url = stack.enter_context(stac_endpoint(cfg.stac))
+        with contextlib.ExitStack() as stack:
+            stack.enter_context(lock_inventory(out))
+            url = stack.enter_context(stac_endpoint(cfg.stac))
 
-        def cluster() -> Any:
-            nonlocal client
-            if client is None:  # connected on first need: a rerun with nothing new needs none
-                client = stack.enter_context(connect(cfg.map.cluster))
-            return client
+            def cluster() -> Any:
+                nonlocal client
+                if client is None:  # connected on first need: a rerun with nothing new needs none
+                    client = stack.enter_context(connect(cfg.map.cluster))
+                return client
 
-        run = _InventoryRun(
-            cfg=cfg,
-            regions=regions,
-            weights=weights,
-            manifest=_Manifest(result.work_dir, scene_hash),
-            url=url,
-            stac_label=url if cfg.stac is None or cfg.stac.startswith("http") else cfg.stac,
-            run_id=result.run_id,
-            cluster=cluster,
-            progress=progress,
-        )
-        logger.info("inventory run %s: years %s into %s", result.run_id, list(cfg.years), out)
-        for year in cfg.years:
-            t0 = time.perf_counter()
-            result.years.append(_inventory_year(run, year))
-            result.years[-1].seconds = round(time.perf_counter() - t0, 3)
-            logger.info(_year_line(result.years[-1]))
-        for summary in result.years:
-            summary.changes = change_counts(out, summary.year)
-        result.exports = _refresh_exports(out, cfg.exports, regions)
-        if out.exists():  # the picture follows the file: rewritten only when it changes
-            _export_if_changed(lambda p: write_quicklook(out, p), quicklook_path(out))
-    return result
+            run = _InventoryRun(
+                cfg=cfg,
+                regions=regions,
+                weights=weights,
+                manifest=_Manifest(result.work_dir, scene_hash),
+                url=url,
+                stac_label=url if cfg.stac is None or cfg.stac.startswith("http") else cfg.stac,
+                run_id=result.run_id,
+                cluster=cluster,
+                progress=progress,
+            )
+            logger.info("inventory run %s: years %s into %s", result.run_id, list(cfg.years), out)
+            for year in cfg.years:
+                t0 = time.perf_counter()
+                result.years.append(_inventory_year(run, year))
+                result.years[-1].seconds = round(time.perf_counter() - t0, 3)
+                logger.info(_year_line(result.years[-1]))
+            for summary in result.years:
+                summary.changes = change_counts(out, summary.year)
+            result.exports = _refresh_exports(out, cfg.exports, regions)
+            if out.exists():  # the picture follows the file: rewritten only when it changes
+                _export_if_changed(lambda p: write_quicklook(out, p), quicklook_path(out))
+        return result
 
 
 @dataclass

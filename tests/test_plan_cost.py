@@ -168,7 +168,7 @@ def test_inventory_regions_over_the_run_files_limit_are_refused(
     report = tmp_path / "r.json"
     argv = ["inventory", "run", str(run_file), "--report", str(report)]
     assert main(argv) == EXIT_ERROR
-    assert "the run's regions covers" in _error(capsys)
+    assert "the area of the run's regions covers" in _error(capsys)
     doc = json.loads(report.read_text())  # a scheduler reads why
     assert doc["status"] == "error" and "--yes" in doc["error"]["message"]
     report.unlink()
