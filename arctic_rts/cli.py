@@ -179,9 +179,8 @@ def _map_config(args: argparse.Namespace) -> MapConfig:
 
 
 def _cmd_map(args: argparse.Namespace) -> int:
-    from arctic_rts.pipeline import map_region
-
     from arctic_rts.config import bbox_geometry, validate_bbox
+    from arctic_rts.pipeline import map_region
     from arctic_rts.plan import check_area, plan_map
 
     weights = args.ensemble if args.ensemble else args.weights

@@ -159,7 +159,7 @@ def new_folders_removed_on_failure(*folders: str | os.PathLike[str]) -> Iterator
     except BaseException:
         for folder in new:
             subfolders = [p for p in folder.rglob("*") if p.is_dir()] if folder.is_dir() else []
-            for path in sorted(subfolders, key=lambda p: len(p.parts), reverse=True) + [folder]:
+            for path in [*sorted(subfolders, key=lambda p: len(p.parts), reverse=True), folder]:
                 with contextlib.suppress(OSError):  # not empty, or gone: left as it is
                     path.rmdir()
         raise

@@ -8,9 +8,9 @@ Layout of the GeoPackage (all layers in ``InventoryConfig.crs``, EPSG:3413 by de
 
 * ``rts_<year>``: one MultiPolygon layer per year (one slump per row, see
   :data:`arctic_rts.merge.RTS_COLUMNS`, plus ``date_first`` and ``date_last``: DATE fields,
-  the first and last date a scene saw the slump). A layer per year, rather than one layer with a year
-  field, so that writing a year replaces exactly one table and never touches the rows of the
-  others.
+  the first and last date a scene saw the slump). A layer per year, rather than one layer
+  with a year field, so that writing a year replaces exactly one table and never touches the
+  rows of the others.
 * ``changes_<y1>_<y2>``: change between consecutive calendar years, written whenever both
   years are present (see :mod:`arctic_rts.changes`), with DATE fields ``date_prev`` and
   ``date_curr`` (the span between the two observations).
@@ -163,14 +163,16 @@ def write_inventory(
                 "(overwrite=True) to replace it."
             )
         stage = {"scene": "", "stage": "write", "total": 1}
-        logger.info("write: %s, %d slumps, into %s", layer, len(rts), path, extra=stage | {"done": 0})
+        logger.info(
+            "write: %s, %d slumps, into %s", layer, len(rts), path, extra={**stage, "done": 0}
+        )
         try:
             _write_year_file(path, rts, layer, year, layers, scene_frame, run, config, pixel_size)
         except Exception as err:  # GDAL's and SQLite's errors are not OSErrors
             if isinstance(err, OSError) or _is_full(err):
                 raise _storage_error(path, err) from err
             raise
-        logger.info("write: %s done", layer, extra=stage | {"done": 1})
+        logger.info("write: %s done", layer, extra={**stage, "done": 1})
     return path
 
 

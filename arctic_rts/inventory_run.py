@@ -397,7 +397,8 @@ def run_inventory(
         regions = _read_regions(cfg)
         weights = resolve_weights(list(cfg.weights) or default_weights(cfg.stac))
         scene_hash = _scene_hash(cfg.map, weights)
-        result = InventoryRunResult(out, out.with_name(out.name + ".work"), uuid.uuid4().hex[:12], [])
+        work = out.with_name(out.name + ".work")
+        result = InventoryRunResult(out, work, uuid.uuid4().hex[:12], [])
 
         with contextlib.ExitStack() as stack:
             stack.enter_context(lock_inventory(out))

@@ -7,9 +7,9 @@ each scene's grid from its STAC metadata (the lazy array :func:`~arctic_rts.load
 builds, whose shape is the pixels the model will see). No pixel is read and no file is written.
 The time estimate comes from one calibration: a forward pass of the chosen model on one tile
 of random reflectance, on the device the run would use, on this machine
-(:func:`~arctic_rts.predict.time_pixel`), times the pixels of every scene's model windows. It is an estimate of
-the model's time only: reading imagery and vectorising come on top, and a remote scheduler's
-workers (``--scheduler``) are not measured.
+(:func:`~arctic_rts.predict.time_pixel`), times the pixels of every scene's model windows. It
+is an estimate of the model's time only: reading imagery and vectorising come on top, and a
+remote scheduler's workers (``--scheduler``) are not measured.
 """
 
 from __future__ import annotations
@@ -173,8 +173,9 @@ class Plan:
 
     #: One row per selected scene: ``year``, ``tile``, ``date``, ``cloud_cover``, ``size``
     #: (``WIDTHxHEIGHT`` pixels of the grid the run maps), ``width``, ``height``, ``pixels``,
-    #: ``tiles`` (model windows), ``window_px`` (their pixels, halos included), ``est_seconds`` (estimated model time; None without an
-    #: estimate), ``item_id`` and ``footprint`` (GeoJSON geometry).
+    #: ``tiles`` (model windows), ``window_px`` (their pixels, halos included),
+    #: ``est_seconds`` (estimated model time; None without an estimate), ``item_id`` and
+    #: ``footprint`` (GeoJSON geometry).
     rows: list[dict[str, Any]]
     #: What the estimate rests on; None when no estimate was asked for.
     calibration: Calibration | None = None

@@ -146,7 +146,8 @@ def test_the_quicklook_is_a_png_beside_the_inventory(two_years: Path) -> None:
         # not a blank canvas: the slumps and axes put many colours on it
         assert len(image.convert("RGB").getcolors(maxcolors=1 << 16) or []) > 20
     assert sorted(p.name for p in two_years.parent.iterdir()) == [
-        "inv.gpkg", "inv.quicklook.png",
+        "inv.gpkg",
+        "inv.quicklook.png",
     ]  # fmt: skip  (no temporary file left)
 
 

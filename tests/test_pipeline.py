@@ -363,7 +363,9 @@ def test_progress_is_reported_per_scene_and_stage(
 
     caplog.set_level(logging.DEBUG, logger="arctic_rts")
     tile = 64
-    config = dataclasses.replace(CONFIG, predict=PredictConfig(tile_size=tile, halo=32, device="cpu"))
+    config = dataclasses.replace(
+        CONFIG, predict=PredictConfig(tile_size=tile, halo=32, device="cpu")
+    )
     out = tmp_path / "progress.gpkg"
     result = map_region(
         demo.bbox, YEAR, stac=demo.items_dir, weights=weights, out=out, config=config,

@@ -30,7 +30,9 @@ NOWHERE = "http://127.0.0.1:9"
 
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory: pytest.TempPathFactory) -> DemoCatalog:
-    return generate_demo(tmp_path_factory.mktemp("demo") / "catalog", years=(2021,), size_px=SIZE_PX)
+    return generate_demo(
+        tmp_path_factory.mktemp("demo") / "catalog", years=(2021,), size_px=SIZE_PX
+    )
 
 
 @pytest.mark.parametrize(
