@@ -278,7 +278,9 @@ def map_scenes(
     client process as each scene finishes (the inventory runner uses it to keep its manifest).
     ``weights`` comes from :func:`~arctic_rts.model.weights.resolve_weights`; no card is read
     here. ``area`` (a lon/lat geometry) limits each scene to the pixels over it, plus the halo
-    and ``config.area_margin_m`` (see :func:`crop_to_area`).
+    and ``config.area_margin_m`` (see :func:`crop_to_area`). ``progress`` shows a bar of
+    scenes; the stages inside each scene (model tiles done of total, vectorise) are logged
+    whatever ``progress`` says (see :class:`_StageProgress`).
     """
     from distributed import as_completed, futures_of
     from tqdm.auto import tqdm

@@ -253,6 +253,8 @@ def plan_inventory(cfg: InventoryRunConfig, *, estimate: bool = True) -> Plan:
 
 
 def _duration(seconds: float) -> str:
+    if seconds < 10:
+        return f"{seconds:.1f} s"
     if seconds < 120:
         return f"{seconds:.0f} s"
     if seconds < 2 * 3600:
