@@ -144,9 +144,20 @@ def _log_level(args: argparse.Namespace) -> str | int:
     return logging.INFO
 
 
+def _show_progress(args: argparse.Namespace) -> bool:
+    """Progress bars only where progress messages show too: not with -q, --quiet or a
+    --log-level above INFO."""
+    level = _log_level(args)
+    return (logging.getLevelName(level) if isinstance(level, str) else level) <= logging.INFO
+
+
 def _map_config(args: argparse.Namespace) -> MapConfig:
     return MapConfig(
-        search=SearchConfig(months=tuple(args.months), max_cloud_cover=args.max_cloud),
+        search=SearchConfig(
+            months=tuple(args.months),
+            max_cloud_cover=args.max_cloud,
+            **({"max_area_km2": args.max_area} if args.max_area is not None else {}),
+        ),
         predict=PredictConfig(tile_size=args.tile_size, tta=args.tta, precision=args.precision),
         vectorize=VectorizeConfig(
             threshold=args.threshold,
@@ -172,27 +183,31 @@ def _map_config(args: argparse.Namespace) -> MapConfig:
 
 
 def _cmd_map(args: argparse.Namespace) -> int:
+    from arctic_rts.config import bbox_geometry, validate_bbox
     from arctic_rts.pipeline import map_region
+    from arctic_rts.plan import check_area, plan_map
 
     weights = args.ensemble if args.ensemble else args.weights
+    config = _map_config(args)
     if args.dry_run:
-        from arctic_rts.plan import plan_map
-
-        rows = plan_map(
+        plan = plan_map(
             tuple(args.bbox), args.year, stac=args.stac, weights=weights,
-            config=_map_config(args), clip=not args.whole_scenes,
+            config=config, clip=not args.whole_scenes,
         )  # fmt: skip
-        return _print_plan(rows, args.format)
+        return _print_plan(plan, args.format)
+    if not args.yes:
+        bbox = bbox_geometry(validate_bbox(args.bbox), densify=0.01)
+        check_area(bbox, config.search.max_area_km2, "the bbox", "map it")
     result = map_region(
         tuple(args.bbox),
         args.year,
         stac=args.stac,
         weights=weights,
         out=args.out,
-        config=_map_config(args),
+        config=config,
         overwrite=args.overwrite,
         replace_partial=args.replace_partial,
-        progress=not args.quiet,
+        progress=_show_progress(args),
         clip=not args.whole_scenes,
     )
     print(result.summary())
@@ -216,7 +231,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         weights=args.weights,
         workers=args.workers,
         threshold=args.threshold,
-        progress=not args.quiet,
+        progress=_show_progress(args),
         **catalog,
     )
     print(report)
@@ -295,7 +310,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
             f"{held['object_recall']['mean']:.3f} ({work / 'crossval.json'})"
         )
     else:
-        weights = train(config, progress=not args.quiet)
+        weights = train(config, progress=_show_progress(args))
     print(f"weights: {weights}")
     return EXIT_OK
 
@@ -324,16 +339,20 @@ def _inventory_config(args: argparse.Namespace) -> InventoryRunConfig:
     specs = args.years or args.year
     if specs:
         changes["years"] = parse_years(specs, cfg.map.search.months)
+    run_map = cfg.map
     if args.scheduler:
         cluster = dataclasses.replace(cfg.map.cluster, scheduler=args.scheduler)
-        changes["map"] = dataclasses.replace(cfg.map, cluster=cluster)
-    return dataclasses.replace(cfg, **changes)
+        run_map = dataclasses.replace(run_map, cluster=cluster)
+    if args.max_area is not None:
+        search = dataclasses.replace(cfg.map.search, max_area_km2=args.max_area)
+        run_map = dataclasses.replace(run_map, search=search)
+    return dataclasses.replace(cfg, **changes, map=run_map)
 
 
-def _print_plan(rows: list[dict[str, Any]], fmt: str) -> int:
+def _print_plan(plan: Any, fmt: str) -> int:
     from arctic_rts.plan import format_plan, plan_geojson
 
-    print(plan_geojson(rows) if fmt == "geojson" else format_plan(rows))
+    print(plan_geojson(plan) if fmt == "geojson" else format_plan(plan))
     return EXIT_OK
 
 
@@ -354,14 +373,24 @@ def _cmd_inventory_run(args: argparse.Namespace) -> int:
     ):
         cfg = _inventory_config(args)
         report.years = cfg.years
+        if not args.yes:
+            _check_regions_area(cfg)
         report.result = result = run_inventory(
-            cfg, progress=not args.quiet, retry_failed=args.retry_failed
+            cfg, progress=_show_progress(args), retry_failed=args.retry_failed
         )
         note(result.summary())
     print(result.summary())
     if result.years and not any(y.n_scenes for y in result.years):
         return EXIT_NOTHING_FOUND
     return EXIT_PARTIAL if result.n_failed else EXIT_OK
+
+
+def _check_regions_area(cfg: InventoryRunConfig) -> None:
+    from arctic_rts.inventory_run import _area, _read_regions
+    from arctic_rts.plan import check_area
+
+    limit = cfg.map.search.max_area_km2
+    check_area(_area(_read_regions(cfg)), limit, "the area of the run's regions", "map it")
 
 
 def _cmd_catalog_serve(args: argparse.Namespace) -> int:
@@ -389,7 +418,7 @@ def build_parser() -> argparse.ArgumentParser:
         "-v", "--verbose", action="store_true", help="debug messages and dependency warnings too"
     )
     verbosity.add_argument(
-        "-q", dest="log_quiet", action="store_true", help="warnings and errors only"
+        "-q", dest="log_quiet", action="store_true", help="warnings and errors only, no progress"
     )
     verbosity.add_argument(
         "--log-level",
@@ -423,7 +452,7 @@ def _add_demo_parser(sub: Any) -> None:
         "--out", type=Path, default=Path("demo-out/rts_demo.gpkg"), help="the GeoPackage to write"
     )
     p.add_argument("--workers", type=int, default=2, help="local worker processes")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--quiet", action="store_true", help="no progress bars or messages (as -q)")
     p.add_argument(
         "--generate-only", action="store_true", help="only write the catalog (e.g. training data)"
     )
@@ -524,7 +553,7 @@ def _add_train_parsers(sub: Any) -> None:
         "--steps", type=int, default=None, help="training steps (default: the run file's)"
     )
     p.add_argument("--device", default=None, help="auto, cpu or cuda[:N] (default: the run file's)")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--quiet", action="store_true", help="no progress bars or messages (as -q)")
     p.add_argument(
         "--cross-validate",
         action="store_true",

@@ -71,8 +71,9 @@ def add_dry_run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--dry-run",
         action="store_true",
-        help="list the scenes the run would use (tile, date, cloud, size) and the pixel count; "
-        "no compute, nothing written",
+        help="list the scenes the run would use (tile, date, cloud, size), the pixel and tile "
+        "counts and an estimate of the model's time (one tile timed here); nothing mapped or "
+        "written",
     )
     p.add_argument(
         "--format",
@@ -81,6 +82,15 @@ def add_dry_run_options(p: argparse.ArgumentParser) -> None:
         help="with --dry-run: a text table or a GeoJSON FeatureCollection of the scenes' "
         "footprints (default: table)",
     )
+    p.add_argument(
+        "--max-area",
+        type=float,
+        default=None,
+        metavar="KM2",
+        help="largest area in km2 mapped without --yes (default: the run file's [search] "
+        f"max_area_km2, else {SearchConfig().max_area_km2:g})",
+    )
+    p.add_argument("--yes", action="store_true", help="map an area larger than --max-area")
 
 
 def add_inventory_run_options(p: argparse.ArgumentParser) -> None:
@@ -130,7 +140,7 @@ def add_inventory_run_options(p: argparse.ArgumentParser) -> None:
         "reuse every finished scene and compute no scene that no run has tried",
     )
     add_dry_run_options(p)
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--quiet", action="store_true", help="no progress bars or messages (as -q)")
 
 
 # --- the options of map (and their parts shared with evaluate and inventory run) -------------
@@ -282,7 +292,7 @@ def _add_map_processing_options(p: argparse.ArgumentParser) -> None:
         default=None,
         help="local worker processes (default: one per GPU, else one per two cores)",
     )
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--quiet", action="store_true", help="no progress bars or messages (as -q)")
     add_network_options(p)
     add_asset_options(p)
     add_dry_run_options(p)

@@ -225,8 +225,13 @@ class SearchConfig:
     max_cloud_cover: float = 60.0
     #: Upper bound on items fetched per search (protects against runaway queries).
     max_items: int = 2000
+    #: Largest area in km2 (geodesic) the command line maps without ``--yes``: a guard
+    #: against starting hours of work by a typo; about four MGRS tiles of 110 x 110 km.
+    max_area_km2: float = 50_000.0
 
     def __post_init__(self) -> None:
+        if not self.max_area_km2 > 0:
+            raise ConfigError(f"max_area_km2 must be > 0, got {self.max_area_km2}.")
         if not self.months or any(not 1 <= m <= 12 for m in self.months):
             raise ConfigError(f"months must be numbers 1-12, got {list(self.months)}.")
         if not 0 <= self.max_cloud_cover <= 100:

@@ -148,3 +148,20 @@ def safe_file_name(name: str) -> str:
         return safe
     digest = hashlib.sha256(name.encode("utf-8", errors="surrogatepass")).hexdigest()[:16]
     return f"{safe[: SAFE_NAME_BYTES - 17]}-{digest}"
+
+
+@contextlib.contextmanager
+def new_folders_removed_on_failure(*folders: str | os.PathLike[str]) -> Iterator[None]:
+    """If the block raises, remove those of ``folders`` that did not exist before it, with
+    their subfolders, where they are empty: a failed command leaves no empty folder behind,
+    and never loses a file (only empty folders are removed)."""
+    new = [Path(f) for f in folders if not Path(f).exists()]
+    try:
+        yield
+    except BaseException:
+        for folder in new:
+            subfolders = [p for p in folder.rglob("*") if p.is_dir()] if folder.is_dir() else []
+            for path in [*sorted(subfolders, key=lambda p: len(p.parts), reverse=True), folder]:
+                with contextlib.suppress(OSError):  # not empty, or gone: left as it is
+                    path.rmdir()
+        raise

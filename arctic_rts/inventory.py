@@ -7,11 +7,15 @@ written by :mod:`arctic_rts.exports`.
 Layout of the GeoPackage (all layers in ``InventoryConfig.crs``, EPSG:3413 by default):
 
 * ``rts_<year>``: one MultiPolygon layer per year (one slump per row, see
-  :data:`arctic_rts.merge.RTS_COLUMNS`). A layer per year, rather than one layer with a year
-  field, so that writing a year replaces exactly one table and never touches the rows of the
-  others.
+  :data:`arctic_rts.merge.RTS_COLUMNS`, plus ``date_first`` and ``date_last``: DATE fields,
+  the first and last date a scene saw the slump). A layer per year, rather than one layer
+  with a year field, so that writing a year replaces exactly one table and never touches the
+  rows of the others.
 * ``changes_<y1>_<y2>``: change between consecutive calendar years, written whenever both
-  years are present (see :mod:`arctic_rts.changes`).
+  years are present (see :mod:`arctic_rts.changes`), with DATE fields ``date_prev`` and
+  ``date_curr`` (the span between the two observations).
+* ``layer_styles``: QGIS's table of styles; the year and change layers' default styles
+  (:mod:`arctic_rts.gis`), so QGIS draws them styled and time-aware on open.
 * ``scenes``: one row per scene and year (footprint geometry, status, error, counts).
 * ``runs``: one attribute row per write (run id, layer, counts, versions, the run's whole
   configuration as JSON).
@@ -34,13 +38,14 @@ import errno
 import fcntl
 import importlib.metadata
 import json
+import logging
 import os
 import shutil
 import socket
 import sys
 import threading
 from collections.abc import Iterator, Mapping, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
@@ -54,8 +59,11 @@ from arctic_rts.changes import CHANGE_CLASSES, change_layer
 from arctic_rts.config import InventoryConfig, validate_year
 from arctic_rts.errors import ConfigError, InventoryError, InventoryLockedError, StorageError
 from arctic_rts.files import atomic_path, temporary_sibling
+from arctic_rts.gis import write_styles
 from arctic_rts.merge import _RTS_DTYPES, RTS_COLUMNS, _empty
 from arctic_rts.vectorize import polygonal
+
+logger = logging.getLogger(__name__)
 
 #: Fixed columns of the ``scenes`` table; any other key of a scene goes into ``extra`` (JSON).
 SCENE_COLUMNS: tuple[str, ...] = (
@@ -72,6 +80,10 @@ SCENE_COLUMNS: tuple[str, ...] = (
     "seconds",
     "extra",
 )
+
+#: DATE fields each ``rts_<year>`` layer carries after :data:`~arctic_rts.merge.RTS_COLUMNS`:
+#: the first and last date a scene saw the slump (from its ``dates``).
+DATE_COLUMNS: tuple[str, ...] = ("date_first", "date_last")
 
 #: Columns of the ``runs`` table.
 RUN_COLUMNS: tuple[str, ...] = (
@@ -150,12 +162,17 @@ def write_inventory(
                 f"{path} already holds year {year} (layer {layer}); use --overwrite "
                 "(overwrite=True) to replace it."
             )
+        stage = {"scene": "", "stage": "write", "total": 1}
+        logger.info(
+            "write: %s, %d slumps, into %s", layer, len(rts), path, extra={**stage, "done": 0}
+        )
         try:
             _write_year_file(path, rts, layer, year, layers, scene_frame, run, config, pixel_size)
         except Exception as err:  # GDAL's and SQLite's errors are not OSErrors
             if isinstance(err, OSError) or _is_full(err):
                 raise storage_error(path, err) from err
             raise
+        logger.info("write: %s done", layer, extra={**stage, "done": 1})
     return path
 
 
@@ -191,9 +208,11 @@ def _write_year_file(
                     min_overlap=config.min_overlap,
                     years=(y1, y2),
                 )
+                changes = _with_change_dates(changes, prev, curr)
                 _write_layer(tmp, changes, f"changes_{y1}_{y2}", f"RTS change {y1}-{y2}")
         _replace_year_rows(tmp, "scenes", scene_frame, year, layers)
         _replace_year_rows(tmp, "runs", _run_row(run, year, layer, rts, scene_frame), None, layers)
+        write_styles(tmp)
         _before_replace(tmp, path)
 
 
@@ -437,9 +456,55 @@ def _prepare_rts(polygons: gpd.GeoDataFrame, year: int, crs: str) -> gpd.GeoData
             "merge each year separately."
         )
     frame["year"] = year
-    cols = [c for c in RTS_COLUMNS if c in frame.columns]
+    first, last = _date_bounds(frame["dates"] if "dates" in frame.columns else None, len(frame))
+    frame[DATE_COLUMNS[0]], frame[DATE_COLUMNS[1]] = _date_array(first), _date_array(last)
+    cols = [c for c in (*RTS_COLUMNS, *DATE_COLUMNS) if c in frame.columns]
     extra = [c for c in frame.columns if c not in cols and c != "geometry"]
     return gpd.GeoDataFrame(frame[["geometry", *cols, *extra]], crs=crs).reset_index(drop=True)
+
+
+def _date_bounds(dates: pd.Series | None, n: int) -> tuple[list[Any], list[Any]]:
+    """First and last date (``datetime.date``, None where unknown) of comma-joined ISO
+    ``dates`` (the merge's ``dates`` column), row by row."""
+    if dates is None:
+        return [None] * n, [None] * n
+    parsed = [
+        sorted(date.fromisoformat(d[:10]) for d in str(text).split(",") if d.strip())
+        if isinstance(text, str)
+        else []
+        for text in dates
+    ]
+    return [p[0] if p else None for p in parsed], [p[-1] if p else None for p in parsed]
+
+
+def _date_array(values: list[Any]) -> Any:
+    """A column of dates that the GeoPackage gets as a DATE field, even empty or all None."""
+    import pyarrow as pa
+
+    return pd.array(values, dtype=pd.ArrowDtype(pa.date32()))
+
+
+def _with_change_dates(
+    changes: gpd.GeoDataFrame, prev: gpd.GeoDataFrame, curr: gpd.GeoDataFrame
+) -> gpd.GeoDataFrame:
+    """``date_prev`` (the last date its earlier slumps were seen) and ``date_curr`` (the first
+    date its later ones were) on each row of a change layer, as dates: the span QGIS's
+    temporal controller shows it for (None on the side with no slump: new, not_detected)."""
+
+    def by_id(frame: gpd.GeoDataFrame, pick: int) -> dict[str, Any]:
+        bounds = _date_bounds(frame["dates"] if "dates" in frame.columns else None, len(frame))
+        return dict(zip(frame["rts_id"], bounds[pick], strict=True))
+
+    last, first = by_id(prev, 1), by_id(curr, 0)
+
+    def pick(ids: Any, known: dict[str, Any], choose: Any) -> Any:
+        found = [known[i] for i in str(ids or "").split(",") if known.get(i) is not None]
+        return choose(found) if found else None
+
+    changes = changes.copy()
+    changes["date_prev"] = _date_array([pick(i, last, max) for i in changes["rts_ids_prev"]])
+    changes["date_curr"] = _date_array([pick(i, first, min) for i in changes["rts_ids_curr"]])
+    return changes
 
 
 def _prepare_scenes(
@@ -569,6 +634,9 @@ def _write_layer(target: Path, frame: gpd.GeoDataFrame, layer: str, description:
         geometry_type="MultiPolygon",
         promote_to_multi=True,
         layer_options={"SPATIAL_INDEX": "YES", "DESCRIPTION": description},
+        # Arrow carries columns of datetime.date as GeoPackage DATE fields (QGIS's temporal
+        # controller reads them); without it they would be written as text.
+        use_arrow=True,
         # GeoPackage 1.2 rather than GDAL 3.10's default 1.4: GDAL <= 3.6 (older QGIS) warn
         # that 1.4 "may only be partially supported"; the inventory needs nothing newer.
         dataset_options=None if target.exists() else {"VERSION": "1.2"},

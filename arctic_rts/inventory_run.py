@@ -30,7 +30,7 @@ from arctic_rts import __version__
 from arctic_rts.catalog import stac_endpoint
 from arctic_rts.config import InventoryRunConfig, MapConfig
 from arctic_rts.errors import ConfigError, InventoryError
-from arctic_rts.files import replace_durably, temporary_sibling
+from arctic_rts.files import new_folders_removed_on_failure, replace_durably, temporary_sibling
 from arctic_rts.manifest import Manifest, SceneResults, resume_scenes, scene_hash
 from arctic_rts.pipeline import (
     SceneRecord,
@@ -194,7 +194,8 @@ def run_inventory(
     parameters, regions). Writing a year also writes ``changes_<year-1>_<year>`` (and refreshes
     ``changes_<year>_<year+1>``) when the neighbouring year is present. Scenes that fail are
     recorded in the ``scenes`` table and retried by the next run; their year is written with
-    what succeeded. Finally the requested exports are refreshed when their content changed.
+    what succeeded. Finally the requested exports and the quick-look PNG beside ``out``
+    (:func:`~arctic_rts.gis.write_quicklook`) are refreshed when their content changed.
     With ``retry_failed``, only the scenes that the manifest records as failed are computed
     (every finished scene is reused, and a scene no run has finished is not computed: it
     counts as failed, with the reason).
@@ -219,50 +220,56 @@ def run_inventory(
         CatalogError, WeightsError: The STAC API or the weights cannot be used.
     """
     from arctic_rts.cluster import connect
+    from arctic_rts.gis import quicklook_path, write_quicklook
     from arctic_rts.inventory import change_counts, lock_inventory
     from arctic_rts.model.domain import default_weights
     from arctic_rts.model.weights import resolve_weights
 
     cfg = config if isinstance(config, InventoryRunConfig) else read_inventory_run(config)
     out = Path(cfg.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    regions = _read_regions(cfg)
-    weights = resolve_weights(list(cfg.weights) or default_weights(cfg.stac))
-    result = InventoryRunResult(out, out.with_name(out.name + ".work"), uuid.uuid4().hex[:12], [])
-    result.retry_failed = retry_failed
+    # A run that fails before it writes anything leaves no empty folder behind.
+    with new_folders_removed_on_failure(out.parent, out.with_name(out.name + ".work")):
+        out.parent.mkdir(parents=True, exist_ok=True)
+        regions = _read_regions(cfg)
+        weights = resolve_weights(list(cfg.weights) or default_weights(cfg.stac))
+        work = out.with_name(out.name + ".work")
+        result = InventoryRunResult(out, work, uuid.uuid4().hex[:12], [])
+        result.retry_failed = retry_failed
 
-    with contextlib.ExitStack() as stack:
-        stack.enter_context(lock_inventory(out))
-        url = stack.enter_context(stac_endpoint(cfg.stac))
+        with contextlib.ExitStack() as stack:
+            stack.enter_context(lock_inventory(out))
+            url = stack.enter_context(stac_endpoint(cfg.stac))
 
-        def cluster() -> Any:
-            nonlocal client
-            if client is None:  # connected on first need: a rerun with nothing new needs none
-                client = stack.enter_context(connect(cfg.map.cluster))
-            return client
+            def cluster() -> Any:
+                nonlocal client
+                if client is None:  # connected on first need: a rerun with nothing new needs none
+                    client = stack.enter_context(connect(cfg.map.cluster))
+                return client
 
-        run = _InventoryRun(
-            cfg=cfg,
-            regions=regions,
-            weights=weights,
-            manifest=Manifest(result.work_dir, scene_hash(cfg.map, weights)),
-            url=url,
-            stac_label=url if cfg.stac is None or cfg.stac.startswith("http") else cfg.stac,
-            run_id=result.run_id,
-            cluster=cluster,
-            progress=progress,
-            retry_failed=retry_failed,
-        )
-        logger.info("inventory run %s: years %s into %s", result.run_id, list(cfg.years), out)
-        for year in cfg.years:
-            t0 = time.perf_counter()
-            result.years.append(_inventory_year(run, year))
-            result.years[-1].seconds = round(time.perf_counter() - t0, 3)
-            logger.info(_year_line(result.years[-1]))
-        for summary in result.years:
-            summary.changes = change_counts(out, summary.year)
-        result.exports = _refresh_exports(out, cfg.exports, regions)
-    return result
+            run = _InventoryRun(
+                cfg=cfg,
+                regions=regions,
+                weights=weights,
+                manifest=Manifest(result.work_dir, scene_hash(cfg.map, weights)),
+                url=url,
+                stac_label=url if cfg.stac is None or cfg.stac.startswith("http") else cfg.stac,
+                run_id=result.run_id,
+                cluster=cluster,
+                progress=progress,
+                retry_failed=retry_failed,
+            )
+            logger.info("inventory run %s: years %s into %s", result.run_id, list(cfg.years), out)
+            for year in cfg.years:
+                t0 = time.perf_counter()
+                result.years.append(_inventory_year(run, year))
+                result.years[-1].seconds = round(time.perf_counter() - t0, 3)
+                logger.info(_year_line(result.years[-1]))
+            for summary in result.years:
+                summary.changes = change_counts(out, summary.year)
+            result.exports = _refresh_exports(out, cfg.exports, regions)
+            if out.exists():  # the picture follows the file: rewritten only when it changes
+                _export_if_changed(lambda p: write_quicklook(out, p), quicklook_path(out))
+        return result
 
 
 @dataclass

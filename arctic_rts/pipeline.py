@@ -15,6 +15,7 @@ import contextlib
 import dataclasses
 import datetime as dt
 import json
+import logging
 import time
 import uuid
 from collections.abc import Callable, Sequence
@@ -32,6 +33,8 @@ from arctic_rts.errors import IncompleteRunError, InventoryError
 if TYPE_CHECKING:  # torch stays out of the import of this module
     from arctic_rts.manifest import Manifest, SceneResults
     from arctic_rts.model.weights import Weights
+
+logger = logging.getLogger(__name__)
 
 #: Scenes whose model stage may be queued on the cluster at once; bounds memory and graph size.
 MAX_SCENES_IN_FLIGHT = 2
@@ -128,40 +131,53 @@ def scene_record(item: dict[str, Any]) -> SceneRecord:
     )
 
 
+def _scene_probability(
+    item: dict[str, Any],
+    weights: Weights,
+    config: MapConfig,
+    sign: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
+    area: Any = None,
+) -> Any:
+    """The lazy probabilities of one scene: load -> predict (one dask block per model task).
+
+    With ``area`` (lon/lat), only the scene's pixels over the area, the model's halo and
+    ``config.area_margin_m`` are read and mapped.
+    """
+    from arctic_rts.load import load_scenes
+    from arctic_rts.predict import predict, resolve_halo
+
+    da = load_scenes([item], list(weights.bands), config.load, config.network, sign=sign)[0]
+    if area is not None:
+        halo = resolve_halo(config.predict, weights).halo or 0
+        da = crop_to_area(da, area, halo * config.load.resolution + config.area_margin_m)
+    return predict(da, weights, config.predict)
+
+
 def _scene_polygons(
     item: dict[str, Any],
+    prob: Any,
     weights: Weights,
     config: MapConfig,
     run_id: str,
     optimize_graph: bool = True,
-    sign: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
-    area: Any = None,
 ) -> Any:
-    """The lazy graph of one scene: load -> predict -> vectorize (a dask Delayed).
+    """The lazy rest of one scene: its probabilities -> vectorize (a dask Delayed).
 
     ``optimize_graph=False`` keeps the model tasks' ``GPU`` resource annotation (see
-    :func:`arctic_rts.cluster.as_delayed`). With ``area`` (lon/lat), only the scene's pixels
-    over the area, the model's halo and ``config.area_margin_m`` are read and mapped.
+    :func:`arctic_rts.cluster.as_delayed`).
     """
     import dask
 
     from arctic_rts.cluster import as_delayed
-    from arctic_rts.load import load_scenes
-    from arctic_rts.predict import predict, resolve_halo
     from arctic_rts.vectorize import vectorize
 
-    bands = list(weights.bands)
-    da = load_scenes([item], bands, config.load, config.network, sign=sign)[0]
-    if area is not None:
-        halo = resolve_halo(config.predict, weights).halo or 0
-        da = crop_to_area(da, area, halo * config.load.resolution + config.area_margin_m)
-    prob = predict(da, weights, config.predict)
+    tile = prob.attrs.get("mgrs_tile", "")
     if "water" in prob.coords:  # SCL water, read by load_scenes with the cloud mask
         prob = prob.where(~prob["water"], 0.0).astype("float32").drop_vars("water")
     vconf = config.vectorize.for_model(*weights.postprocessing)
     attrs = {
         "scene_id": item["id"],
-        "mgrs_tile": da.attrs.get("mgrs_tile", ""),
+        "mgrs_tile": tile,
         "date": str(item["properties"].get("datetime", ""))[:10],
         "year": int(str(item["properties"].get("datetime", "0000"))[:4]),
         "model": weights.name,
@@ -174,6 +190,41 @@ def _scene_polygons(
         config=vconf,
         attrs=attrs,
     )
+
+
+class _StageProgress:
+    """Progress inside the scenes of a run, per stage, as log records of this module.
+
+    ``predict``: model tiles done of the scene's total, at every quarter (every tile at
+    DEBUG); ``vectorise``: started once the last tile is in, done with the scene. Each record
+    carries ``scene``, ``stage``, ``done`` and ``total`` attributes for handlers that draw
+    bars or feed a dashboard; nothing is printed here.
+    """
+
+    def __init__(self) -> None:
+        self.tiles: dict[str, tuple[int, int]] = {}
+
+    def _log(self, scene: str, stage: str, done: int, total: int, level: int, note: str) -> None:
+        extra = {"scene": scene, "stage": stage, "done": done, "total": total}
+        logger.log(level, "%s: %s %d/%d %s", scene, stage, done, total, note, extra=extra)
+
+    def start(self, scene: str, total: int) -> None:
+        self.tiles[scene] = (0, total)
+        self._log(scene, "predict", 0, total, logging.INFO, "tiles")
+
+    def tile(self, scene: str, n: int) -> None:
+        done, total = self.tiles[scene]
+        now = done + n
+        self.tiles[scene] = (now, total)
+        quarter = (4 * now // total) > (4 * done // total)
+        self._log(scene, "predict", now, total, logging.INFO if quarter else logging.DEBUG, "tiles")
+        if now == total:
+            self._log(scene, "vectorise", 0, 1, logging.INFO, "started")
+
+    def finish(self, scene: str, n_polygons: int | None) -> None:
+        if scene in self.tiles and n_polygons is not None:
+            self._log(scene, "vectorise", 1, 1, logging.INFO, f"done, {n_polygons} polygons")
+        self.tiles.pop(scene, None)
 
 
 def crop_to_area(da: Any, area: Any, margin_m: float) -> Any:
@@ -233,19 +284,27 @@ def map_scenes(
     client process as each scene finishes (the inventory runner uses it to keep its manifest).
     ``weights`` comes from :func:`~arctic_rts.model.weights.resolve_weights`; no card is read
     here. ``area`` (a lon/lat geometry) limits each scene to the pixels over it, plus the halo
-    and ``config.area_margin_m`` (see :func:`crop_to_area`).
+    and ``config.area_margin_m`` (see :func:`crop_to_area`). ``progress`` shows a bar of
+    scenes; the stages inside each scene (model tiles done of total, vectorise) are logged
+    whatever ``progress`` says (see :class:`_StageProgress`).
     """
-    from distributed import as_completed
+    from distributed import as_completed, futures_of
     from tqdm.auto import tqdm
+    from tqdm.contrib.logging import logging_redirect_tqdm
 
     from arctic_rts.cluster import gpu_workers, task_error
+    from arctic_rts.predict import block_tiles, resolve_halo
 
     # Graph optimisation (fusion) drops the model tasks' GPU resource annotation.
     optimize = not gpu_workers(client)
+    predict_config = resolve_halo(config.predict, weights)
     records = [scene_record(it) for it in items]
     frames: list[gpd.GeoDataFrame] = []
     pending = list(zip(items, records, strict=True))
     started: dict[Any, tuple[SceneRecord, float]] = {}
+    #: The model tasks' futures in flight: future -> (scene id, tiles the task runs).
+    tiles: dict[Any, tuple[str, int]] = {}
+    stages = _StageProgress()
     bar = tqdm(total=len(items), desc="scenes", unit="scene", disable=not progress)
     queue = as_completed()
 
@@ -254,11 +313,21 @@ def map_scenes(
             item, rec = pending.pop(0)
             t0 = time.perf_counter()
             try:
-                graph = _scene_polygons(item, weights, config, run_id, optimize, sign, area)
+                prob = _scene_probability(item, weights, config, sign, area)
+                counts = block_tiles(prob.sizes["y"], prob.sizes["x"], predict_config)
+                # The model tasks run on their own, so each one's end can be counted; the
+                # scene's graph then starts from their futures.
+                blocks = client.persist(prob.data, optimize_graph=optimize)
+                prob = prob.copy(data=blocks)
+                graph = _scene_polygons(item, prob, weights, config, run_id, optimize)
                 fut = client.compute(graph, optimize_graph=optimize)
             except Exception as err:  # a scene that cannot even be planned is one failed scene
                 _finish(rec, None, f"{type(err).__name__}: {err}", t0)
                 continue
+            stages.start(rec.item_id, int(counts.sum()))
+            for block in futures_of(blocks):
+                tiles[block] = (rec.item_id, int(counts[block.key[1:]]))
+                queue.add(block)
             started[fut] = (rec, t0)
             queue.add(fut)
 
@@ -269,22 +338,33 @@ def map_scenes(
         rec.n_polygons = 0 if gdf is None else len(gdf)
         if gdf is not None:
             frames.append(gdf)
+        stages.finish(rec.item_id, None if error else rec.n_polygons)
         bar.update(1)
         if on_done is not None:
             on_done(rec, gdf)
 
-    submit_next()
-    while started:
-        fut = next(queue)
-        rec, t0 = started.pop(fut)
-        try:
-            gdf = fut.result()
-        except Exception as err:  # the scene's failure; on_done's own errors end the run
-            _finish(rec, None, task_error(err, client), t0)
-        else:
-            _finish(rec, gdf, "", t0)
+    # Log lines (the stages' progress) go above the scenes bar instead of through it.
+    loggers = [logging.getLogger("arctic_rts")]
+    console = logging_redirect_tqdm(loggers, tqdm_class=tqdm) if progress else None
+    with console or contextlib.nullcontext():
         submit_next()
-    bar.close()
+        while started:
+            fut = next(queue)
+            if fut in tiles:
+                scene, n = tiles.pop(fut)
+                if fut.status == "finished" and scene in stages.tiles:
+                    stages.tile(scene, n)
+                continue  # a failed tile fails its scene: the scene's future reports it
+            rec, t0 = started.pop(fut)
+            try:
+                gdf = fut.result()
+            except Exception as err:  # the scene's failure; on_done's own errors end the run
+                _finish(rec, None, task_error(err, client), t0)
+            else:
+                _finish(rec, gdf, "", t0)
+            submit_next()
+        bar.close()
+    queue.clear()  # tiles of failed scenes that never finished
     return records, frames
 
 
@@ -315,7 +395,8 @@ def map_region(
     progress: bool = True,
     clip: bool = True,
 ) -> MapResult:
-    """Map thaw slumps in ``bbox`` for ``year`` and write them to the GeoPackage ``out``.
+    """Map thaw slumps in ``bbox`` for ``year`` and write them to the GeoPackage ``out``, and a
+    quick-look PNG of it beside it (:func:`~arctic_rts.gis.write_quicklook`).
 
     Before any search or compute, ``out`` is checked (its folder exists and takes files, an
     existing file is a readable GeoPackage) and its write lock is taken for the whole run, so
@@ -487,6 +568,7 @@ def _write_map(
     t_start: float,
 ) -> MapResult:
     """Merge the scenes' polygons, keep those in the bbox, and write the year's layer."""
+    from arctic_rts.gis import write_quicklook
     from arctic_rts.inventory import write_inventory
     from arctic_rts.merge import merge_polygons
 
@@ -522,6 +604,7 @@ def _write_map(
         config=config.inventory,
         pixel_size=config.load.resolution,
     )
+    write_quicklook(job.out)
     return MapResult(job.out, year, stac_label, scenes.records, merged, items, run)
 
 

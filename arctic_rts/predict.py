@@ -352,6 +352,70 @@ def _windows(size: int, blocks: tuple[int, ...], halo: int) -> list[tuple[int, i
     return out
 
 
+def _blocks(height: int, width: int, config: PredictConfig) -> tuple[tuple[int, ...], ...]:
+    """Sizes of the model blocks along y and x: the tile grid from the array origin, a block
+    ``batch_size`` tiles wide."""
+    halo = _halo(config)
+    tile = max(config.tile_size, halo)
+    return (
+        aligned_chunks(height, tile, minimum=halo),
+        aligned_chunks(width, tile * config.batch_size, minimum=halo),
+    )
+
+
+def _block_windows(height: int, width: int, config: PredictConfig) -> list[list[list[Any]]]:
+    """The model windows (tiles, halo included) of every block, as ``_predict_block`` cuts
+    them: ``[block row][block column] -> windows``."""
+    halo = _halo(config)
+    ychunks, xchunks = _blocks(height, width, config)
+    window = config.tile_size + 2 * halo
+    xwins = _windows(width, xchunks, halo)
+    return [
+        [tile_windows((y1 - y0, x1 - x0), window, halo=halo) for x0, x1, _, _ in xwins]
+        for y0, y1, _, _ in _windows(height, ychunks, halo)
+    ]
+
+
+def block_tiles(height: int, width: int, config: PredictConfig) -> np.ndarray:
+    """Model windows (tiles) that each model task of :func:`predict` runs on a scene of
+    ``height`` x ``width`` px, as an array ``(block rows, block columns)``: what progress
+    reports count. ``config.halo`` as :func:`resolve_halo` leaves it (``None`` counts with
+    :data:`EXACT_HALO`)."""
+    blocks = _block_windows(height, width, config)
+    return np.array([[len(wins) for wins in row] for row in blocks], dtype=np.int64)
+
+
+def window_pixels(height: int, width: int, config: PredictConfig) -> int:
+    """Pixels the model sees on a scene of ``height`` x ``width`` px, halos included (the
+    work the dry run's time estimate scales with)."""
+    blocks = _block_windows(height, width, config)
+    return sum(w.shape[0] * w.shape[1] for row in blocks for wins in row for w in wins)
+
+
+def time_pixel(model: ModelSpec, config: PredictConfig | None = None) -> tuple[float, str]:
+    """Seconds per window pixel of a forward pass here, and the device: a calibration.
+
+    One small warm-up pass (model load, kernel choice), then one timed pass of
+    ``batch_size`` full windows (a tile and its halo) of random reflectance on
+    ``config.device``. Needs weights (the number of bands comes from their card).
+    """
+    import time
+
+    models, weights = _identify(model)
+    if weights is None:
+        raise ConfigError("time_pixel needs weights with a card (for their bands).")
+    config = _with_halo(config or PredictConfig(), models, weights)
+    side = config.tile_size + 2 * _halo(config)
+    gen = torch.Generator().manual_seed(0)
+    x = torch.rand((config.batch_size, len(weights.bands), side, side), generator=gen) * 0.3
+    with torch.inference_mode():
+        _probabilities(x[:1, :, :32, :32], models, config)
+        start = time.perf_counter()
+        _probabilities(x, models, config)  # returns on the host: GPU work has finished
+        seconds = time.perf_counter() - start
+    return seconds / x[:, 0].numel(), str(_resolve(models[0], config.device)[1])
+
+
 def _probability_graph(arr: dsa.Array, models: list[Any], config: PredictConfig) -> dsa.Array:
     """Lazy ``(y, x)`` probabilities for a ``(band, y, x)`` dask array.
 
@@ -366,10 +430,8 @@ def _probability_graph(arr: dsa.Array, models: list[Any], config: PredictConfig)
     """
     arr = arr.rechunk({0: -1})  # all bands of a pixel in one chunk
     halo = _halo(config)
-    tile = max(config.tile_size, halo)
     height, width = arr.shape[1:]
-    ychunks = aligned_chunks(height, tile, minimum=halo)
-    xchunks = aligned_chunks(width, tile * config.batch_size, minimum=halo)
+    ychunks, xchunks = _blocks(height, width, config)
     token = tokenize(arr, models, config)
     src, piece_name, name = arr.name, f"rts-piece-{token}", f"rts-predict-{token}"
     run = functools.partial(
@@ -434,11 +496,10 @@ def input_chunks(
     if model is not None:
         config = resolve_halo(config, model)
     halo = _halo(config)
-    tile = max(config.tile_size, halo)
     out = []
-    for size, block in ((height, tile), (width, tile * config.batch_size)):
+    for blocks in _blocks(height, width, config):
         sizes: list[int] = []
-        for n in aligned_chunks(size, block, minimum=halo):
+        for n in blocks:
             if halo and n > 2 * halo:
                 sizes += [halo, n - 2 * halo, halo]
             else:

@@ -30,6 +30,7 @@ from arctic_rts.changes import CHANGE_COLUMNS, change_layer
 from arctic_rts.errors import InventoryError, InventoryLockedError
 from arctic_rts.exports import export_geoparquet, summary_csv
 from arctic_rts.inventory import (
+    DATE_COLUMNS,
     RUN_COLUMNS,
     SCENE_COLUMNS,
     change_counts,
@@ -331,9 +332,10 @@ def test_write_read_append_overwrite(tmp_path: Path, caplog: pytest.LogCaptureFi
     m21 = merge_polygons(_two_zone_frames(2021))
     write_inventory(gpkg, m21, year=2021, run=_run(2021), scenes=_scenes(2021))
     _check_gpkg(gpkg, caplog)
-    assert sorted(name for name, _ in pyogrio.list_layers(gpkg)) == ["rts_2021", "runs", "scenes"]
+    layers = sorted(name for name, _ in pyogrio.list_layers(gpkg))
+    assert layers == ["layer_styles", "rts_2021", "runs", "scenes"]
     back = read_inventory(gpkg, 2021)
-    assert list(back.columns) == [*RTS_COLUMNS, "geometry"]
+    assert list(back.columns) == [*RTS_COLUMNS, *DATE_COLUMNS, "geometry"]
     assert back["touches_invalid"].dtype == bool
     assert list(back["rts_id"]) == list(m21["rts_id"])
     assert back.geometry.area.to_numpy() == pytest.approx(m21.geometry.area.to_numpy())
@@ -412,7 +414,7 @@ def test_empty_year_is_a_layer_with_the_schema(tmp_path: Path, caplog) -> None:
     write_inventory(gpkg, merge_polygons([]), year=2020, run={"run_id": "r"}, scenes=scenes)
     _check_gpkg(gpkg, caplog)
     info = pyogrio.read_info(gpkg, layer="rts_2020")
-    assert info["features"] == 0 and list(info["fields"]) == list(RTS_COLUMNS)
+    assert info["features"] == 0 and list(info["fields"]) == [*RTS_COLUMNS, *DATE_COLUMNS]
     back = pyogrio.read_dataframe(gpkg, layer="scenes")
     assert back["scene_id"].tolist() == ["S2B_X"] and back["run_id"].tolist() == ["r"]
     assert back["cloud_cover"].tolist() == [12.5] and back["year"].tolist() == [2020]

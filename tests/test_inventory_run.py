@@ -476,7 +476,9 @@ def test_a_run_writes_each_year_its_changes_and_the_exports(
     reference: InventoryRunResult, demo: DemoCatalog
 ) -> None:
     out = reference.out
-    assert layers(out) == {"rts_2021", "rts_2022", "changes_2021_2022", "scenes", "runs"}
+    assert layers(out) == {
+        "rts_2021", "rts_2022", "changes_2021_2022", "scenes", "runs", "layer_styles"
+    }  # fmt: skip
     for summary in reference.years:
         # Both regions see both tiles: the union is one scene per tile, not four.
         assert (summary.n_scenes, summary.n_computed, summary.n_from_manifest) == (2, 2, 0)
@@ -517,6 +519,8 @@ def test_a_run_writes_each_year_its_changes_and_the_exports(
         y.year: y.n_polygons for y in reference.years
     }
     assert reference.exports == [out.with_suffix(".parquet"), out.with_name("inv_summary.csv")]
+    png = out.with_name("inv.quicklook.png").read_bytes()  # the run's picture, beside it
+    assert png.startswith(b"\x89PNG\r\n\x1a\n") and len(png) > 5000
 
 
 @pytest.mark.slow

@@ -119,7 +119,9 @@ def test_stand_in_model_is_the_ndvi_rule(weights: Path) -> None:
 
 def test_inventory_is_a_valid_geopackage(mapped: MapResult) -> None:
     layers = dict(pyogrio.list_layers(mapped.out))
-    assert set(layers) >= {f"rts_{YEAR}", "scenes", "runs"}
+    assert set(layers) >= {f"rts_{YEAR}", "scenes", "runs", "layer_styles"}
+    png = mapped.out.with_name(f"{mapped.out.stem}.quicklook.png").read_bytes()
+    assert png.startswith(b"\x89PNG\r\n\x1a\n") and len(png) > 5000  # beside the output
     info = pyogrio.read_info(mapped.out, layer=f"rts_{YEAR}")
     assert info["crs"] == "EPSG:3413"
     assert info["geometry_type"] == "MultiPolygon"
@@ -343,3 +345,73 @@ def test_the_water_mask_zeroes_probabilities_where_scl_says(
         progress=False,
     )
     assert result.n_failed == 0 and len(result.polygons) == 0
+
+
+def test_progress_is_reported_per_scene_and_stage(
+    demo: DemoCatalog,
+    weights: Path,
+    client: Any,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Each scene reports its model tiles done of its total (predict), then vectorise, and
+    the year's write reports its stage: log records of the library, with the scene, stage and
+    counts as attributes (what the CLI shows at INFO and hides with -q)."""
+    import dataclasses
+    import logging
+    import math
+
+    caplog.set_level(logging.DEBUG, logger="arctic_rts")
+    tile = 64
+    config = dataclasses.replace(
+        CONFIG, predict=PredictConfig(tile_size=tile, halo=32, device="cpu")
+    )
+    out = tmp_path / "progress.gpkg"
+    result = map_region(
+        demo.bbox, YEAR, stac=demo.items_dir, weights=weights, out=out, config=config,
+        client=client, progress=False, clip=False,
+    )  # fmt: skip
+    staged = [r for r in caplog.records if hasattr(r, "stage")]
+    tiles = math.ceil(SIZE_PX / tile) ** 2  # whole scenes, one tile per model task
+    assert len(result.scenes) == 2
+    for scene in result.scenes:
+        mine = [(r.stage, r.done, r.total) for r in staged if r.scene == scene.item_id]
+        predict = [(d, t) for s, d, t in mine if s == "predict"]
+        assert predict == [(k, tiles) for k in range(tiles + 1)]  # every tile, in order
+        assert [m for m in mine if m[0] != "predict"] == [("vectorise", 0, 1), ("vectorise", 1, 1)]
+        assert mine.index(("vectorise", 0, 1)) == len(predict)  # after the last tile
+        done = next(r for r in staged if r.scene == scene.item_id and r.stage == "vectorise"
+                    and r.done == 1)  # fmt: skip
+        assert f"{scene.n_polygons} polygons" in done.getMessage()
+        # at INFO: the start and each quarter, each message naming its stage
+        info = [r for r in staged if r.scene == scene.item_id and r.levelno == logging.INFO]
+        quarters = [k for k in range(tiles + 1) if k == 0 or 4 * k // tiles > 4 * (k - 1) // tiles]
+        assert [r.done for r in info if r.stage == "predict"] == quarters
+        assert all(f": {r.stage} {r.done}/{r.total}" in r.getMessage() for r in info)
+    writes = [(r.done, r.total) for r in staged if r.stage == "write"]
+    assert writes == [(0, 1), (1, 1)]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("quiet", [[], ["-q"]])
+def test_the_cli_shows_stage_progress_unless_quiet(
+    demo: DemoCatalog,
+    weights: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    quiet: list[str],
+) -> None:
+    from arctic_rts.cli import main
+
+    argv = [*quiet, "map", "--bbox", *map(str, demo.bbox), "--year", str(YEAR)]
+    argv += ["--stac", str(demo.items_dir), "--weights", str(weights), "--tile-size", "128"]
+    argv += ["--workers", "1", "--out", str(tmp_path / "q.gpkg"), "--yes"]
+    assert main(argv) == 0
+    err = capsys.readouterr().err
+    stages = [ln for ln in err.splitlines() if ": predict " in ln or ": vectorise " in ln]
+    if quiet:
+        assert stages == [] and "scenes:" not in err  # no messages, no bar
+    else:
+        assert any(ln.endswith(" tiles") and ": predict 0/" in ln for ln in stages)
+        assert sum(": vectorise 1/1 done" in ln for ln in stages) == 2
+        assert "write: rts_2021" in err

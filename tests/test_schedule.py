@@ -270,7 +270,11 @@ def test_inventory_dry_run_lists_scenes_and_pixels_and_writes_nothing(
     before = _files(tmp_path)
     assert main(["inventory", "run", str(run_file), "--years", "2021-2022", "--dry-run"]) == 0
     out = capsys.readouterr().out.splitlines()
-    assert out[0].split() == ["year", "tile", "date", "cloud", "%", "size", "px", "pixels", "item"]
+    assert out[0].split() == [
+        "year", "tile", "date", "cloud", "%", "size", "px", "pixels", "tiles", "est.", "s", "item"
+    ]  # fmt: skip
+    assert out[-1].startswith("estimated model time: about ") and "an estimate" in out[-1]
+    out = out[:-1]
     rows = [line.split() for line in out[1:-1]]
     assert [(r[0], r[1]) for r in rows] == [
         ("2021", "07WFS"),

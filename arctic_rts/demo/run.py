@@ -54,13 +54,14 @@ def run_demo(
     from arctic_rts.model.weights import resolve_weights
 
     t0 = time.perf_counter()
+    # Every input is checked before any scene is generated or folder made.
+    config = MapConfig(
+        vectorize=VectorizeConfig(threshold=threshold), cluster=ClusterConfig(n_workers=workers)
+    )
     model = resolve_weights(weights if weights is not None else demo_weights())
     demo = generate_demo(root, **catalog)
     year = demo.years[0]
     out.parent.mkdir(parents=True, exist_ok=True)
-    config = MapConfig(
-        vectorize=VectorizeConfig(threshold=threshold), cluster=ClusterConfig(n_workers=workers)
-    )
     truth = gpd.read_file(demo.truth_path)
     truth = truth[truth["year"] == year]
     with connect(config.cluster) as client:

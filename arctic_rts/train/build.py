@@ -255,6 +255,21 @@ def _rasterise(geoms: Sequence[Any], shape: tuple[int, int], transform: Any) -> 
     )
 
 
+def _check_dem(dem_path: Path) -> None:
+    """Refuse, before any search or read, a DEM that GDAL cannot open as a georeferenced raster."""
+    import rasterio
+    from rasterio.errors import RasterioIOError
+
+    if not dem_path.is_file():
+        raise DatasetError(f"DEM {dem_path} does not exist; give --dem a GeoTIFF.")
+    try:
+        with rasterio.open(dem_path) as src:
+            if src.crs is None:
+                raise DatasetError(f"DEM {dem_path} declares no CRS; assign one (gdal_edit.py).")
+    except RasterioIOError as err:
+        raise DatasetError(f"cannot read DEM {dem_path}: {err}") from err
+
+
 def _dem_on(dem_path: Path, shape: tuple[int, int], transform: Any, crs: Any) -> np.ndarray:
     import rasterio
     from rasterio.warp import Resampling, reproject
@@ -391,6 +406,8 @@ def build_dataset(
         load_config=load_config or LoadConfig(),
         max_cloud_cover=max_cloud_cover,
     )
+    if params.dem is not None:
+        _check_dem(params.dem)
     clean = read_labels(labels, fmt=label_format)
     fps = read_footprints(footprints) if footprints is not None else None
     images = group_labels(clean, fps)
