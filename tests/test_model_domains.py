@@ -14,6 +14,9 @@ from arctic_rts.config import LoadConfig, MapConfig, SearchConfig
 from arctic_rts.model.domain import demo_weights, real_weights
 from arctic_rts.model.weights import read_card
 from arctic_rts.pipeline import map_region
+from arctic_rts.train.loop import load_train_config
+
+ROOT = Path(__file__).resolve().parents[1]
 
 PREFIX = "arctic-rts: error: "
 
@@ -97,6 +100,10 @@ def test_the_bundled_real_model_card() -> None:
     assert names and not any(n.startswith("/") or ":\\" in n for n in names)
     assert "never tested" in card["tested"]
     assert card["halo"] is not None and card["sha256"]
+    # the recipe's reason for its method, as make real-weights writes it
+    recipe = load_train_config(ROOT / "deploy" / "real_weights" / "train.toml")
+    assert card["training"]["method"] == recipe.method
+    assert card["training"]["notes"] == recipe.notes and "PixelDINO" in recipe.notes
 
 
 @pytest.mark.realdata

@@ -213,6 +213,8 @@ class TrainConfig:
     out_dir: str = "runs/train"
     #: Name written into the weights card.
     name: str = "arctic-rts-unet"
+    #: Free text the card keeps as ``training.notes``: why this recipe, what it replaced.
+    notes: str = ""
     #: UNet encoder widths and bottleneck.
     widths: tuple[int, ...] = (16, 32, 64, 128)
     bottleneck: int = 256

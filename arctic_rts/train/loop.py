@@ -278,6 +278,7 @@ def _card(
             "data": data,
             "steps": step,
             "seed": config.seed,
+            **({"notes": config.notes} if config.notes else {}),
         },
         "metrics": metrics,
     }
