@@ -396,7 +396,8 @@ def loso_table() -> list[str]:
         lines += [
             f"PixelDINO's self-distillation loss at the end of training: {mean_std(last)} over the "
             f"runs; ln {k} = {math.log(k):.3f} is its value for uniform teacher targets (no "
-            "signal).",
+            "signal). What the teacher's targets carry at other temperatures: the section "
+            '"PixelDINO\'s teacher targets on the real chips".',
             "",
         ]
     for method in ("supervised", "supervised+aug"):

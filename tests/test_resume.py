@@ -163,7 +163,10 @@ def test_a_map_killed_after_its_first_scene_resumes_and_writes_the_undisturbed_i
     assert _seconds(out)[done_id] == pytest.approx(finished[done_id]["record"]["seconds"])
     assert_same_inventory(out, undisturbed)
     assert not work.exists()
-    assert sorted(p.name for p in out.parent.iterdir()) == ["inventory.gpkg"]
+    assert sorted(p.name for p in out.parent.iterdir()) == [
+        "inventory.gpkg",
+        "inventory.quicklook.png",
+    ]
 
 
 @pytest.mark.slow
