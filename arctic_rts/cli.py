@@ -147,7 +147,9 @@ def _log_level(args: argparse.Namespace) -> str | int:
 def _map_config(args: argparse.Namespace) -> MapConfig:
     return MapConfig(
         search=SearchConfig(months=tuple(args.months), max_cloud_cover=args.max_cloud),
-        predict=PredictConfig(tile_size=args.tile_size, tta=args.tta, precision=args.precision),
+        predict=PredictConfig(
+            tile_size=args.tile_size, tta=args.tta, precision=args.precision, backend=args.backend
+        ),
         vectorize=VectorizeConfig(
             threshold=args.threshold,
             min_area_m2=args.min_area,
