@@ -68,16 +68,11 @@ def conv_flops_per_pixel(model: UNet) -> float:
     return total + per_px(model.head)
 
 
-def matmul_peak(n: int = 2048, rounds: int = 3) -> float:
-    """fp32 GFLOP/s of an n x n matmul, best of ``rounds``."""
+def matmul(n: int = 2048) -> Callable[[], object]:
+    """An n x n fp32 matmul: timed in the rounds beside the runners, it shows how much of the
+    machine this process gets at the time (GFLOP/s relative to it hold better than absolute)."""
     a, b = torch.randn(n, n), torch.randn(n, n)
-    torch.mm(a, b)
-    best = float("inf")
-    for _ in range(rounds):
-        t0 = time.perf_counter()
-        torch.mm(a, b)
-        best = min(best, time.perf_counter() - t0)
-    return 2 * n**3 / best / 1e9
+    return lambda: torch.mm(a, b)
 
 
 def op_shares(fn: Callable[[], object], reps: int = 2) -> dict[str, float]:
@@ -127,7 +122,7 @@ def runners(model: UNet, x: torch.Tensor, compile_: bool) -> dict[str, Callable[
     return out
 
 
-def side_by_side(runs: dict[str, Callable[[], np.ndarray]], rounds: int) -> dict[str, float]:
+def side_by_side(runs: dict[str, Callable[[], object]], rounds: int) -> dict[str, float]:
     """Best seconds of each runner, the runners taking turns in every round."""
     best = dict.fromkeys(runs, float("inf"))
     for r in range(rounds):
@@ -155,7 +150,7 @@ def main(argv: list[str] | None = None) -> int:
     model = UNet(BANDS).eval().to(memory_format=torch.channels_last)  # type: ignore[call-overload]
     x = torch.rand(1, BANDS, args.size, args.size).contiguous(memory_format=torch.channels_last)
     fpp = conv_flops_per_pixel(model)
-    peak = matmul_peak()
+    n_mm = 2048
     with torch.inference_mode():
         shares = {
             "plain composition": op_shares(lambda: model.reference_forward(x)),
@@ -164,16 +159,21 @@ def main(argv: list[str] | None = None) -> int:
     runs = runners(model, x, args.compile)
     outputs = {name: run() for name, run in runs.items()}  # first calls: compile, warm-up
     ref = outputs["UNet.forward (fused)"]
-    best = side_by_side(runs, args.rounds)
+    mm = f"fp32 matmul {n_mm}^2"
+    best = side_by_side({**runs, mm: matmul(n_mm)}, args.rounds)
+    mm_rate = 2 * n_mm**3 / best.pop(mm) / 1e9
     px = args.size**2
-    rows = []
+    rows = [
+        f"| {mm} (the same rounds) | | {mm_rate:.0f} | "
+        f"{100 * mm_rate / args.limit:.0f} % | 1.00 | |"
+    ]
     for name, seconds in best.items():
         mpx = px / seconds / 1e6
         gflops = mpx * fpp / 1e3
         diff = float(np.abs(outputs[name] - ref).max())
         rows.append(
             f"| {name} | {mpx:.3f} | {gflops:.0f} | {100 * gflops / args.limit:.0f} % | "
-            f"{diff:.1e} |"
+            f"{gflops / mm_rate:.2f} | {diff:.1e} |"
         )
     load = os.getloadavg()
     text = [
@@ -188,11 +188,12 @@ def main(argv: list[str] | None = None) -> int:
         f"({BANDS} bands, widths {'/'.join(map(str, model.widths))}, bottleneck "
         f"{model.bottleneck_width}), fp32, one {args.size}^2 tile. Convolution FLOPs counted "
         f"from the layer shapes: {fpp / 1e3:.1f} kFLOP per pixel. Limit: {args.limit:.0f} GFLOP/s "
-        f"(fp32 FMA limit on {args.threads} cores); a {2048}^2 fp32 matmul reached "
-        f"{peak:.0f} GFLOP/s here.",
+        f"(fp32 FMA limit on {args.threads} cores); a {n_mm}^2 fp32 matmul timed in the same "
+        "rounds shows how much of the machine the runners got (the column relative to it).",
         "",
-        "| runner | Mpx/s | GFLOP/s | share of the limit | max abs diff to UNet.forward |",
-        "|---|---|---|---|---|",
+        "| runner | Mpx/s | GFLOP/s | share of the limit | relative to the matmul | "
+        "max abs diff to UNet.forward |",
+        "|---|---|---|---|---|---|",
         *rows,
         "",
         "Where the time goes (share of self CPU time per operator, `torch.profiler`):",

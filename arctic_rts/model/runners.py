@@ -45,7 +45,12 @@ def _onnxruntime(unet: UNet, example: torch.Tensor, threads: int) -> Callable[[n
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation and tracer notes
         torch.onnx.export(
-            _Plain(unet).eval(), (example,), buf, dynamo=False, input_names=["x"], opset_version=17
+            _Plain(unet).eval(),
+            (example,),
+            buf,  # type: ignore[arg-type]  # the TorchScript exporter writes to file objects too
+            dynamo=False,
+            input_names=["x"],
+            opset_version=17,
         )
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads

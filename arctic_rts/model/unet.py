@@ -108,6 +108,12 @@ class DoubleConv(nn.Sequential):
             ConvNormReLU(in_channels, out_channels), ConvNormReLU(out_channels, out_channels)
         )
 
+    def normed(self, x: torch.Tensor) -> torch.Tensor:
+        """This stage's output before its last ReLU (see :meth:`ConvNormReLU.normed`)."""
+        first, second = self
+        assert isinstance(second, ConvNormReLU)
+        return second.normed(first(x))
+
 
 def upsample2(x: torch.Tensor, size: torch.Size | tuple[int, int]) -> torch.Tensor:
     """Bilinear 2x upsampling, then edge-replicated to ``size`` (for odd sizes).
@@ -215,7 +221,8 @@ class UNet(nn.Module):
         x = x.contiguous(memory_format=torch.channels_last)
         joined = []
         for stage in self.down:
-            y = stage[1].normed(stage[0](x))  # type: ignore[operator]
+            assert isinstance(stage, DoubleConv)
+            y = stage.normed(x)
             n, c, h, w = y.shape
             buf = torch.empty(
                 (n, 2 * c, h, w), dtype=y.dtype, device=y.device, memory_format=torch.channels_last
@@ -242,6 +249,7 @@ class UNet(nn.Module):
             x = self.pool(x)
         x = self.bottleneck(x)
         for up, skip in zip(self.up, reversed(skips), strict=True):
+            assert isinstance(up, UpStage)
             x = up.up_conv(upsample2(x, skip.shape[-2:]))
             x = up.body(torch.cat([x, skip], dim=1))
         return self.head(x)
