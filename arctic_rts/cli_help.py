@@ -270,8 +270,7 @@ def _add_map_processing_options(p: argparse.ArgumentParser) -> None:
         "--backend",
         choices=BACKENDS,
         default=d_pred.backend,
-        help="what runs the forward pass: torch, or on the CPU (fp32) onnxruntime / openvino "
-        "(the onnx / openvino extras)",
+        help="what runs the forward pass: torch, or onnxruntime (CPU, fp32; the onnx extra)",
     )
     p.add_argument(
         "--scheduler",

@@ -314,7 +314,7 @@ class LoadConfig:
 #: Forward-pass arithmetic :class:`PredictConfig` accepts.
 PRECISIONS = ("auto", "fp32", "bf16")
 #: Runners of the forward pass (:mod:`arctic_rts.model.runners`; all but torch optional, CPU, fp32).
-BACKENDS = ("torch", "onnxruntime", "openvino")
+BACKENDS = ("torch", "onnxruntime")
 
 
 @dataclass(frozen=True)
@@ -343,7 +343,7 @@ class PredictConfig:
     #: Arithmetic of the forward pass: "fp32", "bf16" (autocast; convolutions in bfloat16,
     #: probabilities still float32) or "auto" (bf16 on GPUs, fp32 on CPUs).
     precision: str = "auto"
-    #: Forward-pass runner: "torch", or "onnxruntime" / "openvino" (extras; CPU, fp32 only).
+    #: Forward-pass runner: "torch", or "onnxruntime" (the onnx extra; CPU, fp32 only).
     backend: str = "torch"
 
     def __post_init__(self) -> None:

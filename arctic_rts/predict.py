@@ -195,9 +195,8 @@ def _check_backend(config: PredictConfig) -> None:
     if "cuda" in config.device:
         raise ConfigError(f"backend {config.backend!r} runs on the CPU, not {config.device!r}.")
     if importlib.util.find_spec(config.backend) is None:
-        extra = "onnx" if config.backend == "onnxruntime" else config.backend
         raise ConfigError(
-            f"backend {config.backend!r} is not installed: pip install 'arctic-rts[{extra}]'."
+            f"backend {config.backend!r} is not installed: pip install 'arctic-rts[onnx]'."
         )
 
 
@@ -209,7 +208,7 @@ def _resolve(
     model: Any, config: PredictConfig
 ) -> tuple[Callable[[torch.Tensor], torch.Tensor], Any]:
     """The callable for one model spec and the device its input must live on; a weights file's
-    model runs on ``config.backend`` (ONNX Runtime, OpenVINO: on the CPU)."""
+    model runs on ``config.backend`` (ONNX Runtime: on the CPU)."""
     if isinstance(model, ModelRef):
         net = get_model(model, "cpu" if config.backend != "torch" else config.device)
         if config.backend != "torch":

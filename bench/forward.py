@@ -14,7 +14,8 @@ one ``size``^2 tile, ``threads`` torch threads. Measures, in one process:
 - the runners side by side, taking turns round after round, best round of each (the machine is
   shared: absolute rates drift with its load, the order between runners holds better): the
   plain composition, ``UNet.forward``, optional ``torch.compile`` of it (``--compile``), ONNX
-  Runtime and OpenVINO where installed, each checked against ``UNet.forward`` (max abs diff);
+  Runtime (``PredictConfig.backend``) and OpenVINO (timed here only: it did not beat torch)
+  where installed, each checked against ``UNet.forward`` (max abs diff);
 - GFLOP/s of each as a share of ``--limit``, the machine's fp32 FMA limit on ``threads`` cores
   (default: 535 GFLOP/s, issue 19's microbenchmark on this machine), next to a large fp32
   matmul measured here.
@@ -39,7 +40,6 @@ from torch import nn
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from report import rewrite_section
 
-from arctic_rts.config import BACKENDS
 from arctic_rts.model import UNet
 from arctic_rts.model.runners import backend_runner
 
@@ -110,16 +110,34 @@ def runners(model: UNet, x: torch.Tensor, compile_: bool) -> dict[str, Callable[
     }
     if compile_:
         out["torch.compile(UNet.forward)"] = torch_run(torch.compile(model))
-    for name in BACKENDS:
-        if name == "torch":
-            continue
-        try:
-            run = backend_runner(name, model, threads=torch.get_num_threads())
-        except ImportError as exc:
-            print(f"{name}: not installed ({exc})", flush=True)
-            continue
-        out[name] = (lambda r: lambda: r(x).numpy())(run)
+    try:
+        run = backend_runner("onnxruntime", model, threads=torch.get_num_threads())
+        out["onnxruntime (PredictConfig.backend)"] = lambda: run(x).numpy()
+    except ImportError as exc:
+        print(f"onnxruntime: not installed ({exc})", flush=True)
+    try:
+        out["openvino (compared here only)"] = openvino_runner(model, x)
+    except ImportError as exc:
+        print(f"openvino: not installed ({exc})", flush=True)
     return out
+
+
+def openvino_runner(model: UNet, x: torch.Tensor) -> Callable[[], np.ndarray]:
+    """OpenVINO (CPU, fp32) on the plain composition of ``model``, traced at ``x``'s shape."""
+    import openvino as ov
+
+    class Plain(nn.Module):
+        def forward(self, t: torch.Tensor) -> torch.Tensor:
+            return model.reference_forward(t)
+
+    with torch.no_grad():
+        graph = ov.convert_model(Plain().eval(), example_input=x)
+    threads = torch.get_num_threads()
+    compiled = ov.Core().compile_model(
+        graph, "CPU", {"INFERENCE_NUM_THREADS": threads, "INFERENCE_PRECISION_HINT": "f32"}
+    )
+    arr = np.ascontiguousarray(x.numpy())
+    return lambda: np.asarray(compiled(arr)[0])
 
 
 def side_by_side(runs: dict[str, Callable[[], object]], rounds: int) -> dict[str, float]:

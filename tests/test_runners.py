@@ -1,6 +1,6 @@
-"""The optional forward-pass backends (ONNX Runtime, OpenVINO): outputs equal torch's within 1e-5,
-through the runner and through ``predict``; refusals. Skipped with a reason where the package of
-a backend is not installed (the ``onnx`` / ``openvino`` extras)."""
+"""The optional forward-pass backend (ONNX Runtime): outputs equal torch's within 1e-5, through
+the runner and through ``predict``; refusals. Skipped with a reason where onnxruntime is not
+installed (the ``onnx`` extra)."""
 
 from __future__ import annotations
 
@@ -18,16 +18,12 @@ from arctic_rts.model import ModelRef, UNet, bundled_weights, read_card
 from arctic_rts.model.runners import backend_runner
 from arctic_rts.predict import predict
 
-OPTIONAL = ["onnxruntime", "openvino"]
+OPTIONAL = ["onnxruntime"]
 
 
 def _needs(name: str) -> None:
     if importlib.util.find_spec(name) is None:
-        pytest.skip(f"{name} is not installed (pip install 'arctic-rts[{_extra(name)}]')")
-
-
-def _extra(name: str) -> str:
-    return "onnx" if name == "onnxruntime" else name
+        pytest.skip(f"{name} is not installed (pip install 'arctic-rts[onnx]')")
 
 
 @pytest.mark.parametrize("name", OPTIONAL)
@@ -74,7 +70,7 @@ def test_backend_refusals() -> None:
         PredictConfig(backend="onnxruntime", precision="bf16")
     da = xr.DataArray(np.zeros((3, 32, 32), np.float32), dims=("band", "y", "x"))
     with pytest.raises(ConfigError, match="runs on the CPU"):
-        predict(da, UNet(3), PredictConfig(tile_size=32, device="cuda", backend="openvino"))
+        predict(da, UNet(3), PredictConfig(tile_size=32, device="cuda", backend="onnxruntime"))
     with pytest.raises(ValueError, match="backend must be one of"):
         backend_runner("tensorrt", UNet(3))
     assert backend_runner("torch", unet := UNet(3)) is unet

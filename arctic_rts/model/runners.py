@@ -1,6 +1,6 @@
-"""Runners of a UNet's forward pass besides torch's own: ONNX Runtime and OpenVINO on the CPU.
+"""Runners of a UNet's forward pass besides torch's own: ONNX Runtime on the CPU.
 
-Optional (the ``onnx`` and ``openvino`` extras); ``PredictConfig.backend`` picks one. Each runner
+Optional (the ``onnx`` extra); ``PredictConfig.backend`` picks it. Each runner
 takes the network's normalized input ``(N, C, H, W)`` as a float32 CPU tensor and returns the
 logits as a tensor, like :class:`~arctic_rts.model.unet.UNet` itself. The graph is exported once
 per input shape (a tile size: a handful per run) from :meth:`UNet.reference_forward`, the plain
@@ -59,20 +59,7 @@ def _onnxruntime(unet: UNet, example: torch.Tensor, threads: int) -> Callable[[n
     return lambda x: session.run(None, {"x": x})[0]
 
 
-def _openvino(unet: UNet, example: torch.Tensor, threads: int) -> Callable[[np.ndarray], Any]:
-    import openvino as ov  # the openvino extra
-
-    with warnings.catch_warnings(), torch.no_grad():
-        warnings.simplefilter("ignore")
-        graph = ov.convert_model(_Plain(unet).eval(), example_input=example)
-    compiled = ov.Core().compile_model(
-        graph, "CPU", {"INFERENCE_NUM_THREADS": threads, "INFERENCE_PRECISION_HINT": "f32"}
-    )
-    # a request per call: the compiled model's own request is not safe to share between threads
-    return lambda x: compiled.create_infer_request().infer(x)[0]
-
-
-_BUILDERS = {"onnxruntime": _onnxruntime, "openvino": _openvino}
+_BUILDERS = {"onnxruntime": _onnxruntime}
 #: Held while a graph is built: tracing for export is not thread-safe (model tasks run in threads).
 _BUILDING = threading.Lock()
 #: One runner per (UNet, backend) in this process, so the graphs of a model are built once.
