@@ -127,8 +127,12 @@ def openvino_runner(model: UNet, x: torch.Tensor) -> Callable[[], np.ndarray]:
     import openvino as ov
 
     class Plain(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.unet = model  # a submodule: its weights are the graph's parameters
+
         def forward(self, t: torch.Tensor) -> torch.Tensor:
-            return model.reference_forward(t)
+            return self.unet.reference_forward(t)
 
     with torch.no_grad():
         graph = ov.convert_model(Plain().eval(), example_input=x)
