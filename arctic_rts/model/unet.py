@@ -240,7 +240,7 @@ class UNet(nn.Module):
 
     def reference_forward(self, x: torch.Tensor) -> torch.Tensor:
         """:meth:`forward` with the modules composed plainly (explicit padding, a ReLU pass per
-        layer, ``torch.cat``): what the fused path must equal (tests, ``bench/inference.py``)."""
+        layer, ``torch.cat``): what the fused path must equal (tests, ``bench/forward.py``)."""
         x = x.contiguous(memory_format=torch.channels_last)
         skips = []
         for stage in self.down:
