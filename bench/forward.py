@@ -11,8 +11,8 @@ one ``size``^2 tile, ``threads`` torch threads. Measures, in one process:
 - the share of time per operator (``torch.profiler``) of the plain composition of the modules
   (``UNet.reference_forward``: explicit padding, a ReLU pass per layer, ``torch.cat``) and of
   ``UNet.forward`` (the fused path);
-- the runners side by side, taking turns round after round, best round of each (the machine is
-  shared: absolute rates drift with its load, the order between runners holds better): the
+- the runners side by side, taking turns round after round (the machine is shared: absolute
+  rates drift with its load; the median ratio of times within a round holds better): the
   plain composition, ``UNet.forward``, optional ``torch.compile`` of it (``--compile``), ONNX
   Runtime (``PredictConfig.backend``) and OpenVINO (timed here only: it did not beat torch)
   where installed, each checked against ``UNet.forward`` (max abs diff);
@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import statistics
 import sys
 import time
 from collections.abc import Callable
@@ -144,16 +145,17 @@ def openvino_runner(model: UNet, x: torch.Tensor) -> Callable[[], np.ndarray]:
     return lambda: np.asarray(compiled(arr)[0])
 
 
-def side_by_side(runs: dict[str, Callable[[], object]], rounds: int) -> dict[str, float]:
-    """Best seconds of each runner, the runners taking turns in every round."""
-    best = dict.fromkeys(runs, float("inf"))
+def side_by_side(runs: dict[str, Callable[[], object]], rounds: int) -> dict[str, list[float]]:
+    """Seconds of every call of each runner, the runners taking turns in every round (in
+    reverse order every other round, so none always runs right after the same one)."""
+    times: dict[str, list[float]] = {name: [] for name in runs}
     for r in range(rounds):
-        for name, run in runs.items():
+        for name in list(runs) if r % 2 == 0 else list(runs)[::-1]:
             t0 = time.perf_counter()
-            run()
-            best[name] = min(best[name], time.perf_counter() - t0)
-        print(f"round {r + 1}: " + ", ".join(f"{k} {v:.3f} s" for k, v in best.items()), flush=True)
-    return best
+            runs[name]()
+            times[name].append(time.perf_counter() - t0)
+        print(f"round {r + 1}: " + ", ".join(f"{k} {v[-1]:.3f} s" for k, v in times.items()))
+    return times
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -182,20 +184,22 @@ def main(argv: list[str] | None = None) -> int:
     outputs = {name: run() for name, run in runs.items()}  # first calls: compile, warm-up
     ref = outputs["UNet.forward (fused)"]
     mm = f"fp32 matmul {n_mm}^2"
-    best = side_by_side({**runs, mm: matmul(n_mm)}, args.rounds)
-    mm_rate = 2 * n_mm**3 / best.pop(mm) / 1e9
+    times = side_by_side({**runs, mm: matmul(n_mm)}, args.rounds)
+    mm_rate = 2 * n_mm**3 / min(times.pop(mm)) / 1e9
+    fused = times["UNet.forward (fused)"]
     px = args.size**2
     rows = [
         f"| {mm} (the same rounds) | | {mm_rate:.0f} | "
-        f"{100 * mm_rate / args.limit:.0f} % | 1.00 | |"
+        f"{100 * mm_rate / args.limit:.0f} % | 1.00 | | |"
     ]
-    for name, seconds in best.items():
-        mpx = px / seconds / 1e6
+    for name, secs in times.items():
+        mpx = px / min(secs) / 1e6
         gflops = mpx * fpp / 1e3
+        speed = statistics.median(f / s for f, s in zip(fused, secs, strict=True))
         diff = float(np.abs(outputs[name] - ref).max())
         rows.append(
             f"| {name} | {mpx:.3f} | {gflops:.0f} | {100 * gflops / args.limit:.0f} % | "
-            f"{gflops / mm_rate:.2f} | {diff:.1e} |"
+            f"{gflops / mm_rate:.2f} | {speed:.2f} | {diff:.1e} |"
         )
     load = os.getloadavg()
     text = [
@@ -205,8 +209,10 @@ def main(argv: list[str] | None = None) -> int:
         f"{' --compile' if args.compile else ''}` on {platform.machine()} CPU, torch "
         f"{torch.__version__}, {time.strftime('%Y-%m-%d')}, load average {load[0]:.1f} / "
         f"{load[1]:.1f} / {load[2]:.1f} (1 / 5 / 15 min) on {os.cpu_count()} cores: other work "
-        "on a shared machine slows every rate; the runners take turns, best round of each, so "
-        "their order holds better than their values. Random-init paper UNet "
+        "on a shared machine slows every rate; the runners take turns, rates from the best round "
+        "of each; the speed relative to UNet.forward is the median over the rounds of the ratio "
+        "of their times in the same round, which holds better than the rates. "
+        "Random-init paper UNet "
         f"({BANDS} bands, widths {'/'.join(map(str, model.widths))}, bottleneck "
         f"{model.bottleneck_width}), fp32, one {args.size}^2 tile. Convolution FLOPs counted "
         f"from the layer shapes: {fpp / 1e3:.1f} kFLOP per pixel. Limit: {args.limit:.0f} GFLOP/s "
@@ -214,8 +220,8 @@ def main(argv: list[str] | None = None) -> int:
         "rounds shows how much of the machine the runners got (the column relative to it).",
         "",
         "| runner | Mpx/s | GFLOP/s | share of the limit | relative to the matmul | "
-        "max abs diff to UNet.forward |",
-        "|---|---|---|---|---|---|",
+        "speed relative to UNet.forward | max abs diff to UNet.forward |",
+        "|---|---|---|---|---|---|---|",
         *rows,
         "",
         "Where the time goes (share of self CPU time per operator, `torch.profiler`):",
