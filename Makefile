@@ -36,6 +36,7 @@ docs: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/pip install --quiet -e '.[bench]'
 	$(BIN)/python bench/inference.py
+	$(BIN)/python bench/forward.py --compile
 	$(BIN)/python bench/merge.py
 	$(BIN)/python bench/loaders.py
 	$(BIN)/python bench/train_methods.py

@@ -158,7 +158,9 @@ def _map_config(args: argparse.Namespace) -> MapConfig:
             max_cloud_cover=args.max_cloud,
             **({"max_area_km2": args.max_area} if args.max_area is not None else {}),
         ),
-        predict=PredictConfig(tile_size=args.tile_size, tta=args.tta, precision=args.precision),
+        predict=PredictConfig(
+            tile_size=args.tile_size, tta=args.tta, precision=args.precision, backend=args.backend
+        ),
         vectorize=VectorizeConfig(
             threshold=args.threshold,
             min_area_m2=args.min_area,

@@ -12,6 +12,7 @@ import argparse
 from pathlib import Path
 
 from arctic_rts.config import (
+    BACKENDS,
     DEFAULT_MIN_AREA_M2,
     LATEST_RULE,
     PRECISIONS,
@@ -280,6 +281,12 @@ def _add_map_processing_options(p: argparse.ArgumentParser) -> None:
         choices=PRECISIONS,
         default=d_pred.precision,
         help="forward-pass arithmetic (auto: bf16 on GPUs, fp32 on CPUs)",
+    )
+    p.add_argument(
+        "--backend",
+        choices=BACKENDS,
+        default=d_pred.backend,
+        help="what runs the forward pass: torch, or onnxruntime (CPU, fp32; the onnx extra)",
     )
     p.add_argument(
         "--scheduler",

@@ -314,6 +314,8 @@ class LoadConfig:
 
 #: Forward-pass arithmetic :class:`PredictConfig` accepts.
 PRECISIONS = ("auto", "fp32", "bf16")
+#: Runners of the forward pass (:mod:`arctic_rts.model.runners`; all but torch optional, CPU, fp32).
+BACKENDS = ("torch", "onnxruntime")
 
 
 @dataclass(frozen=True)
@@ -342,11 +344,18 @@ class PredictConfig:
     #: Arithmetic of the forward pass: "fp32", "bf16" (autocast; convolutions in bfloat16,
     #: probabilities still float32) or "auto" (bf16 on GPUs, fp32 on CPUs).
     precision: str = "auto"
+    #: Forward-pass runner: "torch", or "onnxruntime" (the onnx extra; CPU, fp32 only).
+    backend: str = "torch"
 
     def __post_init__(self) -> None:
         if self.precision not in PRECISIONS:
             raise ConfigError(
                 f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}."
+            )
+        if self.backend not in BACKENDS or (self.backend != "torch" and self.precision == "bf16"):
+            raise ConfigError(
+                f"backend must be one of {', '.join(BACKENDS)} (all but torch run fp32), got "
+                f"{self.backend!r} with precision {self.precision!r}."
             )
         if self.tile_size < 16 or self.tile_size % 16:
             raise ConfigError(f"tile_size must be a positive multiple of 16, got {self.tile_size}.")

@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import functools
+import importlib.util
 import itertools
 import uuid
 from collections.abc import Callable, Sequence
@@ -42,6 +43,7 @@ from arctic_rts.cluster import (
 )
 from arctic_rts.config import PredictConfig
 from arctic_rts.errors import ConfigError
+from arctic_rts.model.runners import backend_runner
 from arctic_rts.model.weights import ModelRef, NormalizedModel, Weights, check_bands
 from arctic_rts.tiling import Blender, aligned_chunks, batched, pad_to_multiple, tile_windows
 
@@ -186,14 +188,32 @@ def _check_input(da: xr.DataArray, weights: Weights | None) -> None:
         check_bands(weights, [str(b) for b in da["band"].values])
 
 
+def _check_backend(config: PredictConfig) -> None:
+    """Refuse a backend that is not installed here or a GPU for a CPU-only backend."""
+    if config.backend == "torch":
+        return
+    if "cuda" in config.device:
+        raise ConfigError(f"backend {config.backend!r} runs on the CPU, not {config.device!r}.")
+    if importlib.util.find_spec(config.backend) is None:
+        raise ConfigError(
+            f"backend {config.backend!r} is not installed: pip install 'arctic-rts[onnx]'."
+        )
+
+
 # ---------------------------------------------------------------------------------------------
 # inside a task
 
 
-def _resolve(model: Any, device: str) -> tuple[Callable[[torch.Tensor], torch.Tensor], Any]:
-    """The callable for one model spec and the device its input must live on."""
+def _resolve(
+    model: Any, config: PredictConfig
+) -> tuple[Callable[[torch.Tensor], torch.Tensor], Any]:
+    """The callable for one model spec and the device its input must live on; a weights file's
+    model runs on ``config.backend`` (ONNX Runtime: on the CPU)."""
     if isinstance(model, ModelRef):
-        net = get_model(model, device)
+        net = get_model(model, "cpu" if config.backend != "torch" else config.device)
+        if config.backend != "torch":
+            run = backend_runner(config.backend, net.unet)
+            return lambda x: run(net.normalize(x)), net.mean.device
         return net, net.mean.device
     if isinstance(model, torch.nn.Module):
         param = next(model.parameters(), None)
@@ -229,12 +249,12 @@ def _probabilities(batch: torch.Tensor, models: list[Any], config: PredictConfig
     views = [(k, f) for f in (False, True) for k in range(4)] if config.tta else [(0, False)]
     total: torch.Tensor | None = None
     for spec in models:
-        net, device = _resolve(spec, config.device)
+        net, device = _resolve(spec, config)
         on_gpu = device.type == "cuda"
         bf16 = config.precision == "bf16" or (config.precision == "auto" and on_gpu)
         with device_lock(device) if on_gpu else contextlib.nullcontext():
             x = x_cpu.to(device, non_blocking=True)
-            if not isinstance(net, NormalizedModel):
+            if not isinstance(net, NormalizedModel) and not isinstance(spec, ModelRef):
                 x = torch.nan_to_num(x, nan=0.0)  # stand-in models get the normalized band mean
             x = x.contiguous(memory_format=torch.channels_last)
             for k, flip in views:
@@ -413,7 +433,7 @@ def time_pixel(model: ModelSpec, config: PredictConfig | None = None) -> tuple[f
         start = time.perf_counter()
         _probabilities(x, models, config)  # returns on the host: GPU work has finished
         seconds = time.perf_counter() - start
-    return seconds / x[:, 0].numel(), str(_resolve(models[0], config.device)[1])
+    return seconds / x[:, 0].numel(), str(_resolve(models[0], config)[1])
 
 
 def _probability_graph(arr: dsa.Array, models: list[Any], config: PredictConfig) -> dsa.Array:
@@ -563,6 +583,7 @@ def predict(
     models, weights = _identify(model)
     config = _with_halo(config or PredictConfig(), models, weights)
     _check_input(da, weights)
+    _check_backend(config)
     data = da.data
     if isinstance(data, dsa.Array):
         arr = data

@@ -68,6 +68,9 @@ from arctic_rts.predict import (
 )
 from arctic_rts.tiling import Blender, tile_windows
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from forward import conv_flops_per_pixel  # bench/ is not a package: its own folder on the path
+
 ROOT = Path(__file__).resolve().parents[1]
 SCENE = ROOT.parent / "shared" / "data" / "s2_l1c_13band_scene"
 #: The paper's L1C input: every band but B09 (water vapour).
@@ -121,25 +124,6 @@ def make_weights(folder: Path, bands: list[str], seed: int = 0) -> ModelRef:
 def fast_model(ref: ModelRef) -> torch.nn.Module:
     model, _ = load_model(ref.path)
     return model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
-
-
-def flops_per_pixel(model: torch.nn.Module, bands: int, size: int = 256) -> float:
-    """Convolution FLOPs (2 x MACs) per output pixel, counted with forward hooks."""
-    total = [0]
-
-    def hook(mod: torch.nn.Module, inp: Any, out: torch.Tensor) -> None:
-        assert isinstance(mod, torch.nn.Conv2d)
-        k = mod.kernel_size[0] * mod.kernel_size[1] * mod.in_channels // mod.groups
-        total[0] += 2 * out.numel() * k
-
-    handles = [
-        m.register_forward_hook(hook) for m in model.modules() if isinstance(m, torch.nn.Conv2d)
-    ]
-    with torch.inference_mode():
-        model(torch.rand(1, bands, size, size))
-    for h in handles:
-        h.remove()
-    return total[0] / size**2
 
 
 def matmul_peak(n: int) -> float:
@@ -858,7 +842,7 @@ def setup(args: argparse.Namespace, argv: list[str] | None) -> Bench:
     band_names = list(model.bands)
     bands = len(band_names)
     unet = model.unet
-    assert isinstance(unet, torch.nn.Module)
+    assert isinstance(unet, UNet)
     arch = read_card(ref.path)["architecture"]
     model_text = (
         f"{'bundled demo weights' if args.model == 'bundled' else 'random-init paper UNet'} "
@@ -873,7 +857,7 @@ def setup(args: argparse.Namespace, argv: list[str] | None) -> Bench:
         model=model,
         default=default,
         band_names=band_names,
-        fpp=flops_per_pixel(unet, bands),
+        fpp=conv_flops_per_pixel(unet),
         model_text=model_text,
         tuned=tuned,
     )

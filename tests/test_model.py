@@ -95,6 +95,42 @@ def test_unet_tiled_equals_whole_with_halo_128() -> None:
     assert (core - ref).abs().max().item() < 1e-5
 
 
+@pytest.mark.parametrize("shape", [(1, 12, 128, 160), (2, 12, 72, 40), (1, 12, 97, 131)])
+def test_fused_forward_equals_plain_composition(shape: tuple[int, ...]) -> None:
+    """The fused path (ReLU into the concatenation, cropped even-kernel convolution, pooling
+    before ReLU) equals the modules composed plainly, odd sizes (replicate padding) included."""
+    torch.manual_seed(2)
+    model = UNet(12).eval()
+    x = torch.randn(*shape)
+    with torch.inference_mode():
+        fused, plain = model(x), model.reference_forward(x)
+    assert fused.shape == plain.shape == (shape[0], 1, *shape[2:])
+    assert (fused - plain).abs().max().item() <= 1e-5
+
+
+def test_fused_forward_gradients_equal_plain_composition() -> None:
+    torch.manual_seed(3)
+    model = UNet(4)
+    x = torch.randn(2, 4, 48, 64)
+    grads = []
+    for forward in (model.forward, model.reference_forward):
+        model.zero_grad()
+        forward(x).square().mean().backward()
+        grads.append([p.grad.clone() for p in model.parameters() if p.grad is not None])
+    assert len(grads[0]) == len(grads[1]) == len(list(model.parameters()))
+    assert max((a - b).abs().max().item() for a, b in zip(*grads, strict=True)) <= 1e-6
+
+
+@pytest.mark.parametrize("name", ["demo_unet", "real_unet"])
+def test_fused_forward_equals_plain_on_bundled_weights(name: str) -> None:
+    path = Path(__file__).resolve().parents[1] / "arctic_rts" / "data" / f"{name}.safetensors"
+    unet = load_model(path)[0].unet.eval()
+    torch.manual_seed(4)
+    x = torch.randn(1, unet.in_channels, 160, 144)
+    with torch.inference_mode():
+        assert (unet(x) - unet.reference_forward(x)).abs().max().item() <= 1e-5
+
+
 def test_save_load_round_trip_identical(weights: Path) -> None:
     torch.manual_seed(1)
     reference = UNet(len(BANDS), dino_classes=24, elevation=True).eval()

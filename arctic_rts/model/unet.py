@@ -68,6 +68,37 @@ class ConvNormReLU(nn.Sequential):
             layers.append(nn.Conv2d(in_channels, out_channels, kernel_size))
         super().__init__(*layers, ChannelLayerNorm(out_channels), nn.ReLU(inplace=True))
 
+    def normed(self, x: torch.Tensor) -> torch.Tensor:
+        """Convolution and norm without the ReLU, which the caller fuses with a copy it makes
+        anyway (:func:`relu_into`); equals this layer's output before its ReLU.
+
+        An even kernel runs with one pixel of zeros on every side and the norm's output is
+        cropped by one pixel at the start: the same sums as the explicit padding, without
+        copying the (wider) input into a padded tensor. The norm is per pixel, so cropping
+        after it is exact.
+        """
+        conv, norm = self[-3], self[-2]
+        assert isinstance(conv, nn.Conv2d)
+        if not isinstance(self[0], nn.ZeroPad2d):
+            return norm(conv(x))
+        after = conv.kernel_size[0] // 2  # padding is (before, after) = (after - 1, after)
+        y = norm(F.conv2d(x, conv.weight, conv.bias, padding=after))
+        return y[..., 1:, 1:]
+
+
+def relu_into(y: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+    """Write ReLU(``y``) into ``out`` (a channel slice of a concatenation), in one pass.
+
+    Replaces a ReLU pass and ``torch.cat``'s copy; ``torch.cat`` along the channels of
+    ``channels_last`` tensors is a slow strided copy on the CPU. With autograd (training) the
+    ReLU is an op of its own, as ``out=`` arguments are not differentiable.
+    """
+    if y.requires_grad:
+        out.copy_(y.relu())
+    else:
+        torch.clamp_min(y, 0.0, out=out)
+    return out
+
 
 class DoubleConv(nn.Sequential):
     """(conv3x3, norm, ReLU) x 2: the body of every encoder and decoder stage."""
@@ -76,6 +107,12 @@ class DoubleConv(nn.Sequential):
         super().__init__(
             ConvNormReLU(in_channels, out_channels), ConvNormReLU(out_channels, out_channels)
         )
+
+    def normed(self, x: torch.Tensor) -> torch.Tensor:
+        """This stage's output before its last ReLU (see :meth:`ConvNormReLU.normed`)."""
+        first, second = self
+        assert isinstance(second, ConvNormReLU)
+        return second.normed(first(x))
 
 
 def upsample2(x: torch.Tensor, size: torch.Size | tuple[int, int]) -> torch.Tensor:
@@ -96,14 +133,19 @@ class UpStage(nn.Module):
 
     def __init__(self, in_channels: int, out_channels: int) -> None:
         super().__init__()
+        self.out_channels = out_channels
         self.up_conv = ConvNormReLU(in_channels, out_channels, kernel_size=2)
         self.body = DoubleConv(2 * out_channels, out_channels)
 
-    def forward(self, x: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
-        """Upsample ``x`` to ``skip``'s size and fuse the two."""
-        x = upsample2(x, skip.shape[-2:])
-        x = self.up_conv(x)
-        return self.body(torch.cat([x, skip], dim=1))
+    def forward(self, x: torch.Tensor, joined: torch.Tensor) -> torch.Tensor:
+        """Upsample ``x`` to the skip's size and fuse the two.
+
+        ``joined`` ``(N, 2C, H, W)`` is the concatenation to fill: the encoder wrote the skip
+        into its second half (:meth:`UNet._decode`); the up-convolution fills the first.
+        """
+        x = upsample2(x, joined.shape[-2:])
+        relu_into(self.up_conv.normed(x), joined[:, : self.out_channels])
+        return self.body(joined)
 
 
 class UNet(nn.Module):
@@ -177,18 +219,40 @@ class UNet(nn.Module):
         tensors are the last-but-one features): the PixelDINO head needs no more.
         """
         x = x.contiguous(memory_format=torch.channels_last)
+        joined = []
+        for stage in self.down:
+            assert isinstance(stage, DoubleConv)
+            y = stage.normed(x)
+            n, c, h, w = y.shape
+            buf = torch.empty(
+                (n, 2 * c, h, w), dtype=y.dtype, device=y.device, memory_format=torch.channels_last
+            )
+            relu_into(y, buf[:, c:])  # the skip, written where the decoder concatenates it
+            joined.append(buf)
+            x = self.pool(y).relu_()  # max-pooling commutes with ReLU: the ReLU on 1/4 of y
+        x = self.bottleneck(x)
+        prev = x
+        stages = list(zip(self.up, reversed(joined), strict=True))
+        for stage, buf in stages if last_stage else stages[:-1]:
+            prev = x
+            x = stage(x, buf)
+        return (x, prev) if last_stage else (x, x)
+
+    def reference_forward(self, x: torch.Tensor) -> torch.Tensor:
+        """:meth:`forward` with the modules composed plainly (explicit padding, a ReLU pass per
+        layer, ``torch.cat``): what the fused path must equal (tests, ``bench/forward.py``)."""
+        x = x.contiguous(memory_format=torch.channels_last)
         skips = []
         for stage in self.down:
             x = stage(x)
             skips.append(x)
             x = self.pool(x)
         x = self.bottleneck(x)
-        prev = x
-        stages = list(zip(self.up, reversed(skips), strict=True))
-        for stage, skip in stages if last_stage else stages[:-1]:
-            prev = x
-            x = stage(x, skip)
-        return (x, prev) if last_stage else (x, x)
+        for up, skip in zip(self.up, reversed(skips), strict=True):
+            assert isinstance(up, UpStage)
+            x = up.up_conv(upsample2(x, skip.shape[-2:]))
+            x = up.body(torch.cat([x, skip], dim=1))
+        return self.head(x)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Segmentation logits ``(N, 1, H, W)`` for normalized input ``(N, C, H, W)``."""
