@@ -11,6 +11,7 @@ small references travel to the workers. The yearly runner that builds on this li
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import dataclasses
 import datetime as dt
@@ -300,7 +301,7 @@ def map_scenes(
     predict_config = resolve_halo(config.predict, weights)
     records = [scene_record(it) for it in items]
     frames: list[gpd.GeoDataFrame] = []
-    pending = list(zip(items, records, strict=True))
+    pending = collections.deque(zip(items, records, strict=True))
     started: dict[Any, tuple[SceneRecord, float]] = {}
     #: The model tasks' futures in flight: future -> (scene id, tiles the task runs).
     tiles: dict[Any, tuple[str, int]] = {}
@@ -310,7 +311,7 @@ def map_scenes(
 
     def submit_next() -> None:
         while pending and len(started) < MAX_SCENES_IN_FLIGHT:
-            item, rec = pending.pop(0)
+            item, rec = pending.popleft()
             t0 = time.perf_counter()
             try:
                 prob = _scene_probability(item, weights, config, sign, area)
