@@ -11,7 +11,8 @@ georeferencing moved, one item each). For each count, a fresh inventory run
 tiles from a local item folder (embedded STAC API) with the bundled demo model on a fresh
 default local cluster, whole scenes (``clip_to_regions = false``), into a fresh GeoPackage.
 
-Timed in the client: search and selection, graph building (``pipeline._scene_polygons``),
+Timed in the client: search and selection, graph building (``pipeline._scene_probability``
+and ``_scene_polygons``),
 manifest writes (``manifest.Manifest.save``) and reads (``manifest._collect``), merge and the
 GeoPackage write. From Dask's task stream: the model tasks' compute time, the vectorise
 tasks' and the rest (reads, masking). The growth exponent b fits time = a * N^b over the counts. The
@@ -53,6 +54,7 @@ from arctic_rts.cluster import local_workers  # noqa: E402
 from arctic_rts.config import (  # noqa: E402
     ClusterConfig,
     InventoryRunConfig,
+    LoadConfig,
     MapConfig,
     RegionConfig,
 )
@@ -198,10 +200,15 @@ def one_run(items: list[Path], bbox: list[float], folder: Path) -> dict[str, Any
         regions=(RegionConfig("all", tuple(bbox)),),
         stac=str(stac),
         clip_to_regions=False,
-        map=MapConfig(cluster=ClusterConfig(gpu="no")),
+        # the items point to the copied COGs, outside the item folder
+        map=MapConfig(
+            cluster=ClusterConfig(gpu="no"),
+            load=LoadConfig(asset_roots=tuple(sorted({str(p.parent.parent) for p in items}))),
+        ),
     )
     timers = Timers()
     timers.wrap(inventory_run, "_select_year", "search")
+    timers.wrap(pipeline, "_scene_probability", "graph")
     timers.wrap(pipeline, "_scene_polygons", "graph")
     timers.wrap(manifest.Manifest, "save", "manifest write")
     timers.wrap(manifest, "_collect", "manifest read")
