@@ -35,6 +35,7 @@ from arctic_rts.cli_help import (
     add_label_options,
     add_map_options,
     add_postprocessing_options,
+    named_as_flags,
 )
 from arctic_rts.config import (
     ClusterConfig,
@@ -152,6 +153,11 @@ def _show_progress(args: argparse.Namespace) -> bool:
 
 
 def _map_config(args: argparse.Namespace) -> MapConfig:
+    with named_as_flags():
+        return _map_config_of(args)
+
+
+def _map_config_of(args: argparse.Namespace) -> MapConfig:
     return MapConfig(
         search=SearchConfig(
             months=tuple(args.months),
@@ -342,12 +348,13 @@ def _inventory_config(args: argparse.Namespace) -> InventoryRunConfig:
     if specs:
         changes["years"] = parse_years(specs, cfg.map.search.months)
     run_map = cfg.map
-    if args.scheduler:
-        cluster = dataclasses.replace(cfg.map.cluster, scheduler=args.scheduler)
-        run_map = dataclasses.replace(run_map, cluster=cluster)
-    if args.max_area is not None:
-        search = dataclasses.replace(cfg.map.search, max_area_km2=args.max_area)
-        run_map = dataclasses.replace(run_map, search=search)
+    with named_as_flags():
+        if args.scheduler:
+            cluster = dataclasses.replace(cfg.map.cluster, scheduler=args.scheduler)
+            run_map = dataclasses.replace(run_map, cluster=cluster)
+        if args.max_area is not None:
+            search = dataclasses.replace(cfg.map.search, max_area_km2=args.max_area)
+            run_map = dataclasses.replace(run_map, search=search)
     return dataclasses.replace(cfg, **changes, map=run_map)
 
 

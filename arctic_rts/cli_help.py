@@ -3,12 +3,16 @@
 :class:`HelpFormatter` ends every option's help with its default; :data:`EXAMPLES` gives each
 command the example its ``--help`` ends with (``tests/test_cli_help.py`` parses every one);
 the option groups of ``map`` (search, post-processing, network), ``inventory run`` and the dry
-runs live here, beside their help texts.
+runs live here, beside their help texts, and so does the name of the option behind each config
+field, for errors (:func:`named_as_flags`).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import re
+from collections.abc import Iterator
 from pathlib import Path
 
 from arctic_rts.config import (
@@ -21,6 +25,7 @@ from arctic_rts.config import (
     SearchConfig,
     VectorizeConfig,
 )
+from arctic_rts.errors import ConfigError
 
 #: One example per command, shown at the end of its ``--help`` (keyed by the words after
 #: ``arctic-rts``).
@@ -416,3 +421,37 @@ def add_label_options(p: argparse.ArgumentParser) -> None:
         help="turn point and line labels into polygons of radius R metres (default: none; "
         "points and lines are refused)",
     )
+
+
+#: The option behind each config field that the command line sets, so that an invalid value is
+#: reported as the user typed it (``--tile-size``, not ``tile_size``).
+_FLAGS = {
+    "months": "--months",
+    "max_cloud_cover": "--max-cloud",
+    "max_area_km2": "--max-area",
+    "tile_size": "--tile-size",
+    "precision": "--precision",
+    "backend": "--backend",
+    "threshold": "--threshold",
+    "min_area_m2": "--min-area",
+    "opening_px": "--opening-px",
+    "hysteresis_low": "--hysteresis-low",
+    "scheduler": "--scheduler",
+    "n_workers": "--workers",
+    "asset_roots": "--asset-root",
+    "asset_hosts": "--asset-host",
+    "connect_timeout_s": "--connect-timeout",
+    "read_timeout_s": "--read-timeout",
+    "max_retries": "--retries",
+    "retry_total_s": "--retry-time",
+}
+_FIELD = re.compile(r"\b(" + "|".join(map(re.escape, _FLAGS)) + r")\b")
+
+
+@contextlib.contextmanager
+def named_as_flags() -> Iterator[None]:
+    """Re-raise a ConfigError from configs built out of options with the options' names."""
+    try:
+        yield
+    except ConfigError as err:
+        raise ConfigError(_FIELD.sub(lambda m: _FLAGS[m.group(1)], str(err))) from err

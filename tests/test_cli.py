@@ -97,9 +97,9 @@ def _assert_one_line_error(code: int, err: str, *needles: str) -> None:
         (["--bbox", *BBOX, "--year", "2021", "--months", "0-2"], "months"),
         (["--bbox", *BBOX, "--year", "2021", "--months", "8-6"], "months"),
         (["--bbox", *BBOX, "--year", "2021", "--months", "june"], "months"),
-        (["--bbox", *BBOX, "--year", "2021", "--threshold", "1.5"], "threshold"),
-        (["--bbox", *BBOX, "--year", "2021", "--tile-size", "100"], "tile_size"),
-        (["--bbox", *BBOX, "--year", "2021", "--workers", "0"], "n_workers"),
+        (["--bbox", *BBOX, "--year", "2021", "--threshold", "1.5"], "--threshold must"),
+        (["--bbox", *BBOX, "--year", "2021", "--tile-size", "100"], "--tile-size must"),
+        (["--bbox", *BBOX, "--year", "2021", "--workers", "0"], "--workers must"),
         (["--bbox", *BBOX], "--year"),
     ],
 )
