@@ -22,6 +22,7 @@ from arctic_rts.train.crossval import (
     MIN_AREAS_M2,
     THRESHOLDS,
     choose_postprocessing,
+    finished_run,
     fold_config,
     labelled_by_site,
     train_with_crossval,
@@ -111,6 +112,19 @@ def _pred(prob: np.ndarray, truth: np.ndarray) -> dict[str, object]:
         "invalid": np.zeros_like(truth),
         "geo": {"crs": "EPSG:32608", "transform": from_origin(600000, 7600000, 10, 10)},
     }
+
+
+def test_a_finished_run_is_reused_only_for_the_same_recipe(tmp_path: Path) -> None:
+    from arctic_rts.train.loop import WEIGHTS, config_to_dict
+
+    config = TrainConfig(data=TrainDataConfig(dataset="d.zarr"), out_dir=str(tmp_path), steps=10)
+    assert finished_run(config) is None
+    (tmp_path / WEIGHTS).write_bytes(b"")
+    (tmp_path / "recipe.json").write_text(json.dumps(config_to_dict(config), sort_keys=True))
+    assert finished_run(config) == tmp_path / WEIGHTS
+    # prose about the run changes nothing it trains; a step more does
+    assert finished_run(dataclasses.replace(config, notes="why this method")) is not None
+    assert finished_run(dataclasses.replace(config, steps=11)) is None
 
 
 def test_the_threshold_and_area_come_from_the_scores() -> None:

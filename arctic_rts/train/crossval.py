@@ -104,10 +104,15 @@ def finished_run(config: TrainConfig) -> Path | None:
 
     out = Path(config.out_dir)
     done = out / "recipe.json"
-    recipe = json.dumps(config_to_dict(config), sort_keys=True)
-    if (out / WEIGHTS).is_file() and done.is_file() and done.read_text() == recipe:
-        return out / WEIGHTS
-    return None
+    if not (out / WEIGHTS).is_file() or not done.is_file():
+        return None
+    # notes are prose about the run, not part of what it trains
+    recipe = {k: v for k, v in config_to_dict(config).items() if k != "notes"}
+    try:
+        earlier = {k: v for k, v in json.loads(done.read_text()).items() if k != "notes"}
+    except ValueError:
+        return None
+    return out / WEIGHTS if earlier == json.loads(json.dumps(recipe)) else None
 
 
 def _train_one(config: TrainConfig) -> str:
