@@ -22,6 +22,7 @@ from pgstac import missing, pgstac_api
 from test_search_real_boxes import BOXES, raw_items  # noqa: F401 (a fixture)
 
 import arctic_rts.search
+from arctic_rts.asset_checks import asset_policy
 from arctic_rts.catalog import serve_catalog
 from arctic_rts.config import LoadConfig, SearchConfig
 from arctic_rts.errors import NoScenesError
@@ -60,10 +61,15 @@ def small_pages(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(arctic_rts.search, "_PAGE_SIZE", PAGE)
 
 
-def _search(url: str, collection: str, bbox: Any, year: int, months: Any, cloud: float) -> Any:
+def _search(
+    url: str, collection: str, bbox: Any, year: int, months: Any, cloud: float,
+    load: LoadConfig | None = None,
+) -> Any:  # fmt: skip
     config = SearchConfig(collection=collection, months=months, max_cloud_cover=cloud)
     try:
-        return search_scenes(bbox, year, stac_url=url, config=config)
+        return search_scenes(
+            bbox, year, stac_url=url, config=config, assets=asset_policy(url, load)
+        )
     except NoScenesError:
         return []
 
@@ -94,14 +100,16 @@ def test_a_paged_search_needs_more_than_ten_pages(items: list[dict[str, Any]]) -
 
 
 def test_loading_through_pgstac_gives_the_embedded_arrays(
-    apis: dict[str, str], small_pages: None
+    apis: dict[str, str], small_pages: None, shared_data: Path
 ) -> None:
+    # the COGs lie outside both catalogs: an allowed root of their own
+    load = LoadConfig(resolution=100.0, asset_roots=(str(shared_data / "s2_l2a_cogs_29RKH"),))
     arrays = {}
     for name, url in apis.items():
-        found = _search(url, "sentinel-2-l2a", RKH_BOX, 2020, (2,), 20.0)
+        found = _search(url, "sentinel-2-l2a", RKH_BOX, 2020, (2,), 20.0, load)
         [item] = select_scenes(found)
         assert item["id"] == "S2A_29RKH_20200219_0_L2A"
-        [arrays[name]] = load_scenes([item], ["B04", "B11"], LoadConfig(resolution=100.0))
+        [arrays[name]] = load_scenes([item], ["B04", "B11"], load)
     a, b = arrays["pgstac"], arrays["embedded"]
     assert a.shape == b.shape == (2, 1098, 1098) and a.attrs == b.attrs
     np.testing.assert_array_equal(a.x.values, b.x.values)

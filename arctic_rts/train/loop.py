@@ -462,7 +462,8 @@ def _restore_checkpoint(run: _Run, ckpt_path: Path) -> None:
     state = load_state(ckpt_path)
     saved = json.loads(state["config"])
     mine = json.loads(run.config_json)
-    for k in ("steps", "out_dir", "resume", "device", "val_every", "checkpoint_every"):
+    # what a run may change on resuming (its length, where and how it runs, its notes)
+    for k in ("steps", "out_dir", "resume", "device", "val_every", "checkpoint_every", "notes"):
         saved.pop(k, None)
         mine.pop(k, None)
     if saved != mine:
