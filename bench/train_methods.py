@@ -287,14 +287,14 @@ def _loso_results() -> dict[str, dict[str, Any]]:
     return out
 
 
-def _paired_difference(a: dict[str, Any], b: dict[str, Any]) -> str:
-    """Mean and 95 % t-interval of a - b in held-out pixel IoU, paired by (site, seed)."""
+def _paired_difference(a: dict[str, Any], b: dict[str, Any], level: str, key: str) -> str:
+    """Mean and 95 % t-interval of a - b in the held-out score ``[level][key]``, paired by
+    (site, seed)."""
     from scipy import stats
 
     def by_run(result: dict[str, Any]) -> dict[tuple[str, int], float]:
         return {
-            (f["held_out"], f["seed"]): f["held_out_scores"]["pixel"]["iou"]
-            for f in result["folds"]
+            (f["held_out"], f["seed"]): f["held_out_scores"][level][key] for f in result["folds"]
         }
 
     ra, rb = by_run(a), by_run(b)
@@ -386,8 +386,13 @@ def loso_table() -> list[str]:
             "",
         ]
     if "pixeldino" in results and "supervised+aug" in results:
-        diff = _paired_difference(results["pixeldino"], results["supervised+aug"])
-        lines += [f"PixelDINO minus supervised+aug, held-out pixel IoU: {diff}.", ""]
+        pair = results["pixeldino"], results["supervised+aug"]
+        lines += [
+            "PixelDINO minus supervised+aug, paired by held-out site and seed: pixel IoU "
+            f"{_paired_difference(*pair, 'pixel', 'iou')}; object F1 "
+            f"{_paired_difference(*pair, 'object', 'f1')}.",
+            "",
+        ]
     if "pixeldino" in results:
         last = [
             _last_logged(Path(f["weights"]).parent / "log.jsonl", "dino")
