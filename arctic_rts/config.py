@@ -299,7 +299,10 @@ class LoadConfig:
 
     def __post_init__(self) -> None:
         if any(not h or "/" in h or ":" in h for h in self.asset_hosts):
-            raise ConfigError(f"asset_hosts are host names, got {list(self.asset_hosts)}.")
+            raise ConfigError(
+                "asset_hosts must be host names (example.org, .example.org), got "
+                f"{list(self.asset_hosts)}."
+            )
         if self.resolution <= 0:
             raise ConfigError(f"resolution must be positive, got {self.resolution}.")
         if self.chunksize < 64:

@@ -124,7 +124,8 @@ def test_hosts_that_are_not_host_names_are_a_one_line_usage_error(
     ])  # fmt: skip
     err = capsys.readouterr().err
     assert code == EXIT_ERROR
-    assert err.startswith("arctic-rts: error: asset_hosts") and err.count("\n") == 1, err
+    assert err.startswith("arctic-rts: error: --asset-host must be host names"), err
+    assert err.count("\n") == 1, err
 
 
 def test_the_roots_are_the_served_catalog_and_the_listed_folders(
