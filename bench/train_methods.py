@@ -393,6 +393,15 @@ def loso_table() -> list[str]:
             f"{_paired_difference(*pair, 'object', 'f1')}.",
             "",
         ]
+    for method in ("supervised", "fixmatchseg", "adversarial"):
+        if method in results and "supervised+aug" in results:
+            pair = results[method], results["supervised+aug"]
+            lines += [
+                f"{method} minus supervised+aug, paired likewise: pixel IoU "
+                f"{_paired_difference(*pair, 'pixel', 'iou')}; object F1 "
+                f"{_paired_difference(*pair, 'object', 'f1')}.",
+                "",
+            ]
     if "pixeldino" in results:
         last = [
             _last_logged(Path(f["weights"]).parent / "log.jsonl", "dino")
