@@ -32,7 +32,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
 from report import rewrite_section  # noqa: E402
-from train_methods import SHARED, loso_config  # noqa: E402
+from train_methods import loso_config, shared_data_missing  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results" / "pixeldino_teacher"
 HEADING = "## PixelDINO's teacher targets on the real chips (bench/pixeldino_teacher.py)"
@@ -136,8 +136,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
-    if not (SHARED / "README.md").is_file():
-        print(f"real data folder {SHARED} is absent (set ARCTIC_RTS_SHARED_DATA)", file=sys.stderr)
+    if shared_data_missing():
         return 2
     RESULTS.mkdir(parents=True, exist_ok=True)
     for t in (float(v) for v in args.temperatures.split(",")):

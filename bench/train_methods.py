@@ -653,6 +653,14 @@ def timing_table() -> list[str]:
     return lines
 
 
+def shared_data_missing() -> bool:
+    """True, with a line on stderr, when the real data folder is absent."""
+    if (SHARED / "README.md").is_file():
+        return False
+    print(f"real data folder {SHARED} is absent (set ARCTIC_RTS_SHARED_DATA)", file=sys.stderr)
+    return True
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run what is missing of the benchmark, then rewrite the table."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -673,8 +681,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
-    if not (SHARED / "README.md").is_file():
-        print(f"real data folder {SHARED} is absent (set ARCTIC_RTS_SHARED_DATA)", file=sys.stderr)
+    if shared_data_missing():
         return 2
     parts = args.only.split(",")
     if not args.table_only:
