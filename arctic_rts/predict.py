@@ -43,7 +43,15 @@ from arctic_rts.cluster import (
 from arctic_rts.config import PredictConfig
 from arctic_rts.errors import ConfigError
 from arctic_rts.model.weights import ModelRef, NormalizedModel, Weights, check_bands
-from arctic_rts.tiling import Blender, aligned_chunks, batched, pad_to_multiple, tile_windows
+from arctic_rts.tiling import (
+    Blender,
+    aligned_chunks,
+    axis_pieces,
+    batched,
+    block_windows,
+    pad_to_multiple,
+    tile_windows,
+)
 
 #: A model for :func:`predict`: the run's :class:`~arctic_rts.model.weights.Weights`, a weights
 #: reference, a callable tensor -> logits, or several references or callables (an ensemble:
@@ -327,31 +335,6 @@ def _predict_window(
     return out
 
 
-def _axis_pieces(chunks: tuple[int, ...], start: int, stop: int) -> list[tuple[int, slice, bool]]:
-    """Input chunks along one axis that overlap ``start:stop``: (index, slice in the chunk,
-    whether the whole chunk is used)."""
-    offsets = np.concatenate([[0], np.cumsum(chunks)])
-    out = []
-    for k in range(len(chunks)):
-        lo, hi = max(start, int(offsets[k])), min(stop, int(offsets[k + 1]))
-        if lo < hi:
-            whole = lo == offsets[k] and hi == offsets[k + 1]
-            out.append((k, slice(lo - int(offsets[k]), hi - int(offsets[k])), whole))
-    return out
-
-
-def _windows(size: int, blocks: tuple[int, ...], halo: int) -> list[tuple[int, int, int, int]]:
-    """Per output block along one axis: window start and stop (block +- halo, within the
-    scene) and how much context to cut off before and after."""
-    out = []
-    start = 0
-    for n in blocks:
-        lo, hi = max(0, start - halo), min(size, start + n + halo)
-        out.append((lo, hi, start - lo, hi - start - n))
-        start += n
-    return out
-
-
 def _probability_graph(arr: dsa.Array, models: list[Any], config: PredictConfig) -> dsa.Array:
     """Lazy ``(y, x)`` probabilities for a ``(band, y, x)`` dask array.
 
@@ -377,14 +360,14 @@ def _probability_graph(arr: dsa.Array, models: list[Any], config: PredictConfig)
     )
     pieces_dsk: dict[Any, Any] = {}
     model_dsk: dict[Any, Any] = {}
-    ywins, xwins = _windows(height, ychunks, halo), _windows(width, xchunks, halo)
+    ywins, xwins = block_windows(height, ychunks, halo), block_windows(width, xchunks, halo)
     for (i, (y0, y1, top, bottom)), (j, (x0, x1, left, right)) in itertools.product(
         enumerate(ywins), enumerate(xwins)
     ):
         rows = []
-        for ky, rows_slice, whole_y in _axis_pieces(arr.chunks[1], y0, y1):
+        for ky, rows_slice, whole_y in axis_pieces(arr.chunks[1], y0, y1):
             row: list[tuple[Any, ...]] = []
-            for kx, cols_slice, whole_x in _axis_pieces(arr.chunks[2], x0, x1):
+            for kx, cols_slice, whole_x in axis_pieces(arr.chunks[2], x0, x1):
                 if whole_y and whole_x:
                     row.append((src, 0, ky, kx))
                     continue
