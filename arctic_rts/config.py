@@ -465,8 +465,15 @@ class ClusterConfig:
     #: tuned). With mimalloc a worker's peak memory stayed flat over scene sizes where glibc's
     #: heap grew (BENCHMARKS.md, ``arctic_rts.cluster.worker_allocator``).
     allocator: str = "auto"
+    #: Scenes of a run whose graphs are on the cluster at once. None: one more than the
+    #: cluster's workers (at least 2), so a worker that finishes its share of one scene finds
+    #: the next scene's tasks waiting instead of idling. Each scene in flight costs the
+    #: scheduler its graph and the workers what they have read of it, so it is bounded.
+    scenes_in_flight: int | None = None
 
     def __post_init__(self) -> None:
+        if self.scenes_in_flight is not None and self.scenes_in_flight < 1:
+            raise ConfigError(f"scenes_in_flight must be at least 1, got {self.scenes_in_flight}.")
         if self.gpu not in ("auto", "yes", "no"):
             raise ConfigError(f"gpu must be 'auto', 'yes' or 'no', got {self.gpu!r}.")
         if self.allocator not in ("auto", "glibc", "mimalloc"):

@@ -26,14 +26,11 @@ import geopandas as gpd
 
 from arctic_rts import __version__
 from arctic_rts.catalog import stac_endpoint
-from arctic_rts.config import MapConfig, bbox_geometry, validate_bbox, validate_year
+from arctic_rts.config import ClusterConfig, MapConfig, bbox_geometry, validate_bbox, validate_year
 from arctic_rts.errors import IncompleteRunError, InventoryError
 
 if TYPE_CHECKING:  # torch stays out of the import of this module
     from arctic_rts.model.weights import Weights
-
-#: Scenes whose model stage may be queued on the cluster at once; bounds memory and graph size.
-MAX_SCENES_IN_FLIGHT = 2
 
 
 @dataclass
@@ -133,23 +130,36 @@ def _scene_polygons(
 ) -> Any:
     """The lazy graph of one scene: load -> predict -> vectorize (a dask Delayed).
 
+    Every stage works on pieces whose size does not depend on the scene's: the scene is read
+    in the chunks :func:`~arctic_rts.predict.input_chunks` picks for its model tiles, and
+    vectorised block by block (:func:`~arctic_rts.vectorize.vectorize_windows`).
     ``optimize_graph=False`` keeps the model tasks' ``GPU`` resource annotation (see
     :func:`arctic_rts.cluster.as_delayed`). With ``area`` (lon/lat), only the scene's pixels
     over the area, the model's halo and ``config.area_margin_m`` are read and mapped.
     """
-    import dask
-
-    from arctic_rts.cluster import as_delayed
     from arctic_rts.load import load_scenes
-    from arctic_rts.predict import predict, resolve_halo
-    from arctic_rts.vectorize import vectorize
+    from arctic_rts.predict import input_chunks, predict, resolve_halo
+    from arctic_rts.vectorize import vectorize_windows
+
+    pconf = resolve_halo(config.predict, weights)
+    margin = (pconf.halo or 0) * config.load.resolution + config.area_margin_m
+
+    def read_chunks(scene: Any) -> tuple[tuple[int, ...], tuple[int, ...]]:
+        # the model's tile grid starts at the crop's origin: chunks from there, one before it
+        height, width = scene.shape[1:]
+        window = area_window(scene, area, margin) if area is not None else None
+        rows, cols = window or (slice(0, height), slice(0, width))
+        inner = input_chunks(rows.stop - rows.start, cols.stop - cols.start, pconf)
+        return tuple(
+            tuple(n for n in (part.start, *sizes, size - part.stop) if n > 0)
+            for part, sizes, size in zip((rows, cols), inner, (height, width), strict=True)
+        )  # type: ignore[return-value]
 
     bands = list(weights.bands)
-    da = load_scenes([item], bands, config.load, config.network, sign=sign)[0]
+    da = load_scenes([item], bands, config.load, config.network, sign=sign, chunks=read_chunks)[0]
     if area is not None:
-        halo = resolve_halo(config.predict, weights).halo or 0
-        da = crop_to_area(da, area, halo * config.load.resolution + config.area_margin_m)
-    prob = predict(da, weights, config.predict)
+        da = crop_to_area(da, area, margin)
+    prob = predict(da, weights, pconf)
     if "water" in prob.coords:  # SCL water, read by load_scenes with the cloud mask
         prob = prob.where(~prob["water"], 0.0).astype("float32").drop_vars("water")
     vconf = config.vectorize.for_model(*weights.postprocessing)
@@ -162,20 +172,14 @@ def _scene_polygons(
         "weights_sha256": ",".join(weights.sha256),
         "run_id": run_id,
     }
-    return dask.delayed(vectorize, pure=False)(
-        as_delayed(prob, optimize_graph=optimize_graph),
-        threshold=vconf.threshold,
-        config=vconf,
-        attrs=attrs,
+    return vectorize_windows(
+        prob, threshold=vconf.threshold, config=vconf, attrs=attrs, optimize_graph=optimize_graph
     )
 
 
-def crop_to_area(da: Any, area: Any, margin_m: float) -> Any:
-    """The part of a scene ``(band, y, x)`` over a lon/lat ``area``, grown by ``margin_m``.
-
-    Lazy (an index selection). A scene that does not reach the area keeps one 2 x 2 corner, so
-    that every later stage still sees an array (and finds nothing in it).
-    """
+def area_window(da: Any, area: Any, margin_m: float) -> tuple[slice, slice] | None:
+    """Rows and columns of a scene ``(band, y, x)`` over a lon/lat ``area``, grown by
+    ``margin_m``; None when the scene does not reach the area."""
     import numpy as np
     import shapely
 
@@ -185,14 +189,27 @@ def crop_to_area(da: Any, area: Any, margin_m: float) -> Any:
     over = parts.intersection(shapely.box(*da.rio.bounds()).buffer(margin_m))
     over = over[~over.is_empty]
     if over.empty:
-        return da.isel(x=slice(0, 2), y=slice(0, 2)).where(False)
+        return None
     xmin, ymin, xmax, ymax = over.total_bounds
     xs, ys = da["x"].to_numpy(), da["y"].to_numpy()
     ix = np.flatnonzero((xs >= xmin - margin_m) & (xs <= xmax + margin_m))
     iy = np.flatnonzero((ys >= ymin - margin_m) & (ys <= ymax + margin_m))
     if len(ix) < 2 or len(iy) < 2:
+        return None
+    return slice(int(iy[0]), int(iy[-1]) + 1), slice(int(ix[0]), int(ix[-1]) + 1)
+
+
+def crop_to_area(da: Any, area: Any, margin_m: float) -> Any:
+    """The part of a scene ``(band, y, x)`` over a lon/lat ``area``, grown by ``margin_m``
+    (:func:`area_window`).
+
+    Lazy (an index selection). A scene that does not reach the area keeps one 2 x 2 corner, so
+    that every later stage still sees an array (and finds nothing in it).
+    """
+    window = area_window(da, area, margin_m)
+    if window is None:
         return da.isel(x=slice(0, 2), y=slice(0, 2)).where(False)
-    return da.isel(x=slice(ix[0], ix[-1] + 1), y=slice(iy[0], iy[-1] + 1))
+    return da.isel(y=window[0], x=window[1])
 
 
 def keep_inside(polygons: gpd.GeoDataFrame, area: Any) -> gpd.GeoDataFrame:
@@ -221,7 +238,8 @@ def map_scenes(
     sign: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
     area: Any = None,
 ) -> tuple[list[SceneRecord], list[gpd.GeoDataFrame]]:
-    """Run the per-scene stages on the cluster, a bounded number of scenes at a time.
+    """Run the per-scene stages on the cluster, a bounded number of scenes at a time
+    (:func:`scenes_in_flight`): the next scene is submitted as soon as one finishes.
 
     Each scene's errors are caught and recorded; the others go on. ``on_done`` is called in the
     client process as each scene finishes (the inventory runner uses it to keep its manifest).
@@ -237,24 +255,42 @@ def map_scenes(
     # Graph optimisation (fusion) drops the model tasks' GPU resource annotation.
     optimize = not gpu_workers(client)
     records = [scene_record(it) for it in items]
+    in_flight = scenes_in_flight(config.cluster, client)
     frames: list[gpd.GeoDataFrame] = []
     pending = list(zip(items, records, strict=True))
+    # graphs built ahead (record, seconds spent building, graph or None, error): built while
+    # the cluster works, so a finished scene's slot is filled at once
+    ahead: list[tuple[SceneRecord, float, Any, str]] = []
     started: dict[Any, tuple[SceneRecord, float]] = {}
     bar = tqdm(total=len(items), desc="scenes", unit="scene", disable=not progress)
     queue = as_completed()
 
+    def plan(item: dict[str, Any], rec: SceneRecord) -> tuple[SceneRecord, float, Any, str]:
+        t0 = time.perf_counter()
+        try:
+            graph = _scene_polygons(item, weights, config, run_id, optimize, sign, area)
+        except Exception as err:  # a scene that cannot even be planned is one failed scene
+            return rec, time.perf_counter() - t0, None, f"{type(err).__name__}: {err}"
+        return rec, time.perf_counter() - t0, graph, ""
+
     def submit_next() -> None:
-        while pending and len(started) < MAX_SCENES_IN_FLIGHT:
-            item, rec = pending.pop(0)
-            t0 = time.perf_counter()
-            try:
-                graph = _scene_polygons(item, weights, config, run_id, optimize, sign, area)
-                fut = client.compute(graph, optimize_graph=optimize)
-            except Exception as err:  # a scene that cannot even be planned is one failed scene
-                _finish(rec, None, f"{type(err).__name__}: {err}", t0)
+        while (ahead or pending) and len(started) < in_flight:
+            rec, seconds, graph, error = ahead.pop(0) if ahead else plan(*pending.pop(0))
+            t0 = time.perf_counter() - seconds
+            if graph is not None:
+                try:
+                    fut = client.compute(graph, optimize_graph=optimize)
+                except Exception as err:
+                    error = f"{type(err).__name__}: {err}"
+            if error:
+                _finish(rec, None, error, t0)
                 continue
             started[fut] = (rec, t0)
             queue.add(fut)
+
+    def plan_ahead() -> None:
+        if pending and not ahead:
+            ahead.append(plan(*pending.pop(0)))
 
     def _finish(rec: SceneRecord, gdf: gpd.GeoDataFrame | None, error: str, t0: float) -> None:
         rec.seconds = time.perf_counter() - t0
@@ -268,17 +304,28 @@ def map_scenes(
             on_done(rec, gdf)
 
     submit_next()
+    plan_ahead()
     while started:
         fut = next(queue)
         rec, t0 = started.pop(fut)
+        submit_next()  # the next scene goes out before this one's result is handled
         try:
             gdf = fut.result()
             _finish(rec, gdf, "", t0)
         except Exception as err:
             _finish(rec, None, f"{type(err).__name__}: {err}".splitlines()[0], t0)
-        submit_next()
+        del fut
+        plan_ahead()
     bar.close()
     return records, frames
+
+
+def scenes_in_flight(config: ClusterConfig, client: Any) -> int:
+    """How many scenes :func:`map_scenes` keeps on the cluster at once: the configured number,
+    else one more than the client's workers (at least 2)."""
+    if config.scenes_in_flight is not None:
+        return config.scenes_in_flight
+    return max(2, len(client.scheduler_info(n_workers=-1)["workers"]) + 1)
 
 
 def scenes_frame(records: list[SceneRecord]) -> gpd.GeoDataFrame:
