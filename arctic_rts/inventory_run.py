@@ -18,6 +18,7 @@ import functools
 import hashlib
 import json
 import logging
+import os
 import time
 import uuid
 from collections.abc import Callable, Sequence
@@ -146,7 +147,11 @@ class _Manifest:
 
     def _append_log(self, docs: list[dict[str, Any]]) -> None:
         log = self.root / "log.jsonl"
-        torn = log.exists() and not log.read_bytes().endswith(b"\n") and log.stat().st_size > 0
+        torn = False
+        if log.exists() and log.stat().st_size > 0:
+            with log.open("rb") as end:  # its last byte only: the log grows with every scene
+                end.seek(-1, os.SEEK_END)
+                torn = end.read(1) != b"\n"
         with log.open("a") as f:
             if torn:  # a run killed inside its append left half a line: end it
                 f.write("\n")

@@ -11,6 +11,7 @@ small references travel to the workers. The yearly runner that builds on this li
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import dataclasses
 import datetime as dt
@@ -257,7 +258,7 @@ def map_scenes(
     records = [scene_record(it) for it in items]
     in_flight = scenes_in_flight(config.cluster, client)
     frames: list[gpd.GeoDataFrame] = []
-    pending = list(zip(items, records, strict=True))
+    pending = collections.deque(zip(items, records, strict=True))
     # graphs built ahead (record, seconds spent building, graph or None, error): built while
     # the cluster works, so a finished scene's slot is filled at once
     ahead: list[tuple[SceneRecord, float, Any, str]] = []
@@ -275,7 +276,7 @@ def map_scenes(
 
     def submit_next() -> None:
         while (ahead or pending) and len(started) < in_flight:
-            rec, seconds, graph, error = ahead.pop(0) if ahead else plan(*pending.pop(0))
+            rec, seconds, graph, error = ahead.pop() if ahead else plan(*pending.popleft())
             t0 = time.perf_counter() - seconds
             if graph is not None:
                 try:
@@ -290,7 +291,7 @@ def map_scenes(
 
     def plan_ahead() -> None:
         if pending and not ahead:
-            ahead.append(plan(*pending.pop(0)))
+            ahead.append(plan(*pending.popleft()))
 
     def _finish(rec: SceneRecord, gdf: gpd.GeoDataFrame | None, error: str, t0: float) -> None:
         rec.seconds = time.perf_counter() - t0

@@ -1,0 +1,194 @@
+"""Peak memory of the worker in the map run itself, against scene size.
+
+Usage::
+
+    .venv/bin/python bench/map_memory.py [--sizes 1008 3000 10980] [--folder DIR]
+
+Each size is one ``map_region`` run (search on the local item folder, load, predict,
+vectorize, merge, write; whole scenes, ``clip=False``) with the bundled demo weights on a fresh
+default local cluster (one worker process per 2 cores, fp32 on CPU); the figure is the
+worker's peak resident set (``VmHWM``, read as in ``bench/inference.py``) over the whole run,
+start-up and model included. Scenes come from the demo generator (``generate_demo``), whose
+largest scene is 3000^2 px; a larger size is one 3000^2 scene's bands mirrored out to that size
+and written as COGs with the same tiling and compression (``enlarge``), served from a local
+item folder like the others. Rewrites this script's section of BENCHMARKS.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(ROOT), str(Path(__file__).parent)]
+
+from inference import MIB, _rss, _vm_hwm, cluster  # noqa: E402
+from report import rewrite_section  # noqa: E402
+
+from arctic_rts.cluster import local_workers  # noqa: E402
+from arctic_rts.config import ClusterConfig, MapConfig  # noqa: E402
+from arctic_rts.demo import generate_demo  # noqa: E402
+from arctic_rts.model.weights import bundled_weights, resolve_weights  # noqa: E402
+from arctic_rts.pipeline import map_region  # noqa: E402
+
+HEADING = "## Map run memory (bench/map_memory.py)"
+YEAR = 2021
+GENERATED_MAX = 3000
+
+
+def enlarge(catalog: Any, size: int, folder: Path) -> tuple[Path, list[float]]:
+    """An item folder with one scene of ``size``^2 px: the least cloudy scene of the
+    catalog's first tile with every band mirrored out to the size. Returns the folder of items
+    and the scene's lon/lat bbox."""
+    import rasterio
+    from pyproj import Transformer
+
+    items = [json.loads(p.read_text()) for p in catalog.item_paths]
+    tile = catalog.tiles[0]
+    chosen = min(
+        (
+            it
+            for it in items
+            if tile in it["id"] and int(it["properties"]["datetime"][5:7]) in (7, 8)
+        ),
+        key=lambda it: it["properties"]["eo:cloud_cover"],
+    )
+    src_dir = next(p for p in catalog.item_paths if p.stem == chosen["id"]).parent
+    cogs = folder / "cogs" / chosen["id"]
+    cogs.mkdir(parents=True, exist_ok=True)
+    for asset in chosen["assets"].values():
+        src = (src_dir / asset["href"]).resolve()
+        res = float(asset["proj:transform"][0])
+        n = round(size * 10.0 / res)
+        dst = cogs / src.name
+        with rasterio.open(src) as f:
+            data = f.read(1)
+            profile = f.profile
+        big = np.pad(data, ((0, n - data.shape[0]), (0, n - data.shape[1])), mode="symmetric")
+        profile.update(driver="COG", width=n, height=n, compress="deflate", blocksize=512)
+        for key in ("blockxsize", "blockysize", "tiled", "interleave"):
+            profile.pop(key, None)
+        with rasterio.open(dst, "w", **profile) as out:
+            out.write(big, 1)
+        asset["proj:shape"] = [n, n]
+        asset["href"] = f"../cogs/{chosen['id']}/{src.name}"
+    x0, y1 = (
+        chosen["assets"]["red"]["proj:transform"][2],
+        chosen["assets"]["red"]["proj:transform"][5],
+    )
+    x1, y0 = x0 + size * 10.0, y1 - size * 10.0
+    to_lonlat = Transformer.from_crs(chosen["properties"]["proj:epsg"], 4326, always_xy=True)
+    lons, lats = to_lonlat.transform([x0, x1, x1, x0], [y0, y0, y1, y1])
+    ring = [[lo, la] for lo, la in zip(lons, lats, strict=True)]
+    chosen["geometry"] = {"type": "Polygon", "coordinates": [[*ring, ring[0]]]}
+    bbox = [min(lons), min(lats), max(lons), max(lats)]
+    chosen["bbox"] = bbox
+    chosen["properties"]["s2:nodata_pixel_percentage"] = 0.0
+    (folder / "items").mkdir(exist_ok=True)
+    (folder / "items" / f"{chosen['id']}.json").write_text(json.dumps(chosen))
+    return folder / "items", bbox
+
+
+def map_peak(stac: Path, bbox: list[float], out: Path) -> dict[str, Any]:
+    """One map run on a fresh default local cluster: the worker's peak RSS and more."""
+    model = resolve_weights(bundled_weights())
+    config = MapConfig(cluster=ClusterConfig(gpu="no"))
+    with cluster(local_workers(config.cluster), None) as client:
+        idle = max(client.run(_rss).values())
+        t0 = time.perf_counter()
+        result = map_region(
+            bbox,
+            YEAR,
+            stac=stac,
+            weights=model,
+            out=out,
+            config=config,
+            overwrite=True,
+            client=client,
+            progress=False,
+            clip=False,
+        )
+        seconds = time.perf_counter() - t0
+        peak = max(client.run(_vm_hwm).values())
+        workers = len(client.scheduler_info()["workers"])
+        threads = sum(w["nthreads"] for w in client.scheduler_info()["workers"].values())
+    return {
+        "peak_mib": peak / MIB,
+        "idle_mib": idle / MIB,
+        "seconds": seconds,
+        "scenes": len(result.scenes),
+        "failed": result.n_failed,
+        "polygons": len(result.polygons),
+        "layout": f"{workers} worker x {threads // workers} threads",
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[1008, 3000, 10980])
+    parser.add_argument("--folder", type=Path, default=None, help="keeps the scenes for reuse")
+    args = parser.parse_args()
+    folder = args.folder or Path(tempfile.mkdtemp(prefix="arctic-rts-mapmem-"))
+    rows, peaks = [], []
+    loads = []
+    for size in args.sizes:
+        if size <= GENERATED_MAX:
+            catalog = generate_demo(folder / f"demo-{size}", size_px=size)
+            stac, bbox, what = catalog.items_dir, list(catalog.bbox), "generated"
+        else:
+            catalog = generate_demo(folder / f"demo-{GENERATED_MAX}", size_px=GENERATED_MAX)
+            target = folder / f"enlarged-{size}"
+            if not (target / "items").is_dir():
+                shutil.rmtree(target, ignore_errors=True)
+                enlarge(catalog, size, target)
+            stac = target / "items"
+            item = json.loads(next(stac.glob("*.json")).read_text())
+            bbox, what = item["bbox"], f"a generated {GENERATED_MAX}^2 scene mirrored out"
+        got = map_peak(stac, bbox, folder / f"map-{size}.gpkg")
+        loads.append(os.getloadavg()[0])
+        peaks.append(got["peak_mib"])
+        rows.append(
+            f"| {size}^2 ({what}) | {got['scenes']} ({got['failed']} failed) | "
+            f"{got['layout']} | {got['peak_mib']:.0f} | {got['idle_mib']:.0f} | "
+            f"{got['seconds']:.0f} | {got['polygons']} |"
+        )
+        print(rows[-1], flush=True)
+    spread = max(peaks) / min(peaks)
+    rewrite_section(
+        HEADING,
+        [
+            HEADING,
+            "",
+            f"`bench/map_memory.py --sizes {' '.join(map(str, args.sizes))}` on "
+            f"{platform.machine()} CPU, {time.strftime('%Y-%m-%d')}; load average after each "
+            f"run {', '.join(f'{x:.1f}' for x in loads)} on {os.cpu_count()} cores (others' "
+            "work; it slows the runs, not their memory). One `map_region` run per size "
+            "(whole scenes, bundled demo weights, fp32, default local cluster, fresh worker "
+            "processes): the worker's peak resident set over the whole run, start-up and "
+            "model included. The run reads in `predict.input_chunks`, vectorises block by "
+            "block (`vectorize.vectorize_windows`) and keeps `ClusterConfig.scenes_in_flight` "
+            "scenes on the cluster (default: workers + 1).",
+            "",
+            "| scene | scenes mapped | cluster | worker peak (MiB) | worker idle (MiB) | "
+            "run (s) | polygons |",
+            "|---|---|---|---|---|---|---|",
+            *rows,
+            "",
+            f"Spread of the worker peak over sizes: max/min = {spread:.2f}.",
+            "",
+        ],
+    )
+
+
+if __name__ == "__main__":
+    main()
