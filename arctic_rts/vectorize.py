@@ -316,46 +316,8 @@ def _join(
     """The scene's objects from its windows' pieces: pieces whose fragments hold no seed in
     any window are dropped (hysteresis), pieces that touch across a seam become one object;
     then geometry in the scene's CRS, measures, the minimum-area filter and the columns."""
-    from scipy.sparse import coo_matrix
-    from scipy.sparse.csgraph import connected_components
-
-    def components(n: int, a: np.ndarray, b: np.ndarray) -> np.ndarray:
-        graph = coo_matrix((np.ones(len(a)), (a, b)), shape=(n, n))
-        return connected_components(graph, directed=False)[1]  # type: ignore[no-any-return]
-
-    # weak fragments: one node per (window, fragment); windows agree where they overlap
-    f_off = np.cumsum([0] + [len(p.seeded) for p in parts])
-    ring_px = np.concatenate([p.ring_pixels for p in parts])
-    ring_node = np.concatenate([p.ring_fragment + o for p, o in zip(parts, f_off, strict=False)])
-    order = np.argsort(ring_px, kind="stable")
-    same = ring_px[order][1:] == ring_px[order][:-1]
-    frag = components(int(f_off[-1]), ring_node[order][1:][same], ring_node[order][:-1][same])
-    seeded = np.bincount(frag, weights=np.concatenate([p.seeded for p in parts]))
-    keep = np.concatenate(
-        [seeded[frag[p.fragment + o]] > 0 for p, o in zip(parts, f_off, strict=False)]
-    )
-    # pieces: one node each; pieces whose border pixels touch across a seam are one object
-    p_off = np.cumsum([0] + [len(p.first) for p in parts])
-    edge_px = np.concatenate([p.edge_pixels for p in parts])
-    edge_node = np.concatenate([p.edge_piece + o for p, o in zip(parts, p_off, strict=False)])
-    alive = keep[edge_node] if len(edge_node) else np.zeros(0, dtype=bool)
-    edge_px, edge_node = edge_px[alive], edge_node[alive]
-    order = np.argsort(edge_px)
-    edge_px, edge_node = edge_px[order], edge_node[order]
-    height, width = shape
-    a_list, b_list = [], []
-    offsets = [(0, 1), (1, 0)] + ([(1, -1), (1, 1)] if config.connectivity == 8 else [])
-    for dy, dx in offsets:
-        col = edge_px % width + dx
-        target = edge_px + dy * width + dx
-        ok = (col >= 0) & (col < width) & (target < height * width)
-        at = np.searchsorted(edge_px, target[ok])
-        hit = at < len(edge_px)
-        at, src = at[hit], edge_node[ok][hit]
-        hit = edge_px[at] == target[ok][hit]
-        a_list.append(src[hit])
-        b_list.append(edge_node[at[hit]])
-    obj = components(int(p_off[-1]), np.concatenate(a_list), np.concatenate(b_list))
+    keep = _seeded_pieces(parts)
+    obj = _objects(parts, keep, shape, config.connectivity)
     ids = np.flatnonzero(keep)
     if not len(ids):
         return _empty_frame(crs, columns)
@@ -408,6 +370,57 @@ def _join(
     return gpd.GeoDataFrame(data, geometry=geo[kept].reset_index(drop=True))[
         ["geometry", *VECTOR_COLUMNS, *columns]
     ]
+
+
+def _components(n: int, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Connected component of each of ``n`` nodes, given the links ``a[i]`` - ``b[i]``."""
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
+    graph = coo_matrix((np.ones(len(a)), (a, b)), shape=(n, n))
+    return connected_components(graph, directed=False)[1]  # type: ignore[no-any-return]
+
+
+def _seeded_pieces(parts: list[_Parts]) -> np.ndarray:
+    """Per piece of every window: whether its weak fragment, joined with the fragments of
+    other windows where the windows overlap, holds a pixel at or above the threshold."""
+    offsets = np.cumsum([0] + [len(p.seeded) for p in parts])
+    ring_px = np.concatenate([p.ring_pixels for p in parts])
+    ring_node = np.concatenate([p.ring_fragment + o for p, o in zip(parts, offsets, strict=False)])
+    order = np.argsort(ring_px, kind="stable")
+    same = ring_px[order][1:] == ring_px[order][:-1]
+    frag = _components(int(offsets[-1]), ring_node[order][1:][same], ring_node[order][:-1][same])
+    seeded = np.bincount(frag, weights=np.concatenate([p.seeded for p in parts]))
+    return np.concatenate(
+        [seeded[frag[p.fragment + o]] > 0 for p, o in zip(parts, offsets, strict=False)]
+    )
+
+
+def _objects(
+    parts: list[_Parts], keep: np.ndarray, shape: tuple[int, int], connectivity: int
+) -> np.ndarray:
+    """Per piece of every window, the object it belongs to: kept pieces whose border pixels
+    touch across a seam (under ``connectivity``) are one object."""
+    offsets = np.cumsum([0] + [len(p.first) for p in parts])
+    edge_px = np.concatenate([p.edge_pixels for p in parts])
+    edge_node = np.concatenate([p.edge_piece + o for p, o in zip(parts, offsets, strict=False)])
+    alive = keep[edge_node] if len(edge_node) else np.zeros(0, dtype=bool)
+    order = np.argsort(edge_px[alive])
+    edge_px, edge_node = edge_px[alive][order], edge_node[alive][order]
+    height, width = shape
+    a_list, b_list = [], []
+    steps = [(0, 1), (1, 0)] + ([(1, -1), (1, 1)] if connectivity == 8 else [])
+    for dy, dx in steps:
+        col = edge_px % width + dx
+        target = edge_px + dy * width + dx
+        ok = (col >= 0) & (col < width) & (target < height * width)
+        at = np.searchsorted(edge_px, target[ok])
+        hit = at < len(edge_px)
+        at, src = at[hit], edge_node[ok][hit]
+        hit = edge_px[at] == target[ok][hit]
+        a_list.append(src[hit])
+        b_list.append(edge_node[at[hit]])
+    return _components(int(offsets[-1]), np.concatenate(a_list), np.concatenate(b_list))
 
 
 def _attribute_columns(

@@ -290,7 +290,7 @@ def main() -> None:
         got["load"] = os.getloadavg()[0]
         runs.append(got)
         print(json.dumps(got), flush=True)
-    write(runs, args)
+        write(runs, args)  # after each count: what finished is kept
 
 
 def write(runs: list[dict[str, Any]], args: argparse.Namespace) -> None:
