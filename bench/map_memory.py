@@ -11,8 +11,8 @@ worker's peak resident set (``VmHWM``, read as in ``bench/inference.py``) over t
 start-up and model included. Every run maps one scene: the least cloudy summer scene of the
 demo generator's (``generate_demo``, default 1008^2 px) first tile, as generated at 1008^2 and
 with its bands mirrored out to larger sizes (``enlarge``: the generator makes at most
-3000^2 px, and that took longer than this machine could give), written as deflate COGs with
-512 px blocks and served from a local item folder through the embedded STAC API. Rewrites
+3000^2 px, and that took longer than this machine could give), written as tiled deflate GeoTIFFs
+with 512 px blocks and served from a local item folder through the embedded STAC API. Rewrites
 this script's section of BENCHMARKS.md.
 """
 
@@ -78,9 +78,17 @@ def enlarge(catalog: Any, size: int, folder: Path) -> tuple[Path, list[float]]:
             data = f.read(1)
             profile = f.profile
         big = np.pad(data, ((0, n - data.shape[0]), (0, n - data.shape[1])), mode="symmetric")
-        profile.update(driver="COG", width=n, height=n, compress="deflate", blocksize=512)
-        for key in ("blockxsize", "blockysize", "tiled", "interleave"):
-            profile.pop(key, None)
+        # tiled GeoTIFF, no overviews (the COG driver's overviews took minutes per band here;
+        # the map run reads full resolution only)
+        profile.update(
+            driver="GTiff",
+            width=n,
+            height=n,
+            compress="deflate",
+            tiled=True,
+            blockxsize=512,
+            blockysize=512,
+        )
         with rasterio.open(dst, "w", **profile) as out:
             out.write(big, 1)
         asset["proj:shape"] = [n, n]
@@ -102,11 +110,12 @@ def enlarge(catalog: Any, size: int, folder: Path) -> tuple[Path, list[float]]:
     return folder / "items", bbox
 
 
-def map_peak(stac: Path, bbox: list[float], out: Path) -> dict[str, Any]:
-    """One map run on a fresh default local cluster: the worker's peak RSS and more."""
+def map_peak(stac: Path, bbox: list[float], out: Path, threads: int | None) -> dict[str, Any]:
+    """One map run on a fresh local cluster (default layout, or ``threads`` per worker): the
+    worker's peak RSS and more."""
     model = resolve_weights(bundled_weights())
-    config = MapConfig(cluster=ClusterConfig(gpu="no"))
-    with cluster(local_workers(config.cluster), None) as client:
+    config = MapConfig(cluster=ClusterConfig(gpu="no", threads_per_worker=threads))
+    with cluster(local_workers(config.cluster), threads) as client:
         idle = max(client.run(_rss).values())
         t0 = time.perf_counter()
         result = map_region(
@@ -140,10 +149,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[1008, 3000, 10980])
     parser.add_argument("--folder", type=Path, default=None, help="keeps the scenes for reuse")
+    parser.add_argument("--threads", type=int, default=None, help="per worker (default: all)")
     args = parser.parse_args()
     folder = args.folder or Path(tempfile.mkdtemp(prefix="arctic-rts-mapmem-"))
-    rows, peaks = [], []
-    loads = []
+    # rows of earlier invocations on this folder and layout are kept: sizes can be run apart
+    store = folder / f"rows-{args.threads or 'default'}.json"
+    kept: dict[str, Any] = json.loads(store.read_text()) if store.exists() else {}
     for size in args.sizes:
         catalog = generate_demo(folder / f"demo-{GENERATED}", size_px=GENERATED)
         target = folder / f"scene-{size}"
@@ -152,26 +163,36 @@ def main() -> None:
             enlarge(catalog, size, target)
         stac = target / "items"
         bbox = json.loads(next(stac.glob("*.json")).read_text())["bbox"]
-        what = "as generated" if size == GENERATED else f"the {GENERATED}^2 scene mirrored out"
-        got = map_peak(stac, bbox, folder / f"map-{size}.gpkg")
-        loads.append(os.getloadavg()[0])
-        peaks.append(got["peak_mib"])
-        rows.append(
-            f"| {size}^2 ({what}) | {got['scenes']} ({got['failed']} failed) | "
-            f"{got['layout']} | {got['peak_mib']:.0f} | {got['idle_mib']:.0f} | "
-            f"{got['seconds']:.0f} | {got['polygons']} |"
-        )
-        print(rows[-1], flush=True)
+        got = map_peak(stac, bbox, folder / f"map-{size}.gpkg", args.threads)
+        got["load"] = os.getloadavg()[0]
+        got["what"] = "as generated" if size == GENERATED else f"the {GENERATED}^2 scene mirrored"
+        kept[str(size)] = got
+        store.write_text(json.dumps(kept))
+        print(json.dumps(got), flush=True)
+    sizes = sorted(int(k) for k in kept)
+    rows = [
+        f"| {n}^2 ({kept[str(n)]['what']}) | {kept[str(n)]['scenes']} "
+        f"({kept[str(n)]['failed']} failed) | {kept[str(n)]['layout']} | "
+        f"{kept[str(n)]['peak_mib']:.0f} | {kept[str(n)]['idle_mib']:.0f} | "
+        f"{kept[str(n)]['seconds']:.0f} | {kept[str(n)]['polygons']} | "
+        f"{'n/a' if kept[str(n)].get('load') is None else round(kept[str(n)]['load'], 1)} |"
+        for n in sizes
+    ]
+    peaks = [kept[str(n)]["peak_mib"] for n in sizes]
     spread = max(peaks) / min(peaks)
+    heading = (
+        HEADING if args.threads is None else HEADING.replace(")", f" --threads {args.threads})")
+    )
     rewrite_section(
-        HEADING,
+        heading,
         [
-            HEADING,
+            heading,
             "",
-            f"`bench/map_memory.py --sizes {' '.join(map(str, args.sizes))}` on "
-            f"{platform.machine()} CPU, {time.strftime('%Y-%m-%d')}; load average after each "
-            f"run {', '.join(f'{x:.1f}' for x in loads)} on {os.cpu_count()} cores (others' "
-            "work; it slows the runs, not their memory). One `map_region` run per size "
+            f"`bench/map_memory.py --sizes {' '.join(map(str, sizes))}"
+            f"{'' if args.threads is None else f' --threads {args.threads}'}` on "
+            f"{platform.machine()} CPU, {time.strftime('%Y-%m-%d')}, {os.cpu_count()} cores "
+            "shared with others' work (load average after each run in the table; it slows "
+            "the runs, not their memory). One `map_region` run per size "
             "(whole scenes, bundled demo weights, fp32, default local cluster, fresh worker "
             "processes): the worker's peak resident set over the whole run, start-up and "
             "model included. The run reads in `predict.input_chunks`, vectorises block by "
@@ -179,8 +200,8 @@ def main() -> None:
             "scenes on the cluster (default: workers + 1).",
             "",
             "| scene | scenes mapped | cluster | worker peak (MiB) | worker idle (MiB) | "
-            "run (s) | polygons |",
-            "|---|---|---|---|---|---|---|",
+            "run (s) | polygons | load |",
+            "|---|---|---|---|---|---|---|---|",
             *rows,
             "",
             f"Spread of the worker peak over sizes: max/min = {spread:.2f}.",
