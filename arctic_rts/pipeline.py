@@ -128,12 +128,14 @@ def _scene_polygons(
     optimize_graph: bool = True,
     sign: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
     area: Any = None,
+    read_ahead: int | None = None,
 ) -> Any:
     """The lazy graph of one scene: load -> predict -> vectorize (a dask Delayed).
 
     Every stage works on pieces whose size does not depend on the scene's: the scene is read
     in the chunks :func:`~arctic_rts.predict.input_chunks` picks for its model tiles, and
-    vectorised block by block (:func:`~arctic_rts.vectorize.vectorize_windows`).
+    vectorised block by block (:func:`~arctic_rts.vectorize.vectorize_windows`); with
+    ``read_ahead``, reads wait for the model (see :func:`~arctic_rts.predict.predict`).
     ``optimize_graph=False`` keeps the model tasks' ``GPU`` resource annotation (see
     :func:`arctic_rts.cluster.as_delayed`). With ``area`` (lon/lat), only the scene's pixels
     over the area, the model's halo and ``config.area_margin_m`` are read and mapped.
@@ -160,7 +162,7 @@ def _scene_polygons(
     da = load_scenes([item], bands, config.load, config.network, sign=sign, chunks=read_chunks)[0]
     if area is not None:
         da = crop_to_area(da, area, margin)
-    prob = predict(da, weights, pconf)
+    prob = predict(da, weights, pconf, read_ahead=read_ahead)
     if "water" in prob.coords:  # SCL water, read by load_scenes with the cloud mask
         prob = prob.where(~prob["water"], 0.0).astype("float32").drop_vars("water")
     vconf = config.vectorize.for_model(*weights.postprocessing)
@@ -257,6 +259,8 @@ def map_scenes(
     optimize = not gpu_workers(client)
     records = [scene_record(it) for it in items]
     in_flight = scenes_in_flight(config.cluster, client)
+    # a scene's reads wait for its model tasks: as many windows ahead as the cluster has threads
+    threads = sum(w["nthreads"] for w in client.scheduler_info(n_workers=-1)["workers"].values())
     frames: list[gpd.GeoDataFrame] = []
     pending = collections.deque(zip(items, records, strict=True))
     # graphs built ahead (record, seconds spent building, graph or None, error): built while
@@ -269,7 +273,9 @@ def map_scenes(
     def plan(item: dict[str, Any], rec: SceneRecord) -> tuple[SceneRecord, float, Any, str]:
         t0 = time.perf_counter()
         try:
-            graph = _scene_polygons(item, weights, config, run_id, optimize, sign, area)
+            graph = _scene_polygons(
+                item, weights, config, run_id, optimize, sign, area, read_ahead=max(1, threads)
+            )
         except Exception as err:  # a scene that cannot even be planned is one failed scene
             return rec, time.perf_counter() - t0, None, f"{type(err).__name__}: {err}"
         return rec, time.perf_counter() - t0, graph, ""

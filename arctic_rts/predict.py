@@ -335,7 +335,9 @@ def _predict_window(
     return out
 
 
-def _probability_graph(arr: dsa.Array, models: list[Any], config: PredictConfig) -> dsa.Array:
+def _probability_graph(
+    arr: dsa.Array, models: list[Any], config: PredictConfig, read_ahead: int | None = None
+) -> dsa.Array:
     """Lazy ``(y, x)`` probabilities for a ``(band, y, x)`` dask array.
 
     One model task per block of the tile grid (origins on multiples of ``tile_size``), fed
@@ -346,6 +348,10 @@ def _probability_graph(arr: dsa.Array, models: list[Any], config: PredictConfig)
     chunk is freed as soon as its own copies are made. What still grows with the scene is the
     row of input chunks that waits for the next row's context; input read with
     :func:`input_chunks` keeps every halo strip a chunk of its own, which bounds that too.
+
+    With ``read_ahead`` (see :func:`predict`), each window's input chunks are computed by a
+    read task of its own (the input graph runs inside it) that waits for the model task
+    ``read_ahead`` windows earlier.
     """
     arr = arr.rechunk({0: -1})  # all bands of a pixel in one chunk
     halo = _halo(config)
@@ -361,9 +367,29 @@ def _probability_graph(arr: dsa.Array, models: list[Any], config: PredictConfig)
     pieces_dsk: dict[Any, Any] = {}
     model_dsk: dict[Any, Any] = {}
     ywins, xwins = block_windows(height, ychunks, halo), block_windows(width, xchunks, halo)
+    # Model tasks ask for the GPU resource when workers declare one, so reading and
+    # vectorising never wait for a GPU slot. Dask keeps layer annotations only while the graph
+    # is not low-level fused (``optimize_graph=False``, see ``cluster.as_delayed``); the
+    # per-device lock in the model task serialises GPU use either way.
+    annotations = None
+    client = active_client()
+    if client is not None and gpu_workers(client):
+        annotations = {"resources": {GPU_RESOURCE: 1}}
+    # gated reads share one layer with the model tasks: not with the GPU annotation
+    gated = _Gated(arr, name, read_ahead) if read_ahead and annotations is None else None
     for (i, (y0, y1, top, bottom)), (j, (x0, x1, left, right)) in itertools.product(
         enumerate(ywins), enumerate(xwins)
     ):
+        if gated is not None:
+            model_dsk[(name, i, j)] = (
+                run,
+                gated.add(i, j, y0, y1, x0, x1),
+                top,
+                bottom,
+                left,
+                right,
+            )
+            continue
         rows = []
         for ky, rows_slice, whole_y in axis_pieces(arr.chunks[1], y0, y1):
             row: list[tuple[Any, ...]] = []
@@ -376,14 +402,11 @@ def _probability_graph(arr: dsa.Array, models: list[Any], config: PredictConfig)
                 row.append(key)
             rows.append(row)
         model_dsk[(name, i, j)] = (run, rows, top, bottom, left, right)
-    # Model tasks ask for the GPU resource when workers declare one, so reading and
-    # vectorising never wait for a GPU slot. Dask keeps layer annotations only while the graph
-    # is not low-level fused (``optimize_graph=False``, see ``cluster.as_delayed``); the
-    # per-device lock in the model task serialises GPU use either way.
-    annotations = None
-    client = active_client()
-    if client is not None and gpu_workers(client):
-        annotations = {"resources": {GPU_RESOURCE: 1}}
+    meta = np.empty((0, 0), dtype=np.float32)
+    if gated is not None:  # one layer: reads wait on model tasks, which wait on reads
+        layer = MaterializedLayer({**gated.dsk, **model_dsk})
+        graph = HighLevelGraph({name: layer}, {name: set()})
+        return dsa.Array(graph, name, chunks=(ychunks, xchunks), meta=meta)
     (src_layer,) = arr.__dask_layers__()
     graph = HighLevelGraph(
         {
@@ -397,8 +420,68 @@ def _probability_graph(arr: dsa.Array, models: list[Any], config: PredictConfig)
             name: {src_layer, piece_name},
         },
     )
-    meta = np.empty((0, 0), dtype=np.float32)
     return dsa.Array(graph, name, chunks=(ychunks, xchunks), meta=meta)
+
+
+class _Gated:
+    """The read tasks of a gated probability graph (:func:`_probability_graph`): one per model
+    window, in the order of the windows, each running the part of the input graph its window
+    needs and waiting for the model task ``read_ahead`` windows before it."""
+
+    def __init__(self, arr: dsa.Array, model_name: str, read_ahead: int) -> None:
+        from dask.core import flatten
+        from dask.utils import ensure_dict
+
+        self.arr, self.model, self.ahead = arr, model_name, max(1, read_ahead)
+        self.input = ensure_dict(
+            arr.__dask_optimize__(arr.__dask_graph__(), list(flatten(arr.__dask_keys__())))
+        )
+        self.order: list[tuple[int, int]] = []
+        self.dsk: dict[Any, Any] = {}
+
+    def add(self, i: int, j: int, y0: int, y1: int, x0: int, x1: int) -> tuple[Any, ...]:
+        """The key of the read task of window (i, j), rows ``y0:y1``, columns ``x0:x1``."""
+        from dask.optimization import cull
+
+        ys = axis_pieces(self.arr.chunks[1], y0, y1)
+        xs = axis_pieces(self.arr.chunks[2], x0, x1)
+        keys = [[(self.arr.name, 0, ky, kx) for kx, _, _ in xs] for ky, _, _ in ys]
+        cuts = [[(rows, cols) for _, cols, _ in xs] for _, rows, _ in ys]
+        graph, _ = cull(self.input, [k for row in keys for k in row])
+        gate = None
+        if len(self.order) >= self.ahead:
+            gate = (f"{self.model}-done", *self.order[-self.ahead])
+            self.dsk[gate] = (_done, (self.model, *self.order[-self.ahead]))
+        key = (f"{self.model}-read", i, j)
+        self.dsk[key] = (_read_window, _InputGraph(graph, keys), cuts, gate)
+        self.order.append((i, j))
+        return key
+
+
+class _InputGraph:
+    """A part of the input's graph carried by a read task as data (dask does not look inside):
+    its chunks are computed where the read task runs, when it runs."""
+
+    def __init__(self, graph: dict[Any, Any], keys: list[list[Any]]) -> None:
+        self.graph, self.keys = graph, keys
+
+
+def _read_window(
+    part: _InputGraph, cuts: list[list[tuple[slice, slice]]], gate: None
+) -> list[list[np.ndarray]]:
+    """The pieces of one model window: its input chunks computed here and cut to the window."""
+    import dask.local
+
+    chunks = dask.local.get_sync(part.graph, part.keys)  # type: ignore[arg-type]
+    return [
+        [_piece(c, rows, cols) for c, (rows, cols) in zip(crow, cut_row, strict=True)]
+        for crow, cut_row in zip(chunks, cuts, strict=True)
+    ]
+
+
+def _done(prob: np.ndarray) -> None:
+    """Nothing: a token that a model task has finished (what a gated read waits for)."""
+    return None
 
 
 def input_chunks(
@@ -452,7 +535,11 @@ def _in_memory(data: np.ndarray, chunks: tuple[tuple[int, ...], tuple[int, ...]]
 
 
 def predict(
-    da: xr.DataArray, model: ModelSpec, config: PredictConfig | None = None
+    da: xr.DataArray,
+    model: ModelSpec,
+    config: PredictConfig | None = None,
+    *,
+    read_ahead: int | None = None,
 ) -> xr.DataArray:
     """Probability of "thaw slump" per pixel, lazily: no pixel is read before ``.compute()``.
 
@@ -468,6 +555,12 @@ def predict(
             references or callables (an ensemble: the mean of their probabilities).
         config: Tile size, halo (``None``: the weights' measured halo, see
             :func:`resolve_halo`), batch size, test-time augmentation, device, precision.
+        read_ahead: For dask input read in :func:`input_chunks`: each model window's input is
+            read by a task of its own that waits until the model task this many windows
+            earlier has finished, so reading never runs further ahead of the model (a worker
+            whose model tasks are slower than its reads would otherwise read the whole scene
+            into memory while it waits). None: every read as soon as a thread is free. Not
+            with GPU workers (their model tasks' resource annotation needs a layer of its own).
 
     Without a distributed Client, Dask's threaded scheduler runs the model tasks side by side,
     each on its share of the cores (:func:`~arctic_rts.cluster.use_task_threads`); the
@@ -490,7 +583,8 @@ def predict(
         arr = data
     else:
         arr = _in_memory(np.asarray(data), input_chunks(da.sizes["y"], da.sizes["x"], config))
-    prob = _probability_graph(arr, models, config)
+    gate = read_ahead if isinstance(data, dsa.Array) else None  # numpy input: nothing to read
+    prob = _probability_graph(arr, models, config, gate)
     template = da.isel(band=0, drop=True)
     out = xr.DataArray(
         prob, coords=template.coords, dims=("y", "x"), attrs=dict(da.attrs), name="rts_probability"

@@ -412,9 +412,9 @@ def test_scenes_in_flight_are_bounded_and_the_next_one_always_waits(
 def test_the_map_run_vectorises_block_by_block_as_whole_scenes(
     demo: DemoCatalog, weights: Path, client: Any
 ) -> None:
-    """Each demo scene through the map run's graph (reads in the model's input chunks,
-    windowed vectorising over 2 x 2 blocks) gives the polygons of whole-scene vectorising of
-    the same probabilities."""
+    """Each demo scene through the map run's graph (reads in the model's input chunks, each
+    window's reads waiting for the model, windowed vectorising over 2 x 2 blocks) gives the
+    polygons of whole-scene vectorising of the same probabilities."""
     from arctic_rts.load import load_scenes
     from arctic_rts.model.weights import resolve_weights
     from arctic_rts.pipeline import _scene_polygons
@@ -429,7 +429,8 @@ def test_the_map_run_vectorises_block_by_block_as_whole_scenes(
     vconf = config.vectorize.for_model(*model.postprocessing)
     n_polygons = 0
     for item in found:
-        windowed = client.compute(_scene_polygons(item, model, config, "r")).result()
+        graph = _scene_polygons(item, model, config, "r", read_ahead=1)  # reads wait for the model
+        windowed = client.compute(graph).result()
         scene = load_scenes([item], model.bands, config.load)[0]
         prob = predict(scene, model, config.predict).compute(scheduler="sync")
         whole = vectorize(prob, threshold=vconf.threshold, config=vconf, attrs=None)
