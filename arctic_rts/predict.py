@@ -450,9 +450,9 @@ class _Gated:
         graph, _ = cull(self.input, [k for row in keys for k in row])
         gate = None
         if len(self.order) >= self.ahead:
-            gate = (f"{self.model}-done", *self.order[-self.ahead])
+            gate = (self.model.replace("rts-predict-", "rts-done-"), *self.order[-self.ahead])
             self.dsk[gate] = (_done, (self.model, *self.order[-self.ahead]))
-        key = (f"{self.model}-read", i, j)
+        key = (self.model.replace("rts-predict-", "rts-read-"), i, j)
         self.dsk[key] = (_read_window, _InputGraph(graph, keys), cuts, gate)
         self.order.append((i, j))
         return key
