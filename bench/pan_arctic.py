@@ -155,15 +155,25 @@ class Timers:
 
 
 def task_times(stream: list[dict[str, Any]]) -> dict[str, float]:
-    """Compute seconds per kind of task: model, reads (gated per window, with the masking
-    they run), vectorise, other (the rest: ungated reads, merges of band chunks...)."""
-    from dask.utils import key_split
-
-    kinds = {"rts-predict": "model", "rts-read": "read", "window_task": "vectorise"}
+    """Compute seconds per kind of task: model (with whatever dask fused into it: in one-block
+    scenes its window's reads), reads (gated per window, with the masking they run),
+    vectorise, other. Fused tasks carry the names of their parts in their key."""
     out: dict[str, float] = defaultdict(float)
     for task in stream:
-        name = key_split(task["key"])
-        kind = kinds.get(name, "vectorise" if name == "join" else "other")
+        key = str(task["key"])
+        kind = next(
+            (
+                k
+                for name, k in (
+                    ("rts-predict", "model"),
+                    ("rts-read", "read"),
+                    ("window_task", "vectorise"),
+                    ("_join", "vectorise"),
+                )
+                if name in key
+            ),
+            "other",
+        )
         for ss in task["startstops"]:
             if ss["action"] == "compute":
                 out[kind] += ss["stop"] - ss["start"]
@@ -224,6 +234,7 @@ def one_run(items: list[Path], bbox: list[float], folder: Path) -> dict[str, Any
         "timers": dict(timers.seconds),
         "tasks": task_times(stream),
         "n_tasks": len(stream),
+        "task_names": sorted({str(t["key"])[:40] for t in stream})[:8],
         "manifest_mib": manifest_bytes / MIB,
         "manifest_files": sum(1 for f in work.rglob("*") if f.is_file()),
         "gpkg_mib": out.stat().st_size / MIB,
