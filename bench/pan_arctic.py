@@ -234,7 +234,6 @@ def one_run(items: list[Path], bbox: list[float], folder: Path) -> dict[str, Any
         "timers": dict(timers.seconds),
         "tasks": task_times(stream),
         "n_tasks": len(stream),
-        "task_names": sorted({str(t["key"])[:40] for t in stream})[:8],
         "manifest_mib": manifest_bytes / MIB,
         "manifest_files": sum(1 for f in work.rglob("*") if f.is_file()),
         "gpkg_mib": out.stat().st_size / MIB,
