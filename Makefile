@@ -39,6 +39,8 @@ bench: $(STAMP)
 	$(BIN)/python bench/forward.py --compile
 	$(BIN)/python bench/merge.py
 	$(BIN)/python bench/loaders.py
+	$(BIN)/python bench/map_memory.py
+	$(BIN)/python bench/pan_arctic.py
 	$(BIN)/python bench/train_methods.py
 
 # Retrain the bundled demo weights on generated scenes from seeds other than the demo's (2021).

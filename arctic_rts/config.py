@@ -334,7 +334,7 @@ class PredictConfig:
     tile_size: int = 1024
     #: Context in pixels added on every side of a tile (a multiple of 16). ``None``: the halo
     #: measured for the weights (the card's ``halo``, written by ``arctic-rts train`` with
-    #: :func:`arctic_rts.predict.measure_halo`), else 128, which makes tiled output equal
+    #: :func:`arctic_rts.model.halo.measure_halo`), else 128, which makes tiled output equal
     #: whole-scene output for any UNet with 4 poolings (DESIGN.md).
     halo: int | None = None
     #: Tiles per forward pass. 1 by measurement: on CPU two 1088^2 windows per pass run no
@@ -486,8 +486,15 @@ class ClusterConfig:
     #: Deaths of workers running one task before that task (its scene) fails with
     #: ``KilledWorker``: a local scheduler's ``distributed.scheduler.allowed-failures``.
     allowed_failures: int = 3
+    #: Scenes of a run whose graphs are on the cluster at once. None: one more than the
+    #: cluster's workers (at least 2), so a worker that finishes its share of one scene finds
+    #: the next scene's tasks waiting instead of idling. Each scene in flight costs the
+    #: scheduler its graph and the workers what they have read of it, so it is bounded.
+    scenes_in_flight: int | None = None
 
     def __post_init__(self) -> None:
+        if self.scenes_in_flight is not None and self.scenes_in_flight < 1:
+            raise ConfigError(f"scenes_in_flight must be at least 1, got {self.scenes_in_flight}.")
         if self.gpu not in ("auto", "yes", "no"):
             raise ConfigError(f"gpu must be 'auto', 'yes' or 'no', got {self.gpu!r}.")
         if self.allocator not in ("auto", "glibc", "mimalloc"):

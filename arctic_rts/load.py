@@ -26,6 +26,11 @@ from arctic_rts.search import normalize_item, sign_href, sign_item
 #: An item-level sign hook (see :func:`arctic_rts.search.search_scenes`).
 SignHook = Callable[[dict[str, Any]], dict[str, Any] | None]
 
+#: Picks the chunks a scene is read in: given the scene's lazy array (its grid and CRS, in
+#: ``LoadConfig.chunksize`` chunks), its chunk sizes along y and x (e.g.
+#: :func:`arctic_rts.predict.input_chunks`, so reads match the model's tiles).
+ChunkRule = Callable[[xr.DataArray], tuple[tuple[int, ...], tuple[int, ...]]]
+
 #: Frozen, hence safe as a shared default argument.
 _DEFAULT_CONFIG = LoadConfig()
 
@@ -42,6 +47,7 @@ def load_scenes(
     network: NetworkConfig | None = None,
     *,
     sign: SignHook | None = None,
+    chunks: ChunkRule | None = None,
 ) -> list[xr.DataArray]:
     """Build one lazy, masked surface-reflectance array per item.
 
@@ -69,6 +75,9 @@ def load_scenes(
             expiring tokens are renewed during long runs; a changed signed URL reopens the file.
             (With ``loader="odc-stac"``, which has no such hook, hrefs are signed afresh when
             the graph is built.)
+        chunks: Reads each scene in the chunks this rule picks for it instead of squares of
+            ``config.chunksize`` (odc-stac, which reads in squares only, reads in squares of
+            the largest chunk and splits them).
 
     Returns:
         One DataArray per item, in item order: dims ``("band", "y", "x")``, float32
@@ -87,7 +96,9 @@ def load_scenes(
     """
     band_list = list(validate_bands(bands))
     gdal = gdal_http_options(network or NetworkConfig())
-    return [_load_item(normalize_item(item), band_list, config, gdal, sign) for item in items]
+    return [
+        _load_item(normalize_item(item), band_list, config, gdal, sign, chunks) for item in items
+    ]
 
 
 def _load_item(
@@ -96,6 +107,7 @@ def _load_item(
     config: LoadConfig,
     gdal: dict[str, str],
     sign: SignHook | None = None,
+    chunks: ChunkRule | None = None,
 ) -> xr.DataArray:
     """The lazy, scaled, masked array of one normalized item."""
     item_id = str(item["id"])
@@ -125,6 +137,9 @@ def _load_item(
     if sign is not None:
         item = _unsigned(item)
     raw = _stack(item, bands, grid, _BAND_RESAMPLING, sign)
+    if chunks is not None:  # the grid first (no I/O), then the graph again in the chunks picked
+        grid = {**grid, "chunksize": chunks(raw.rio.write_crs(int(epsg)))}
+        raw = _stack(item, bands, grid, _BAND_RESAMPLING, sign)
     scale = _band_vector(item, bands, "scale", 1.0)
     offset = _band_vector(item, bands, "offset", 0.0)
     nodata = _band_vector(item, bands, "nodata", np.nan)
@@ -275,6 +290,8 @@ def _stack_odc(
         ) from err
 
     west, south, east, north = grid["bounds"]
+    chunks = grid["chunksize"]
+    square = chunks if isinstance(chunks, int) else max(max(c) for c in chunks)
     box = GeoBox.from_bbox(
         (west, south, east, north),
         f"EPSG:{grid['epsg']}",
@@ -299,10 +316,12 @@ def _stack_odc(
         geobox=box,
         resampling=resampling,
         dtype="float32",
-        chunks={"x": grid["chunksize"], "y": grid["chunksize"]},
+        chunks={"x": square, "y": square},
         fail_on_error=True,
     )
     da = ds[assets].isel(time=0, drop=True).to_array("band")
+    if not isinstance(chunks, int):
+        da = da.chunk({"y": chunks[0], "x": chunks[1]})
     keep = {"band", "x", "y"}
     return da.drop_vars([c for c in da.coords if c not in keep]).astype(np.float32)
 

@@ -17,6 +17,7 @@ import dataclasses
 import datetime as dt
 import json
 import logging
+import threading
 import time
 import uuid
 from collections.abc import Callable, Sequence
@@ -28,7 +29,7 @@ import geopandas as gpd
 
 from arctic_rts import __version__
 from arctic_rts.catalog import stac_endpoint
-from arctic_rts.config import MapConfig, bbox_geometry, validate_bbox, validate_year
+from arctic_rts.config import ClusterConfig, MapConfig, bbox_geometry, validate_bbox, validate_year
 from arctic_rts.errors import IncompleteRunError, InventoryError
 
 if TYPE_CHECKING:  # torch stays out of the import of this module
@@ -36,9 +37,6 @@ if TYPE_CHECKING:  # torch stays out of the import of this module
     from arctic_rts.model.weights import Weights
 
 logger = logging.getLogger(__name__)
-
-#: Scenes whose model stage may be queued on the cluster at once; bounds memory and graph size.
-MAX_SCENES_IN_FLIGHT = 2
 
 
 @dataclass
@@ -132,65 +130,71 @@ def scene_record(item: dict[str, Any]) -> SceneRecord:
     )
 
 
-def _scene_probability(
+def _scene_graph(
     item: dict[str, Any],
-    weights: Weights,
-    config: MapConfig,
-    sign: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
-    area: Any = None,
-) -> Any:
-    """The lazy probabilities of one scene: load -> predict (one dask block per model task).
-
-    With ``area`` (lon/lat), only the scene's pixels over the area, the model's halo and
-    ``config.area_margin_m`` are read and mapped.
-    """
-    from arctic_rts.load import load_scenes
-    from arctic_rts.predict import predict, resolve_halo
-
-    da = load_scenes([item], list(weights.bands), config.load, config.network, sign=sign)[0]
-    if area is not None:
-        halo = resolve_halo(config.predict, weights).halo or 0
-        da = crop_to_area(da, area, halo * config.load.resolution + config.area_margin_m)
-    return predict(da, weights, config.predict)
-
-
-def _scene_polygons(
-    item: dict[str, Any],
-    prob: Any,
     weights: Weights,
     config: MapConfig,
     run_id: str,
     optimize_graph: bool = True,
-) -> Any:
-    """The lazy rest of one scene: its probabilities -> vectorize (a dask Delayed).
+    sign: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
+    area: Any = None,
+    read_ahead: int | None = None,
+    progress_topic: str | None = None,
+) -> tuple[Any, int]:
+    """The lazy graph of one scene, load -> predict -> vectorize (a dask Delayed), and the
+    number of model tiles it runs.
 
+    Every stage works on pieces whose size does not depend on the scene's: the scene is read
+    in the chunks :func:`~arctic_rts.predict.input_chunks` picks for its model tiles, and
+    vectorised block by block (:func:`~arctic_rts.vectorize.vectorize_windows`); with
+    ``read_ahead``, reads wait for the model (see :func:`~arctic_rts.predict.predict`).
     ``optimize_graph=False`` keeps the model tasks' ``GPU`` resource annotation (see
-    :func:`arctic_rts.cluster.as_delayed`).
+    :func:`arctic_rts.cluster.as_delayed`). With ``area`` (lon/lat), only the scene's pixels
+    over the area, the model's halo and ``config.area_margin_m`` are read and mapped. With
+    ``progress_topic``, each model task reports its tiles on that topic (see
+    :func:`~arctic_rts.predict.predict`).
     """
-    import dask
+    from arctic_rts.load import load_scenes
+    from arctic_rts.predict import block_tiles, input_chunks, predict, resolve_halo
+    from arctic_rts.vectorize import vectorize_windows
 
-    from arctic_rts.cluster import as_delayed
-    from arctic_rts.vectorize import vectorize
+    pconf = resolve_halo(config.predict, weights)
+    margin = (pconf.halo or 0) * config.load.resolution + config.area_margin_m
 
-    tile = prob.attrs.get("mgrs_tile", "")
+    def read_chunks(scene: Any) -> tuple[tuple[int, ...], tuple[int, ...]]:
+        # the model's tile grid starts at the crop's origin: chunks from there, one before it
+        height, width = scene.shape[1:]
+        window = area_window(scene, area, margin) if area is not None else None
+        rows, cols = window or (slice(0, height), slice(0, width))
+        inner = input_chunks(rows.stop - rows.start, cols.stop - cols.start, pconf)
+        return tuple(
+            tuple(n for n in (part.start, *sizes, size - part.stop) if n > 0)
+            for part, sizes, size in zip((rows, cols), inner, (height, width), strict=True)
+        )  # type: ignore[return-value]
+
+    bands = list(weights.bands)
+    da = load_scenes([item], bands, config.load, config.network, sign=sign, chunks=read_chunks)[0]
+    if area is not None:
+        da = crop_to_area(da, area, margin)
+    report = (progress_topic, str(item["id"])) if progress_topic else None
+    prob = predict(da, weights, pconf, read_ahead=read_ahead, progress=report)
+    tiles = int(block_tiles(prob.sizes["y"], prob.sizes["x"], pconf).sum())
     if "water" in prob.coords:  # SCL water, read by load_scenes with the cloud mask
         prob = prob.where(~prob["water"], 0.0).astype("float32").drop_vars("water")
     vconf = config.vectorize.for_model(*weights.postprocessing)
     attrs = {
         "scene_id": item["id"],
-        "mgrs_tile": tile,
+        "mgrs_tile": da.attrs.get("mgrs_tile", ""),
         "date": str(item["properties"].get("datetime", ""))[:10],
         "year": int(str(item["properties"].get("datetime", "0000"))[:4]),
         "model": weights.name,
         "weights_sha256": ",".join(weights.sha256),
         "run_id": run_id,
     }
-    return dask.delayed(vectorize, pure=False)(
-        as_delayed(prob, optimize_graph=optimize_graph),
-        threshold=vconf.threshold,
-        config=vconf,
-        attrs=attrs,
+    graph = vectorize_windows(
+        prob, threshold=vconf.threshold, config=vconf, attrs=attrs, optimize_graph=optimize_graph
     )
+    return graph, tiles
 
 
 class _StageProgress:
@@ -199,41 +203,51 @@ class _StageProgress:
     ``predict``: model tiles done of the scene's total, at every quarter (every tile at
     DEBUG); ``vectorise``: started once the last tile is in, done with the scene. Each record
     carries ``scene``, ``stage``, ``done`` and ``total`` attributes for handlers that draw
-    bars or feed a dashboard; nothing is printed here.
+    bars or feed a dashboard; nothing is printed here. Tiles are counted from the model
+    tasks' events, which arrive on the client's event loop thread: hence the lock.
     """
 
     def __init__(self) -> None:
         self.tiles: dict[str, tuple[int, int]] = {}
+        self._lock = threading.Lock()
 
     def _log(self, scene: str, stage: str, done: int, total: int, level: int, note: str) -> None:
         extra = {"scene": scene, "stage": stage, "done": done, "total": total}
         logger.log(level, "%s: %s %d/%d %s", scene, stage, done, total, note, extra=extra)
 
     def start(self, scene: str, total: int) -> None:
-        self.tiles[scene] = (0, total)
-        self._log(scene, "predict", 0, total, logging.INFO, "tiles")
+        with self._lock:
+            self.tiles[scene] = (0, total)
+            self._log(scene, "predict", 0, total, logging.INFO, "tiles")
 
     def tile(self, scene: str, n: int) -> None:
-        done, total = self.tiles[scene]
-        now = done + n
-        self.tiles[scene] = (now, total)
-        quarter = (4 * now // total) > (4 * done // total)
-        self._log(scene, "predict", now, total, logging.INFO if quarter else logging.DEBUG, "tiles")
-        if now == total:
-            self._log(scene, "vectorise", 0, 1, logging.INFO, "started")
+        with self._lock:
+            if scene not in self.tiles:  # a late event of a scene that has ended
+                return
+            done, total = self.tiles[scene]
+            now = min(done + n, total)
+            self.tiles[scene] = (now, total)
+            quarter = (4 * now // total) > (4 * done // total)
+            level = logging.INFO if quarter else logging.DEBUG
+            self._log(scene, "predict", now, total, level, "tiles")
+            if now == total:
+                self._log(scene, "vectorise", 0, 1, logging.INFO, "started")
+
+    def event(self, event: tuple[float, dict[str, Any]]) -> None:
+        """A model task's report (:func:`~arctic_rts.predict.predict`'s ``progress``)."""
+        msg = event[1]
+        self.tile(str(msg["scene"]), int(msg["tiles"]))
 
     def finish(self, scene: str, n_polygons: int | None) -> None:
-        if scene in self.tiles and n_polygons is not None:
-            self._log(scene, "vectorise", 1, 1, logging.INFO, f"done, {n_polygons} polygons")
-        self.tiles.pop(scene, None)
+        with self._lock:
+            if scene in self.tiles and n_polygons is not None:
+                self._log(scene, "vectorise", 1, 1, logging.INFO, f"done, {n_polygons} polygons")
+            self.tiles.pop(scene, None)
 
 
-def crop_to_area(da: Any, area: Any, margin_m: float) -> Any:
-    """The part of a scene ``(band, y, x)`` over a lon/lat ``area``, grown by ``margin_m``.
-
-    Lazy (an index selection). A scene that does not reach the area keeps one 2 x 2 corner, so
-    that every later stage still sees an array (and finds nothing in it).
-    """
+def area_window(da: Any, area: Any, margin_m: float) -> tuple[slice, slice] | None:
+    """Rows and columns of a scene ``(band, y, x)`` over a lon/lat ``area``, grown by
+    ``margin_m``; None when the scene does not reach the area."""
     import numpy as np
     import shapely
 
@@ -243,14 +257,27 @@ def crop_to_area(da: Any, area: Any, margin_m: float) -> Any:
     over = parts.intersection(shapely.box(*da.rio.bounds()).buffer(margin_m))
     over = over[~over.is_empty]
     if over.empty:
-        return da.isel(x=slice(0, 2), y=slice(0, 2)).where(False)
+        return None
     xmin, ymin, xmax, ymax = over.total_bounds
     xs, ys = da["x"].to_numpy(), da["y"].to_numpy()
     ix = np.flatnonzero((xs >= xmin - margin_m) & (xs <= xmax + margin_m))
     iy = np.flatnonzero((ys >= ymin - margin_m) & (ys <= ymax + margin_m))
     if len(ix) < 2 or len(iy) < 2:
+        return None
+    return slice(int(iy[0]), int(iy[-1]) + 1), slice(int(ix[0]), int(ix[-1]) + 1)
+
+
+def crop_to_area(da: Any, area: Any, margin_m: float) -> Any:
+    """The part of a scene ``(band, y, x)`` over a lon/lat ``area``, grown by ``margin_m``
+    (:func:`area_window`).
+
+    Lazy (an index selection). A scene that does not reach the area keeps one 2 x 2 corner, so
+    that every later stage still sees an array (and finds nothing in it).
+    """
+    window = area_window(da, area, margin_m)
+    if window is None:
         return da.isel(x=slice(0, 2), y=slice(0, 2)).where(False)
-    return da.isel(x=slice(ix[0], ix[-1] + 1), y=slice(iy[0], iy[-1] + 1))
+    return da.isel(y=window[0], x=window[1])
 
 
 def keep_inside(polygons: gpd.GeoDataFrame, area: Any) -> gpd.GeoDataFrame:
@@ -279,7 +306,9 @@ def map_scenes(
     sign: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
     area: Any = None,
 ) -> tuple[list[SceneRecord], list[gpd.GeoDataFrame]]:
-    """Run the per-scene stages on the cluster, a bounded number of scenes at a time.
+    """Run the per-scene stages on the cluster, a bounded number of scenes at a time
+    (:func:`scenes_in_flight`): the next scene's graph is built while the cluster works and
+    submitted as soon as one finishes.
 
     Each scene's errors are caught and recorded; the others go on. ``on_done`` is called in the
     client process as each scene finishes (the inventory runner uses it to keep its manifest).
@@ -289,48 +318,59 @@ def map_scenes(
     scenes; the stages inside each scene (model tiles done of total, vectorise) are logged
     whatever ``progress`` says (see :class:`_StageProgress`).
     """
-    from distributed import as_completed, futures_of
+    from distributed import as_completed
     from tqdm.auto import tqdm
     from tqdm.contrib.logging import logging_redirect_tqdm
 
     from arctic_rts.cluster import gpu_workers, task_error
-    from arctic_rts.predict import block_tiles, resolve_halo
 
     # Graph optimisation (fusion) drops the model tasks' GPU resource annotation.
     optimize = not gpu_workers(client)
-    predict_config = resolve_halo(config.predict, weights)
     records = [scene_record(it) for it in items]
+    in_flight = scenes_in_flight(config.cluster, client)
+    # a scene's reads wait for its model tasks: as many windows ahead as the cluster has threads
+    threads = sum(w["nthreads"] for w in client.scheduler_info(n_workers=-1)["workers"].values())
     frames: list[gpd.GeoDataFrame] = []
     pending = collections.deque(zip(items, records, strict=True))
+    # graphs built ahead (record, seconds spent building, graph or None, tiles, error): built
+    # while the cluster works, so a finished scene's slot is filled at once
+    ahead: list[tuple[SceneRecord, float, Any, int, str]] = []
     started: dict[Any, tuple[SceneRecord, float]] = {}
-    #: The model tasks' futures in flight: future -> (scene id, tiles the task runs).
-    tiles: dict[Any, tuple[str, int]] = {}
     stages = _StageProgress()
+    topic = f"rts-progress-{run_id}"
     bar = tqdm(total=len(items), desc="scenes", unit="scene", disable=not progress)
     queue = as_completed()
 
+    def plan(item: dict[str, Any], rec: SceneRecord) -> tuple[SceneRecord, float, Any, int, str]:
+        t0 = time.perf_counter()
+        try:
+            graph, tiles = _scene_graph(
+                item, weights, config, run_id, optimize, sign, area,
+                read_ahead=max(1, threads), progress_topic=topic,
+            )  # fmt: skip
+        except Exception as err:  # a scene that cannot even be planned is one failed scene
+            return rec, time.perf_counter() - t0, None, 0, f"{type(err).__name__}: {err}"
+        return rec, time.perf_counter() - t0, graph, tiles, ""
+
     def submit_next() -> None:
-        while pending and len(started) < MAX_SCENES_IN_FLIGHT:
-            item, rec = pending.popleft()
-            t0 = time.perf_counter()
-            try:
-                prob = _scene_probability(item, weights, config, sign, area)
-                counts = block_tiles(prob.sizes["y"], prob.sizes["x"], predict_config)
-                # The model tasks run on their own, so each one's end can be counted; the
-                # scene's graph then starts from their futures.
-                blocks = client.persist(prob.data, optimize_graph=optimize)
-                prob = prob.copy(data=blocks)
-                graph = _scene_polygons(item, prob, weights, config, run_id, optimize)
-                fut = client.compute(graph, optimize_graph=optimize)
-            except Exception as err:  # a scene that cannot even be planned is one failed scene
-                _finish(rec, None, f"{type(err).__name__}: {err}", t0)
+        while (ahead or pending) and len(started) < in_flight:
+            rec, seconds, graph, tiles, error = ahead.pop() if ahead else plan(*pending.popleft())
+            t0 = time.perf_counter() - seconds
+            if graph is not None:
+                stages.start(rec.item_id, tiles)
+                try:
+                    fut = client.compute(graph, optimize_graph=optimize)
+                except Exception as err:
+                    error = f"{type(err).__name__}: {err}"
+            if error:
+                _finish(rec, None, error, t0)
                 continue
-            stages.start(rec.item_id, int(counts.sum()))
-            for block in futures_of(blocks):
-                tiles[block] = (rec.item_id, int(counts[block.key[1:]]))
-                queue.add(block)
             started[fut] = (rec, t0)
             queue.add(fut)
+
+    def plan_ahead() -> None:
+        if pending and not ahead:
+            ahead.append(plan(*pending.popleft()))
 
     def _finish(rec: SceneRecord, gdf: gpd.GeoDataFrame | None, error: str, t0: float) -> None:
         rec.seconds = time.perf_counter() - t0
@@ -347,26 +387,35 @@ def map_scenes(
     # Log lines (the stages' progress) go above the scenes bar instead of through it.
     loggers = [logging.getLogger("arctic_rts")]
     console = logging_redirect_tqdm(loggers, tqdm_class=tqdm) if progress else None
-    with console or contextlib.nullcontext():
-        submit_next()
-        while started:
-            fut = next(queue)
-            if fut in tiles:
-                scene, n = tiles.pop(fut)
-                if fut.status == "finished" and scene in stages.tiles:
-                    stages.tile(scene, n)
-                continue  # a failed tile fails its scene: the scene's future reports it
-            rec, t0 = started.pop(fut)
-            try:
-                gdf = fut.result()
-            except Exception as err:  # the scene's failure; on_done's own errors end the run
-                _finish(rec, None, task_error(err, client), t0)
-            else:
-                _finish(rec, gdf, "", t0)
+    client.subscribe_topic(topic, stages.event)
+    try:
+        with console or contextlib.nullcontext():
             submit_next()
-        bar.close()
-    queue.clear()  # tiles of failed scenes that never finished
+            plan_ahead()
+            while started:
+                fut = next(queue)
+                rec, t0 = started.pop(fut)
+                submit_next()  # the next scene goes out before this one's result is handled
+                try:
+                    gdf = fut.result()
+                except Exception as err:  # the scene's failure; on_done's own errors end the run
+                    _finish(rec, None, task_error(err, client), t0)
+                else:
+                    _finish(rec, gdf, "", t0)
+                del fut
+                plan_ahead()
+            bar.close()
+    finally:
+        client.unsubscribe_topic(topic)
     return records, frames
+
+
+def scenes_in_flight(config: ClusterConfig, client: Any) -> int:
+    """How many scenes :func:`map_scenes` keeps on the cluster at once: the configured number,
+    else one more than the client's workers (at least 2)."""
+    if config.scenes_in_flight is not None:
+        return config.scenes_in_flight
+    return max(2, len(client.scheduler_info(n_workers=-1)["workers"]) + 1)
 
 
 def scenes_frame(records: list[SceneRecord]) -> gpd.GeoDataFrame:

@@ -9,8 +9,8 @@ through the model as one batch; their outputs are stitched with the blend weight
 ``halo >= 128`` and tiles on the 16 px grid this equals whole-scene inference exactly, away from
 the scene's edges; a trained model's influence fades much sooner, so its card carries the
 smallest halo measured to stay within ``HALO_TOLERANCE`` of whole-image output
-(:func:`measure_halo`), and that is the default. Only the scene's bottom/right edge is padded
-(reflect) to a multiple of 16.
+(:func:`arctic_rts.model.halo.measure_halo`), and that is the default. Only the scene's
+bottom/right edge is padded (reflect) to a multiple of 16.
 """
 
 from __future__ import annotations
@@ -43,9 +43,18 @@ from arctic_rts.cluster import (
 )
 from arctic_rts.config import PredictConfig
 from arctic_rts.errors import ConfigError
+from arctic_rts.model.halo import ALIGN, EXACT_HALO
 from arctic_rts.model.runners import backend_runner
 from arctic_rts.model.weights import ModelRef, NormalizedModel, Weights, check_bands
-from arctic_rts.tiling import Blender, aligned_chunks, batched, pad_to_multiple, tile_windows
+from arctic_rts.tiling import (
+    Blender,
+    aligned_chunks,
+    axis_pieces,
+    batched,
+    block_windows,
+    pad_to_multiple,
+    tile_windows,
+)
 
 #: A model for :func:`predict`: the run's :class:`~arctic_rts.model.weights.Weights`, a weights
 #: reference, a callable tensor -> logits, or several references or callables (an ensemble:
@@ -57,86 +66,11 @@ ModelSpec: TypeAlias = (
     | Sequence[ModelRef | Callable[..., Any]]
 )
 
-#: Spatial alignment of the UNet: four 2x poolings.
-ALIGN = 16
-#: The halo that makes tiled output equal whole-scene output for any UNet with 4 poolings.
-EXACT_HALO = 128
-#: Largest probability difference against whole-image output that a measured halo may leave
-#: on training patches: a hundredth of the 1e-3 the inference benchmark accepts, because a
-#: whole real scene has places where context matters more than on a few patches (bundled
-#: model: 16 px left 1.5e-3 on its patches and 1.8e-2 on the real L1C scene, 32 px 4.6e-6
-#: and 4.3e-5), while staying clear of float noise (2e-7 to 5e-7 from 64 px on).
-HALO_TOLERANCE = 1e-5
-
-
-def measure_halo(
-    model: Callable[[torch.Tensor], torch.Tensor],
-    image: np.ndarray,
-    tolerance: float = HALO_TOLERANCE,
-    batch_size: int = 8,
-) -> tuple[int, dict[int, float]]:
-    """The smallest halo from which on tiled output stays within ``tolerance`` of whole-image
-    output, measured on ``image``.
-
-    Every 64 x 64 px core on the 16 px grid at least 128 px inside the image is run with
-    halos of 0, 16, ..., 128 px and compared with the same pixels of one forward pass over the
-    whole image; the result is the smallest halo for which it and every larger one keep the
-    largest difference over all cores within ``tolerance``. Run under fp32.
-
-    Args:
-        model: Raw reflectance ``(N, C, H, W)`` -> logits ``(N, 1, H, W)`` (e.g. a
-            :class:`~arctic_rts.model.weights.NormalizedModel`).
-        image: Reflectance ``(C, H, W)`` the model is meant for, at least 320 px on each side;
-            NaN is replaced by 0.
-        batch_size: Cores per forward pass.
-
-    Returns:
-        The halo and the maximum absolute probability difference for every halo tried.
-    """
-    core = 4 * ALIGN
-    h, w = image.shape[-2:]
-    if min(h, w) < 2 * EXACT_HALO + core:
-        raise ConfigError(
-            f"measure_halo needs an image of at least {2 * EXACT_HALO + core} px a side, "
-            f"got {h} x {w}."
-        )
-    x = torch.nan_to_num(torch.from_numpy(np.asarray(image, dtype=np.float32)))[None]
-    x = x[..., : h - h % ALIGN, : w - w % ALIGN]
-    origins = list(
-        itertools.product(
-            range(EXACT_HALO, x.shape[-2] - EXACT_HALO - core + 1, core),
-            range(EXACT_HALO, x.shape[-1] - EXACT_HALO - core + 1, core),
-        )
-    )
-    diffs: dict[int, float] = {}
-    with torch.inference_mode():
-        whole = torch.sigmoid(model(x).float())[0, 0]
-        for halo in range(0, EXACT_HALO + 1, ALIGN):
-            worst = 0.0
-            for first in range(0, len(origins), batch_size):
-                group = origins[first : first + batch_size]
-                windows = torch.cat(
-                    [
-                        x[..., y - halo : y + core + halo, c - halo : c + core + halo]
-                        for y, c in group
-                    ]
-                )
-                tiles = torch.sigmoid(model(windows).float())[:, 0, halo:, halo:][..., :core, :core]
-                for tile, (y, c) in zip(tiles, group, strict=True):
-                    diff = (tile - whole[y : y + core, c : c + core]).abs().max()
-                    worst = max(worst, float(diff))
-            diffs[halo] = worst
-    chosen = EXACT_HALO
-    for halo in sorted(diffs, reverse=True):
-        if diffs[halo] > tolerance:
-            break
-        chosen = halo
-    return chosen, diffs
-
 
 def resolve_halo(config: PredictConfig, model: ModelSpec) -> PredictConfig:
     """``config`` with ``halo`` filled in where it is ``None``: the largest halo the models'
-    cards name (:func:`measure_halo`), or :data:`EXACT_HALO` for models without one.
+    cards name (:func:`~arctic_rts.model.halo.measure_halo`), or :data:`EXACT_HALO` for models
+    without one.
 
     Given bare :class:`~arctic_rts.model.weights.ModelRef` s this reads their cards; given
     the run's :class:`~arctic_rts.model.weights.Weights` it reads nothing."""
@@ -333,10 +267,12 @@ def _predict_window(
     models: list[Any],
     config: PredictConfig,
     tasks: int,
+    report: tuple[str, str, int] | None = None,
 ) -> np.ndarray:
     """Probability of one block from the pieces of its window (the block and ``halo`` px of
     context where the scene goes on); the context is cut off again. ``tasks``: model tasks in
-    the graph (how many could run at once, for :func:`~arctic_rts.cluster.use_task_threads`)."""
+    the graph (how many could run at once, for :func:`~arctic_rts.cluster.use_task_threads`).
+    ``report``: ``(topic, label, tiles)`` of a progress event (see :func:`predict`)."""
     use_task_threads(tasks)
     window, invalid = _assemble(pieces)
     prob = _predict_block(window, invalid, models, config)
@@ -344,32 +280,20 @@ def _predict_window(
     out = prob[top : h - bottom, left : w - right].copy()
     del window, invalid, prob
     release_free_memory()
+    if report is not None:
+        _report_tiles(*report)
     return out
 
 
-def _axis_pieces(chunks: tuple[int, ...], start: int, stop: int) -> list[tuple[int, slice, bool]]:
-    """Input chunks along one axis that overlap ``start:stop``: (index, slice in the chunk,
-    whether the whole chunk is used)."""
-    offsets = np.concatenate([[0], np.cumsum(chunks)])
-    out = []
-    for k in range(len(chunks)):
-        lo, hi = max(start, int(offsets[k])), min(stop, int(offsets[k + 1]))
-        if lo < hi:
-            whole = lo == offsets[k] and hi == offsets[k + 1]
-            out.append((k, slice(lo - int(offsets[k]), hi - int(offsets[k])), whole))
-    return out
+def _report_tiles(topic: str, label: str, tiles: int) -> None:
+    """Log a progress event on the distributed worker running this task (none elsewhere)."""
+    from distributed import get_worker
 
-
-def _windows(size: int, blocks: tuple[int, ...], halo: int) -> list[tuple[int, int, int, int]]:
-    """Per output block along one axis: window start and stop (block +- halo, within the
-    scene) and how much context to cut off before and after."""
-    out = []
-    start = 0
-    for n in blocks:
-        lo, hi = max(0, start - halo), min(size, start + n + halo)
-        out.append((lo, hi, start - lo, hi - start - n))
-        start += n
-    return out
+    try:
+        worker = get_worker()
+    except ValueError:  # the threaded or synchronous scheduler: no one to tell
+        return
+    worker.log_event(topic, {"scene": label, "tiles": tiles})
 
 
 def _blocks(height: int, width: int, config: PredictConfig) -> tuple[tuple[int, ...], ...]:
@@ -383,16 +307,16 @@ def _blocks(height: int, width: int, config: PredictConfig) -> tuple[tuple[int, 
     )
 
 
-def _block_windows(height: int, width: int, config: PredictConfig) -> list[list[list[Any]]]:
+def _model_windows(height: int, width: int, config: PredictConfig) -> list[list[list[Any]]]:
     """The model windows (tiles, halo included) of every block, as ``_predict_block`` cuts
     them: ``[block row][block column] -> windows``."""
     halo = _halo(config)
     ychunks, xchunks = _blocks(height, width, config)
     window = config.tile_size + 2 * halo
-    xwins = _windows(width, xchunks, halo)
+    xwins = block_windows(width, xchunks, halo)
     return [
         [tile_windows((y1 - y0, x1 - x0), window, halo=halo) for x0, x1, _, _ in xwins]
-        for y0, y1, _, _ in _windows(height, ychunks, halo)
+        for y0, y1, _, _ in block_windows(height, ychunks, halo)
     ]
 
 
@@ -401,14 +325,14 @@ def block_tiles(height: int, width: int, config: PredictConfig) -> np.ndarray:
     ``height`` x ``width`` px, as an array ``(block rows, block columns)``: what progress
     reports count. ``config.halo`` as :func:`resolve_halo` leaves it (``None`` counts with
     :data:`EXACT_HALO`)."""
-    blocks = _block_windows(height, width, config)
+    blocks = _model_windows(height, width, config)
     return np.array([[len(wins) for wins in row] for row in blocks], dtype=np.int64)
 
 
 def window_pixels(height: int, width: int, config: PredictConfig) -> int:
     """Pixels the model sees on a scene of ``height`` x ``width`` px, halos included (the
     work the dry run's time estimate scales with)."""
-    blocks = _block_windows(height, width, config)
+    blocks = _model_windows(height, width, config)
     return sum(w.shape[0] * w.shape[1] for row in blocks for wins in row for w in wins)
 
 
@@ -436,7 +360,13 @@ def time_pixel(model: ModelSpec, config: PredictConfig | None = None) -> tuple[f
     return seconds / x[:, 0].numel(), str(_resolve(models[0], config)[1])
 
 
-def _probability_graph(arr: dsa.Array, models: list[Any], config: PredictConfig) -> dsa.Array:
+def _probability_graph(
+    arr: dsa.Array,
+    models: list[Any],
+    config: PredictConfig,
+    read_ahead: int | None = None,
+    progress: tuple[str, str] | None = None,
+) -> dsa.Array:
     """Lazy ``(y, x)`` probabilities for a ``(band, y, x)`` dask array.
 
     One model task per block of the tile grid (origins on multiples of ``tile_size``), fed
@@ -447,34 +377,23 @@ def _probability_graph(arr: dsa.Array, models: list[Any], config: PredictConfig)
     chunk is freed as soon as its own copies are made. What still grows with the scene is the
     row of input chunks that waits for the next row's context; input read with
     :func:`input_chunks` keeps every halo strip a chunk of its own, which bounds that too.
+
+    With ``read_ahead`` (see :func:`predict`), each window's input chunks are computed by a
+    read task of its own (the input graph runs inside it) that waits for the model task
+    ``read_ahead`` windows earlier.
     """
     arr = arr.rechunk({0: -1})  # all bands of a pixel in one chunk
     halo = _halo(config)
     height, width = arr.shape[1:]
     ychunks, xchunks = _blocks(height, width, config)
-    token = tokenize(arr, models, config)
+    token = tokenize(arr, models, config, progress)
     src, piece_name, name = arr.name, f"rts-piece-{token}", f"rts-predict-{token}"
     run = functools.partial(
         _predict_window, models=models, config=config, tasks=len(ychunks) * len(xchunks)
     )
     pieces_dsk: dict[Any, Any] = {}
     model_dsk: dict[Any, Any] = {}
-    ywins, xwins = _windows(height, ychunks, halo), _windows(width, xchunks, halo)
-    for (i, (y0, y1, top, bottom)), (j, (x0, x1, left, right)) in itertools.product(
-        enumerate(ywins), enumerate(xwins)
-    ):
-        rows = []
-        for ky, rows_slice, whole_y in _axis_pieces(arr.chunks[1], y0, y1):
-            row: list[tuple[Any, ...]] = []
-            for kx, cols_slice, whole_x in _axis_pieces(arr.chunks[2], x0, x1):
-                if whole_y and whole_x:
-                    row.append((src, 0, ky, kx))
-                    continue
-                key = (piece_name, i, j, ky, kx)
-                pieces_dsk[key] = (_piece, (src, 0, ky, kx), rows_slice, cols_slice)
-                row.append(key)
-            rows.append(row)
-        model_dsk[(name, i, j)] = (run, rows, top, bottom, left, right)
+    ywins, xwins = block_windows(height, ychunks, halo), block_windows(width, xchunks, halo)
     # Model tasks ask for the GPU resource when workers declare one, so reading and
     # vectorising never wait for a GPU slot. Dask keeps layer annotations only while the graph
     # is not low-level fused (``optimize_graph=False``, see ``cluster.as_delayed``); the
@@ -483,6 +402,42 @@ def _probability_graph(arr: dsa.Array, models: list[Any], config: PredictConfig)
     client = active_client()
     if client is not None and gpu_workers(client):
         annotations = {"resources": {GPU_RESOURCE: 1}}
+    # gated reads share one layer with the model tasks: not with the GPU annotation
+    gated = _Gated(arr, name, read_ahead) if read_ahead and annotations is None else None
+    counts = block_tiles(height, width, config) if progress else None
+    for (i, (y0, y1, top, bottom)), (j, (x0, x1, left, right)) in itertools.product(
+        enumerate(ywins), enumerate(xwins)
+    ):
+        task = run
+        if progress is not None and counts is not None:
+            task = functools.partial(run, report=(*progress, int(counts[i, j])))
+        if gated is not None:
+            model_dsk[(name, i, j)] = (
+                task,
+                gated.add(i, j, y0, y1, x0, x1),
+                top,
+                bottom,
+                left,
+                right,
+            )
+            continue
+        rows = []
+        for ky, rows_slice, whole_y in axis_pieces(arr.chunks[1], y0, y1):
+            row: list[tuple[Any, ...]] = []
+            for kx, cols_slice, whole_x in axis_pieces(arr.chunks[2], x0, x1):
+                if whole_y and whole_x:
+                    row.append((src, 0, ky, kx))
+                    continue
+                key = (piece_name, i, j, ky, kx)
+                pieces_dsk[key] = (_piece, (src, 0, ky, kx), rows_slice, cols_slice)
+                row.append(key)
+            rows.append(row)
+        model_dsk[(name, i, j)] = (task, rows, top, bottom, left, right)
+    meta = np.empty((0, 0), dtype=np.float32)
+    if gated is not None:  # one layer: reads wait on model tasks, which wait on reads
+        layer = MaterializedLayer({**gated.dsk, **model_dsk})
+        graph = HighLevelGraph({name: layer}, {name: set()})
+        return dsa.Array(graph, name, chunks=(ychunks, xchunks), meta=meta)
     (src_layer,) = arr.__dask_layers__()
     graph = HighLevelGraph(
         {
@@ -496,8 +451,68 @@ def _probability_graph(arr: dsa.Array, models: list[Any], config: PredictConfig)
             name: {src_layer, piece_name},
         },
     )
-    meta = np.empty((0, 0), dtype=np.float32)
     return dsa.Array(graph, name, chunks=(ychunks, xchunks), meta=meta)
+
+
+class _Gated:
+    """The read tasks of a gated probability graph (:func:`_probability_graph`): one per model
+    window, in the order of the windows, each running the part of the input graph its window
+    needs and waiting for the model task ``read_ahead`` windows before it."""
+
+    def __init__(self, arr: dsa.Array, model_name: str, read_ahead: int) -> None:
+        from dask.core import flatten
+        from dask.utils import ensure_dict
+
+        self.arr, self.model, self.ahead = arr, model_name, max(1, read_ahead)
+        self.input = ensure_dict(
+            arr.__dask_optimize__(arr.__dask_graph__(), list(flatten(arr.__dask_keys__())))
+        )
+        self.order: list[tuple[int, int]] = []
+        self.dsk: dict[Any, Any] = {}
+
+    def add(self, i: int, j: int, y0: int, y1: int, x0: int, x1: int) -> tuple[Any, ...]:
+        """The key of the read task of window (i, j), rows ``y0:y1``, columns ``x0:x1``."""
+        from dask.optimization import cull
+
+        ys = axis_pieces(self.arr.chunks[1], y0, y1)
+        xs = axis_pieces(self.arr.chunks[2], x0, x1)
+        keys = [[(self.arr.name, 0, ky, kx) for kx, _, _ in xs] for ky, _, _ in ys]
+        cuts = [[(rows, cols) for _, cols, _ in xs] for _, rows, _ in ys]
+        graph, _ = cull(self.input, [k for row in keys for k in row])
+        gate = None
+        if len(self.order) >= self.ahead:
+            gate = (self.model.replace("rts-predict-", "rts-done-"), *self.order[-self.ahead])
+            self.dsk[gate] = (_done, (self.model, *self.order[-self.ahead]))
+        key = (self.model.replace("rts-predict-", "rts-read-"), i, j)
+        self.dsk[key] = (_read_window, _InputGraph(graph, keys), cuts, gate)
+        self.order.append((i, j))
+        return key
+
+
+class _InputGraph:
+    """A part of the input's graph carried by a read task as data (dask does not look inside):
+    its chunks are computed where the read task runs, when it runs."""
+
+    def __init__(self, graph: dict[Any, Any], keys: list[list[Any]]) -> None:
+        self.graph, self.keys = graph, keys
+
+
+def _read_window(
+    part: _InputGraph, cuts: list[list[tuple[slice, slice]]], gate: None
+) -> list[list[np.ndarray]]:
+    """The pieces of one model window: its input chunks computed here and cut to the window."""
+    import dask.local
+
+    chunks = dask.local.get_sync(part.graph, part.keys)  # type: ignore[arg-type]
+    return [
+        [_piece(c, rows, cols) for c, (rows, cols) in zip(crow, cut_row, strict=True)]
+        for crow, cut_row in zip(chunks, cuts, strict=True)
+    ]
+
+
+def _done(prob: np.ndarray) -> None:
+    """Nothing: a token that a model task has finished (what a gated read waits for)."""
+    return None
 
 
 def input_chunks(
@@ -550,7 +565,12 @@ def _in_memory(data: np.ndarray, chunks: tuple[tuple[int, ...], tuple[int, ...]]
 
 
 def predict(
-    da: xr.DataArray, model: ModelSpec, config: PredictConfig | None = None
+    da: xr.DataArray,
+    model: ModelSpec,
+    config: PredictConfig | None = None,
+    *,
+    read_ahead: int | None = None,
+    progress: tuple[str, str] | None = None,
 ) -> xr.DataArray:
     """Probability of "thaw slump" per pixel, lazily: no pixel is read before ``.compute()``.
 
@@ -566,6 +586,16 @@ def predict(
             references or callables (an ensemble: the mean of their probabilities).
         config: Tile size, halo (``None``: the weights' measured halo, see
             :func:`resolve_halo`), batch size, test-time augmentation, device, precision.
+        read_ahead: For dask input read in :func:`input_chunks`: each model window's input is
+            read by a task of its own that waits until the model task this many windows
+            earlier has finished, so reading never runs further ahead of the model (a worker
+            whose model tasks are slower than its reads would otherwise read the whole scene
+            into memory while it waits). None: every read as soon as a thread is free. Not
+            with GPU workers (their model tasks' resource annotation needs a layer of its own).
+        progress: ``(topic, label)``: each model task that runs on a distributed worker logs
+            an event ``{"scene": label, "tiles": n}`` on ``topic`` when its ``n`` tiles are
+            done (``Client.subscribe_topic`` receives them), so a client can count tiles
+            without holding the probabilities.
 
     Without a distributed Client, Dask's threaded scheduler runs the model tasks side by side,
     each on its share of the cores (:func:`~arctic_rts.cluster.use_task_threads`); the
@@ -589,7 +619,8 @@ def predict(
         arr = data
     else:
         arr = _in_memory(np.asarray(data), input_chunks(da.sizes["y"], da.sizes["x"], config))
-    prob = _probability_graph(arr, models, config)
+    gate = read_ahead if isinstance(data, dsa.Array) else None  # numpy input: nothing to read
+    prob = _probability_graph(arr, models, config, gate, progress)
     template = da.isel(band=0, drop=True)
     out = xr.DataArray(
         prob, coords=template.coords, dims=("y", "x"), attrs=dict(da.attrs), name="rts_probability"

@@ -189,6 +189,31 @@ def aligned_chunks(size: int, chunk: int, minimum: int = 0) -> tuple[int, ...]:
     return tuple(sizes)
 
 
+def axis_pieces(chunks: tuple[int, ...], start: int, stop: int) -> list[tuple[int, slice, bool]]:
+    """Input chunks along one axis that overlap ``start:stop``: (index, slice in the chunk,
+    whether the whole chunk is used)."""
+    offsets = np.concatenate([[0], np.cumsum(chunks)])
+    out = []
+    for k in range(len(chunks)):
+        lo, hi = max(start, int(offsets[k])), min(stop, int(offsets[k + 1]))
+        if lo < hi:
+            whole = lo == offsets[k] and hi == offsets[k + 1]
+            out.append((k, slice(lo - int(offsets[k]), hi - int(offsets[k])), whole))
+    return out
+
+
+def block_windows(size: int, blocks: tuple[int, ...], halo: int) -> list[tuple[int, int, int, int]]:
+    """Per output block along one axis: window start and stop (block +- halo, within the
+    scene) and how much context to cut off before and after."""
+    out = []
+    start = 0
+    for n in blocks:
+        lo, hi = max(0, start - halo), min(size, start + n + halo)
+        out.append((lo, hi, start - lo, hi - start - n))
+        start += n
+    return out
+
+
 def pad_to_multiple(size: int, multiple: int) -> int:
     """Pixels to add after ``size`` to reach the next multiple of ``multiple``."""
     return -size % multiple

@@ -57,15 +57,9 @@ from arctic_rts.cluster import (
 )
 from arctic_rts.config import ClusterConfig, PredictConfig
 from arctic_rts.model import ModelRef, UNet, load_model, save_weights
+from arctic_rts.model.halo import EXACT_HALO, HALO_TOLERANCE, measure_halo
 from arctic_rts.model.weights import read_card
-from arctic_rts.predict import (
-    EXACT_HALO,
-    HALO_TOLERANCE,
-    input_chunks,
-    measure_halo,
-    predict,
-    resolve_halo,
-)
+from arctic_rts.predict import input_chunks, predict, resolve_halo
 from arctic_rts.tiling import Blender, tile_windows
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -1100,7 +1094,7 @@ def real_section(b: Bench) -> None:
         "Receptive field: the `real` rows measure how far context reaches. Tiles on the "
         f"16 px grid with a {EXACT_HALO} px halo reproduce whole-scene inference for any "
         "UNet with 4 poolings; a trained model's influence fades sooner. `arctic-rts train` "
-        "measures it on its own patches (`predict.measure_halo`: the smallest halo from which "
+        "measures it on its own patches (`model.halo.measure_halo`: the smallest halo from which "
         f"on tiled output stays within {HALO_TOLERANCE:g} of whole-image output) and writes "
         "it to the card, and that is predict's default halo; weights without one get "
         f"{EXACT_HALO} px."

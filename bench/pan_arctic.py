@@ -11,8 +11,7 @@ georeferencing moved, one item each). For each count, a fresh inventory run
 tiles from a local item folder (embedded STAC API) with the bundled demo model on a fresh
 default local cluster, whole scenes (``clip_to_regions = false``), into a fresh GeoPackage.
 
-Timed in the client: search and selection, graph building (``pipeline._scene_probability``
-and ``_scene_polygons``),
+Timed in the client: search and selection, graph building (``pipeline._scene_graph``),
 manifest writes (``manifest.Manifest.save``) and reads (``manifest._collect``), merge and the
 GeoPackage write. From Dask's task stream: the model tasks' compute time, the vectorise
 tasks' and the rest (reads, masking). The growth exponent b fits time = a * N^b over the counts. The
@@ -208,8 +207,7 @@ def one_run(items: list[Path], bbox: list[float], folder: Path) -> dict[str, Any
     )
     timers = Timers()
     timers.wrap(inventory_run, "_select_year", "search")
-    timers.wrap(pipeline, "_scene_probability", "graph")
-    timers.wrap(pipeline, "_scene_polygons", "graph")
+    timers.wrap(pipeline, "_scene_graph", "graph")
     timers.wrap(manifest.Manifest, "save", "manifest write")
     timers.wrap(manifest, "_collect", "manifest read")
     timers.wrap(merge, "merge_polygons", "merge")

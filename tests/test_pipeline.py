@@ -9,6 +9,7 @@ the tests check where polygons land without a trained model.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import shutil
@@ -19,12 +20,15 @@ from typing import Any
 
 import geopandas as gpd
 import numpy as np
+import pandas as pd
 import pyogrio
 import pytest
 import shapely
 import torch
+from distributed.diagnostics.plugin import SchedulerPlugin
 
 from arctic_rts.bands import L2A_BANDS
+from arctic_rts.catalog import stac_endpoint
 from arctic_rts.cluster import connect, model_loads
 from arctic_rts.config import (
     DEFAULT_MIN_AREA_M2,
@@ -415,3 +419,106 @@ def test_the_cli_shows_stage_progress_unless_quiet(
         assert any(ln.endswith(" tiles") and ": predict 0/" in ln for ln in stages)
         assert sum(": vectorise 1/1 done" in ln for ln in stages) == 2
         assert "write: rts_2021" in err
+
+
+class _InFlight(SchedulerPlugin):
+    """A scheduler plugin that counts the scenes on the cluster: graphs submitted whose result
+    is not in memory (or erred) yet; and, at each finish, how many others were still there."""
+
+    name = "scenes-in-flight"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.open: set[Any] = set()
+        self.most = 0
+        self.others_at_finish: list[int] = []  # scenes still there when one finished
+
+    def update_graph(self, scheduler: Any, *, keys: set[Any], **kwargs: Any) -> None:
+        self.open |= set(keys)
+        self.most = max(self.most, len(self.open))
+
+    def transition(self, key: Any, start: str, finish: str, *args: Any, **kwargs: Any) -> None:
+        if key in self.open and finish in ("memory", "erred"):
+            self.open.discard(key)
+            self.others_at_finish.append(len(self.open))
+
+
+@pytest.mark.parametrize("limit", [2, None])
+def test_scenes_in_flight_are_bounded_and_the_next_one_always_waits(
+    limit: int | None, demo: DemoCatalog, weights: Path, client: Any
+) -> None:
+    """Six scenes through ``map_scenes`` on the real two-worker cluster: never more scenes on
+    the scheduler than configured (None: workers + 1 = 3), and that many at once (the next
+    scenes' graphs are built ahead, while the cluster works)."""
+    from arctic_rts.model.weights import resolve_weights
+    from arctic_rts.pipeline import map_scenes, scenes_in_flight
+    from arctic_rts.search import search_scenes, select_scenes
+
+    with stac_endpoint(demo.items_dir) as url:
+        found = select_scenes(search_scenes(demo.bbox, YEAR, stac_url=url, config=CONFIG.search))
+    items = [{**found[k % len(found)], "id": f"copy-{k}"} for k in range(6)]
+    config = dataclasses.replace(
+        CONFIG, cluster=dataclasses.replace(CONFIG.cluster, scenes_in_flight=limit)
+    )
+    expected = 2 if limit == 2 else 3
+    assert scenes_in_flight(config.cluster, client) == expected
+    plugin = _InFlight()
+    client.register_plugin(plugin, name=_InFlight.name)
+    try:
+        records, frames = map_scenes(
+            items, resolve_weights(weights), config, client, run_id="r", progress=False
+        )
+        most, others = client.run_on_scheduler(
+            lambda dask_scheduler: (
+                dask_scheduler.plugins[_InFlight.name].most,
+                dask_scheduler.plugins[_InFlight.name].others_at_finish,
+            )
+        )
+    finally:
+        client.run_on_scheduler(lambda dask_scheduler: dask_scheduler.remove_plugin(_InFlight.name))
+    assert [r.status for r in records] == ["done"] * 6 and len(frames) == 6
+    assert most == expected
+    assert len(others) == 6
+
+
+def test_the_map_run_vectorises_block_by_block_as_whole_scenes(
+    demo: DemoCatalog, weights: Path, client: Any
+) -> None:
+    """Each demo scene through the map run's graph (reads in the model's input chunks, each
+    window's reads waiting for the model, windowed vectorising over 2 x 2 blocks) gives the
+    polygons of whole-scene vectorising of the same probabilities."""
+    from arctic_rts.load import load_scenes
+    from arctic_rts.model.weights import resolve_weights
+    from arctic_rts.pipeline import _scene_graph
+    from arctic_rts.predict import input_chunks, predict
+    from arctic_rts.search import search_scenes, select_scenes
+    from arctic_rts.vectorize import vectorize
+
+    with stac_endpoint(demo.items_dir) as url:
+        found = select_scenes(search_scenes(demo.bbox, YEAR, stac_url=url, config=CONFIG.search))
+    model = resolve_weights(weights)
+    config = dataclasses.replace(CONFIG, predict=PredictConfig(tile_size=96, halo=32, device="cpu"))
+    vconf = config.vectorize.for_model(*model.postprocessing)
+    n_polygons = 0
+    for item in found:
+        graph, _ = _scene_graph(item, model, config, "r", read_ahead=1)  # reads wait for the model
+        windowed = client.compute(graph).result()
+        scene = load_scenes([item], model.bands, config.load)[0]
+        prob = predict(scene, model, config.predict).compute(scheduler="sync")
+        whole = vectorize(prob, threshold=vconf.threshold, config=vconf, attrs=None)
+        cols = list(whole.columns)
+        assert min(prob.shape) > 96  # 2 x 2 blocks
+        pd.testing.assert_frame_equal(
+            windowed[cols].drop(columns="geometry"), whole.drop(columns="geometry")
+        )
+        assert shapely.equals_exact(windowed.geometry.values, whole.geometry.values, 0).all()
+        n_polygons += len(whole)
+        # the scene was read in the chunks the model's tiles need, not in squares
+        chunked = load_scenes(
+            [item],
+            model.bands,
+            config.load,
+            chunks=lambda da: input_chunks(da.shape[1], da.shape[2], config.predict),
+        )[0]
+        assert chunked.data.chunks[1:] == input_chunks(*prob.shape, config.predict)
+    assert n_polygons > 0

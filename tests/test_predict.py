@@ -14,7 +14,8 @@ import xarray as xr
 from arctic_rts.config import PredictConfig
 from arctic_rts.errors import ConfigError, WeightsError
 from arctic_rts.model import ModelRef, UNet, load_model, resolve_weights, save_weights
-from arctic_rts.predict import EXACT_HALO, input_chunks, measure_halo, predict, resolve_halo
+from arctic_rts.model.halo import EXACT_HALO, measure_halo
+from arctic_rts.predict import input_chunks, predict, resolve_halo
 from arctic_rts.tiling import (
     FLOOR,
     Blender,
@@ -441,3 +442,34 @@ def test_predict_with_the_runs_weights_reads_no_card(
         predict(da.assign_coords(band=["B02", "B03", "B08"]), w)
     assert reads == []
     np.testing.assert_array_equal(prob.values, predict(da, ModelRef.from_path(path), config).values)
+
+
+def test_gated_reads_wait_for_the_model_and_change_nothing() -> None:
+    """With ``read_ahead``, every window's input is read by a task of its own that depends on
+    the model task that many windows earlier (in the windows' order) and on no read of the
+    input graph: the scheduler cannot read further ahead. The probabilities are the same."""
+    from dask.core import get_dependencies
+    from dask.utils import key_split
+
+    config = PredictConfig(tile_size=64, halo=16)
+    da = _scene(200, 190, seed=3)
+    ys, xs = input_chunks(200, 190, config)
+    lazy = da.copy(data=da.data.rechunk((3, ys, xs)) * 1.0)  # a graph of its own to run
+    model = _small_conv()
+    ref = predict(lazy, model, config).compute(scheduler="sync")
+    for ahead in (1, 3):
+        prob = predict(lazy, model, config, read_ahead=ahead)
+        graph = dict(prob.data.__dask_graph__())
+        reads = sorted(k for k in graph if key_split(k) == "rts-read")
+        models = sorted(k for k in graph if key_split(k) == "rts-predict")
+        assert len(reads) == len(models) == 9  # 3 x 3 windows
+        gates = {k: get_dependencies(graph, k) for k in reads}
+        # the first `ahead` windows read at once; every later one waits for one model task
+        assert sum(not deps for deps in gates.values()) == ahead
+        for deps in gates.values():
+            assert all(key_split(d) == "rts-done" for d in deps)
+            for done in deps:
+                assert {key_split(k) for k in get_dependencies(graph, done)} == {"rts-predict"}
+        for scheduler in ("sync", "threads"):
+            got = prob.compute(scheduler=scheduler)
+            np.testing.assert_array_equal(got.values, ref.values)

@@ -14,8 +14,8 @@ from rasterio.transform import from_origin
 from safetensors.torch import load_file
 
 from arctic_rts.errors import ConfigError
+from arctic_rts.model.halo import HALO_TOLERANCE
 from arctic_rts.model.weights import load_model
-from arctic_rts.predict import HALO_TOLERANCE
 from arctic_rts.train.build import write_patches
 from arctic_rts.train.checkpoint import load_state, save_state
 from arctic_rts.train.config import AugmentConfig, TrainConfig, TrainDataConfig

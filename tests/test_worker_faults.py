@@ -109,7 +109,7 @@ def test_a_worker_past_its_memory_limit_is_restarted_then_its_scene_fails_cleanl
 ) -> None:
     # One scene at a time: a dying worker counts against every task it holds, so a second
     # scene in flight beside the one that eats the memory could share its fate.
-    monkeypatch.setattr(pipeline, "MAX_SCENES_IN_FLIGHT", 1)
+    monkeypatch.setattr(pipeline, "scenes_in_flight", lambda config, client: 1)
     config = ClusterConfig(
         n_workers=1, threads_per_worker=1, gpu="no", memory_limit="2GiB", allowed_failures=1
     )

@@ -367,7 +367,7 @@ class Weights:
     #: Default probability threshold for vectorising (0.5, as ``save_weights`` writes it,
     #: when the card names none).
     threshold: float
-    #: The largest halo the members' cards name (:func:`arctic_rts.predict.measure_halo`);
+    #: The largest halo the members' cards name (:func:`arctic_rts.model.halo.measure_halo`);
     #: None when any member names none, which makes ``predict`` take its exact halo.
     halo: int | None
     #: Side of the training patches in pixels, when the card names it.

@@ -287,14 +287,14 @@ def _card(
 def _measured_halo(
     net: NormalizedNet, labelled: Dataset, fill: torch.Tensor, patch: int
 ) -> dict[str, Any]:
-    """The card's ``halo``: :func:`~arctic_rts.predict.measure_halo` on a mosaic of training
+    """The card's ``halo``: :func:`~arctic_rts.model.halo.measure_halo` on a mosaic of training
     patches, on the CPU, after training.
 
     Patches with slumps come first: context matters most where the model is unsure (bundled
     model, 16 px halo: 3e-6 on a mosaic of its first training patches, 1.5e-3 on one of
     patches with slumps, 1.8e-2 next to a slump-like feature of the benchmark's real scene).
     """
-    from arctic_rts.predict import EXACT_HALO, HALO_TOLERANCE, measure_halo
+    from arctic_rts.model.halo import EXACT_HALO, HALO_TOLERANCE, measure_halo
 
     side = math.ceil((2 * EXACT_HALO + 64) / patch)
     with_slumps: list[np.ndarray] = []
