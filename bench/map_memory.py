@@ -19,12 +19,14 @@ this script's section of BENCHMARKS.md.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
 import shutil
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -38,7 +40,7 @@ from inference import MIB, _rss, _vm_hwm, cluster  # noqa: E402
 from report import rewrite_section  # noqa: E402
 
 from arctic_rts.cluster import local_workers  # noqa: E402
-from arctic_rts.config import ClusterConfig, MapConfig  # noqa: E402
+from arctic_rts.config import ClusterConfig, LoadConfig, MapConfig  # noqa: E402
 from arctic_rts.demo import generate_demo  # noqa: E402
 from arctic_rts.model.weights import bundled_weights, resolve_weights  # noqa: E402
 from arctic_rts.pipeline import map_region  # noqa: E402
@@ -114,10 +116,25 @@ def map_peak(stac: Path, bbox: list[float], out: Path, threads: int | None) -> d
     """One map run on a fresh local cluster (default layout, or ``threads`` per worker): the
     worker's peak RSS and more."""
     model = resolve_weights(bundled_weights())
-    config = MapConfig(cluster=ClusterConfig(gpu="no", threads_per_worker=threads))
+    config = MapConfig(
+        cluster=ClusterConfig(gpu="no", threads_per_worker=threads),
+        # the scene's files lie beside its item folder, not in it
+        load=LoadConfig(asset_roots=(str(stac.parent),)),
+    )
     with cluster(local_workers(config.cluster), threads) as client:
         idle = max(client.run(_rss).values())
         t0 = time.perf_counter()
+        samples: list[dict[str, Any]] = []
+        stop = threading.Event()
+
+        def sample() -> None:  # the worker's memory and what it holds, every second
+            while not stop.wait(1.0):
+                with contextlib.suppress(Exception):  # a sample lost at the run's end
+                    for got in client.run(_holdings).values():
+                        samples.append({"t": round(time.perf_counter() - t0, 1), **got})
+
+        sampler = threading.Thread(target=sample, daemon=True)
+        sampler.start()
         result = map_region(
             bbox,
             YEAR,
@@ -131,6 +148,8 @@ def map_peak(stac: Path, bbox: list[float], out: Path, threads: int | None) -> d
             clip=False,
         )
         seconds = time.perf_counter() - t0
+        stop.set()
+        sampler.join()
         peak = max(client.run(_vm_hwm).values())
         workers = len(client.scheduler_info()["workers"])
         threads = sum(w["nthreads"] for w in client.scheduler_info()["workers"].values())
@@ -142,7 +161,25 @@ def map_peak(stac: Path, bbox: list[float], out: Path, threads: int | None) -> d
         "failed": result.n_failed,
         "polygons": len(result.polygons),
         "layout": f"{workers} worker x {threads // workers} threads",
+        "trace": samples,
     }
+
+
+def _holdings() -> dict[str, Any]:
+    """This worker's resident set (MiB) and the results it holds: count and MiB per task
+    prefix (``rts-predict``: probability blocks), and the prefixes of the tasks it runs."""
+    from dask.sizeof import sizeof
+    from dask.utils import key_split
+    from distributed import get_worker
+
+    worker = get_worker()
+    held: dict[str, list[float]] = {}
+    for key, value in list(worker.data.items()):
+        entry = held.setdefault(key_split(key), [0, 0.0])
+        entry[0] += 1
+        entry[1] += sizeof(value) / MIB
+    running = sorted(key_split(ts.key) for ts in worker.state.executing)
+    return {"rss_mib": _rss() / MIB, "held": held, "running": running}
 
 
 def main() -> None:
@@ -150,6 +187,12 @@ def main() -> None:
     parser.add_argument("--sizes", type=int, nargs="+", default=[1008, 3000, 10980])
     parser.add_argument("--folder", type=Path, default=None, help="keeps the scenes for reuse")
     parser.add_argument("--threads", type=int, default=None, help="per worker (default: all)")
+    parser.add_argument(
+        "--trace",
+        type=Path,
+        default=None,
+        help="folder for each run's samples (every second: worker RSS, results held, tasks run)",
+    )
     args = parser.parse_args()
     folder = args.folder or Path(tempfile.mkdtemp(prefix="arctic-rts-mapmem-"))
     # rows of earlier invocations on this folder and layout are kept: sizes can be run apart
@@ -164,6 +207,11 @@ def main() -> None:
         stac = target / "items"
         bbox = json.loads(next(stac.glob("*.json")).read_text())["bbox"]
         got = map_peak(stac, bbox, folder / f"map-{size}.gpkg", args.threads)
+        trace = got.pop("trace")
+        if args.trace is not None:
+            args.trace.mkdir(parents=True, exist_ok=True)
+            name = f"trace-{size}-{args.threads or 'default'}.json"
+            (args.trace / name).write_text(json.dumps(trace))
         got["load"] = os.getloadavg()[0]
         got["what"] = "as generated" if size == GENERATED else f"the {GENERATED}^2 scene mirrored"
         kept[str(size)] = got

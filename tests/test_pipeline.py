@@ -522,3 +522,63 @@ def test_the_map_run_vectorises_block_by_block_as_whole_scenes(
         )[0]
         assert chunked.data.chunks[1:] == input_chunks(*prob.shape, config.predict)
     assert n_polygons > 0
+
+
+class _HeldBlocks(SchedulerPlugin):
+    """A scheduler plugin that counts the probability blocks (``rts-predict`` keys) in the
+    cluster's memory, and the most held at once."""
+
+    name = "held-probability-blocks"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.held: set[Any] = set()
+        self.most = 0
+
+    def transition(self, key: Any, start: str, finish: str, *args: Any, **kwargs: Any) -> None:
+        from dask.utils import key_split
+
+        if key_split(key) != "rts-predict":
+            return
+        if finish == "memory":
+            self.held.add(key)
+            self.most = max(self.most, len(self.held))
+        else:
+            self.held.discard(key)
+
+
+def test_the_map_run_frees_probability_blocks_as_the_model_goes(
+    demo: DemoCatalog, weights: Path, client: Any
+) -> None:
+    """A scene of 6 x 6 model blocks through the map run's graph on the real cluster (gated
+    reads, windowed vectorising): the vectorise windows run as the model goes, so the
+    probability blocks held at once stay within about two rows of blocks, not the scene's
+    36 (what a run that left vectorising for the end would hold)."""
+    from arctic_rts.model.weights import resolve_weights
+    from arctic_rts.pipeline import _scene_graph
+    from arctic_rts.predict import block_tiles
+    from arctic_rts.search import search_scenes, select_scenes
+
+    with stac_endpoint(demo.items_dir) as url:
+        item = select_scenes(search_scenes(demo.bbox, YEAR, stac_url=url, config=CONFIG.search))[0]
+    model = resolve_weights(weights)
+    config = dataclasses.replace(CONFIG, predict=PredictConfig(tile_size=32, halo=16, device="cpu"))
+    threads = sum(w["nthreads"] for w in client.scheduler_info()["workers"].values())
+    graph, _ = _scene_graph(item, model, config, "r", read_ahead=threads)
+    rows, cols = block_tiles(SIZE_PX, SIZE_PX, config.predict).shape
+    assert rows == cols == 6
+    plugin = _HeldBlocks()
+    client.register_plugin(plugin, name=_HeldBlocks.name)
+    try:
+        client.compute(graph).result()
+        most = client.run_on_scheduler(
+            lambda dask_scheduler: dask_scheduler.plugins[_HeldBlocks.name].most
+        )
+    finally:
+        client.run_on_scheduler(
+            lambda dask_scheduler: dask_scheduler.remove_plugin(_HeldBlocks.name)
+        )
+    # Block (i, j) is last needed by window (i+1, j+1), which needs block (i+2, j+2): two rows
+    # and three blocks. Per thread, up to 3 more: one run ahead by the read-ahead gate and
+    # those finished while a ready window waited for a free thread.
+    assert most <= 2 * cols + 3 + 3 * threads < rows * cols
