@@ -165,14 +165,13 @@ def map_peak(stac: Path, bbox: list[float], out: Path, threads: int | None) -> d
     }
 
 
-def _holdings() -> dict[str, Any]:
+def _holdings(dask_worker: Any) -> dict[str, Any]:
     """This worker's resident set (MiB) and the results it holds: count and MiB per task
     prefix (``rts-predict``: probability blocks), and the prefixes of the tasks it runs."""
     from dask.sizeof import sizeof
     from dask.utils import key_split
-    from distributed import get_worker
 
-    worker = get_worker()
+    worker = dask_worker
     held: dict[str, list[float]] = {}
     for key, value in list(worker.data.items()):
         entry = held.setdefault(key_split(key), [0, 0.0])
