@@ -121,10 +121,12 @@ ALLOCATOR_ENV: dict[str, str] = {
 #: unless ``ClusterConfig(allocator="glibc")``; it cannot be loaded into a process that
 #: already runs.
 MIMALLOC_DIST = "cmeel-mimalloc"
-#: mimalloc settings for workers: freed memory goes back to the OS after 30 s unused instead
-#: of 10 ms, so a window's activations are reused by the next window instead of being faulted
-#: in again, at no cost in peak memory.
-MIMALLOC_ENV: dict[str, str] = {"MIMALLOC_PURGE_DELAY": "30000"}
+#: mimalloc settings for workers: freed memory goes back to the OS at once. With a delay (30 s
+#: was tried, so that a window's activations would be reused by the next window instead of
+#: being faulted in again), a map run with two model tasks per worker kept the memory freed by
+#: one task's activations and reads resident while the other allocated its own, and the
+#: worker's peak grew with the run's length (the map run memory rows of BENCHMARKS.md).
+MIMALLOC_ENV: dict[str, str] = {"MIMALLOC_PURGE_DELAY": "0"}
 #: Every variable :func:`connect` puts into the environment of the workers it starts, besides
 #: ``LD_PRELOAD``; ``deploy/dask/arctic-rts.yaml`` gives workers of your own the same.
 WORKER_ENV: dict[str, str] = {**ALLOCATOR_ENV, **MIMALLOC_ENV}

@@ -929,7 +929,7 @@ def forward_section(b: Bench) -> None:
         "its own mmap and unmaps it on free, so each forward pass faults its activations "
         "in page by page again, and Dask's nannies trim freed heap memory at 64 KiB. "
         "Workers started by `cluster.connect` preload mimalloc (the `cmeel-mimalloc` wheel; "
-        "`MIMALLOC_PURGE_DELAY=30000`); with "
+        f"`MIMALLOC_PURGE_DELAY={WORKER_ENV['MIMALLOC_PURGE_DELAY']}`); with "
         "`ClusterConfig(allocator='glibc')` they run glibc with `MALLOC_ARENA_MAX=1`, a 1 GiB "
         "mmap threshold and a 256 MiB trim threshold (`cluster.ALLOCATOR_ENV`). This process "
         "re-runs itself with the default workers' variables, so every row runs with them "
