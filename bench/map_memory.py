@@ -2,7 +2,8 @@
 
 Usage::
 
-    .venv/bin/python bench/map_memory.py [--sizes 1008 3000 10980] [--folder DIR]
+    .venv/bin/python bench/map_memory.py [--sizes 1008 3000 10980] [--folder DIR] [--threads N]
+        [--trace DIR]
 
 Each size is one ``map_region`` run (search on the local item folder, load, predict,
 vectorize, merge, write; whole scenes, ``clip=False``) with the bundled demo weights on a fresh
@@ -13,7 +14,8 @@ demo generator's (``generate_demo``, default 1008^2 px) first tile, as generated
 with its bands mirrored out to larger sizes (``enlarge``: the generator makes at most
 3000^2 px, and that took longer than this machine could give), written as tiled deflate GeoTIFFs
 with 512 px blocks and served from a local item folder through the embedded STAC API. Rewrites
-this script's section of BENCHMARKS.md.
+this script's section of BENCHMARKS.md. Every run samples the worker every second (its RSS, the
+results it holds per task prefix, the tasks it runs); ``--trace`` keeps the samples.
 """
 
 from __future__ import annotations
@@ -171,13 +173,12 @@ def _holdings(dask_worker: Any) -> dict[str, Any]:
     from dask.sizeof import sizeof
     from dask.utils import key_split
 
-    worker = dask_worker
     held: dict[str, list[float]] = {}
-    for key, value in list(worker.data.items()):
+    for key, value in list(dask_worker.data.items()):
         entry = held.setdefault(key_split(key), [0, 0.0])
         entry[0] += 1
         entry[1] += sizeof(value) / MIB
-    running = sorted(key_split(ts.key) for ts in worker.state.executing)
+    running = sorted(key_split(ts.key) for ts in dask_worker.state.executing)
     return {"rss_mib": _rss() / MIB, "held": held, "running": running}
 
 
