@@ -38,6 +38,10 @@ if TYPE_CHECKING:  # torch stays out of the import of this module
 
 logger = logging.getLogger(__name__)
 
+#: The Dask event topic on which model tasks report their tiles (one topic, so that a
+#: long-lived scheduler keeps one bounded event log for it, not one per run).
+PROGRESS_TOPIC = "arctic-rts-progress"
+
 
 @dataclass
 class SceneRecord:
@@ -151,8 +155,8 @@ def _scene_graph(
     ``optimize_graph=False`` keeps the model tasks' ``GPU`` resource annotation (see
     :func:`arctic_rts.cluster.as_delayed`). With ``area`` (lon/lat), only the scene's pixels
     over the area, the model's halo and ``config.area_margin_m`` are read and mapped. With
-    ``progress_topic``, each model task reports its tiles on that topic (see
-    :func:`~arctic_rts.predict.predict`).
+    ``progress_topic``, each model task reports its tiles on that topic, labelled
+    ``<run_id>:<item id>`` (see :func:`~arctic_rts.predict.predict`).
     """
     from arctic_rts.load import load_scenes
     from arctic_rts.predict import block_tiles, input_chunks, predict, resolve_halo
@@ -176,7 +180,7 @@ def _scene_graph(
     da = load_scenes([item], bands, config.load, config.network, sign=sign, chunks=read_chunks)[0]
     if area is not None:
         da = crop_to_area(da, area, margin)
-    report = (progress_topic, str(item["id"])) if progress_topic else None
+    report = (progress_topic, f"{run_id}:{item['id']}") if progress_topic else None
     prob = predict(da, weights, pconf, read_ahead=read_ahead, progress=report)
     tiles = int(block_tiles(prob.sizes["y"], prob.sizes["x"], pconf).sum())
     if "water" in prob.coords:  # SCL water, read by load_scenes with the cloud mask
@@ -207,7 +211,8 @@ class _StageProgress:
     tasks' events, which arrive on the client's event loop thread: hence the lock.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, run_id: str) -> None:
+        self.run_id = run_id
         self.tiles: dict[str, tuple[int, int]] = {}
         self._lock = threading.Lock()
 
@@ -234,9 +239,11 @@ class _StageProgress:
                 self._log(scene, "vectorise", 0, 1, logging.INFO, "started")
 
     def event(self, event: tuple[float, dict[str, Any]]) -> None:
-        """A model task's report (:func:`~arctic_rts.predict.predict`'s ``progress``)."""
-        msg = event[1]
-        self.tile(str(msg["scene"]), int(msg["tiles"]))
+        """A model task's report (:func:`~arctic_rts.predict.predict`'s ``progress``), labelled
+        ``<run_id>:<item id>``; other runs' reports are not this one's."""
+        run, _, scene = str(event[1]["scene"]).partition(":")
+        if run == self.run_id:
+            self.tile(scene, int(event[1]["tiles"]))
 
     def finish(self, scene: str, n_polygons: int | None) -> None:
         with self._lock:
@@ -336,8 +343,7 @@ def map_scenes(
     # while the cluster works, so a finished scene's slot is filled at once
     ahead: list[tuple[SceneRecord, float, Any, int, str]] = []
     started: dict[Any, tuple[SceneRecord, float]] = {}
-    stages = _StageProgress()
-    topic = f"rts-progress-{run_id}"
+    stages = _StageProgress(run_id)
     bar = tqdm(total=len(items), desc="scenes", unit="scene", disable=not progress)
     queue = as_completed()
 
@@ -346,7 +352,7 @@ def map_scenes(
         try:
             graph, tiles = _scene_graph(
                 item, weights, config, run_id, optimize, sign, area,
-                read_ahead=max(1, threads), progress_topic=topic,
+                read_ahead=max(1, threads), progress_topic=PROGRESS_TOPIC,
             )  # fmt: skip
         except Exception as err:  # a scene that cannot even be planned is one failed scene
             return rec, time.perf_counter() - t0, None, 0, f"{type(err).__name__}: {err}"
@@ -387,7 +393,9 @@ def map_scenes(
     # Log lines (the stages' progress) go above the scenes bar instead of through it.
     loggers = [logging.getLogger("arctic_rts")]
     console = logging_redirect_tqdm(loggers, tqdm_class=tqdm) if progress else None
-    client.subscribe_topic(topic, stages.event)
+    # One handler per topic and client: a second run on the same client at the same time
+    # takes this run's tile counts (its scenes still finish and report as usual).
+    client.subscribe_topic(PROGRESS_TOPIC, stages.event)
     try:
         with console or contextlib.nullcontext():
             submit_next()
@@ -406,7 +414,7 @@ def map_scenes(
                 plan_ahead()
             bar.close()
     finally:
-        client.unsubscribe_topic(topic)
+        client.unsubscribe_topic(PROGRESS_TOPIC)
     return records, frames
 
 
