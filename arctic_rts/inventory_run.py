@@ -250,7 +250,12 @@ def run_inventory(
                 cfg=cfg,
                 regions=regions,
                 weights=weights,
-                manifest=Manifest(result.work_dir, scene_hash(cfg.map, weights)),
+                manifest=Manifest(
+                    result.work_dir,
+                    scene_hash(cfg.map, weights),
+                    area=_area(regions) if cfg.clip_to_regions else None,
+                    margin_m=cfg.map.area_margin_m,
+                ),
                 url=url,
                 stac_label=url if cfg.stac is None or cfg.stac.startswith("http") else cfg.stac,
                 run_id=result.run_id,

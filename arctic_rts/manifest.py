@@ -35,8 +35,10 @@ if TYPE_CHECKING:  # torch stays out of the import of this module
 
 logger = logging.getLogger(__name__)
 
-#: Layout version of a work folder; records of another version are not reused.
-MANIFEST_VERSION = 1
+#: Layout version of a work folder; records of another version are not reused. Version 2
+#: records which part of its scene each record mapped (version 1 did not, so a record of a
+#: scene cropped to smaller regions could be reused for larger ones).
+MANIFEST_VERSION = 2
 #: The fields of a ``log.jsonl`` line; the first three identify the scene record it logs.
 _LOG_KEYS = ("run_id", "item_id", "year", "status", "finished")
 #: Why a scene was not computed by ``inventory run --retry-failed``.
@@ -60,14 +62,20 @@ class Manifest:
     its record; each is written to a temporary file and renamed, the JSON last, so a record
     exists only for a scene whose polygons are complete on disk. ``log.jsonl`` gets one line
     per scene computed, by any run (an audit of the work done; the tests count it). A record
-    is reused only when its ``scene_hash`` (model and per-scene parameters) is this run's and
-    its polygons file still has its sha256. The caller holds the output's lock, so no other
-    run writes the folder.
+    is reused only when its ``scene_hash`` (model and per-scene parameters) is this run's, its
+    polygons file still has its sha256, and the part of the scene it mapped covers what this
+    run maps of it: ``area`` (a lon/lat geometry, with ``margin_m`` around it; None: whole
+    scenes; see :func:`covers`). The caller holds the output's lock, so no other run writes
+    the folder.
     """
 
-    def __init__(self, root: Path, scene_hash: str) -> None:
+    def __init__(
+        self, root: Path, scene_hash: str, area: Any = None, margin_m: float = 0.0
+    ) -> None:
         self.root = root
         self.scene_hash = scene_hash
+        self.area = area
+        self.margin_m = margin_m
         (root / "scenes").mkdir(parents=True, exist_ok=True)
         # Left by a run killed mid-save; the caller holds the lock, so no live run writes them.
         for stale in (root / "scenes").glob("*/.*.tmp-*"):
@@ -98,7 +106,7 @@ class Manifest:
     def lookup(self, year: int, item: dict[str, Any]) -> dict[str, Any] | None:
         """The scene's finished record from an earlier run, or None when it must be computed."""
         rec = self._record(year, item, "done")
-        if rec is None:
+        if rec is None or not covers(rec.get("area"), self.area, self.margin_m, item):
             return None
         try:
             data = self._path(year, str(item["id"]), ".parquet").read_bytes()
@@ -176,6 +184,9 @@ class Manifest:
             "finished": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
             "record": record,
             "footprint": mapping(rec.footprint) if rec.footprint is not None else None,
+            "area": None
+            if self.area is None
+            else {"wkb": self.area.wkb_hex, "margin_m": self.margin_m},
         }
         if gdf is not None:
             with atomic_path(self._path(year, rec.item_id, ".parquet")) as tmp:
@@ -237,12 +248,29 @@ def item_key(item: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(doc, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def scene_hash(config: MapConfig, weights: Weights, area: Any = None) -> str:
-    """Hash of everything that decides a scene's polygons: model, loading, tiling, vectorising,
-    and the ``area`` (lon/lat geometry) a run maps of each scene, when it gives one.
+def covers(done: dict[str, Any] | None, area: Any, margin_m: float, item: dict[str, Any]) -> bool:
+    """Whether a scene record that mapped ``done`` of its scene (``{"wkb": lon/lat area,
+    "margin_m": m}``; None: the whole scene) holds all that a run mapping ``area`` with
+    ``margin_m`` (None: the whole scene) needs of STAC ``item``'s scene."""
+    import shapely
+    from shapely.geometry import shape
+
+    if done is None:
+        return True
+    if float(done.get("margin_m", 0.0)) < margin_m:
+        return False
+    mapped = shapely.from_wkb(bytes.fromhex(str(done["wkb"])))
+    footprint = shape(item["geometry"])
+    needed = footprint if area is None else shapely.intersection(area, footprint)
+    return bool(needed.is_empty or shapely.covers(shapely.buffer(mapped, 1e-9), needed))
+
+
+def scene_hash(config: MapConfig, weights: Weights) -> str:
+    """Hash of everything that decides a scene's polygons: model, loading, tiling, vectorising.
 
     Device and batch size are left out (they change speed, not output); so are the search
-    (which scenes, not what a scene yields) and the merge (applied to the manifest's polygons).
+    (which scenes, not what a scene yields), the merge (applied to the manifest's polygons)
+    and the area a run maps of each scene (each record keeps its own; see :func:`covers`).
     """
     from arctic_rts.predict import resolve_halo
 
@@ -256,8 +284,6 @@ def scene_hash(config: MapConfig, weights: Weights, area: Any = None) -> str:
         "bands": list(weights.bands),
         "weights": list(weights.sha256),
     }
-    if area is not None:
-        doc["area"] = [area.wkb_hex, config.area_margin_m]
     return hashlib.sha256(json.dumps(doc, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 

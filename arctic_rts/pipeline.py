@@ -559,7 +559,9 @@ def _map_locked(
     t_start = time.perf_counter()
     found, items, stac_label = _search(job, stac, sign, model)
     run["seconds_search"] = round(time.perf_counter() - t_start, 3)
-    manifest = Manifest(map_work_dir(job.out), scene_hash(job.config, model, area))
+    manifest = Manifest(
+        map_work_dir(job.out), scene_hash(job.config, model), area, job.config.area_margin_m
+    )
     try:
         with contextlib.ExitStack() as stack:
 

@@ -706,6 +706,34 @@ def test_regions_from_a_vector_file_clip_the_inventory(
     assert whole.years[0].n_polygons >= len(full) > len(rts)
 
 
+def test_scenes_mapped_for_smaller_regions_are_mapped_again_when_the_regions_grow(
+    reference: InventoryRunResult, demo: DemoCatalog, weights: Path, client: Any, tmp_path: Path
+) -> None:
+    """A scene cropped to the regions of an earlier run is not reused for larger regions: the
+    slumps in the added part would be missing. The grown run writes what a fresh run over the
+    larger regions writes."""
+    west, east = _regions(demo)
+    common = dict(stac=demo.items_dir, weights=weights, years=(2021,))
+    small = run_inventory(
+        _run_file(tmp_path / "run.toml", **common, regions=[west]), progress=False, client=client
+    )
+    assert small.years[0].n_computed > 0
+    grown = run_inventory(
+        _run_file(tmp_path / "run.toml", **common, regions=[west, east]),
+        progress=False,
+        client=client,
+    )
+    assert grown.years[0].n_computed == len(_selected(reference, 2021))  # every scene again
+    rts = gpd.read_file(grown.out, layer="rts_2021")
+    full = gpd.read_file(reference.out, layer="rts_2021")
+    assert sorted(rts["rts_id"]) == sorted(full["rts_id"])
+    # shrinking them again reuses every record: each covers the smaller regions
+    again = run_inventory(
+        _run_file(tmp_path / "run.toml", **common, regions=[east]), progress=False, client=client
+    )
+    assert again.years[0].n_computed == 0
+
+
 @pytest.mark.slow
 def test_year_written_by_another_command_is_not_replaced_silently(
     reference: InventoryRunResult, client: Any, tmp_path: Path
