@@ -32,7 +32,7 @@ import psutil
 import pyogrio
 import pytest
 import shapely
-from inventories import assert_same_inventory, layers
+from inventories import assert_same_inventory, layers, write_run_file
 
 from arctic_rts.changes import CHANGE_CLASSES
 from arctic_rts.cli import EXIT_ERROR, EXIT_PARTIAL, main
@@ -73,43 +73,6 @@ def _regions(demo: DemoCatalog) -> list[tuple[str, list[float]]]:
     w, s, e, n = demo.bbox
     mid = (w + e) / 2
     return [("west", [w, s, mid, n]), ("east", [mid, s, e, n])]
-
-
-def _run_file(
-    path: Path,
-    *,
-    stac: Path,
-    weights: Path,
-    regions: list[tuple[str, list[float]]],
-    out: str = "out/inv.gpkg",
-    years: tuple[int, ...] = YEARS,
-    extra: str = "",
-) -> Path:
-    """Write a run file like a user would: relative ``out``, absolute catalog and weights."""
-    lines = [
-        f'out = "{out}"',
-        f"years = {list(years)}",
-        f'stac = "{stac}"',
-        f'weights = "{weights}"',
-        'exports = ["geoparquet", "summary_csv"]',
-        extra,
-    ]
-    for name, bbox in regions:
-        lines += ["[[regions]]", f'name = "{name}"', f"bbox = {bbox}"]
-    lines += [
-        "[search]",
-        "months = [6, 7, 8]",
-        "max_cloud_cover = 60",
-        "[predict]",
-        "tile_size = 128",
-        'device = "cpu"',
-        "[cluster]",
-        "n_workers = 1",
-        'gpu = "no"',
-    ]
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("\n".join(lines) + "\n")
-    return path
 
 
 def _sha256(path: Path) -> str:
@@ -455,11 +418,12 @@ def reference(
     tmp_path_factory: pytest.TempPathFactory, demo: DemoCatalog, weights: Path, client: Any
 ) -> InventoryRunResult:
     """One uninterrupted two-year run: the inventory the other runs must reproduce."""
-    run_file = _run_file(
+    run_file = write_run_file(
         tmp_path_factory.mktemp("reference") / "run.toml",
         stac=demo.items_dir,
         weights=weights,
         regions=_regions(demo),
+        years=YEARS,
     )
     return run_inventory(run_file, progress=False, client=client)
 
@@ -567,8 +531,12 @@ def test_a_failed_scene_is_reported_recorded_and_retried(
     shutil.copytree(reference.work_dir, tmp_path / "out" / "inv.gpkg.work")
     for stale in (tmp_path / "out" / "inv.gpkg.work" / "scenes" / "2021").glob(f"{broken}.*"):
         stale.unlink()
-    run_file = _run_file(
-        tmp_path / "run.toml", stac=catalog / "items", weights=weights, regions=_regions(demo)
+    run_file = write_run_file(
+        tmp_path / "run.toml",
+        stac=catalog / "items",
+        weights=weights,
+        regions=_regions(demo),
+        years=YEARS,
     )
 
     code = main(["inventory", "run", str(run_file), "--quiet"])
@@ -595,8 +563,12 @@ def test_a_failed_scene_is_reported_recorded_and_retried(
 def test_sigkill_part_way_then_rerun_gives_the_uninterrupted_inventory(
     reference: InventoryRunResult, demo: DemoCatalog, weights: Path, tmp_path: Path
 ) -> None:
-    run_file = _run_file(
-        tmp_path / "run.toml", stac=demo.items_dir, weights=weights, regions=_regions(demo)
+    run_file = write_run_file(
+        tmp_path / "run.toml",
+        stac=demo.items_dir,
+        weights=weights,
+        regions=_regions(demo),
+        years=YEARS,
     )
     out = tmp_path / "out" / "inv.gpkg"
     work = out.with_name("inv.gpkg.work")
@@ -638,7 +610,7 @@ def test_sigkill_inside_the_write_leaves_the_previous_file_and_a_free_lock(
 ) -> None:
     # A previous inventory holding 2021, and every scene already in the manifest.
     shutil.copytree(reference.work_dir, tmp_path / "out" / "inv.gpkg.work")
-    first = _run_file(
+    first = write_run_file(
         tmp_path / "first.toml",
         stac=demo.items_dir,
         weights=weights,
@@ -648,8 +620,12 @@ def test_sigkill_inside_the_write_leaves_the_previous_file_and_a_free_lock(
     run_inventory(first, progress=False, client=client)
     out = tmp_path / "out" / "inv.gpkg"
     previous = out.read_bytes()
-    both = _run_file(
-        tmp_path / "run.toml", stac=demo.items_dir, weights=weights, regions=_regions(demo)
+    both = write_run_file(
+        tmp_path / "run.toml",
+        stac=demo.items_dir,
+        weights=weights,
+        regions=_regions(demo),
+        years=YEARS,
     )
 
     logs = tmp_path / "paused"
@@ -683,7 +659,7 @@ def test_regions_from_a_vector_file_clip_the_inventory(
     shutil.copytree(reference.work_dir, tmp_path / "out" / "inv.gpkg.work")
     common = dict(stac=demo.items_dir, weights=weights, regions=[], years=(2021,))
     extra = 'regions = "regions.gpkg"\nname_column = "area"'
-    run_file = _run_file(tmp_path / "run.toml", **common, extra=extra)
+    run_file = write_run_file(tmp_path / "run.toml", **common, extra=extra)
 
     clipped = run_inventory(run_file, progress=False, client=client)
     assert (clipped.years[0].n_computed, clipped.years[0].written) == (0, True)
@@ -698,7 +674,7 @@ def test_regions_from_a_vector_file_clip_the_inventory(
     assert list(csv["region"]) == ["west side"] and list(csv["n_slumps"]) == [len(rts)]
 
     whole = run_inventory(
-        _run_file(tmp_path / "run.toml", **common, extra=extra + "\nclip_to_regions = false"),
+        write_run_file(tmp_path / "run.toml", **common, extra=extra + "\nclip_to_regions = false"),
         progress=False,
         client=client,
     )
@@ -767,11 +743,12 @@ def test_two_year_demo_with_the_bundled_model_tells_grown_new_and_vanished_slump
         pytest.skip("the bundled demo model (arctic_rts/data/demo_unet.safetensors) is not built")
     size = 360
     catalog = generate_demo(tmp_path / "catalog", years=YEARS, size_px=size)
-    run_file = _run_file(
+    run_file = write_run_file(
         tmp_path / "run.toml",
         stac=catalog.items_dir,
         weights=bundled_weights(),
         regions=[("demo", list(catalog.bbox))],
+        years=YEARS,
         # Whole scenes (the truth covers them), and a half-pixel ring: the demo's slumps are
         # small, and the default one-pixel ring (meant for noisy real imagery) would call
         # their 15-60 % growth stable.

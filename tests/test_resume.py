@@ -24,7 +24,7 @@ from typing import Any
 import pyogrio
 import pytest
 from faults import break_cog
-from inventories import assert_same_inventory
+from inventories import assert_same_inventory, write_run_file
 
 from arctic_rts import pipeline
 from arctic_rts.cli import EXIT_ERROR, EXIT_OK, EXIT_PARTIAL, main
@@ -266,26 +266,6 @@ def test_resume_scenes_with_retry_failed_computes_only_the_failed_scenes(tmp_pat
     assert asked[-1] == ["never"] and not results.failed and results.retried == []
 
 
-def _run_file(path: Path, catalog: Path, weights: Path, bbox: tuple[float, ...]) -> Path:
-    lines = [
-        'out = "out/inv.gpkg"',
-        f"years = [{YEAR}]",
-        f'stac = "{catalog}"',
-        f'weights = "{weights}"',
-        "[[regions]]",
-        'name = "demo"',
-        f"bbox = {list(bbox)}",
-        "[search]",
-        "months = [6, 7, 8]",
-        "[predict]",
-        "tile_size = 128",
-        'device = "cpu"',
-    ]
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("\n".join(lines) + "\n")
-    return path
-
-
 @pytest.mark.slow
 def test_inventory_run_retry_failed_recomputes_only_the_failed_scene(
     demo: DemoCatalog,
@@ -296,9 +276,10 @@ def test_inventory_run_retry_failed_recomputes_only_the_failed_scene(
 ) -> None:
     catalog = tmp_path / "catalog"
     shutil.copytree(demo.root, catalog)
-    run_file = _run_file(tmp_path / "run" / "run.toml", catalog / "items", weights, demo.bbox)
+    common = dict(weights=weights, regions=[("demo", list(demo.bbox))], years=(YEAR,))
+    run_file = write_run_file(tmp_path / "run" / "run.toml", stac=catalog / "items", **common)
     scheduler = ["--scheduler", client.scheduler.address]
-    clean = _run_file(tmp_path / "clean" / "run.toml", demo.items_dir, weights, demo.bbox)
+    clean = write_run_file(tmp_path / "clean" / "run.toml", stac=demo.items_dir, **common)
     assert main(["inventory", "run", str(clean), "--quiet", *scheduler]) == EXIT_OK
     ids = sorted(_seconds(clean.parent / "out" / "inv.gpkg"))
     item = json.loads((catalog / "items" / f"{ids[1]}.json").read_text())
