@@ -75,6 +75,8 @@ ROWS: list[tuple[str, list[str], int, list[str]]] = [
     ("out-parent-is-a-file", [*MAP, "--out", "{text}/inv.gpkg"], EXIT_ERROR, ["is a file"]),
     ("out-folder-missing", [*MAP, "--out", "nofolder/inv.gpkg"], EXIT_ERROR, ["does not exist"]),
     ("out-is-a-folder", [*MAP, "--out", "{folder}", "--overwrite"], EXIT_ERROR, ["is a folder"]),
+    ("out-map-work-is-a-file", [*MAP[:9], "{catalog}", *MAP[10:], "--out", "{map_work_of}"],
+     EXIT_ERROR, ["inv.gpkg.map-work", "is a file"]),
     # --- demo
     ("demo-threshold-2", ["demo", "--threshold", "2", "--root", "demo"], EXIT_ERROR,
      ["threshold"]),
@@ -150,6 +152,7 @@ def _workspace(folder: Path, weights: Path, catalog: DemoCatalog) -> dict[str, s
     (folder / "garbage.safetensors").write_bytes(os.urandom(256))
     (folder / "existing.gpkg").write_bytes(b"")
     (folder / "afolder").mkdir()
+    (folder / "inv.gpkg.map-work").write_text("a file where a map run keeps its work folder\n")
     (folder / "labels.gpkg").write_bytes(b"")  # present; the rows fail on other inputs first
     (folder / "train.toml").write_text(
         'method = "supervised"\nlearning_speed = 3\n[data]\ndataset = "patches.zarr"\n'
@@ -167,6 +170,7 @@ def _workspace(folder: Path, weights: Path, catalog: DemoCatalog) -> dict[str, s
         "garbage": "garbage.safetensors",
         "existing": "existing.gpkg",
         "folder": "afolder",
+        "map_work_of": "inv.gpkg",
         "labels": "labels.gpkg",
         "train_unknown": "train.toml",
         "run": "run.toml",
