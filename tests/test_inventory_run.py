@@ -514,16 +514,15 @@ def test_a_rerun_with_nothing_new_changes_nothing(
 def test_a_failed_scene_is_reported_recorded_and_retried(
     reference: InventoryRunResult,
     demo: DemoCatalog,
+    catalog_copy: Path,
     weights: Path,
     client: Any,
     tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    catalog = tmp_path / "catalog"
-    shutil.copytree(demo.root, catalog)
     broken = next(i for i in _selected(reference, 2021) if "8WLB" in i)
-    item = json.loads((catalog / "items" / f"{broken}.json").read_text())
-    cog = (catalog / "items" / item["assets"]["nir"]["href"]).resolve()
+    item = json.loads((catalog_copy / "items" / f"{broken}.json").read_text())
+    cog = (catalog_copy / "items" / item["assets"]["nir"]["href"]).resolve()
     good = cog.read_bytes()
     cog.write_bytes(b"not a GeoTIFF")
     # Start from the reference's manifest without the broken scene's record, so only that
@@ -533,7 +532,7 @@ def test_a_failed_scene_is_reported_recorded_and_retried(
         stale.unlink()
     run_file = write_run_file(
         tmp_path / "run.toml",
-        stac=catalog / "items",
+        stac=catalog_copy / "items",
         weights=weights,
         regions=_regions(demo),
         years=YEARS,

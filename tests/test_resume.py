@@ -172,6 +172,7 @@ def test_a_map_killed_after_its_first_scene_resumes_and_writes_the_undisturbed_i
 @pytest.mark.slow
 def test_a_refused_partial_write_keeps_the_finished_scenes_for_the_rerun(
     demo: DemoCatalog,
+    catalog_copy: Path,
     weights: Path,
     client: Any,
     undisturbed: Path,
@@ -179,18 +180,16 @@ def test_a_refused_partial_write_keeps_the_finished_scenes_for_the_rerun(
     tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    catalog = tmp_path / "catalog"
-    shutil.copytree(demo.root, catalog)
     out = tmp_path / "out" / "inventory.gpkg"
     out.parent.mkdir()
     shutil.copy2(undisturbed, out)
     before = out.read_bytes()
     broken_id = sorted(_seconds(undisturbed))[0]
-    item = json.loads((catalog / "items" / f"{broken_id}.json").read_text())
-    cog = (catalog / "items" / item["assets"]["nir"]["href"]).resolve()
+    item = json.loads((catalog_copy / "items" / f"{broken_id}.json").read_text())
+    cog = (catalog_copy / "items" / item["assets"]["nir"]["href"]).resolve()
     good = cog.read_bytes()
     break_cog(cog, "random")
-    argv = [*_map_argv(demo, catalog / "items", weights, out, client), "--overwrite"]
+    argv = [*_map_argv(demo, catalog_copy / "items", weights, out, client), "--overwrite"]
 
     code, _, err = _cli(argv, capsys)
 
@@ -269,21 +268,20 @@ def test_resume_scenes_with_retry_failed_computes_only_the_failed_scenes(tmp_pat
 @pytest.mark.slow
 def test_inventory_run_retry_failed_recomputes_only_the_failed_scene(
     demo: DemoCatalog,
+    catalog_copy: Path,
     weights: Path,
     client: Any,
     tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    catalog = tmp_path / "catalog"
-    shutil.copytree(demo.root, catalog)
     common = dict(weights=weights, regions=[("demo", list(demo.bbox))], years=(YEAR,))
-    run_file = write_run_file(tmp_path / "run" / "run.toml", stac=catalog / "items", **common)
+    run_file = write_run_file(tmp_path / "run" / "run.toml", stac=catalog_copy / "items", **common)
     scheduler = ["--scheduler", client.scheduler.address]
     clean = write_run_file(tmp_path / "clean" / "run.toml", stac=demo.items_dir, **common)
     assert main(["inventory", "run", str(clean), "--quiet", *scheduler]) == EXIT_OK
     ids = sorted(_seconds(clean.parent / "out" / "inv.gpkg"))
-    item = json.loads((catalog / "items" / f"{ids[1]}.json").read_text())
-    cog = (catalog / "items" / item["assets"]["nir"]["href"]).resolve()
+    item = json.loads((catalog_copy / "items" / f"{ids[1]}.json").read_text())
+    cog = (catalog_copy / "items" / item["assets"]["nir"]["href"]).resolve()
     good = cog.read_bytes()
     break_cog(cog, "truncated")
     capsys.readouterr()
