@@ -371,7 +371,8 @@ def _cmd_inventory_run(args: argparse.Namespace) -> int:
     if args.dry_run:  # no report, no log: a dry run writes nothing
         from arctic_rts.plan import plan_inventory
 
-        return _print_plan(plan_inventory(_inventory_config(args)), args.format)
+        plan = plan_inventory(_inventory_config(args), retry_failed=args.retry_failed)
+        return _print_plan(plan, args.format)
     check_writable_file(args.report, "--report")
     check_writable_file(args.log, "--log")
     # A run file or years that cannot be used are reported too: a scheduler reads the report.

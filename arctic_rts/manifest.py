@@ -70,12 +70,20 @@ class Manifest:
     """
 
     def __init__(
-        self, root: Path, scene_hash: str, area: Any = None, margin_m: float = 0.0
+        self,
+        root: Path,
+        scene_hash: str,
+        area: Any = None,
+        margin_m: float = 0.0,
+        *,
+        read_only: bool = False,
     ) -> None:
         self.root = root
         self.scene_hash = scene_hash
         self.area = area
         self.margin_m = margin_m
+        if read_only:  # records are only looked up (a dry run): no folder made, nothing tidied
+            return
         (root / "scenes").mkdir(parents=True, exist_ok=True)
         # Left by a run killed mid-save; the caller holds the lock, so no live run writes them.
         for stale in (root / "scenes").glob("*/.*.tmp-*"):
@@ -323,6 +331,20 @@ class SceneResults:
         return [(r.item_id, r.error) for r in self.records if r.status == "failed"]
 
 
+def scenes_to_compute(
+    manifest: Manifest, year: int, items: list[dict[str, Any]], *, retry_failed: bool = False
+) -> tuple[list[dict[str, Any]], set[str]]:
+    """The items of ``items`` a run computes, in order: those without a finished record, or
+    with ``retry_failed`` those of them an earlier run recorded as failed; and the ids that
+    ``retry_failed`` leaves out (no run has tried them)."""
+    todo = [it for it in items if manifest.lookup(year, it) is None]
+    if not retry_failed:
+        return todo, set()
+    failed_before = {it["id"] for it in todo if manifest.failed(year, it) is not None}
+    skipped = {it["id"] for it in todo if it["id"] not in failed_before}
+    return [it for it in todo if it["id"] in failed_before], skipped
+
+
 def resume_scenes(
     manifest: Manifest,
     year: int,
@@ -341,14 +363,10 @@ def resume_scenes(
     Raises:
         StorageError: A record cannot be saved (the scenes saved before are kept).
     """
-    done = {it["id"] for it in items if manifest.lookup(year, it) is not None}
-    failed_before = {it["id"] for it in items if manifest.failed(year, it) is not None}
-    todo = [it for it in items if it["id"] not in done]
-    skipped: set[str] = set()
-    if retry_failed:
-        skipped = {it["id"] for it in todo if it["id"] not in failed_before}
-        todo = [it for it in todo if it["id"] in failed_before]
-    logger.debug("%d: %d scenes to compute, %d from the manifest", year, len(todo), len(done))
+    todo, skipped = scenes_to_compute(manifest, year, items, retry_failed=retry_failed)
+    failed_before = {it["id"] for it in todo if manifest.failed(year, it) is not None}
+    n_reused = len(items) - len(todo) - len(skipped)
+    logger.debug("%d: %d scenes to compute, %d from the manifest", year, len(todo), n_reused)
     fresh: dict[str, SceneRecord] = {}
     if todo:
         on_done = functools.partial(
