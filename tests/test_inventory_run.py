@@ -167,7 +167,10 @@ def _finish_cli(run_file: Path, logs: Path) -> str:
 # The run file
 
 
-def test_run_file_paths_regions_and_sections(tmp_path: Path) -> None:
+def test_run_file_paths_regions_and_sections(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)  # not the run file's folder: its paths are relative to that
     path = tmp_path / "runs" / "yearly.toml"
     path.parent.mkdir()
     path.write_text(
@@ -185,6 +188,8 @@ def test_run_file_paths_regions_and_sections(tmp_path: Path) -> None:
                 "min_area_m2 = 500",
                 "[inventory]",
                 "change_ring_px = 0.5",
+                "[load]",
+                'asset_roots = ["cogs", "/srv/s2"]',
             ]
         )
     )
@@ -197,6 +202,7 @@ def test_run_file_paths_regions_and_sections(tmp_path: Path) -> None:
     assert [(r.name, r.bbox) for r in cfg.regions] == [("herschel", (-139.4, 69.45, -138.6, 69.65))]
     assert cfg.map.vectorize.min_area_m2 == 500
     assert cfg.map.inventory.change_ring_px == 0.5
+    assert cfg.map.load.asset_roots == (str(base / "cogs"), "/srv/s2")
     assert cfg.map.search.months == (6, 7, 8)  # defaults where the file says nothing
     assert cfg.exports == ("summary_csv",)
 
