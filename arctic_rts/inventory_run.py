@@ -31,7 +31,7 @@ from arctic_rts.catalog import stac_endpoint
 from arctic_rts.config import InventoryRunConfig, MapConfig
 from arctic_rts.errors import ConfigError, InventoryError
 from arctic_rts.files import new_folders_removed_on_failure, replace_durably, temporary_sibling
-from arctic_rts.manifest import Manifest, SceneResults, resume_scenes, scene_hash
+from arctic_rts.manifest import Manifest, SceneResults, check_work_dir, resume_scenes, scene_hash
 from arctic_rts.pipeline import (
     SceneRecord,
     check_model_fits,
@@ -227,6 +227,7 @@ def run_inventory(
 
     cfg = config if isinstance(config, InventoryRunConfig) else read_inventory_run(config)
     out = Path(cfg.out)
+    check_work_dir(inventory_work_dir(out))
     # A run that fails before it writes anything leaves no empty folder behind.
     with new_folders_removed_on_failure(out.parent, inventory_work_dir(out)):
         out.parent.mkdir(parents=True, exist_ok=True)

@@ -55,6 +55,21 @@ ComputeScenes = Callable[
 ]
 
 
+def check_work_dir(root: Path) -> None:
+    """Refuse, before any work, a file where a run keeps its work folder ``root``.
+
+    Raises:
+        InventoryError: ``root`` exists and is not a folder.
+    """
+    from arctic_rts.errors import InventoryError
+
+    if root.exists() and not root.is_dir():
+        raise InventoryError(
+            f"{root} is a file where this run keeps its work folder; move it away or choose "
+            "another output."
+        )
+
+
 class Manifest:
     """A work folder: one record per finished scene and year, reused by the next run.
 

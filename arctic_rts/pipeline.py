@@ -499,6 +499,7 @@ def map_region(
         StorageError: ``out`` cannot be written (read-only folder, full disk...).
     """
     from arctic_rts.inventory import check_writable, inventory_years, lock_inventory
+    from arctic_rts.manifest import check_work_dir
 
     config = config or MapConfig()
     bbox_t = validate_bbox(list(bbox))
@@ -507,11 +508,7 @@ def map_region(
     if out.exists() and not overwrite:
         raise InventoryError(f"{out} exists; pass --overwrite (overwrite=True) to replace it.")
     check_writable(out)
-    if map_work_dir(out).exists() and not map_work_dir(out).is_dir():
-        raise InventoryError(
-            f"{map_work_dir(out)} is a file where a map run keeps its work folder; "
-            "move it away or choose another --out."
-        )
+    check_work_dir(map_work_dir(out))
     with lock_inventory(out):
         held = year in inventory_years(out)
         job = _MapJob(bbox_t, year, out, config, overwrite, replace_partial, held, clip)

@@ -108,6 +108,8 @@ ROWS: list[tuple[str, list[str], int, list[str]]] = [
     ("run-report-folder-missing", [*RUN, "--report", "nofolder/r.json"], EXIT_ERROR,
      ["--report"]),
     ("run-regions-too-large", [*RUN, "--max-area", "1"], EXIT_ERROR, ["regions", "--yes"]),
+    ("run-work-is-a-file", ["inventory", "run", "{run_work_file}"], EXIT_ERROR,
+     ["inv.gpkg.work", "is a file"]),
     ("run-scheduler-not-an-address", ["-q", *RUN[:2], "{run_demo}", "--scheduler", "notanaddress"],
      EXIT_ERROR, ["notanaddress"]),
     # --- catalog serve
@@ -164,6 +166,9 @@ def _workspace(folder: Path, weights: Path, catalog: DemoCatalog) -> dict[str, s
     (folder / "run.toml").write_text(run + "\n")
     (folder / "years_text.toml").write_text(run.replace("years = [2021]", 'years = "2021"'))
     (folder / "demo_run.toml").write_text(run.replace(NOWHERE, str(catalog.items_dir)))
+    (folder / "work_file").mkdir()
+    (folder / "work_file" / "inv.gpkg.work").write_text("a file where a run keeps its work\n")
+    (folder / "work_file.toml").write_text(run.replace('"out/', '"work_file/'))
     return {
         "weights": str(weights),
         "text": "notes.txt",
@@ -176,6 +181,7 @@ def _workspace(folder: Path, weights: Path, catalog: DemoCatalog) -> dict[str, s
         "run": "run.toml",
         "run_years_text": "years_text.toml",
         "run_demo": "demo_run.toml",
+        "run_work_file": "work_file.toml",
         "catalog": str(catalog.items_dir),
     }
 
