@@ -696,11 +696,13 @@ def test_scenes_mapped_for_smaller_regions_are_mapped_again_when_the_regions_gro
     west, east = _regions(demo)
     common = dict(stac=demo.items_dir, weights=weights, years=(2021,))
     small = run_inventory(
-        _run_file(tmp_path / "run.toml", **common, regions=[west]), progress=False, client=client
+        write_run_file(tmp_path / "run.toml", **common, regions=[west]),
+        progress=False,
+        client=client,
     )
     assert small.years[0].n_computed > 0
     grown = run_inventory(
-        _run_file(tmp_path / "run.toml", **common, regions=[west, east]),
+        write_run_file(tmp_path / "run.toml", **common, regions=[west, east]),
         progress=False,
         client=client,
     )
@@ -710,7 +712,9 @@ def test_scenes_mapped_for_smaller_regions_are_mapped_again_when_the_regions_gro
     assert sorted(rts["rts_id"]) == sorted(full["rts_id"])
     # shrinking them again reuses every record: each covers the smaller regions
     again = run_inventory(
-        _run_file(tmp_path / "run.toml", **common, regions=[east]), progress=False, client=client
+        write_run_file(tmp_path / "run.toml", **common, regions=[east]),
+        progress=False,
+        client=client,
     )
     assert again.years[0].n_computed == 0
 
