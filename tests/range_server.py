@@ -3,8 +3,9 @@
 It serves the files of one folder with ``Range`` support (one range per request, as GDAL's
 ``/vsicurl/`` asks for them; a multi-range request is answered with the whole file, as a
 server without multipart support would), answers ``HEAD``, waits ``latency_s`` before each
-answer (a remote object store's first-byte latency), and counts the requests and the bytes it
-sent, per path.
+answer (a remote object store's first-byte latency), answers the first ``fail_first`` requests
+for each path with 503 (a throttled store), and counts the requests and the bytes it sent, per
+path.
 """
 
 from __future__ import annotations
@@ -49,8 +50,9 @@ class _Server(ThreadingHTTPServer):
     daemon_threads = True
     request_queue_size = 128
 
-    def __init__(self, folder: Path, latency_s: float, traffic: Traffic) -> None:
+    def __init__(self, folder: Path, latency_s: float, traffic: Traffic, fail_first: int) -> None:
         self.folder, self.latency_s, self.traffic = folder.resolve(), latency_s, traffic
+        self.fail_first = fail_first
         super().__init__(("127.0.0.1", 0), _Handler)
 
 
@@ -75,8 +77,12 @@ class _Handler(BaseHTTPRequestHandler):
         with srv.traffic.lock:
             srv.traffic.log.append((self.command, rel, header))
             srv.traffic.requests[rel] += 1
+            refuse = srv.traffic.requests[rel] <= srv.fail_first
         if srv.latency_s:
             time.sleep(srv.latency_s)
+        if refuse:
+            self._send(503, b"slow down", {}, body)
+            return
         path = (srv.folder / rel).resolve()
         if srv.folder not in path.parents or not path.is_file():
             self._send(404, b"not found", {}, body)
@@ -116,10 +122,12 @@ class _Handler(BaseHTTPRequestHandler):
 
 
 @contextmanager
-def serve_folder(folder: Path, latency_s: float = 0.0) -> Iterator[tuple[str, Traffic]]:
+def serve_folder(
+    folder: Path, latency_s: float = 0.0, fail_first: int = 0
+) -> Iterator[tuple[str, Traffic]]:
     """Serve ``folder`` on a free loopback port: ``(base URL, traffic)`` while in the block."""
     traffic = Traffic()
-    server = _Server(Path(folder), latency_s, traffic)
+    server = _Server(Path(folder), latency_s, traffic, fail_first)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
