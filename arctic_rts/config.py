@@ -259,11 +259,6 @@ class NetworkConfig:
     #: Seconds one STAC request may spend over its tries and waits: no wait that would pass
     #: it begins (a try under way still runs to its timeouts), and the request fails.
     retry_total_s: float = 300.0
-    #: MiB of downloaded COG byte ranges GDAL keeps per process (``CPL_VSIL_CURL_CACHE_SIZE``,
-    #: GDAL's default 16). The map run reads each model window (tile + halo) on its own, so a
-    #: COG tile is read by up to 9 windows; with a cache that holds a row of tiles of every
-    #: band it is downloaded once (docs/yearly-runs.md, "Reading imagery", has the numbers).
-    gdal_curl_cache_mb: int = 256
 
     def __post_init__(self) -> None:
         for name in ("connect_timeout_s", "read_timeout_s", "retry_total_s"):
@@ -273,10 +268,6 @@ class NetworkConfig:
             raise ConfigError("backoff_s must be 0 or more and at most max_backoff_s.")
         if not 0 <= self.max_retries <= 100:
             raise ConfigError(f"max_retries must be 0-100, got {self.max_retries}.")
-        if not 1 <= self.gdal_curl_cache_mb <= 65536:
-            raise ConfigError(
-                f"gdal_curl_cache_mb must be 1-65536 (MiB), got {self.gdal_curl_cache_mb}."
-            )
 
 
 #: The readers :class:`LoadConfig` can use.

@@ -152,14 +152,14 @@ def timeouts(network: NetworkConfig) -> tuple[float, float]:
 
 
 def gdal_http_options(network: NetworkConfig) -> dict[str, str]:
-    """GDAL configuration options that bound, retry and cache its HTTP reads of COGs.
+    """GDAL configuration options that bound and retry its HTTP reads of COGs.
 
     GDAL's ``GDAL_HTTP_TIMEOUT`` bounds a whole request (not one read); its retries cover 429
     and 5xx answers. A COG that still fails makes its scene fail, with the reason recorded.
     ``GDAL_DISABLE_READDIR_ON_OPEN=EMPTY_DIR``: opening a COG lists no folder and asks for
-    no side-car file (stackstac sets it when opening; here it holds for odc-stac too);
-    ``CPL_VSIL_CURL_CACHE_SIZE``: see :attr:`NetworkConfig.gdal_curl_cache_mb`. The options
-    travel inside the read tasks, so they hold in whichever worker process reads.
+    no side-car file (stackstac sets it when opening; here it holds for odc-stac too). With
+    stackstac the options travel inside the read tasks, so they hold in whichever worker
+    process reads (docs/yearly-runs.md, "Reading imagery", has the measured effect).
     """
     return {
         "GDAL_HTTP_CONNECTTIMEOUT": str(max(1, round(network.connect_timeout_s))),
@@ -167,7 +167,6 @@ def gdal_http_options(network: NetworkConfig) -> dict[str, str]:
         "GDAL_HTTP_MAX_RETRY": str(network.max_retries),
         "GDAL_HTTP_RETRY_DELAY": str(max(0.1, network.backoff_s)),
         "GDAL_DISABLE_READDIR_ON_OPEN": "EMPTY_DIR",
-        "CPL_VSIL_CURL_CACHE_SIZE": str(network.gdal_curl_cache_mb * 2**20),
     }
 
 

@@ -2,29 +2,29 @@
 
 Usage::
 
-    .venv/bin/python bench/io_overlap.py [--only map|http] [--scenes 4] [--resolution 20]
-        [--rate 20] [--rounds 2] [--latency 0.05]
+    .venv/bin/python bench/io_overlap.py [--only map|http] [--scenes 6] [--resolution 100]
+        [--rates 20 1] [--rounds 2] [--latency 0.05] [--windows 2048x2048 10980x2048]
 
 ``map``: ``--scenes`` copies of the real 29RKH item (other ids and dates, the same local COGs of
 ``../shared/data/s2_l2a_cogs_29RKH``) mapped with ``pipeline.map_scenes`` on one default local
 cluster (1 worker x 2 threads on this machine), read at ``--resolution`` metres through
-stackstac and GDAL (the COGs are 10x decimated: at 10 or 20 m GDAL resamples them up). The
-model is the bundled real model's identity (bands, halo, threshold) run by a stand-in that
-holds a thread for ``pixels / --rate`` seconds without using the CPU, one window at a time
-per worker, as a GPU does: at GPU speed the CPU is left to reading, and whether the model
-waits for data is then a question of how reads are scheduled, which is what this measures
-(``--rate 0``: the real model on the CPU instead). Each setting (rows of ``SETTINGS``) runs
-once per round, settings taking turns, on the same workers (every read task opens its files
-afresh, so no GDAL block cache is carried from one run to the next; the files stay in the
-operating system's page cache, as a local disk's recently read files do). From Dask's task stream, per run: model busy time, read time, and the model's
-wait share (defined in the section text written to BENCHMARKS.md).
+stackstac and GDAL (the COGs are 10x decimated: at 100 m the 10 m bands are read as they are
+and the 20 m ones resampled, as a full-size scene is at 10 m). The model is the bundled real
+model's identity (bands, halo, threshold) run by a stand-in that holds a thread for
+``pixels / rate`` seconds without using the CPU, one window at a time per worker, as a GPU
+does, at each of ``--rates`` Mpx/s. Each setting (rows of ``SETTINGS``) runs once per round,
+settings taking turns, on the same workers (every read task opens its files afresh, so no
+GDAL block cache is carried from one run to the next; the files stay in the operating
+system's page cache, as a local disk's recently read files do). Per run, from Dask's task
+stream and the stand-in's own busy intervals: model busy time, other compute time and the
+model's wait share (defined in the section text written to BENCHMARKS.md).
 
 ``http``: the same COGs, upsampled with GDAL to the full-size layout Earth Search serves
 (10980^2 px 10 m bands, 5490^2 px 20 m bands, 1024 px deflate tiles with overviews), served by
-``tests/range_server.py`` on loopback with ``--latency`` seconds before each answer. A
-``--window`` px square of the scene is read in the map run's chunks (``predict.input_chunks``)
-by one fresh process per GDAL setting (GDAL reads some options once per process); the server
-counts requests and bytes. Rewrites this script's section of BENCHMARKS.md.
+``tests/range_server.py`` on loopback with ``--latency`` seconds before each answer. Parts of
+the scene (``--windows``, width x height px) are mapped at 10 m, one fresh process and local
+cluster per GDAL setting (GDAL reads some options once per process); the server counts
+requests and bytes. Each part rewrites its own section of BENCHMARKS.md.
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -193,7 +193,9 @@ def union(spans: list[tuple[float, float]]) -> float:
     return total
 
 
-def shares(stream: list[dict[str, Any]], busy: dict[str, list[tuple[float, float]]]) -> dict[str, float]:
+def shares(
+    stream: list[dict[str, Any]], busy: dict[str, list[tuple[float, float]]]
+) -> dict[str, float]:
     """Model busy time, other compute time and the model's wait share of one run (see the
     section text), from the task stream and the stand-in's busy intervals per worker."""
     first: dict[str, float] = {}
@@ -257,7 +259,9 @@ async def declare_gpu(n: int, dask_worker: Any = None) -> None:
     await dask_worker.set_resources(**{GPU_RESOURCE: n})
 
 
-def map_run(client: Any, weights: Any, config: MapConfig, scenes: list[dict[str, Any]]) -> dict[str, float]:
+def map_run(
+    client: Any, weights: Any, config: MapConfig, scenes: list[dict[str, Any]]
+) -> dict[str, float]:
     from distributed import get_task_stream
 
     client.run(take_busy)
@@ -336,18 +340,35 @@ def map_lines(rows: list[dict[str, Any]]) -> list[str]:
 #: product as it stands.
 HTTP_SETTINGS: dict[str, tuple[dict[str, str], dict[str, str], dict[str, str]]] = {
     "product (stackstac's env + net.gdal_http_options)": ({}, {}, {}),
-    "CPL_VSIL_CURL_CACHE_SIZE = 16 MiB (GDAL's default, the product before)": (
-        {"CPL_VSIL_CURL_CACHE_SIZE": str(16 * 2**20)}, {}, {}),
+    # the first CACHE_ROWS rows also run on the other windows (--windows)
+    "CPL_VSIL_CURL_CACHE_SIZE = 256 MiB (GDAL's default: 16)": (
+        {"CPL_VSIL_CURL_CACHE_SIZE": str(256 * 2**20)},
+        {},
+        {},
+    ),
     "CPL_VSIL_CURL_CACHE_SIZE = 1024 MiB": ({"CPL_VSIL_CURL_CACHE_SIZE": str(2**30)}, {}, {}),
     "GDAL_DISABLE_READDIR_ON_OPEN = FALSE (GDAL's own default)": (
-        {"GDAL_DISABLE_READDIR_ON_OPEN": "FALSE"}, {"GDAL_DISABLE_READDIR_ON_OPEN": "FALSE"}, {}),
+        {"GDAL_DISABLE_READDIR_ON_OPEN": "FALSE"},
+        {"GDAL_DISABLE_READDIR_ON_OPEN": "FALSE"},
+        {},
+    ),
     "GDAL_HTTP_MERGE_CONSECUTIVE_RANGES = NO": (
-        {"GDAL_HTTP_MERGE_CONSECUTIVE_RANGES": "NO"}, {}, {}),
+        {"GDAL_HTTP_MERGE_CONSECUTIVE_RANGES": "NO"},
+        {},
+        {},
+    ),
     "GDAL_INGESTED_BYTES_AT_OPEN = 65536": ({"GDAL_INGESTED_BYTES_AT_OPEN": "65536"}, {}, {}),
     "CPL_VSIL_CURL_CHUNK_SIZE = 1 MiB": ({"CPL_VSIL_CURL_CHUNK_SIZE": str(2**20)}, {}, {}),
     "VSI_CACHE = TRUE on reads, VSI_CACHE_SIZE = 128 MiB": (
-        {"VSI_CACHE_SIZE": str(128 * 2**20)}, {}, {"VSI_CACHE": "TRUE"}),
+        {"VSI_CACHE_SIZE": str(128 * 2**20)},
+        {},
+        {"VSI_CACHE": "TRUE"},
+    ),
 }
+
+
+#: Rows of HTTP_SETTINGS run on every window of ``--windows`` (the rest on the first only).
+CACHE_ROWS = 2
 
 
 def full_size_cogs(folder: Path) -> Path:
@@ -385,9 +406,9 @@ def full_size_cogs(folder: Path) -> Path:
     return folder
 
 
-def http_child(url: str, setting: str, window: int, rate: float) -> dict[str, float]:
-    """One map run (``map_scenes`` with ``area``) of a ``window`` px square of the scene read
-    from ``url`` on a fresh local cluster, with one GDAL setting; seconds."""
+def http_child(url: str, setting: str, window: str, rate: float) -> dict[str, float]:
+    """One map run (``map_scenes`` with ``area``) of a ``window`` ("WIDTHxHEIGHT" px) part of
+    the scene read from ``url`` on a fresh local cluster, with one GDAL setting; seconds."""
     import stackstac
     from inference import cluster
     from pyproj import Transformer
@@ -406,14 +427,13 @@ def http_child(url: str, setting: str, window: int, rate: float) -> dict[str, fl
     item = items(1)[0]
     for key, name in FILES.items():
         item["assets"][key]["href"] = f"{url}/{name}.tif"
-    west, north = 199980 + 10 * 2048, 2800020 - 10 * 2048  # away from the scene's edges
+    width, height = (int(n) for n in window.split("x"))
+    # 2048 px from the scene's north-west corner; a full-width strip from its west edge
+    west = 199980 + 10 * (2048 if width <= 10980 - 2048 else 0)
+    north = 2800020 - 10 * 2048
     lon_lat = Transformer.from_crs(32629, 4326, always_xy=True)
-    (x0, x1), (y0, y1) = lon_lat.transform(
-        [west, west + 10 * window], [north - 10 * window, north]
-    )
-    weights = dataclasses.replace(
-        resolve_weights(REAL_WEIGHTS), references=(GpuStandIn(rate),)
-    )
+    (x0, x1), (y0, y1) = lon_lat.transform([west, west + 10 * width], [north - 10 * height, north])
+    weights = dataclasses.replace(resolve_weights(REAL_WEIGHTS), references=(GpuStandIn(rate),))
     config = MapConfig(area_margin_m=0.0)
     with cluster(local_workers(ClusterConfig()), None) as client:
         t0 = time.perf_counter()
@@ -434,16 +454,20 @@ def http_bench(args: argparse.Namespace) -> list[str]:
     rows = []
     with serve_folder(cogs, latency_s=args.latency) as (url, traffic):
         for r in range(args.rounds):
-            for name in HTTP_SETTINGS:
+            for k, (window, name) in enumerate(
+                [(w, n) for w in args.windows for n in HTTP_SETTINGS]
+            ):
+                if window != args.windows[0] and k % len(HTTP_SETTINGS) >= CACHE_ROWS:
+                    continue  # other windows: only the cache sizes
                 traffic.reset()
                 cmd = [sys.executable, __file__, "--http-child", name, "--url", url,
-                       "--window", str(args.window), "--rates", str(args.rates[0])]  # fmt: skip
+                       "--window", window, "--rates", str(args.rates[0])]  # fmt: skip
                 done = subprocess.run(cmd, capture_output=True, text=True, check=False)
                 if done.returncode:
                     raise RuntimeError(done.stderr[-2000:])
                 seconds = json.loads(done.stdout.strip().splitlines()[-1])["seconds"]
                 row = {
-                    "name": name, "round": r, "seconds": seconds,
+                    "name": name, "window": window, "round": r, "seconds": seconds,
                     "requests": traffic.total_requests(), "mib": traffic.total_bytes() / 2**20,
                     "other": sum(n for p, n in traffic.requests.items() if not p.endswith(".tif")),
                     "load": os.getloadavg()[0],
@@ -454,6 +478,13 @@ def http_bench(args: argparse.Namespace) -> list[str]:
 
 
 def http_lines(rows: list[dict[str, Any]]) -> list[str]:
+    out = []
+    for window in dict.fromkeys(r["window"] for r in rows):
+        out += _window_lines([r for r in rows if r["window"] == window], window)
+    return out
+
+
+def _window_lines(rows: list[dict[str, Any]], window: str) -> list[str]:
     names = list(dict.fromkeys(r["name"] for r in rows))
     base = {r["round"]: r for r in rows if r["name"] == names[0]}
     out = []
@@ -462,7 +493,8 @@ def http_lines(rows: list[dict[str, Any]]) -> list[str]:
         ratio = statistics.median(r["seconds"] / base[r["round"]]["seconds"] for r in mine)
         loads = ", ".join(f"{r['load']:.1f}" for r in mine)
         out.append(
-            f"| {name} | {statistics.median(r['requests'] for r in mine):.0f} | "
+            f"| {window.replace('x', ' x ')} | {name} | "
+            f"{statistics.median(r['requests'] for r in mine):.0f} | "
             f"{statistics.median(r['other'] for r in mine):.0f} | "
             f"{statistics.median(r['mib'] for r in mine):.1f} | "
             f"{statistics.median(r['seconds'] for r in mine):.1f} | {ratio:.2f} | "
@@ -474,13 +506,15 @@ def http_lines(rows: list[dict[str, Any]]) -> list[str]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--only", choices=("map", "http"), default=None)
-    parser.add_argument("--scenes", type=int, default=4)
-    parser.add_argument("--resolution", type=float, default=20.0)
+    parser.add_argument("--scenes", type=int, default=6)
+    parser.add_argument("--resolution", type=float, default=100.0)
     parser.add_argument("--rates", type=float, nargs="+", default=[20.0, 1.0],
                         help="the stand-in model's Mpx/s")  # fmt: skip
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--latency", type=float, default=0.05)
-    parser.add_argument("--window", type=int, default=4096)
+    parser.add_argument("--windows", nargs="+", default=["2048x2048", "10980x2048"],
+                        help="WIDTHxHEIGHT px read over HTTP")  # fmt: skip
+    parser.add_argument("--window", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--cogs", type=Path, default=Path(tempfile.gettempdir()) / "rts-full-cogs")
     parser.add_argument("--http-child", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--url", default=None, help=argparse.SUPPRESS)
@@ -521,20 +555,6 @@ def main() -> None:
             "|---|---|---|---|---|---|---|---|",
             *map_lines(rows),
             "",
-            "What the gated reads of one scene read, counted in the graph (no I/O; bundled real "
-            "model's halo, default `PredictConfig`): a model window's read task computes every "
-            "input chunk its window touches, so the halo strips between windows are read again "
-            "by each window that needs them.",
-            "",
-            "| scene | halo (px) | input chunks | chunk reads (all windows) | pixels read / scene |",
-            "|---|---|---|---|---|",
-            *[
-                f"| {c['size']:.0f}^2 ({res:g} m) | {c['halo']:.0f} | {c['chunks']:.0f} | "
-                f"{c['reads']:.0f} ({c['reads'] / c['chunks']:.2f} x) | {c['pixels']:.2f} |"
-                for res in (args.resolution, 10.0)
-                for c in [read_counts(res)]
-            ],
-            "",
         ])  # fmt: skip
         print(section)
     if args.only in (None, "http"):
@@ -542,24 +562,43 @@ def main() -> None:
         section = rewrite_section(HTTP_HEADING, [
             HTTP_HEADING,
             "",
-            f"`bench/io_overlap.py --only http --window {args.window} --latency {args.latency:g} "
+            f"`bench/io_overlap.py --only http --windows {' '.join(args.windows)} --latency "
+            f"{args.latency:g} "
             f"--rounds {args.rounds}` on {machine} shared with other work (load average after "
             "each run in the last column). The real 29RKH COGs upsampled with GDAL to the "
             "full-size layout Earth Search serves (10980^2 px 10 m bands, 5490^2 px 20 m bands "
             "and SCL, 1024 px deflate tiles, overviews), served on loopback by "
             f"`tests/range_server.py` with {1000 * args.latency:g} ms before every answer (an "
             "object store's first-byte latency). Each row is one `map_scenes` run in a fresh "
-            f"process and local cluster over a {args.window}^2 px part of the scene at 10 m (the "
-            "GPU stand-in model at "
+            "process and local cluster over a part of the scene at 10 m (width x height px: a "
+            "square 2048 px from the north-west corner, or a full-width strip; the GPU "
+            "stand-in model at "
             f"{args.rates[0]:g} Mpx/s), with one GDAL setting added to stackstac's environment "
             "(stackstac's own: GDAL_DISABLE_READDIR_ON_OPEN=EMPTY_DIR and VSI_CACHE=TRUE when "
             "opening, VSI_CACHE=FALSE when reading, multi-range and merged ranges on). "
             "Requests and MiB: what the server answered; other: requests for anything but the "
             "six COGs (directory listings, .aux.xml, .msk). Time ratio: over the first row's.",
             "",
-            "| GDAL setting | requests | other requests | MiB sent | run (s) | time ratio | load |",
-            "|---|---|---|---|---|---|---|",
+            "| part read (px) | GDAL setting | requests | other requests | MiB sent | run (s) | "
+            "time ratio | load |",
+            "|---|---|---|---|---|---|---|---|",
             *lines,
+            "",
+            "What the gated reads of one scene read, counted in the graph (no I/O; bundled real "
+            "model's halo, default `PredictConfig`): a model window's read task computes every "
+            "input chunk its window touches, so the halo strips between windows are read again "
+            "by each window that needs them (and, remote, fetched again unless GDAL's cache "
+            "still holds them).",
+            "",
+            "| scene | halo (px) | input chunks | chunk reads (all windows) | "
+            "pixels read / scene |",
+            "|---|---|---|---|---|",
+            *[
+                f"| {c['size']:.0f}^2 ({res:g} m) | {c['halo']:.0f} | {c['chunks']:.0f} | "
+                f"{c['reads']:.0f} ({c['reads'] / c['chunks']:.2f} x) | {c['pixels']:.2f} |"
+                for res in (100.0, 10.0)
+                for c in [read_counts(res)]
+            ],
             "",
         ])  # fmt: skip
         print(section)

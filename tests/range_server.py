@@ -61,13 +61,13 @@ class _Handler(BaseHTTPRequestHandler):
     _rel = ""
     protocol_version = "HTTP/1.1"  # keep-alive, as object stores and GDAL's curl use it
 
-    def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - base signature
+    def log_message(self, format: str, *args: object) -> None:
         return None
 
-    def do_HEAD(self) -> None:  # noqa: N802 - http.server's naming
+    def do_HEAD(self) -> None:
         self._answer(body=False)
 
-    def do_GET(self) -> None:  # noqa: N802
+    def do_GET(self) -> None:
         self._answer(body=True)
 
     def _answer(self, body: bool) -> None:
