@@ -61,7 +61,7 @@ from arctic_rts.model.weights import resolve_weights  # noqa: E402
 # ``import arctic_rts.predict as ...`` would give the function the package exports
 predict_mod = importlib.import_module("arctic_rts.predict")
 
-MAP_HEADING = "## Model-wait share in the map run (bench/io_overlap.py --only map)"
+MAP_HEADING = "## Model-wait share in the map run (bench/io_overlap.py --only map, {res:g} m)"
 HTTP_HEADING = "## Remote COG reads per GDAL setting (bench/io_overlap.py --only http)"
 COGS = Path(os.environ.get("ARCTIC_RTS_SHARED_DATA", ROOT.parent / "shared" / "data"))
 RKH = COGS / "s2_l2a_cogs_29RKH"
@@ -528,8 +528,9 @@ def main() -> None:
     machine = f"{platform.machine()} CPU, {time.strftime('%Y-%m-%d')}, {os.cpu_count()} cores"
     if args.only in (None, "map"):
         rows, layout = map_bench(args)
-        section = rewrite_section(MAP_HEADING, [
-            MAP_HEADING,
+        heading = MAP_HEADING.format(res=args.resolution)
+        section = rewrite_section(heading, [
+            heading,
             "",
             f"`bench/io_overlap.py --only map --scenes {args.scenes} --resolution "
             f"{args.resolution:g} --rounds {args.rounds} --rates "
