@@ -544,12 +544,13 @@ def main() -> None:
             "per worker, as a GPU would. Settings take turns in each round on the same workers.",
             "",
             "Model-wait share: per worker, over the time from its first task of the run to the "
-            "end of its last forward pass, the share during which no forward pass runs; summed "
-            "over workers (1 here). It counts every cause: the first read of the first scene, "
-            "reads slower than the model, gaps between scenes. Model (s): the stand-in's busy "
-            "time; other (s): compute time of every other task and of the fused tasks' reads "
-            "(reads, masking, vectorising), summed over threads. Time ratio: the run's wall "
-            "time over the first row's in the same round (median over rounds).",
+            "end of its last forward pass, the share during which no forward pass runs, pooled "
+            "over workers (1 - total busy / total span; 1 worker here). It counts every cause: "
+            "the first read of the first scene, reads slower than the model, gaps between "
+            "scenes. Model (s): the stand-in's busy time; other (s): compute time of every "
+            "other task and of the fused tasks' reads (reads, masking, vectorising), summed "
+            "over threads (task wall time: it grows when tasks share the cores). Time ratio: "
+            "the run's wall time over the first row's in the same round (median over rounds).",
             "",
             "| model Mpx/s | setting | run (s) | time ratio | model (s) | other (s) | "
             "model-wait share (per round) | load |",
