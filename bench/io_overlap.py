@@ -529,12 +529,14 @@ def main() -> None:
     if args.only in (None, "map"):
         rows, layout = map_bench(args)
         heading = MAP_HEADING.format(res=args.resolution)
+        settings_arg = f" --settings {' '.join(map(str, args.settings))}" if args.settings else ""
         section = rewrite_section(heading, [
             heading,
             "",
             f"`bench/io_overlap.py --only map --scenes {args.scenes} --resolution "
             f"{args.resolution:g} --rounds {args.rounds} --rates "
-            f"{' '.join(f'{r:g}' for r in args.rates)}` on {machine} shared with other work "
+            f"{' '.join(f'{r:g}' for r in args.rates)}{settings_arg}` on {machine} shared with "
+            "other work "
             f"(load average after each run in the last column), default local cluster ({layout}). "
             f"{args.scenes} copies of the real 29RKH item (the 10x decimated L2A COGs on the "
             f"local disk, read through stackstac and GDAL at {args.resolution:g} m: "
