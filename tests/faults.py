@@ -20,14 +20,12 @@ import http.client
 import http.server
 import os
 import random
-import re
 import signal
 import socket
 import struct
 import threading
 import time
 import urllib.parse
-from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -233,89 +231,6 @@ def html_server(lifetime_s: float = 60.0) -> Iterator[str]:
         timer.cancel()
         server.shutdown()
         server.server_close()
-
-
-class FileHandler(http.server.BaseHTTPRequestHandler):
-    """Serves ``server.root``'s files, with byte ranges, unless :meth:`refused` answers."""
-
-    server: FileServer
-
-    def log_message(self, *args: object) -> None:
-        pass
-
-    def refused(self) -> bool:
-        """Answer instead of serving (True when answered): 503 to the first
-        ``server.fail_first`` requests of each path."""
-        if self.server.requests[self.path] > self.server.fail_first:
-            return False
-        self.send_response(503)
-        self.send_header("Content-Length", "0")
-        self.end_headers()
-        return True
-
-    def do_HEAD(self) -> None:
-        self._serve(body=False)
-
-    def do_GET(self) -> None:
-        self._serve(body=True)
-
-    def _serve(self, body: bool) -> None:
-        with self.server.lock:
-            self.server.requests[self.path] += 1
-        if self.refused():
-            return
-        path = self.server.root / urllib.parse.urlsplit(self.path).path.lstrip("/")
-        if not path.is_file():
-            self.send_response(404)
-            self.send_header("Content-Length", "0")
-            self.end_headers()
-            return
-        data = path.read_bytes()
-        rng = re.fullmatch(r"bytes=(\d+)-(\d*)", self.headers.get("Range", ""))
-        if rng:
-            start = int(rng.group(1))
-            end = min(int(rng.group(2) or len(data) - 1), len(data) - 1)
-            chunk = data[start : end + 1]
-            self.send_response(206)
-            self.send_header("Content-Range", f"bytes {start}-{end}/{len(data)}")
-        else:
-            chunk = data
-            self.send_response(200)
-        self.send_header("Accept-Ranges", "bytes")
-        self.send_header("Content-Length", str(len(chunk)))
-        self.end_headers()
-        with self.server.lock:
-            self.server.served += 1
-        if body:
-            self.wfile.write(chunk)
-
-
-class FileServer(http.server.ThreadingHTTPServer):
-    """A loopback web server of the files under ``root`` (see :class:`FileHandler`); a context
-    manager that serves from a thread. ``requests`` counts the requests per path."""
-
-    daemon_threads = True
-
-    def __init__(
-        self, root: Path, fail_first: int = 0, handler: type[FileHandler] = FileHandler
-    ) -> None:
-        super().__init__(("127.0.0.1", 0), handler)
-        self.root, self.fail_first = root, fail_first
-        self.requests: Counter[str] = Counter()
-        self.served = 0
-        self.lock = threading.Lock()
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.server_address[1]}"
-
-    def __enter__(self) -> FileServer:
-        threading.Thread(target=self.serve_forever, daemon=True).start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.shutdown()
-        self.server_close()
 
 
 @dataclass

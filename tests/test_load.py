@@ -319,13 +319,13 @@ def test_odc_stac_reads_on_dask_workers_use_the_network_retries(tmp_path: Path) 
     """The GDAL HTTP options of ``NetworkConfig`` reach odc-stac's reads in a worker process,
     as stackstac's: each file answers 503 twice before it serves, so one retry fails and three
     succeed (odc-stac's own default, ten, would succeed both times)."""
-    from faults import FileServer
+    from range_server import RangeServer
 
     from arctic_rts.cluster import connect
     from arctic_rts.config import ClusterConfig, NetworkConfig
 
     one_worker = ClusterConfig(n_workers=1, threads_per_worker=1, gpu="no")
-    with FileServer(tmp_path, fail_first=2) as server, connect(one_worker) as client:
+    with RangeServer(tmp_path, fail_first=2) as server, connect(one_worker) as client:
 
         def read_red(retries: int, folder: str) -> Any:
             _write_rasters(tmp_path / folder)  # fresh URLs: nothing in GDAL's cache
@@ -341,6 +341,7 @@ def test_odc_stac_reads_on_dask_workers_use_the_network_retries(tmp_path: Path) 
         red = read_red(3, "b")
 
     np.testing.assert_allclose(red.values[0], _expected_red(), rtol=0, atol=1e-6)
-    asked = {path for path in server.requests if path.startswith("/b/")}
-    assert asked == {"/b/B04.tif", "/b/SCL.tif"}  # no folder listing, no side-car file probed
-    assert all(server.requests[path] >= 3 for path in asked)  # two 503s, then the reads
+    requests = server.traffic.requests
+    asked = {path for path in requests if path.startswith("b/")}
+    assert asked == {"b/B04.tif", "b/SCL.tif"}  # no folder listing, no side-car file probed
+    assert all(requests[path] >= 3 for path in asked)  # two 503s, then the reads

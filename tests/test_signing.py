@@ -19,7 +19,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import numpy as np
 import pytest
-from faults import FileHandler, FileServer
+from range_server import RangeHandler, RangeServer
 from test_load import _expected_red, _item, _write_rasters
 from test_search_edges import write_items
 
@@ -46,14 +46,14 @@ def sign(item: dict[str, Any]) -> dict[str, Any]:
     return item
 
 
-class _TokenServer(FileServer):
+class _TokenServer(RangeServer):
     refused: int = 0
 
 
-class _Handler(FileHandler):
+class _Handler(RangeHandler):
     server: _TokenServer
 
-    def refused(self) -> bool:
+    def refused(self, first: bool, body: bool) -> bool:
         parts = urlsplit(self.path)
         query = parse_qs(parts.query)
         expires = (query.get("se") or [""])[0]
@@ -62,9 +62,7 @@ class _Handler(FileHandler):
         if fresh and hmac.compare_digest(sig, _token(parts.path, expires)):
             return False
         self.server.refused += 1
-        self.send_response(403)
-        self.send_header("Content-Length", "0")
-        self.end_headers()
+        self._send(403, b"", {}, body)
         return True
 
 
@@ -102,9 +100,9 @@ def test_expired_search_time_tokens_are_renewed_when_blocks_are_read(
     assert "sig=" in asset["href"] and asset[UNSIGNED_HREF] == f"{base}/r/B04.tif"
     time.sleep(LIFETIME + 0.5)  # every search-time token has expired now
     [da] = load_scenes(found, ["B11", "B04", "B08"], sign=sign)
-    assert server.served == 0  # lazy: nothing read yet
+    assert server.traffic.served == 0  # lazy: nothing read yet
     np.testing.assert_allclose(da.values[1], _expected_red(), rtol=0, atol=1e-7)
-    assert server.served > 0 and server.refused == 0
+    assert server.traffic.served > 0 and server.refused == 0
     # Read again after the read-time tokens expired too: signed afresh, read again.
     time.sleep(LIFETIME + 0.5)
     np.testing.assert_allclose(da.values[1], _expected_red(), rtol=0, atol=1e-7)
