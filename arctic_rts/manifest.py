@@ -109,8 +109,11 @@ class Manifest:
         # Appended, not with_suffix: ids may hold dots (CDSE's "....SAFE").
         return self.root / "scenes" / str(year) / (safe_file_name(item_id) + suffix)
 
-    def _record(self, year: int, item: dict[str, Any], status: str) -> dict[str, Any] | None:
-        """The scene's record with ``status`` for this item and scene hash, else None."""
+    def _record(
+        self, year: int, item: dict[str, Any], status: str, any_version: bool = False
+    ) -> dict[str, Any] | None:
+        """The scene's record with ``status`` for this item and scene hash, else None; with
+        ``any_version`` also one of an earlier layout version."""
         item_id = str(item["id"])
         try:
             rec = json.loads(self._path(year, item_id, ".json").read_text())
@@ -118,7 +121,7 @@ class Manifest:
             return None
         ok = (
             isinstance(rec, dict)
-            and rec.get("manifest_version") == MANIFEST_VERSION
+            and (any_version or rec.get("manifest_version") == MANIFEST_VERSION)
             and rec.get("item_id") == item_id
             and rec.get("item_key") == item_key(item)
             and rec.get("status") == status
@@ -139,8 +142,16 @@ class Manifest:
 
     def failed(self, year: int, item: dict[str, Any]) -> dict[str, Any] | None:
         """The record of an earlier run in which this scene failed (same model and
-        parameters), or None."""
-        return self._record(year, item, "failed")
+        parameters, any layout version), or None."""
+        return self._record(year, item, "failed", any_version=True)
+
+    def tried(self, year: int, item: dict[str, Any]) -> bool:
+        """Whether an earlier run with the same model and parameters computed this scene,
+        whether it failed or finished (a finished record may still not be reusable: an older
+        layout, or another part of the scene mapped)."""
+        return self.failed(year, item) is not None or (
+            self._record(year, item, "done", any_version=True) is not None
+        )
 
     def polygons(self, year: int, item_id: str) -> gpd.GeoDataFrame:
         """The polygons of a finished scene."""
@@ -349,15 +360,15 @@ class SceneResults:
 def scenes_to_compute(
     manifest: Manifest, year: int, items: list[dict[str, Any]], *, retry_failed: bool = False
 ) -> tuple[list[dict[str, Any]], set[str]]:
-    """The items of ``items`` a run computes, in order: those without a finished record, or
-    with ``retry_failed`` those of them an earlier run recorded as failed; and the ids that
-    ``retry_failed`` leaves out (no run has tried them)."""
+    """The items of ``items`` a run computes, in order: those without a reusable finished
+    record, or with ``retry_failed`` those of them that an earlier run tried (failed, or
+    finished in a record this run cannot reuse); and the ids that ``retry_failed`` leaves out
+    (no run has tried them)."""
     todo = [it for it in items if manifest.lookup(year, it) is None]
     if not retry_failed:
         return todo, set()
-    failed_before = {it["id"] for it in todo if manifest.failed(year, it) is not None}
-    skipped = {it["id"] for it in todo if it["id"] not in failed_before}
-    return [it for it in todo if it["id"] in failed_before], skipped
+    skipped = {it["id"] for it in todo if not manifest.tried(year, it)}
+    return [it for it in todo if it["id"] not in skipped], skipped
 
 
 def resume_scenes(

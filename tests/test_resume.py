@@ -265,6 +265,57 @@ def test_resume_scenes_with_retry_failed_computes_only_the_failed_scenes(tmp_pat
     assert asked[-1] == ["never"] and not results.failed and results.retried == []
 
 
+def test_retry_failed_recomputes_tried_scenes_whose_records_cannot_be_reused(
+    tmp_path: Path,
+) -> None:
+    """After an upgrade (records of manifest version 1) or when the regions grew (a record of
+    a smaller part of the scene), --retry-failed computes the scenes an earlier run tried
+    instead of counting them as never tried; a scene no run tried is still left out."""
+    import json
+
+    import geopandas as gpd
+    import shapely
+    import shapely.geometry
+
+    from arctic_rts.manifest import MANIFEST_VERSION
+
+    props = {"datetime": "2021-07-13T20:49:19Z", "s2:mgrs_tile": "07WFS"}
+    footprint = shapely.box(-138.1, 69.0, -137.9, 69.1)
+    ids = ("old-done", "old-failed", "smaller", "never")
+    items = [
+        {"id": i, "properties": props, "geometry": shapely.geometry.mapping(footprint)} for i in ids
+    ]
+    by_id = {it["id"]: it for it in items}
+    polygons = gpd.GeoDataFrame(
+        {"scene_id": ["x"]}, geometry=[shapely.box(0, 0, 10, 10)], crs="EPSG:32607"
+    )
+    work = tmp_path / "work"
+    west = shapely.box(-138.1, 69.0, -138.0, 69.1)
+    Manifest(work, "hash", area=west).save(YEAR, by_id, _scene("smaller"), polygons, run_id="1")
+    old = Manifest(work, "hash")
+    old.save(YEAR, by_id, _scene("old-done"), polygons, run_id="1")
+    old.save(YEAR, by_id, _scene("old-failed", "failed"), None, run_id="1")
+    for name in ("old-done", "old-failed"):  # as the previous layout wrote them
+        path = work / "scenes" / str(YEAR) / f"{name}.json"
+        doc = json.loads(path.read_text())
+        doc["manifest_version"] = MANIFEST_VERSION - 1
+        path.write_text(json.dumps(doc))
+    asked: list[list[str]] = []
+
+    def compute(todo: list[dict[str, Any]], on_done: Any) -> list[SceneRecord]:
+        asked.append([it["id"] for it in todo])
+        recs = [_scene(it["id"]) for it in todo]
+        for rec in recs:
+            on_done(rec, polygons)
+        return recs
+
+    whole = Manifest(work, "hash", area=footprint)
+    results = resume_scenes(whole, YEAR, items, run_id="2", compute=compute, retry_failed=True)
+
+    assert asked == [["old-done", "old-failed", "smaller"]]
+    assert results.failed == [("never", NOT_RETRIED)]
+
+
 @pytest.mark.slow
 def test_inventory_run_retry_failed_recomputes_only_the_failed_scene(
     demo: DemoCatalog,
