@@ -17,7 +17,6 @@ import dataclasses
 import datetime as dt
 import json
 import logging
-import threading
 import time
 import uuid
 from collections.abc import Callable, Sequence
@@ -35,12 +34,6 @@ from arctic_rts.errors import IncompleteRunError, InventoryError
 if TYPE_CHECKING:  # torch stays out of the import of this module
     from arctic_rts.manifest import Manifest, SceneResults
     from arctic_rts.model.weights import Weights
-
-logger = logging.getLogger(__name__)
-
-#: The Dask event topic on which model tasks report their tiles (one topic, so that a
-#: long-lived scheduler keeps one bounded event log for it, not one per run).
-PROGRESS_TOPIC = "arctic-rts-progress"
 
 
 @dataclass
@@ -201,57 +194,6 @@ def _scene_graph(
     return graph, tiles
 
 
-class _StageProgress:
-    """Progress inside the scenes of a run, per stage, as log records of this module.
-
-    ``predict``: model tiles done of the scene's total, at every quarter (every tile at
-    DEBUG); ``vectorise``: started once the last tile is in, done with the scene. Each record
-    carries ``scene``, ``stage``, ``done`` and ``total`` attributes for handlers that draw
-    bars or feed a dashboard; nothing is printed here. Tiles are counted from the model
-    tasks' events, which arrive on the client's event loop thread: hence the lock.
-    """
-
-    def __init__(self, run_id: str) -> None:
-        self.run_id = run_id
-        self.tiles: dict[str, tuple[int, int]] = {}
-        self._lock = threading.Lock()
-
-    def _log(self, scene: str, stage: str, done: int, total: int, level: int, note: str) -> None:
-        extra = {"scene": scene, "stage": stage, "done": done, "total": total}
-        logger.log(level, "%s: %s %d/%d %s", scene, stage, done, total, note, extra=extra)
-
-    def start(self, scene: str, total: int) -> None:
-        with self._lock:
-            self.tiles[scene] = (0, total)
-            self._log(scene, "predict", 0, total, logging.INFO, "tiles")
-
-    def tile(self, scene: str, n: int) -> None:
-        with self._lock:
-            if scene not in self.tiles:  # a late event of a scene that has ended
-                return
-            done, total = self.tiles[scene]
-            now = min(done + n, total)
-            self.tiles[scene] = (now, total)
-            quarter = (4 * now // total) > (4 * done // total)
-            level = logging.INFO if quarter else logging.DEBUG
-            self._log(scene, "predict", now, total, level, "tiles")
-            if now == total:
-                self._log(scene, "vectorise", 0, 1, logging.INFO, "started")
-
-    def event(self, event: tuple[float, dict[str, Any]]) -> None:
-        """A model task's report (:func:`~arctic_rts.predict.predict`'s ``progress``), labelled
-        ``<run_id>:<item id>``; other runs' reports are not this one's."""
-        run, _, scene = str(event[1]["scene"]).partition(":")
-        if run == self.run_id:
-            self.tile(scene, int(event[1]["tiles"]))
-
-    def finish(self, scene: str, n_polygons: int | None) -> None:
-        with self._lock:
-            if scene in self.tiles and n_polygons is not None:
-                self._log(scene, "vectorise", 1, 1, logging.INFO, f"done, {n_polygons} polygons")
-            self.tiles.pop(scene, None)
-
-
 def area_window(da: Any, area: Any, margin_m: float) -> tuple[slice, slice] | None:
     """Rows and columns of a scene ``(band, y, x)`` over a lon/lat ``area``, grown by
     ``margin_m``; None when the scene does not reach the area."""
@@ -323,32 +265,33 @@ def map_scenes(
     here. ``area`` (a lon/lat geometry) limits each scene to the pixels over it, plus the halo
     and ``config.area_margin_m`` (see :func:`crop_to_area`). ``progress`` shows a bar of
     scenes; the stages inside each scene (model tiles done of total, vectorise) are logged
-    whatever ``progress`` says (see :class:`_StageProgress`).
+    whatever ``progress`` says (see :class:`~arctic_rts.progress.StageProgress`).
     """
     from distributed import as_completed
     from tqdm.auto import tqdm
     from tqdm.contrib.logging import logging_redirect_tqdm
 
     from arctic_rts.cluster import gpu_workers, task_error
+    from arctic_rts.progress import PROGRESS_TOPIC, StageProgress
 
     # Graph optimisation (fusion) drops the model tasks' GPU resource annotation.
     optimize = not gpu_workers(client)
     records = [scene_record(it) for it in items]
-    in_flight = scenes_in_flight(config.cluster, client)
-    # a scene's reads wait for its model tasks: as many windows ahead as the cluster has threads
-    threads = sum(w["nthreads"] for w in client.scheduler_info(n_workers=-1)["workers"].values())
     frames: list[gpd.GeoDataFrame] = []
     pending = collections.deque(zip(items, records, strict=True))
     # graphs built ahead (record, seconds spent building, graph or None, tiles, error): built
     # while the cluster works, so a finished scene's slot is filled at once
     ahead: list[tuple[SceneRecord, float, Any, int, str]] = []
     started: dict[Any, tuple[SceneRecord, float]] = {}
-    stages = _StageProgress(run_id)
+    stages = StageProgress(run_id)
     bar = tqdm(total=len(items), desc="scenes", unit="scene", disable=not progress)
     queue = as_completed()
 
     def plan(item: dict[str, Any], rec: SceneRecord) -> tuple[SceneRecord, float, Any, int, str]:
         t0 = time.perf_counter()
+        # a scene's reads wait for its model tasks: as many windows ahead as the cluster has
+        # threads now (workers of an adaptive cluster join during the run)
+        threads = sum(client.nthreads().values())
         try:
             graph, tiles = _scene_graph(
                 item, weights, config, run_id, optimize, sign, area,
@@ -359,7 +302,7 @@ def map_scenes(
         return rec, time.perf_counter() - t0, graph, tiles, ""
 
     def submit_next() -> None:
-        while (ahead or pending) and len(started) < in_flight:
+        while (ahead or pending) and len(started) < scenes_in_flight(config.cluster, client):
             rec, seconds, graph, tiles, error = ahead.pop() if ahead else plan(*pending.popleft())
             t0 = time.perf_counter() - seconds
             if graph is not None:
@@ -394,7 +337,8 @@ def map_scenes(
     loggers = [logging.getLogger("arctic_rts")]
     console = logging_redirect_tqdm(loggers, tqdm_class=tqdm) if progress else None
     # One handler per topic and client: a second run on the same client at the same time
-    # takes this run's tile counts (its scenes still finish and report as usual).
+    # replaces this run's handler, so this run's tiles are no longer counted (its scenes still
+    # finish and report as usual).
     client.subscribe_topic(PROGRESS_TOPIC, stages.event)
     try:
         with console or contextlib.nullcontext():
@@ -415,15 +359,17 @@ def map_scenes(
             bar.close()
     finally:
         client.unsubscribe_topic(PROGRESS_TOPIC)
+        # an error or an interrupt leaves no scene running on a cluster that outlives the run
+        client.cancel(list(started))
     return records, frames
 
 
 def scenes_in_flight(config: ClusterConfig, client: Any) -> int:
     """How many scenes :func:`map_scenes` keeps on the cluster at once: the configured number,
-    else one more than the client's workers (at least 2)."""
+    else one more than the client's workers at the moment (at least 2)."""
     if config.scenes_in_flight is not None:
         return config.scenes_in_flight
-    return max(2, len(client.scheduler_info(n_workers=-1)["workers"]) + 1)
+    return max(2, len(client.nthreads()) + 1)
 
 
 def scenes_frame(records: list[SceneRecord]) -> gpd.GeoDataFrame:

@@ -386,7 +386,7 @@ def _probability_graph(
     halo = _halo(config)
     height, width = arr.shape[1:]
     ychunks, xchunks = _blocks(height, width, config)
-    token = tokenize(arr, models, config, progress)
+    token = tokenize(arr, models, config, read_ahead, progress)
     src, piece_name, name = arr.name, f"rts-piece-{token}", f"rts-predict-{token}"
     run = functools.partial(
         _predict_window, models=models, config=config, tasks=len(ychunks) * len(xchunks)
