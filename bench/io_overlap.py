@@ -220,10 +220,11 @@ def shares(
 
 
 def read_counts(resolution: float) -> dict[str, float]:
-    """What the gated reads of one scene read (graph only, no I/O): input chunks, chunk reads
-    summed over the model windows' read tasks, and pixels read over the scene's pixels (a
-    window's read task computes every input chunk its window touches, so the halo strips
-    between windows are read by each window that needs them)."""
+    """What the gated reads of one scene read (graph only, no I/O): input chunks, read tasks
+    in the map run's graph (``predict(read_ahead=...)``), and the pixels they read over the
+    scene's pixels."""
+    from dask.utils import key_split
+
     from arctic_rts.config import PredictConfig
 
     real = resolve_weights(REAL_WEIGHTS)
@@ -233,21 +234,15 @@ def read_counts(resolution: float) -> dict[str, float]:
         chunks=lambda s: predict_mod.input_chunks(s.shape[1], s.shape[2], pconf),
     )[0]  # fmt: skip
     chunks = da.data.rechunk({0: -1}).chunks
-    halo = predict_mod._halo(pconf)
     height, width = da.shape[1:]
-    ych, xch = predict_mod._blocks(height, width, pconf)
-    reads = pixels = 0
-    for y0, y1, _, _ in predict_mod.block_windows(height, ych, halo):
-        ys = predict_mod.axis_pieces(chunks[1], y0, y1)
-        for x0, x1, _, _ in predict_mod.block_windows(width, xch, halo):
-            xs = predict_mod.axis_pieces(chunks[2], x0, x1)
-            reads += len(ys) * len(xs)
-            pixels += sum(chunks[1][k] for k, _, _ in ys) * sum(chunks[2][k] for k, _, _ in xs)
+    graph = predict_mod.predict(da, real, pconf, read_ahead=2).data.__dask_graph__()
+    reads = [k for k in graph if key_split(k) == "rts-read"]
+    pixels = sum(chunks[1][k[1]] * chunks[2][k[2]] for k in reads)
     return {
         "size": float(height),
-        "halo": float(halo),
+        "halo": float(pconf.halo or 0),
         "chunks": float(len(chunks[1]) * len(chunks[2])),
-        "reads": float(reads),
+        "reads": float(len(reads)),
         "pixels": pixels / (height * width),
     }
 
@@ -588,14 +583,11 @@ def main() -> None:
             "|---|---|---|---|---|---|---|---|",
             *lines,
             "",
-            "What the gated reads of one scene read, counted in the graph (no I/O; bundled real "
-            "model's halo, default `PredictConfig`): a model window's read task computes every "
-            "input chunk its window touches, so the halo strips between windows are read again "
-            "by each window that needs them (and, remote, fetched again unless GDAL's cache "
-            "still holds them).",
+            "What the gated reads of one scene read, counted in the map run's graph (no I/O; "
+            "bundled real model's halo, default `PredictConfig`): each input chunk is read by "
+            "one read task, however many windows use it.",
             "",
-            "| scene | halo (px) | input chunks | chunk reads (all windows) | "
-            "pixels read / scene |",
+            "| scene | halo (px) | input chunks | read tasks | pixels read / scene |",
             "|---|---|---|---|---|",
             *[
                 f"| {c['size']:.0f}^2 ({res:g} m) | {c['halo']:.0f} | {c['chunks']:.0f} | "
