@@ -154,40 +154,39 @@ def _show_progress(args: argparse.Namespace) -> bool:
 
 def _map_config(args: argparse.Namespace) -> MapConfig:
     with named_as_flags():
-        return _map_config_of(args)
-
-
-def _map_config_of(args: argparse.Namespace) -> MapConfig:
-    return MapConfig(
-        search=SearchConfig(
-            months=tuple(args.months),
-            max_cloud_cover=args.max_cloud,
-            **({"max_area_km2": args.max_area} if args.max_area is not None else {}),
-        ),
-        predict=PredictConfig(
-            tile_size=args.tile_size, tta=args.tta, precision=args.precision, backend=args.backend
-        ),
-        vectorize=VectorizeConfig(
-            threshold=args.threshold,
-            min_area_m2=args.min_area,
-            opening_px=args.opening_px,
-            hysteresis_low=args.hysteresis_low,
-        ),
-        cluster=ClusterConfig(scheduler=args.scheduler, n_workers=args.workers),
-        load=LoadConfig(
-            water_scl_classes=(SCL_WATER,) if args.water_mask else (),
-            asset_roots=tuple(args.asset_root or ()),
-            asset_hosts=tuple(args.asset_host or ()),
-        ),
-        inventory=InventoryConfig(drop_cut=args.drop_cut),
-        network=NetworkConfig(
-            connect_timeout_s=args.connect_timeout,
-            read_timeout_s=args.read_timeout,
-            max_retries=args.retries,
-            retry_total_s=args.retry_time,
-        ),
-        allow_demo_model=args.allow_demo_model,
-    )
+        return MapConfig(
+            search=SearchConfig(
+                months=tuple(args.months),
+                max_cloud_cover=args.max_cloud,
+                **({"max_area_km2": args.max_area} if args.max_area is not None else {}),
+            ),
+            predict=PredictConfig(
+                tile_size=args.tile_size,
+                tta=args.tta,
+                precision=args.precision,
+                backend=args.backend,
+            ),
+            vectorize=VectorizeConfig(
+                threshold=args.threshold,
+                min_area_m2=args.min_area,
+                opening_px=args.opening_px,
+                hysteresis_low=args.hysteresis_low,
+            ),
+            cluster=ClusterConfig(scheduler=args.scheduler, n_workers=args.workers),
+            load=LoadConfig(
+                water_scl_classes=(SCL_WATER,) if args.water_mask else (),
+                asset_roots=tuple(args.asset_root or ()),
+                asset_hosts=tuple(args.asset_host or ()),
+            ),
+            inventory=InventoryConfig(drop_cut=args.drop_cut),
+            network=NetworkConfig(
+                connect_timeout_s=args.connect_timeout,
+                read_timeout_s=args.read_timeout,
+                max_retries=args.retries,
+                retry_total_s=args.retry_time,
+            ),
+            allow_demo_model=args.allow_demo_model,
+        )
 
 
 def _cmd_map(args: argparse.Namespace) -> int:
@@ -372,7 +371,8 @@ def _cmd_inventory_run(args: argparse.Namespace) -> int:
     if args.dry_run:  # no report, no log: a dry run writes nothing
         from arctic_rts.plan import plan_inventory
 
-        return _print_plan(plan_inventory(_inventory_config(args)), args.format)
+        plan = plan_inventory(_inventory_config(args), retry_failed=args.retry_failed)
+        return _print_plan(plan, args.format)
     check_writable_file(args.report, "--report")
     check_writable_file(args.log, "--log")
     # A run file or years that cannot be used are reported too: a scheduler reads the report.

@@ -142,8 +142,10 @@ def add_inventory_run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--retry-failed",
         action="store_true",
-        help="compute only the scenes that an earlier run recorded as failed in the work folder; "
-        "reuse every finished scene and compute no scene that no run has tried",
+        help="compute only the scenes that an earlier run tried: recorded as failed in the work "
+        "folder, or finished in a record this run cannot reuse (an older layout, or a smaller "
+        "part of the scene mapped); reuse every other finished scene and compute no scene that "
+        "no run has tried (with --dry-run: list the scenes it would compute)",
     )
     add_dry_run_options(p)
     p.add_argument("--quiet", action="store_true", help="no progress bars or messages (as -q)")

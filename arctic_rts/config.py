@@ -292,7 +292,8 @@ class LoadConfig:
     #: extra); both give the same arrays on the same grid.
     loader: str = "stackstac"
     #: Local folders that asset hrefs may point into besides a local catalog's own folder
-    #: (relative paths: to the current folder); see :mod:`arctic_rts.asset_checks`.
+    #: (relative paths: to the current folder; in a run file, to its folder); see
+    #: :mod:`arctic_rts.asset_checks`.
     asset_roots: tuple[str, ...] = ()
     #: Hosts that http(s) asset hrefs may name (``.example.com``: its subdomains); empty: any.
     asset_hosts: tuple[str, ...] = ()

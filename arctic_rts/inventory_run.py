@@ -31,7 +31,7 @@ from arctic_rts.catalog import stac_endpoint
 from arctic_rts.config import InventoryRunConfig, MapConfig
 from arctic_rts.errors import ConfigError, InventoryError
 from arctic_rts.files import new_folders_removed_on_failure, replace_durably, temporary_sibling
-from arctic_rts.manifest import Manifest, SceneResults, resume_scenes, scene_hash
+from arctic_rts.manifest import Manifest, SceneResults, check_work_dir, resume_scenes, scene_hash
 from arctic_rts.pipeline import (
     SceneRecord,
     check_model_fits,
@@ -227,12 +227,13 @@ def run_inventory(
 
     cfg = config if isinstance(config, InventoryRunConfig) else read_inventory_run(config)
     out = Path(cfg.out)
+    check_work_dir(inventory_work_dir(out))
     # A run that fails before it writes anything leaves no empty folder behind.
-    with new_folders_removed_on_failure(out.parent, out.with_name(out.name + ".work")):
+    with new_folders_removed_on_failure(out.parent, inventory_work_dir(out)):
         out.parent.mkdir(parents=True, exist_ok=True)
         regions = _read_regions(cfg)
         weights = resolve_weights(list(cfg.weights) or default_weights(cfg.stac))
-        work = out.with_name(out.name + ".work")
+        work = inventory_work_dir(out)
         result = InventoryRunResult(out, work, uuid.uuid4().hex[:12], [])
         result.retry_failed = retry_failed
 
@@ -250,7 +251,7 @@ def run_inventory(
                 cfg=cfg,
                 regions=regions,
                 weights=weights,
-                manifest=Manifest(result.work_dir, scene_hash(cfg.map, weights)),
+                manifest=inventory_manifest(cfg, regions, weights),
                 url=url,
                 stac_label=url if cfg.stac is None or cfg.stac.startswith("http") else cfg.stac,
                 run_id=result.run_id,
@@ -270,6 +271,27 @@ def run_inventory(
             if out.exists():  # the picture follows the file: rewritten only when it changes
                 _export_if_changed(lambda p: write_quicklook(out, p), quicklook_path(out))
         return result
+
+
+def inventory_work_dir(out: Path) -> Path:
+    """The work folder an inventory run keeps beside its GeoPackage, across runs:
+    ``<out>.work`` (its manifest of finished and failed scenes)."""
+    return out.with_name(out.name + ".work")
+
+
+def inventory_manifest(
+    cfg: InventoryRunConfig, regions: gpd.GeoDataFrame, weights: Weights, read_only: bool = False
+) -> Manifest:
+    """The manifest of ``cfg``'s work folder for this model and these regions
+    (``read_only``: records looked up only, nothing made or tidied; a dry run's)."""
+    area = _area(regions) if cfg.clip_to_regions else None
+    return Manifest(
+        inventory_work_dir(Path(cfg.out)),
+        scene_hash(cfg.map, weights),
+        area=area,
+        margin_m=cfg.map.area_margin_m,
+        read_only=read_only,
+    )
 
 
 @dataclass

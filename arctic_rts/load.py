@@ -277,8 +277,9 @@ def _stack_odc(
     odc-stac resamples in the file's integer type, so a band read at another resolution differs
     from stackstac's by up to half a digital number.
 
-    The GDAL HTTP options reach odc-stac's reads only in this process (``configure_rio``);
-    Dask workers read with GDAL's defaults unless configured there.
+    The GDAL HTTP options (timeouts, retries) are set with ``configure_rio``, on top of
+    odc-stac's cloud defaults (no folder listing or side-car probes on open, as stackstac's);
+    odc-stac captures them into the graph when it is built, so reads in Dask workers use them.
     """
     try:
         import odc.stac
@@ -299,7 +300,7 @@ def _stack_odc(
         tight=True,
     )
     if grid["gdal"]:
-        odc.stac.configure_rio(**grid["gdal"])
+        odc.stac.configure_rio(cloud_defaults=True, **grid["gdal"])
     # nodata stays a number: the caller matches it on the digital numbers, as with stackstac
     # only the assets asked for (providers' other assets, JP2 copies on S3..., share band names)
     # and no links (odc-stac would resolve local paths against the item's own self link)

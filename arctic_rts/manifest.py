@@ -35,8 +35,10 @@ if TYPE_CHECKING:  # torch stays out of the import of this module
 
 logger = logging.getLogger(__name__)
 
-#: Layout version of a work folder; records of another version are not reused.
-MANIFEST_VERSION = 1
+#: Layout version of a work folder; records of another version are not reused. Version 2
+#: records which part of its scene each record mapped (version 1 did not, so a record of a
+#: scene cropped to smaller regions could be reused for larger ones).
+MANIFEST_VERSION = 2
 #: The fields of a ``log.jsonl`` line; the first three identify the scene record it logs.
 _LOG_KEYS = ("run_id", "item_id", "year", "status", "finished")
 #: Why a scene was not computed by ``inventory run --retry-failed``.
@@ -53,6 +55,21 @@ ComputeScenes = Callable[
 ]
 
 
+def check_work_dir(root: Path) -> None:
+    """Refuse, before any work, a file where a run keeps its work folder ``root``.
+
+    Raises:
+        InventoryError: ``root`` exists and is not a folder.
+    """
+    from arctic_rts.errors import InventoryError
+
+    if root.exists() and not root.is_dir():
+        raise InventoryError(
+            f"{root} is a file where this run keeps its work folder; move it away or choose "
+            "another output."
+        )
+
+
 class Manifest:
     """A work folder: one record per finished scene and year, reused by the next run.
 
@@ -60,14 +77,28 @@ class Manifest:
     its record; each is written to a temporary file and renamed, the JSON last, so a record
     exists only for a scene whose polygons are complete on disk. ``log.jsonl`` gets one line
     per scene computed, by any run (an audit of the work done; the tests count it). A record
-    is reused only when its ``scene_hash`` (model and per-scene parameters) is this run's and
-    its polygons file still has its sha256. The caller holds the output's lock, so no other
-    run writes the folder.
+    is reused only when its ``scene_hash`` (model and per-scene parameters) is this run's, its
+    polygons file still has its sha256, and the part of the scene it mapped covers what this
+    run maps of it: ``area`` (a lon/lat geometry, with ``margin_m`` around it; None: whole
+    scenes; see :func:`covers`). The caller holds the output's lock, so no other run writes
+    the folder.
     """
 
-    def __init__(self, root: Path, scene_hash: str) -> None:
+    def __init__(
+        self,
+        root: Path,
+        scene_hash: str,
+        area: Any = None,
+        margin_m: float = 0.0,
+        *,
+        read_only: bool = False,
+    ) -> None:
         self.root = root
         self.scene_hash = scene_hash
+        self.area = area
+        self.margin_m = margin_m
+        if read_only:  # records are only looked up (a dry run): no folder made, nothing tidied
+            return
         (root / "scenes").mkdir(parents=True, exist_ok=True)
         # Left by a run killed mid-save; the caller holds the lock, so no live run writes them.
         for stale in (root / "scenes").glob("*/.*.tmp-*"):
@@ -78,8 +109,11 @@ class Manifest:
         # Appended, not with_suffix: ids may hold dots (CDSE's "....SAFE").
         return self.root / "scenes" / str(year) / (safe_file_name(item_id) + suffix)
 
-    def _record(self, year: int, item: dict[str, Any], status: str) -> dict[str, Any] | None:
-        """The scene's record with ``status`` for this item and scene hash, else None."""
+    def _record(
+        self, year: int, item: dict[str, Any], status: str, any_version: bool = False
+    ) -> dict[str, Any] | None:
+        """The scene's record with ``status`` for this item and scene hash, else None; with
+        ``any_version`` also one of an earlier layout version."""
         item_id = str(item["id"])
         try:
             rec = json.loads(self._path(year, item_id, ".json").read_text())
@@ -87,7 +121,7 @@ class Manifest:
             return None
         ok = (
             isinstance(rec, dict)
-            and rec.get("manifest_version") == MANIFEST_VERSION
+            and (any_version or rec.get("manifest_version") == MANIFEST_VERSION)
             and rec.get("item_id") == item_id
             and rec.get("item_key") == item_key(item)
             and rec.get("status") == status
@@ -98,7 +132,7 @@ class Manifest:
     def lookup(self, year: int, item: dict[str, Any]) -> dict[str, Any] | None:
         """The scene's finished record from an earlier run, or None when it must be computed."""
         rec = self._record(year, item, "done")
-        if rec is None:
+        if rec is None or not covers(rec.get("area"), self.area, self.margin_m, item):
             return None
         try:
             data = self._path(year, str(item["id"]), ".parquet").read_bytes()
@@ -108,8 +142,16 @@ class Manifest:
 
     def failed(self, year: int, item: dict[str, Any]) -> dict[str, Any] | None:
         """The record of an earlier run in which this scene failed (same model and
-        parameters), or None."""
-        return self._record(year, item, "failed")
+        parameters, any layout version), or None."""
+        return self._record(year, item, "failed", any_version=True)
+
+    def tried(self, year: int, item: dict[str, Any]) -> bool:
+        """Whether an earlier run with the same model and parameters computed this scene,
+        whether it failed or finished (a finished record may still not be reusable: an older
+        layout, or another part of the scene mapped)."""
+        return self.failed(year, item) is not None or (
+            self._record(year, item, "done", any_version=True) is not None
+        )
 
     def polygons(self, year: int, item_id: str) -> gpd.GeoDataFrame:
         """The polygons of a finished scene."""
@@ -176,6 +218,9 @@ class Manifest:
             "finished": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
             "record": record,
             "footprint": mapping(rec.footprint) if rec.footprint is not None else None,
+            "area": None
+            if self.area is None
+            else {"wkb": self.area.wkb_hex, "margin_m": self.margin_m},
         }
         if gdf is not None:
             with atomic_path(self._path(year, rec.item_id, ".parquet")) as tmp:
@@ -237,12 +282,29 @@ def item_key(item: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(doc, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def scene_hash(config: MapConfig, weights: Weights, area: Any = None) -> str:
-    """Hash of everything that decides a scene's polygons: model, loading, tiling, vectorising,
-    and the ``area`` (lon/lat geometry) a run maps of each scene, when it gives one.
+def covers(done: dict[str, Any] | None, area: Any, margin_m: float, item: dict[str, Any]) -> bool:
+    """Whether a scene record that mapped ``done`` of its scene (``{"wkb": lon/lat area,
+    "margin_m": m}``; None: the whole scene) holds all that a run mapping ``area`` with
+    ``margin_m`` (None: the whole scene) needs of STAC ``item``'s scene."""
+    import shapely
+    from shapely.geometry import shape
+
+    if done is None:
+        return True
+    if float(done.get("margin_m", 0.0)) < margin_m:
+        return False
+    mapped = shapely.from_wkb(bytes.fromhex(str(done["wkb"])))
+    footprint = shape(item["geometry"])
+    needed = footprint if area is None else shapely.intersection(area, footprint)
+    return bool(needed.is_empty or shapely.covers(shapely.buffer(mapped, 1e-9), needed))
+
+
+def scene_hash(config: MapConfig, weights: Weights) -> str:
+    """Hash of everything that decides a scene's polygons: model, loading, tiling, vectorising.
 
     Device and batch size are left out (they change speed, not output); so are the search
-    (which scenes, not what a scene yields) and the merge (applied to the manifest's polygons).
+    (which scenes, not what a scene yields), the merge (applied to the manifest's polygons)
+    and the area a run maps of each scene (each record keeps its own; see :func:`covers`).
     """
     from arctic_rts.predict import resolve_halo
 
@@ -256,8 +318,6 @@ def scene_hash(config: MapConfig, weights: Weights, area: Any = None) -> str:
         "bands": list(weights.bands),
         "weights": list(weights.sha256),
     }
-    if area is not None:
-        doc["area"] = [area.wkb_hex, config.area_margin_m]
     return hashlib.sha256(json.dumps(doc, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
@@ -297,6 +357,20 @@ class SceneResults:
         return [(r.item_id, r.error) for r in self.records if r.status == "failed"]
 
 
+def scenes_to_compute(
+    manifest: Manifest, year: int, items: list[dict[str, Any]], *, retry_failed: bool = False
+) -> tuple[list[dict[str, Any]], set[str]]:
+    """The items of ``items`` a run computes, in order: those without a reusable finished
+    record, or with ``retry_failed`` those of them that an earlier run tried (failed, or
+    finished in a record this run cannot reuse); and the ids that ``retry_failed`` leaves out
+    (no run has tried them)."""
+    todo = [it for it in items if manifest.lookup(year, it) is None]
+    if not retry_failed:
+        return todo, set()
+    skipped = {it["id"] for it in todo if not manifest.tried(year, it)}
+    return [it for it in todo if it["id"] not in skipped], skipped
+
+
 def resume_scenes(
     manifest: Manifest,
     year: int,
@@ -315,14 +389,10 @@ def resume_scenes(
     Raises:
         StorageError: A record cannot be saved (the scenes saved before are kept).
     """
-    done = {it["id"] for it in items if manifest.lookup(year, it) is not None}
-    failed_before = {it["id"] for it in items if manifest.failed(year, it) is not None}
-    todo = [it for it in items if it["id"] not in done]
-    skipped: set[str] = set()
-    if retry_failed:
-        skipped = {it["id"] for it in todo if it["id"] not in failed_before}
-        todo = [it for it in todo if it["id"] in failed_before]
-    logger.debug("%d: %d scenes to compute, %d from the manifest", year, len(todo), len(done))
+    todo, skipped = scenes_to_compute(manifest, year, items, retry_failed=retry_failed)
+    failed_before = {it["id"] for it in todo if manifest.failed(year, it) is not None}
+    n_reused = len(items) - len(todo) - len(skipped)
+    logger.debug("%d: %d scenes to compute, %d from the manifest", year, len(todo), n_reused)
     fresh: dict[str, SceneRecord] = {}
     if todo:
         on_done = functools.partial(

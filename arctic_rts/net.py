@@ -156,12 +156,17 @@ def gdal_http_options(network: NetworkConfig) -> dict[str, str]:
 
     GDAL's ``GDAL_HTTP_TIMEOUT`` bounds a whole request (not one read); its retries cover 429
     and 5xx answers. A COG that still fails makes its scene fail, with the reason recorded.
+    ``GDAL_DISABLE_READDIR_ON_OPEN=EMPTY_DIR``: opening a COG lists no folder and asks for
+    no side-car file (stackstac sets it when opening; here it holds for odc-stac too). With
+    stackstac the options travel inside the read tasks, so they hold in whichever worker
+    process reads (docs/yearly-runs.md, "Reading imagery", has the measured effect).
     """
     return {
         "GDAL_HTTP_CONNECTTIMEOUT": str(max(1, round(network.connect_timeout_s))),
         "GDAL_HTTP_TIMEOUT": str(max(1, round(network.read_timeout_s))),
         "GDAL_HTTP_MAX_RETRY": str(network.max_retries),
         "GDAL_HTTP_RETRY_DELAY": str(max(0.1, network.backoff_s)),
+        "GDAL_DISABLE_READDIR_ON_OPEN": "EMPTY_DIR",
     }
 
 

@@ -17,7 +17,6 @@ import dataclasses
 import datetime as dt
 import json
 import logging
-import threading
 import time
 import uuid
 from collections.abc import Callable, Sequence
@@ -35,8 +34,6 @@ from arctic_rts.errors import IncompleteRunError, InventoryError
 if TYPE_CHECKING:  # torch stays out of the import of this module
     from arctic_rts.manifest import Manifest, SceneResults
     from arctic_rts.model.weights import Weights
-
-logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -151,8 +148,8 @@ def _scene_graph(
     ``optimize_graph=False`` keeps the model tasks' ``GPU`` resource annotation (see
     :func:`arctic_rts.cluster.as_delayed`). With ``area`` (lon/lat), only the scene's pixels
     over the area, the model's halo and ``config.area_margin_m`` are read and mapped. With
-    ``progress_topic``, each model task reports its tiles on that topic (see
-    :func:`~arctic_rts.predict.predict`).
+    ``progress_topic``, each model task reports its tiles on that topic, labelled
+    ``<run_id>:<item id>`` (see :func:`~arctic_rts.predict.predict`).
     """
     from arctic_rts.load import load_scenes
     from arctic_rts.predict import block_tiles, input_chunks, predict, resolve_halo
@@ -176,7 +173,7 @@ def _scene_graph(
     da = load_scenes([item], bands, config.load, config.network, sign=sign, chunks=read_chunks)[0]
     if area is not None:
         da = crop_to_area(da, area, margin)
-    report = (progress_topic, str(item["id"])) if progress_topic else None
+    report = (progress_topic, f"{run_id}:{item['id']}") if progress_topic else None
     prob = predict(da, weights, pconf, read_ahead=read_ahead, progress=report)
     tiles = int(block_tiles(prob.sizes["y"], prob.sizes["x"], pconf).sum())
     if "water" in prob.coords:  # SCL water, read by load_scenes with the cloud mask
@@ -195,54 +192,6 @@ def _scene_graph(
         prob, threshold=vconf.threshold, config=vconf, attrs=attrs, optimize_graph=optimize_graph
     )
     return graph, tiles
-
-
-class _StageProgress:
-    """Progress inside the scenes of a run, per stage, as log records of this module.
-
-    ``predict``: model tiles done of the scene's total, at every quarter (every tile at
-    DEBUG); ``vectorise``: started once the last tile is in, done with the scene. Each record
-    carries ``scene``, ``stage``, ``done`` and ``total`` attributes for handlers that draw
-    bars or feed a dashboard; nothing is printed here. Tiles are counted from the model
-    tasks' events, which arrive on the client's event loop thread: hence the lock.
-    """
-
-    def __init__(self) -> None:
-        self.tiles: dict[str, tuple[int, int]] = {}
-        self._lock = threading.Lock()
-
-    def _log(self, scene: str, stage: str, done: int, total: int, level: int, note: str) -> None:
-        extra = {"scene": scene, "stage": stage, "done": done, "total": total}
-        logger.log(level, "%s: %s %d/%d %s", scene, stage, done, total, note, extra=extra)
-
-    def start(self, scene: str, total: int) -> None:
-        with self._lock:
-            self.tiles[scene] = (0, total)
-            self._log(scene, "predict", 0, total, logging.INFO, "tiles")
-
-    def tile(self, scene: str, n: int) -> None:
-        with self._lock:
-            if scene not in self.tiles:  # a late event of a scene that has ended
-                return
-            done, total = self.tiles[scene]
-            now = min(done + n, total)
-            self.tiles[scene] = (now, total)
-            quarter = (4 * now // total) > (4 * done // total)
-            level = logging.INFO if quarter else logging.DEBUG
-            self._log(scene, "predict", now, total, level, "tiles")
-            if now == total:
-                self._log(scene, "vectorise", 0, 1, logging.INFO, "started")
-
-    def event(self, event: tuple[float, dict[str, Any]]) -> None:
-        """A model task's report (:func:`~arctic_rts.predict.predict`'s ``progress``)."""
-        msg = event[1]
-        self.tile(str(msg["scene"]), int(msg["tiles"]))
-
-    def finish(self, scene: str, n_polygons: int | None) -> None:
-        with self._lock:
-            if scene in self.tiles and n_polygons is not None:
-                self._log(scene, "vectorise", 1, 1, logging.INFO, f"done, {n_polygons} polygons")
-            self.tiles.pop(scene, None)
 
 
 def area_window(da: Any, area: Any, margin_m: float) -> tuple[slice, slice] | None:
@@ -316,44 +265,44 @@ def map_scenes(
     here. ``area`` (a lon/lat geometry) limits each scene to the pixels over it, plus the halo
     and ``config.area_margin_m`` (see :func:`crop_to_area`). ``progress`` shows a bar of
     scenes; the stages inside each scene (model tiles done of total, vectorise) are logged
-    whatever ``progress`` says (see :class:`_StageProgress`).
+    whatever ``progress`` says (see :class:`~arctic_rts.progress.StageProgress`).
     """
     from distributed import as_completed
     from tqdm.auto import tqdm
     from tqdm.contrib.logging import logging_redirect_tqdm
 
     from arctic_rts.cluster import gpu_workers, task_error
+    from arctic_rts.progress import PROGRESS_TOPIC, StageProgress
 
     # Graph optimisation (fusion) drops the model tasks' GPU resource annotation.
     optimize = not gpu_workers(client)
     records = [scene_record(it) for it in items]
-    in_flight = scenes_in_flight(config.cluster, client)
-    # a scene's reads wait for its model tasks: as many windows ahead as the cluster has threads
-    threads = sum(w["nthreads"] for w in client.scheduler_info(n_workers=-1)["workers"].values())
     frames: list[gpd.GeoDataFrame] = []
     pending = collections.deque(zip(items, records, strict=True))
     # graphs built ahead (record, seconds spent building, graph or None, tiles, error): built
     # while the cluster works, so a finished scene's slot is filled at once
     ahead: list[tuple[SceneRecord, float, Any, int, str]] = []
     started: dict[Any, tuple[SceneRecord, float]] = {}
-    stages = _StageProgress()
-    topic = f"rts-progress-{run_id}"
+    stages = StageProgress(run_id)
     bar = tqdm(total=len(items), desc="scenes", unit="scene", disable=not progress)
     queue = as_completed()
 
     def plan(item: dict[str, Any], rec: SceneRecord) -> tuple[SceneRecord, float, Any, int, str]:
         t0 = time.perf_counter()
+        # a scene's reads wait for its model tasks: as many windows ahead as the cluster has
+        # threads now (workers of an adaptive cluster join during the run)
+        threads = sum(client.nthreads().values())
         try:
             graph, tiles = _scene_graph(
                 item, weights, config, run_id, optimize, sign, area,
-                read_ahead=max(1, threads), progress_topic=topic,
+                read_ahead=max(1, threads), progress_topic=PROGRESS_TOPIC,
             )  # fmt: skip
         except Exception as err:  # a scene that cannot even be planned is one failed scene
             return rec, time.perf_counter() - t0, None, 0, f"{type(err).__name__}: {err}"
         return rec, time.perf_counter() - t0, graph, tiles, ""
 
     def submit_next() -> None:
-        while (ahead or pending) and len(started) < in_flight:
+        while (ahead or pending) and len(started) < scenes_in_flight(config.cluster, client):
             rec, seconds, graph, tiles, error = ahead.pop() if ahead else plan(*pending.popleft())
             t0 = time.perf_counter() - seconds
             if graph is not None:
@@ -387,7 +336,10 @@ def map_scenes(
     # Log lines (the stages' progress) go above the scenes bar instead of through it.
     loggers = [logging.getLogger("arctic_rts")]
     console = logging_redirect_tqdm(loggers, tqdm_class=tqdm) if progress else None
-    client.subscribe_topic(topic, stages.event)
+    # One handler per topic and client: a second run on the same client at the same time
+    # replaces this run's handler, so this run's tiles are no longer counted (its scenes still
+    # finish and report as usual).
+    client.subscribe_topic(PROGRESS_TOPIC, stages.event)
     try:
         with console or contextlib.nullcontext():
             submit_next()
@@ -406,16 +358,18 @@ def map_scenes(
                 plan_ahead()
             bar.close()
     finally:
-        client.unsubscribe_topic(topic)
+        client.unsubscribe_topic(PROGRESS_TOPIC)
+        # an error or an interrupt leaves no scene running on a cluster that outlives the run
+        client.cancel(list(started))
     return records, frames
 
 
 def scenes_in_flight(config: ClusterConfig, client: Any) -> int:
     """How many scenes :func:`map_scenes` keeps on the cluster at once: the configured number,
-    else one more than the client's workers (at least 2)."""
+    else one more than the client's workers at the moment (at least 2)."""
     if config.scenes_in_flight is not None:
         return config.scenes_in_flight
-    return max(2, len(client.scheduler_info(n_workers=-1)["workers"]) + 1)
+    return max(2, len(client.nthreads()) + 1)
 
 
 def scenes_frame(records: list[SceneRecord]) -> gpd.GeoDataFrame:
@@ -491,6 +445,7 @@ def map_region(
         StorageError: ``out`` cannot be written (read-only folder, full disk...).
     """
     from arctic_rts.inventory import check_writable, inventory_years, lock_inventory
+    from arctic_rts.manifest import check_work_dir
 
     config = config or MapConfig()
     bbox_t = validate_bbox(list(bbox))
@@ -499,6 +454,7 @@ def map_region(
     if out.exists() and not overwrite:
         raise InventoryError(f"{out} exists; pass --overwrite (overwrite=True) to replace it.")
     check_writable(out)
+    check_work_dir(map_work_dir(out))
     with lock_inventory(out):
         held = year in inventory_years(out)
         job = _MapJob(bbox_t, year, out, config, overwrite, replace_partial, held, clip)
@@ -551,7 +507,9 @@ def _map_locked(
     t_start = time.perf_counter()
     found, items, stac_label = _search(job, stac, sign, model)
     run["seconds_search"] = round(time.perf_counter() - t_start, 3)
-    manifest = Manifest(map_work_dir(job.out), scene_hash(job.config, model, area))
+    manifest = Manifest(
+        map_work_dir(job.out), scene_hash(job.config, model), area, job.config.area_margin_m
+    )
     try:
         with contextlib.ExitStack() as stack:
 

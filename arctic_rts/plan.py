@@ -231,25 +231,33 @@ def plan_map(
     return Plan(_scene_rows(year, items, model, config, area, cal), cal)
 
 
-def plan_inventory(cfg: InventoryRunConfig, *, estimate: bool = True) -> Plan:
+def plan_inventory(
+    cfg: InventoryRunConfig, *, estimate: bool = True, retry_failed: bool = False
+) -> Plan:
     """The scenes :func:`~arctic_rts.inventory_run.run_inventory` would use, year by year.
 
     The same rows as :func:`plan_map`, for every year of ``cfg`` (a year without scenes has
     none). Finished scenes in the manifest of an earlier run are listed too: the plan does not
-    open the work folder.
+    open the work folder, except with ``retry_failed``: then it lists only the scenes that
+    ``run_inventory(retry_failed=True)`` would compute, those its manifest records as failed
+    (read, never written).
     """
-    from arctic_rts.inventory_run import _area, _read_regions, _select_year
+    from arctic_rts.inventory_run import _area, _read_regions, _select_year, inventory_manifest
+    from arctic_rts.manifest import scenes_to_compute
     from arctic_rts.model.domain import default_weights
     from arctic_rts.model.weights import resolve_weights
 
     regions = _read_regions(cfg)
     area = _area(regions) if cfg.clip_to_regions else None
     model = resolve_weights(list(cfg.weights) or default_weights(cfg.stac))
+    manifest = inventory_manifest(cfg, regions, model, read_only=True)
     rows: list[dict[str, Any]] = []
     cal = None
     with stac_endpoint(cfg.stac) as url:
         for year in cfg.years:
             items, _, _ = _select_year(regions, year, url, cfg.map)
+            if retry_failed:
+                items, _ = scenes_to_compute(manifest, year, items, retry_failed=True)
             if items:
                 if estimate and cal is None:
                     cal = calibrate(model, cfg.map)

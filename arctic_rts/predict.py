@@ -386,7 +386,7 @@ def _probability_graph(
     halo = _halo(config)
     height, width = arr.shape[1:]
     ychunks, xchunks = _blocks(height, width, config)
-    token = tokenize(arr, models, config, progress)
+    token = tokenize(arr, models, config, read_ahead, progress)
     src, piece_name, name = arr.name, f"rts-piece-{token}", f"rts-predict-{token}"
     run = functools.partial(
         _predict_window, models=models, config=config, tasks=len(ychunks) * len(xchunks)
@@ -455,9 +455,10 @@ def _probability_graph(
 
 
 class _Gated:
-    """The read tasks of a gated probability graph (:func:`_probability_graph`): one per model
-    window, in the order of the windows, each running the part of the input graph its window
-    needs and waiting for the model task ``read_ahead`` windows before it."""
+    """The read tasks of a gated probability graph (:func:`_probability_graph`): one per input
+    chunk, read once however many windows use it, by a task that runs the part of the input
+    graph that chunk needs and waits for the model task ``read_ahead`` windows before the first
+    window (in the windows' order) that uses the chunk."""
 
     def __init__(self, arr: dsa.Array, model_name: str, read_ahead: int) -> None:
         from dask.core import flatten
@@ -470,44 +471,52 @@ class _Gated:
         self.order: list[tuple[int, int]] = []
         self.dsk: dict[Any, Any] = {}
 
-    def add(self, i: int, j: int, y0: int, y1: int, x0: int, x1: int) -> tuple[Any, ...]:
-        """The key of the read task of window (i, j), rows ``y0:y1``, columns ``x0:x1``."""
+    def _name(self, kind: str) -> str:
+        return self.model.replace("rts-predict-", f"rts-{kind}-")
+
+    def add(self, i: int, j: int, y0: int, y1: int, x0: int, x1: int) -> list[list[Any]]:
+        """The keys of the pieces of window (i, j), rows ``y0:y1``, columns ``x0:x1``, as
+        ``_predict_window`` takes them: input chunks it covers whole are read tasks, the
+        others small tasks that copy the part needed from a read task."""
         from dask.optimization import cull
 
-        ys = axis_pieces(self.arr.chunks[1], y0, y1)
-        xs = axis_pieces(self.arr.chunks[2], x0, x1)
-        keys = [[(self.arr.name, 0, ky, kx) for kx, _, _ in xs] for ky, _, _ in ys]
-        cuts = [[(rows, cols) for _, cols, _ in xs] for _, rows, _ in ys]
-        graph, _ = cull(self.input, [k for row in keys for k in row])
         gate = None
         if len(self.order) >= self.ahead:
-            gate = (self.model.replace("rts-predict-", "rts-done-"), *self.order[-self.ahead])
+            gate = (self._name("done"), *self.order[-self.ahead])
             self.dsk[gate] = (_done, (self.model, *self.order[-self.ahead]))
-        key = (self.model.replace("rts-predict-", "rts-read-"), i, j)
-        self.dsk[key] = (_read_window, _InputGraph(graph, keys), cuts, gate)
+        rows = []
+        for ky, rows_slice, whole_y in axis_pieces(self.arr.chunks[1], y0, y1):
+            row: list[Any] = []
+            for kx, cols_slice, whole_x in axis_pieces(self.arr.chunks[2], x0, x1):
+                read = (self._name("read"), ky, kx)
+                if read not in self.dsk:  # the first window that needs the chunk reads it
+                    src = (self.arr.name, 0, ky, kx)
+                    graph, _ = cull(self.input, [src])
+                    self.dsk[read] = (_read_chunk, _InputGraph(graph, src), gate)
+                if whole_y and whole_x:
+                    row.append(read)
+                    continue
+                piece = (self._name("piece"), i, j, ky, kx)
+                self.dsk[piece] = (_piece, read, rows_slice, cols_slice)
+                row.append(piece)
+            rows.append(row)
         self.order.append((i, j))
-        return key
+        return rows
 
 
 class _InputGraph:
     """A part of the input's graph carried by a read task as data (dask does not look inside):
-    its chunks are computed where the read task runs, when it runs."""
+    its chunk is computed where the read task runs, when it runs."""
 
-    def __init__(self, graph: dict[Any, Any], keys: list[list[Any]]) -> None:
-        self.graph, self.keys = graph, keys
+    def __init__(self, graph: dict[Any, Any], key: Any) -> None:
+        self.graph, self.key = graph, key
 
 
-def _read_window(
-    part: _InputGraph, cuts: list[list[tuple[slice, slice]]], gate: None
-) -> list[list[np.ndarray]]:
-    """The pieces of one model window: its input chunks computed here and cut to the window."""
+def _read_chunk(part: _InputGraph, gate: None) -> np.ndarray:
+    """One input chunk, computed here (``gate``: the model task it waited for)."""
     import dask.local
 
-    chunks = dask.local.get_sync(part.graph, part.keys)  # type: ignore[arg-type]
-    return [
-        [_piece(c, rows, cols) for c, (rows, cols) in zip(crow, cut_row, strict=True)]
-        for crow, cut_row in zip(chunks, cuts, strict=True)
-    ]
+    return np.asarray(dask.local.get_sync(part.graph, part.key))  # type: ignore[arg-type]
 
 
 def _done(prob: np.ndarray) -> None:

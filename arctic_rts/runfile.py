@@ -59,8 +59,8 @@ def read_inventory_run(path: str | Path) -> InventoryRunConfig:
 
     Top-level keys are the run's fields (``out``, ``years``, ``regions``, ``stac``, ``weights``,
     ``exports``...); ``regions`` is an array of ``{name, bbox}`` tables or a vector file's path.
-    Relative paths (``out``, ``regions``, ``weights``, a local ``stac``) are relative to the
-    run file's folder. See ``deploy/inventory.example.toml``.
+    Relative paths (``out``, ``regions``, ``weights``, a local ``stac``, ``[load]
+    asset_roots``) are relative to the run file's folder. See ``deploy/inventory.example.toml``.
 
     Raises:
         ConfigError: Unreadable file, unknown key or invalid value.
@@ -79,6 +79,10 @@ def read_inventory_run(path: str | Path) -> InventoryRunConfig:
         for name, cls in MAP_SECTIONS.items()
         if name in doc
     }
+    if "load" in sections:
+        load = sections["load"]
+        roots = tuple(rel(r, "asset_roots") for r in load.asset_roots)
+        sections["load"] = dataclasses.replace(load, asset_roots=roots)
     run: dict[str, Any] = dict(doc)
     if "out" in run:
         run["out"] = rel(run["out"], "out")

@@ -948,14 +948,13 @@ def tiles_section(b: Bench) -> None:
     window = b.window
     rows = b.rows
     notes = b.notes
-    from arctic_rts.predict import _windows
-    from arctic_rts.tiling import aligned_chunks
+    from arctic_rts.tiling import aligned_chunks, block_windows
 
     tiles = [512, 1024] if q else [512, 768, 1024, 1536, 2048, 3072]
     per_tile = {}
     for t in tiles:
         got = probe("window", ref.path, str(t + 2 * halo), "1", "1")
-        wins = _windows(10980, aligned_chunks(10980, t, minimum=halo), halo)
+        wins = block_windows(10980, aligned_chunks(10980, t, minimum=halo), halo)
         useful = (10980 / sum(hi - lo for lo, hi, _, _ in wins)) ** 2
         per_tile[t] = got["mpx_s"] * useful
         log(f"tile {t}: window {got}, useful share {useful:.2f}")
@@ -994,12 +993,11 @@ def predict_section(b: Bench) -> None:
     halo = b.halo
     band_names = b.band_names
     rows = b.rows
-    from arctic_rts.predict import _windows
-    from arctic_rts.tiling import aligned_chunks
+    from arctic_rts.tiling import aligned_chunks, block_windows
 
     size = 2048 if q else 4096  # 16 blocks: two tasks side by side share them evenly
     da = scene_array(band_names, size)
-    wins = _windows(size, aligned_chunks(size, default.tile_size, minimum=halo), halo)
+    wins = block_windows(size, aligned_chunks(size, default.tile_size, minimum=halo), halo)
     share = (size / sum(hi - lo for lo, hi, _, _ in wins)) ** 2
     t = args.threads
     for precision in ("fp32", "bf16"):

@@ -1,15 +1,18 @@
-"""Shared fixtures: the real data folder, found in one place."""
+"""Shared fixtures: the real data folder, found in one place; test weights; a copy of a
+module's demo catalog."""
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 from pathlib import Path
 
 import pytest
 import torch
 
 from arctic_rts.bands import L2A_BANDS
+from arctic_rts.demo import DemoCatalog
 from arctic_rts.model import UNet, save_weights
 
 #: ../shared/data beside the repository (override with ARCTIC_RTS_SHARED_DATA).
@@ -91,3 +94,12 @@ def weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
     }
     save_weights(_ndvi_unet(bands), card, path)
     return path
+
+
+@pytest.fixture
+def catalog_copy(demo: DemoCatalog, tmp_path: Path) -> Path:
+    """A copy of the module's ``demo`` catalog (its own ``demo`` fixture) in ``tmp_path /
+    "catalog"``, for tests that break, add or move its files."""
+    copy = tmp_path / "catalog"
+    shutil.copytree(demo.root, copy)
+    return copy

@@ -6,6 +6,8 @@
   through it too, logs what it did, and stops itself after ``lifetime_s`` at the latest.
 * :func:`break_cog`: delete, truncate or overwrite with random bytes a chosen COG.
 * :func:`html_server`: a plain web server that answers every path with an HTML page.
+* :class:`FileServer`: a loopback web server of a folder's files with byte ranges (as GDAL
+  reads COGs) that counts the requests per path and can answer 503 to the first of each.
 * :class:`FaultOnTask`: a Dask worker plugin that kills its worker process (SIGKILL), or makes
   it outgrow its memory limit, when a chosen task begins to execute, a bounded number of times
   over all workers and their restarts.

@@ -1,4 +1,5 @@
-"""Comparing inventories in tests: same layers, same rows, run ids and timings aside."""
+"""Inventories in tests: run files written like a user would, and comparing inventories (same
+layers, same rows, run ids and timings aside)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,43 @@ from pathlib import Path
 import pandas as pd
 import pyogrio
 import shapely
+
+
+def write_run_file(
+    path: Path,
+    *,
+    stac: Path,
+    weights: Path,
+    regions: list[tuple[str, list[float]]],
+    years: tuple[int, ...],
+    out: str = "out/inv.gpkg",
+    extra: str = "",
+) -> Path:
+    """Write a run file like a user would: relative ``out``, absolute catalog and weights."""
+    lines = [
+        f'out = "{out}"',
+        f"years = {list(years)}",
+        f'stac = "{stac}"',
+        f'weights = "{weights}"',
+        'exports = ["geoparquet", "summary_csv"]',
+        extra,
+    ]
+    for name, bbox in regions:
+        lines += ["[[regions]]", f'name = "{name}"', f"bbox = {bbox}"]
+    lines += [
+        "[search]",
+        "months = [6, 7, 8]",
+        "max_cloud_cover = 60",
+        "[predict]",
+        "tile_size = 128",
+        'device = "cpu"',
+        "[cluster]",
+        "n_workers = 1",
+        'gpu = "no"',
+    ]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(lines) + "\n")
+    return path
 
 
 def layers(path: Path) -> set[str]:

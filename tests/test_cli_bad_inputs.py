@@ -75,6 +75,8 @@ ROWS: list[tuple[str, list[str], int, list[str]]] = [
     ("out-parent-is-a-file", [*MAP, "--out", "{text}/inv.gpkg"], EXIT_ERROR, ["is a file"]),
     ("out-folder-missing", [*MAP, "--out", "nofolder/inv.gpkg"], EXIT_ERROR, ["does not exist"]),
     ("out-is-a-folder", [*MAP, "--out", "{folder}", "--overwrite"], EXIT_ERROR, ["is a folder"]),
+    ("out-map-work-is-a-file", [*MAP[:9], "{catalog}", *MAP[10:], "--out", "{map_work_of}"],
+     EXIT_ERROR, ["inv.gpkg.map-work", "is a file"]),
     # --- demo
     ("demo-threshold-2", ["demo", "--threshold", "2", "--root", "demo"], EXIT_ERROR,
      ["threshold"]),
@@ -106,6 +108,8 @@ ROWS: list[tuple[str, list[str], int, list[str]]] = [
     ("run-report-folder-missing", [*RUN, "--report", "nofolder/r.json"], EXIT_ERROR,
      ["--report"]),
     ("run-regions-too-large", [*RUN, "--max-area", "1"], EXIT_ERROR, ["regions", "--yes"]),
+    ("run-work-is-a-file", ["inventory", "run", "{run_work_file}"], EXIT_ERROR,
+     ["inv.gpkg.work", "is a file"]),
     ("run-scheduler-not-an-address", ["-q", *RUN[:2], "{run_demo}", "--scheduler", "notanaddress"],
      EXIT_ERROR, ["notanaddress"]),
     # --- catalog serve
@@ -150,6 +154,7 @@ def _workspace(folder: Path, weights: Path, catalog: DemoCatalog) -> dict[str, s
     (folder / "garbage.safetensors").write_bytes(os.urandom(256))
     (folder / "existing.gpkg").write_bytes(b"")
     (folder / "afolder").mkdir()
+    (folder / "inv.gpkg.map-work").write_text("a file where a map run keeps its work folder\n")
     (folder / "labels.gpkg").write_bytes(b"")  # present; the rows fail on other inputs first
     (folder / "train.toml").write_text(
         'method = "supervised"\nlearning_speed = 3\n[data]\ndataset = "patches.zarr"\n'
@@ -161,17 +166,22 @@ def _workspace(folder: Path, weights: Path, catalog: DemoCatalog) -> dict[str, s
     (folder / "run.toml").write_text(run + "\n")
     (folder / "years_text.toml").write_text(run.replace("years = [2021]", 'years = "2021"'))
     (folder / "demo_run.toml").write_text(run.replace(NOWHERE, str(catalog.items_dir)))
+    (folder / "work_file").mkdir()
+    (folder / "work_file" / "inv.gpkg.work").write_text("a file where a run keeps its work\n")
+    (folder / "work_file.toml").write_text(run.replace('"out/', '"work_file/'))
     return {
         "weights": str(weights),
         "text": "notes.txt",
         "garbage": "garbage.safetensors",
         "existing": "existing.gpkg",
         "folder": "afolder",
+        "map_work_of": "inv.gpkg",
         "labels": "labels.gpkg",
         "train_unknown": "train.toml",
         "run": "run.toml",
         "run_years_text": "years_text.toml",
         "run_demo": "demo_run.toml",
+        "run_work_file": "work_file.toml",
         "catalog": str(catalog.items_dir),
     }
 

@@ -32,7 +32,7 @@ import psutil
 import pyogrio
 import pytest
 import shapely
-from inventories import assert_same_inventory, layers
+from inventories import assert_same_inventory, layers, write_run_file
 
 from arctic_rts.changes import CHANGE_CLASSES
 from arctic_rts.cli import EXIT_ERROR, EXIT_PARTIAL, main
@@ -73,43 +73,6 @@ def _regions(demo: DemoCatalog) -> list[tuple[str, list[float]]]:
     w, s, e, n = demo.bbox
     mid = (w + e) / 2
     return [("west", [w, s, mid, n]), ("east", [mid, s, e, n])]
-
-
-def _run_file(
-    path: Path,
-    *,
-    stac: Path,
-    weights: Path,
-    regions: list[tuple[str, list[float]]],
-    out: str = "out/inv.gpkg",
-    years: tuple[int, ...] = YEARS,
-    extra: str = "",
-) -> Path:
-    """Write a run file like a user would: relative ``out``, absolute catalog and weights."""
-    lines = [
-        f'out = "{out}"',
-        f"years = {list(years)}",
-        f'stac = "{stac}"',
-        f'weights = "{weights}"',
-        'exports = ["geoparquet", "summary_csv"]',
-        extra,
-    ]
-    for name, bbox in regions:
-        lines += ["[[regions]]", f'name = "{name}"', f"bbox = {bbox}"]
-    lines += [
-        "[search]",
-        "months = [6, 7, 8]",
-        "max_cloud_cover = 60",
-        "[predict]",
-        "tile_size = 128",
-        'device = "cpu"',
-        "[cluster]",
-        "n_workers = 1",
-        'gpu = "no"',
-    ]
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("\n".join(lines) + "\n")
-    return path
 
 
 def _sha256(path: Path) -> str:
@@ -204,7 +167,10 @@ def _finish_cli(run_file: Path, logs: Path) -> str:
 # The run file
 
 
-def test_run_file_paths_regions_and_sections(tmp_path: Path) -> None:
+def test_run_file_paths_regions_and_sections(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)  # not the run file's folder: its paths are relative to that
     path = tmp_path / "runs" / "yearly.toml"
     path.parent.mkdir()
     path.write_text(
@@ -222,6 +188,8 @@ def test_run_file_paths_regions_and_sections(tmp_path: Path) -> None:
                 "min_area_m2 = 500",
                 "[inventory]",
                 "change_ring_px = 0.5",
+                "[load]",
+                'asset_roots = ["cogs", "/srv/s2"]',
             ]
         )
     )
@@ -234,6 +202,7 @@ def test_run_file_paths_regions_and_sections(tmp_path: Path) -> None:
     assert [(r.name, r.bbox) for r in cfg.regions] == [("herschel", (-139.4, 69.45, -138.6, 69.65))]
     assert cfg.map.vectorize.min_area_m2 == 500
     assert cfg.map.inventory.change_ring_px == 0.5
+    assert cfg.map.load.asset_roots == (str(base / "cogs"), "/srv/s2")
     assert cfg.map.search.months == (6, 7, 8)  # defaults where the file says nothing
     assert cfg.exports == ("summary_csv",)
 
@@ -455,11 +424,12 @@ def reference(
     tmp_path_factory: pytest.TempPathFactory, demo: DemoCatalog, weights: Path, client: Any
 ) -> InventoryRunResult:
     """One uninterrupted two-year run: the inventory the other runs must reproduce."""
-    run_file = _run_file(
+    run_file = write_run_file(
         tmp_path_factory.mktemp("reference") / "run.toml",
         stac=demo.items_dir,
         weights=weights,
         regions=_regions(demo),
+        years=YEARS,
     )
     return run_inventory(run_file, progress=False, client=client)
 
@@ -550,16 +520,15 @@ def test_a_rerun_with_nothing_new_changes_nothing(
 def test_a_failed_scene_is_reported_recorded_and_retried(
     reference: InventoryRunResult,
     demo: DemoCatalog,
+    catalog_copy: Path,
     weights: Path,
     client: Any,
     tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    catalog = tmp_path / "catalog"
-    shutil.copytree(demo.root, catalog)
     broken = next(i for i in _selected(reference, 2021) if "8WLB" in i)
-    item = json.loads((catalog / "items" / f"{broken}.json").read_text())
-    cog = (catalog / "items" / item["assets"]["nir"]["href"]).resolve()
+    item = json.loads((catalog_copy / "items" / f"{broken}.json").read_text())
+    cog = (catalog_copy / "items" / item["assets"]["nir"]["href"]).resolve()
     good = cog.read_bytes()
     cog.write_bytes(b"not a GeoTIFF")
     # Start from the reference's manifest without the broken scene's record, so only that
@@ -567,8 +536,12 @@ def test_a_failed_scene_is_reported_recorded_and_retried(
     shutil.copytree(reference.work_dir, tmp_path / "out" / "inv.gpkg.work")
     for stale in (tmp_path / "out" / "inv.gpkg.work" / "scenes" / "2021").glob(f"{broken}.*"):
         stale.unlink()
-    run_file = _run_file(
-        tmp_path / "run.toml", stac=catalog / "items", weights=weights, regions=_regions(demo)
+    run_file = write_run_file(
+        tmp_path / "run.toml",
+        stac=catalog_copy / "items",
+        weights=weights,
+        regions=_regions(demo),
+        years=YEARS,
     )
 
     code = main(["inventory", "run", str(run_file), "--quiet"])
@@ -595,8 +568,12 @@ def test_a_failed_scene_is_reported_recorded_and_retried(
 def test_sigkill_part_way_then_rerun_gives_the_uninterrupted_inventory(
     reference: InventoryRunResult, demo: DemoCatalog, weights: Path, tmp_path: Path
 ) -> None:
-    run_file = _run_file(
-        tmp_path / "run.toml", stac=demo.items_dir, weights=weights, regions=_regions(demo)
+    run_file = write_run_file(
+        tmp_path / "run.toml",
+        stac=demo.items_dir,
+        weights=weights,
+        regions=_regions(demo),
+        years=YEARS,
     )
     out = tmp_path / "out" / "inv.gpkg"
     work = out.with_name("inv.gpkg.work")
@@ -638,7 +615,7 @@ def test_sigkill_inside_the_write_leaves_the_previous_file_and_a_free_lock(
 ) -> None:
     # A previous inventory holding 2021, and every scene already in the manifest.
     shutil.copytree(reference.work_dir, tmp_path / "out" / "inv.gpkg.work")
-    first = _run_file(
+    first = write_run_file(
         tmp_path / "first.toml",
         stac=demo.items_dir,
         weights=weights,
@@ -648,8 +625,12 @@ def test_sigkill_inside_the_write_leaves_the_previous_file_and_a_free_lock(
     run_inventory(first, progress=False, client=client)
     out = tmp_path / "out" / "inv.gpkg"
     previous = out.read_bytes()
-    both = _run_file(
-        tmp_path / "run.toml", stac=demo.items_dir, weights=weights, regions=_regions(demo)
+    both = write_run_file(
+        tmp_path / "run.toml",
+        stac=demo.items_dir,
+        weights=weights,
+        regions=_regions(demo),
+        years=YEARS,
     )
 
     logs = tmp_path / "paused"
@@ -683,7 +664,7 @@ def test_regions_from_a_vector_file_clip_the_inventory(
     shutil.copytree(reference.work_dir, tmp_path / "out" / "inv.gpkg.work")
     common = dict(stac=demo.items_dir, weights=weights, regions=[], years=(2021,))
     extra = 'regions = "regions.gpkg"\nname_column = "area"'
-    run_file = _run_file(tmp_path / "run.toml", **common, extra=extra)
+    run_file = write_run_file(tmp_path / "run.toml", **common, extra=extra)
 
     clipped = run_inventory(run_file, progress=False, client=client)
     assert (clipped.years[0].n_computed, clipped.years[0].written) == (0, True)
@@ -698,12 +679,44 @@ def test_regions_from_a_vector_file_clip_the_inventory(
     assert list(csv["region"]) == ["west side"] and list(csv["n_slumps"]) == [len(rts)]
 
     whole = run_inventory(
-        _run_file(tmp_path / "run.toml", **common, extra=extra + "\nclip_to_regions = false"),
+        write_run_file(tmp_path / "run.toml", **common, extra=extra + "\nclip_to_regions = false"),
         progress=False,
         client=client,
     )
     assert (whole.years[0].n_computed, whole.years[0].written) == (0, True)
     assert whole.years[0].n_polygons >= len(full) > len(rts)
+
+
+def test_scenes_mapped_for_smaller_regions_are_mapped_again_when_the_regions_grow(
+    reference: InventoryRunResult, demo: DemoCatalog, weights: Path, client: Any, tmp_path: Path
+) -> None:
+    """A scene cropped to the regions of an earlier run is not reused for larger regions: the
+    slumps in the added part would be missing. The grown run writes what a fresh run over the
+    larger regions writes."""
+    west, east = _regions(demo)
+    common = dict(stac=demo.items_dir, weights=weights, years=(2021,))
+    small = run_inventory(
+        write_run_file(tmp_path / "run.toml", **common, regions=[west]),
+        progress=False,
+        client=client,
+    )
+    assert small.years[0].n_computed > 0
+    grown = run_inventory(
+        write_run_file(tmp_path / "run.toml", **common, regions=[west, east]),
+        progress=False,
+        client=client,
+    )
+    assert grown.years[0].n_computed == len(_selected(reference, 2021))  # every scene again
+    rts = gpd.read_file(grown.out, layer="rts_2021")
+    full = gpd.read_file(reference.out, layer="rts_2021")
+    assert sorted(rts["rts_id"]) == sorted(full["rts_id"])
+    # shrinking them again reuses every record: each covers the smaller regions
+    again = run_inventory(
+        write_run_file(tmp_path / "run.toml", **common, regions=[east]),
+        progress=False,
+        client=client,
+    )
+    assert again.years[0].n_computed == 0
 
 
 @pytest.mark.slow
@@ -739,11 +752,12 @@ def test_two_year_demo_with_the_bundled_model_tells_grown_new_and_vanished_slump
         pytest.skip("the bundled demo model (arctic_rts/data/demo_unet.safetensors) is not built")
     size = 360
     catalog = generate_demo(tmp_path / "catalog", years=YEARS, size_px=size)
-    run_file = _run_file(
+    run_file = write_run_file(
         tmp_path / "run.toml",
         stac=catalog.items_dir,
         weights=bundled_weights(),
         regions=[("demo", list(catalog.bbox))],
+        years=YEARS,
         # Whole scenes (the truth covers them), and a half-pixel ring: the demo's slumps are
         # small, and the default one-pixel ring (meant for noisy real imagery) would call
         # their 15-60 % growth stable.

@@ -313,3 +313,35 @@ def test_odc_stac_gives_the_same_arrays_on_real_cogs(rkh_api: Any) -> None:
     stack, odc = _both_loaders(items, ["B11", "B04", "B8A"], resolution=100.0)
     # odc-stac resamples in the files' integer type: up to half a digital number (1e-4) apart
     _assert_same(stack, odc, atol=0.5e-4 + 1e-6)
+
+
+def test_odc_stac_reads_on_dask_workers_use_the_network_retries(tmp_path: Path) -> None:
+    """The GDAL HTTP options of ``NetworkConfig`` reach odc-stac's reads in a worker process,
+    as stackstac's: each file answers 503 twice before it serves, so one retry fails and three
+    succeed (odc-stac's own default, ten, would succeed both times)."""
+    from range_server import RangeServer
+
+    from arctic_rts.cluster import connect
+    from arctic_rts.config import ClusterConfig, NetworkConfig
+
+    one_worker = ClusterConfig(n_workers=1, threads_per_worker=1, gpu="no")
+    with RangeServer(tmp_path, fail_first=2) as server, connect(one_worker) as client:
+
+        def read_red(retries: int, folder: str) -> Any:
+            _write_rasters(tmp_path / folder)  # fresh URLs: nothing in GDAL's cache
+            item = _item(tmp_path / folder)
+            for asset in item["assets"].values():
+                asset["href"] = f"{server.url}/{folder}/{Path(asset['href']).name}"
+            network = NetworkConfig(max_retries=retries, backoff_s=0.1)
+            [da] = load_scenes([item], ["B04"], LoadConfig(loader="odc-stac"), network)
+            return client.compute(da).result(timeout=120)  # read in the worker process
+
+        with pytest.raises(Exception, match="503"):
+            read_red(1, "a")
+        red = read_red(3, "b")
+
+    np.testing.assert_allclose(red.values[0], _expected_red(), rtol=0, atol=1e-6)
+    requests = server.traffic.requests
+    asked = {path for path in requests if path.startswith("b/")}
+    assert asked == {"b/B04.tif", "b/SCL.tif"}  # no folder listing, no side-car file probed
+    assert all(requests[path] >= 3 for path in asked)  # two 503s, then the reads

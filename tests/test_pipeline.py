@@ -287,21 +287,19 @@ def test_existing_output_is_refused_and_untouched(
 
 
 def test_a_broken_scene_is_recorded_and_the_others_mapped(
-    demo: DemoCatalog, weights: Path, client: Any, tmp_path: Path
+    demo: DemoCatalog, catalog_copy: Path, weights: Path, client: Any, tmp_path: Path
 ) -> None:
-    copy = tmp_path / "catalog"
-    shutil.copytree(demo.root, copy)
     broken = _expected_selection(demo)["08WLB"]
-    item = json.loads((copy / "items" / f"{broken}.json").read_text())
-    cog = (copy / "items" / item["assets"]["nir"]["href"]).resolve()
-    assert cog.is_file() and copy in cog.parents
+    item = json.loads((catalog_copy / "items" / f"{broken}.json").read_text())
+    cog = (catalog_copy / "items" / item["assets"]["nir"]["href"]).resolve()
+    assert cog.is_file() and catalog_copy in cog.parents
     cog.write_bytes(b"not a GeoTIFF")
     out = tmp_path / "inventory.gpkg"
 
     result = map_region(
         demo.bbox,
         YEAR,
-        stac=copy / "items",
+        stac=catalog_copy / "items",
         weights=weights,
         out=out,
         config=CONFIG,

@@ -444,17 +444,23 @@ def test_predict_with_the_runs_weights_reads_no_card(
     np.testing.assert_array_equal(prob.values, predict(da, ModelRef.from_path(path), config).values)
 
 
-def test_gated_reads_wait_for_the_model_and_change_nothing() -> None:
-    """With ``read_ahead``, every window's input is read by a task of its own that depends on
-    the model task that many windows earlier (in the windows' order) and on no read of the
-    input graph: the scheduler cannot read further ahead. The probabilities are the same."""
+@pytest.mark.parametrize("layout", ["input_chunks", "squares"])
+def test_gated_reads_wait_for_the_model_read_each_chunk_once_and_change_nothing(
+    layout: str,
+) -> None:
+    """With ``read_ahead``, each input chunk is read once, by a task of its own that depends
+    on the model task that many windows before the first window using the chunk (in the
+    windows' order) and on no read of the input graph: the scheduler cannot read further
+    ahead, and a halo strip shared by neighbouring windows is not read again for each. The
+    probabilities are the same."""
     from dask.core import get_dependencies
     from dask.utils import key_split
 
     config = PredictConfig(tile_size=64, halo=16)
     da = _scene(200, 190, seed=3)
-    ys, xs = input_chunks(200, 190, config)
-    lazy = da.copy(data=da.data.rechunk((3, ys, xs)) * 1.0)  # a graph of its own to run
+    chunks = input_chunks(200, 190, config) if layout == "input_chunks" else (50, 50)
+    lazy = da.copy(data=da.data.rechunk((3, *chunks)) * 1.0)  # a graph of its own to run
+    n_chunks = len(lazy.data.chunks[1]) * len(lazy.data.chunks[2])
     model = _small_conv()
     ref = predict(lazy, model, config).compute(scheduler="sync")
     for ahead in (1, 3):
@@ -462,14 +468,23 @@ def test_gated_reads_wait_for_the_model_and_change_nothing() -> None:
         graph = dict(prob.data.__dask_graph__())
         reads = sorted(k for k in graph if key_split(k) == "rts-read")
         models = sorted(k for k in graph if key_split(k) == "rts-predict")
-        assert len(reads) == len(models) == 9  # 3 x 3 windows
+        assert len(models) == 9 and len(reads) == n_chunks  # 3 x 3 windows; each chunk once
         gates = {k: get_dependencies(graph, k) for k in reads}
-        # the first `ahead` windows read at once; every later one waits for one model task
-        assert sum(not deps for deps in gates.values()) == ahead
+        # the chunks of the first `ahead` windows are read at once; every other read waits
+        # for one model task
+        assert any(not deps for deps in gates.values())
+        assert any(deps for deps in gates.values())
         for deps in gates.values():
-            assert all(key_split(d) == "rts-done" for d in deps)
+            assert len(deps) <= 1 and all(key_split(d) == "rts-done" for d in deps)
             for done in deps:
                 assert {key_split(k) for k in get_dependencies(graph, done)} == {"rts-predict"}
+        first = models[0]
+        ungated = {r for r, deps in gates.items() if not deps}
+        needs = {k for k in get_dependencies(graph, first)}
+        needs |= {
+            d for k in needs if key_split(k) == "rts-piece" for d in get_dependencies(graph, k)
+        }
+        assert needs & set(reads) <= ungated  # the first window's reads wait for nothing
         for scheduler in ("sync", "threads"):
             got = prob.compute(scheduler=scheduler)
             np.testing.assert_array_equal(got.values, ref.values)

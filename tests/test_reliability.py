@@ -307,30 +307,28 @@ def good_inventory(
 
 
 def test_cog_missing_truncated_random_or_silent_fails_that_scene_only(
-    demo: DemoCatalog,
+    catalog_copy: Path,
     weights: Path,
     client: Any,
     tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    catalog = tmp_path / "catalog"
-    shutil.copytree(demo.root, catalog)
-    fs, lb = _selected(catalog)["7WFS"], _selected(catalog)["8WLB"]
-    extra, silent_id = _add_tile(catalog, fs, "FT"), _add_tile(catalog, lb, "LD")
-    intact = _add_tile(catalog, lb, "LC")
+    fs, lb = _selected(catalog_copy)["7WFS"], _selected(catalog_copy)["8WLB"]
+    extra, silent_id = _add_tile(catalog_copy, fs, "FT"), _add_tile(catalog_copy, lb, "LD")
+    intact = _add_tile(catalog_copy, lb, "LC")
     broken = {
-        fs: break_cog(_cog(catalog, fs), "missing"),
-        lb: break_cog(_cog(catalog, lb), "truncated"),
-        extra: break_cog(_cog(catalog, extra), "random"),
+        fs: break_cog(_cog(catalog_copy, fs), "missing"),
+        lb: break_cog(_cog(catalog_copy, lb), "truncated"),
+        extra: break_cog(_cog(catalog_copy, extra), "random"),
     }
     out = tmp_path / "out" / "inventory.gpkg"
     out.parent.mkdir()
-    argv = [*_map_argv(catalog / "items", weights, out, client)]
+    argv = [*_map_argv(catalog_copy / "items", weights, out, client)]
     argv += ["--read-timeout", "1", "--connect-timeout", "1"]
     with socket.socket() as silent:  # accepts connections (the kernel's backlog), never answers
         silent.bind(("127.0.0.1", 0))
         silent.listen(64)
-        path = catalog / "items" / f"{silent_id}.json"
+        path = catalog_copy / "items" / f"{silent_id}.json"
         item = json.loads(path.read_text())
         item["assets"]["nir"]["href"] = f"http://127.0.0.1:{silent.getsockname()[1]}/B08.tif"
         path.write_text(json.dumps(item))
@@ -357,7 +355,7 @@ def test_cog_missing_truncated_random_or_silent_fails_that_scene_only(
 
 def test_overwrite_when_every_scene_fails_keeps_the_good_layer(
     good_inventory: Path,
-    demo: DemoCatalog,
+    catalog_copy: Path,
     weights: Path,
     client: Any,
     tmp_path: Path,
@@ -367,11 +365,9 @@ def test_overwrite_when_every_scene_fails_keeps_the_good_layer(
     out.parent.mkdir()
     shutil.copy2(good_inventory, out)
     before = _sha256(out)
-    catalog = tmp_path / "catalog"
-    shutil.copytree(demo.root, catalog)
-    for item_id in _selected(catalog).values():
-        break_cog(_cog(catalog, item_id), "random")
-    argv = [*_map_argv(catalog / "items", weights, out, client), "--overwrite"]
+    for item_id in _selected(catalog_copy).values():
+        break_cog(_cog(catalog_copy, item_id), "random")
+    argv = [*_map_argv(catalog_copy / "items", weights, out, client), "--overwrite"]
 
     code, stdout, err = _cli(argv, capsys)
 
@@ -391,19 +387,17 @@ def test_overwrite_when_every_scene_fails_keeps_the_good_layer(
 
 
 def test_every_scene_failing_on_a_new_output_writes_nothing(
-    demo: DemoCatalog,
+    catalog_copy: Path,
     weights: Path,
     client: Any,
     tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    catalog = tmp_path / "catalog"
-    shutil.copytree(demo.root, catalog)
-    for item_id in _selected(catalog).values():
-        break_cog(_cog(catalog, item_id), "missing")
+    for item_id in _selected(catalog_copy).values():
+        break_cog(_cog(catalog_copy, item_id), "missing")
     out = tmp_path / "out" / "inventory.gpkg"
     out.parent.mkdir()
-    code, _, err = _cli(_map_argv(catalog / "items", weights, out, client), capsys)
+    code, _, err = _cli(_map_argv(catalog_copy / "items", weights, out, client), capsys)
     assert code == EXIT_ERROR
     _one_line(err)
     assert "nothing was written" in err
@@ -654,21 +648,19 @@ def _rename(catalog: Path, item_id: str, new_id: str) -> None:
 
 
 def test_item_ids_too_long_temp_shaped_or_escaping_cannot_abort_escape_or_be_deleted(
-    demo: DemoCatalog, weights: Path, client: Any, tmp_path: Path
+    demo: DemoCatalog, catalog_copy: Path, weights: Path, client: Any, tmp_path: Path
 ) -> None:
     from arctic_rts.config import InventoryRunConfig, RegionConfig
     from arctic_rts.errors import SkippedInputWarning
     from arctic_rts.inventory_run import run_inventory
 
-    catalog = tmp_path / "catalog"
-    shutil.copytree(demo.root, catalog)
-    selected = _selected(catalog)
-    extra = _add_tile(catalog, selected["7WFS"], "FT")
+    selected = _selected(catalog_copy)
+    extra = _add_tile(catalog_copy, selected["7WFS"], "FT")
     another, nul = (
-        _add_tile(catalog, selected["8WLB"], "LC"),
-        _add_tile(catalog, selected["7WFS"], "FU"),
+        _add_tile(catalog_copy, selected["8WLB"], "LC"),
+        _add_tile(catalog_copy, selected["7WFS"], "FU"),
     )
-    _rename(catalog, nul, "S2A_nul\x00../x")  # GeoPackage text would end at the NUL: skipped
+    _rename(catalog_copy, nul, "S2A_nul\x00../x")  # GeoPackage text would end at the NUL: skipped
     hostile = {
         selected["7WFS"]: "S2A_" + "x" * 296,  # 300 bytes: over the 255-byte name limit
         selected["8WLB"]: ".x.tmp-3",  # the shape of the runner's stale temporary files
@@ -676,12 +668,12 @@ def test_item_ids_too_long_temp_shaped_or_escaping_cannot_abort_escape_or_be_del
         another: "/tmp/escaped-abs\n..",  # absolute, with a newline
     }
     for old, new in hostile.items():
-        _rename(catalog, old, new)
+        _rename(catalog_copy, old, new)
     cfg = InventoryRunConfig(
         out=str(tmp_path / "out" / "inv.gpkg"),
         years=(YEAR,),
         regions=(RegionConfig("demo", CONFIG_BBOX),),
-        stac=str(catalog / "items"),
+        stac=str(catalog_copy / "items"),
         weights=(str(weights),),
         map=CONFIG,
     )
@@ -718,7 +710,7 @@ def _set_nir(catalog: Path, item_id: str, **fields: Any) -> None:
 
 @pytest.mark.timeout(300)  # a FIFO opened by GDAL would hang the run: fail instead
 def test_hrefs_that_escape_block_or_lie_skip_their_item_and_are_never_read(
-    demo: DemoCatalog,
+    catalog_copy: Path,
     weights: Path,
     client: Any,
     tmp_path: Path,
@@ -726,36 +718,34 @@ def test_hrefs_that_escape_block_or_lie_skip_their_item_and_are_never_read(
 ) -> None:
     from arctic_rts.errors import SkippedInputWarning
 
-    catalog = tmp_path / "catalog"
-    shutil.copytree(demo.root, catalog)
-    selected = _selected(catalog)
+    selected = _selected(catalog_copy)
     fs, lb = selected["7WFS"], selected["8WLB"]
     outside = tmp_path / "outside"
     outside.mkdir()
     secret = outside / "B08.tif"  # a valid COG outside the catalog: it would map if read
-    shutil.copy(_cog(catalog, fs), secret)
-    (catalog / "cogs" / "link.tif").symlink_to(secret)
-    os.mkfifo(catalog / "cogs" / "pipe.tif")
-    extra = {square: _add_tile(catalog, fs, square) for square in ("FT", "FU", "FV", "FW")}
-    _set_nir(catalog, fs, href="../../outside/B08.tif")  # ../ out of the catalog
-    _set_nir(catalog, lb, href=str(catalog / "cogs" / "pipe.tif"))  # a FIFO inside it
-    _set_nir(catalog, extra["FT"], href=f"file://{secret}")
-    _set_nir(catalog, extra["FU"], href=str(catalog / "cogs" / "link.tif"))
-    _set_nir(catalog, extra["FV"], href="ftp://example.com/B08.tif")
-    item = json.loads((catalog / "items" / f"{extra['FW']}.json").read_text())
+    shutil.copy(_cog(catalog_copy, fs), secret)
+    (catalog_copy / "cogs" / "link.tif").symlink_to(secret)
+    os.mkfifo(catalog_copy / "cogs" / "pipe.tif")
+    extra = {square: _add_tile(catalog_copy, fs, square) for square in ("FT", "FU", "FV", "FW")}
+    _set_nir(catalog_copy, fs, href="../../outside/B08.tif")  # ../ out of the catalog
+    _set_nir(catalog_copy, lb, href=str(catalog_copy / "cogs" / "pipe.tif"))  # a FIFO inside it
+    _set_nir(catalog_copy, extra["FT"], href=f"file://{secret}")
+    _set_nir(catalog_copy, extra["FU"], href=str(catalog_copy / "cogs" / "link.tif"))
+    _set_nir(catalog_copy, extra["FV"], href="ftp://example.com/B08.tif")
+    item = json.loads((catalog_copy / "items" / f"{extra['FW']}.json").read_text())
     _set_nir(
-        catalog,
+        catalog_copy,
         extra["FW"],
         **{"proj:shape": [n * 100 for n in item["assets"]["nir"]["proj:shape"]]},
     )
     hostile = {fs, lb, *extra.values()}
     # the next least cloudy in-season scene of each tile takes the skipped one's place
-    after = _selected_without(catalog, hostile)
+    after = _selected_without(catalog_copy, hostile)
     out = tmp_path / "out" / "inventory.gpkg"
     out.parent.mkdir()
 
     with pytest.warns(SkippedInputWarning, match=r"Skipped 6 of \d+ item\(s\)") as caught:
-        code, stdout, err = _cli(_map_argv(catalog / "items", weights, out, client), capsys)
+        code, stdout, err = _cli(_map_argv(catalog_copy / "items", weights, out, client), capsys)
 
     assert code == EXIT_OK, (stdout, err)
     assert len([w for w in caught if issubclass(w.category, SkippedInputWarning)]) == 1

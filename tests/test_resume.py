@@ -24,7 +24,7 @@ from typing import Any
 import pyogrio
 import pytest
 from faults import break_cog
-from inventories import assert_same_inventory
+from inventories import assert_same_inventory, write_run_file
 
 from arctic_rts import pipeline
 from arctic_rts.cli import EXIT_ERROR, EXIT_OK, EXIT_PARTIAL, main
@@ -172,6 +172,7 @@ def test_a_map_killed_after_its_first_scene_resumes_and_writes_the_undisturbed_i
 @pytest.mark.slow
 def test_a_refused_partial_write_keeps_the_finished_scenes_for_the_rerun(
     demo: DemoCatalog,
+    catalog_copy: Path,
     weights: Path,
     client: Any,
     undisturbed: Path,
@@ -179,18 +180,16 @@ def test_a_refused_partial_write_keeps_the_finished_scenes_for_the_rerun(
     tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    catalog = tmp_path / "catalog"
-    shutil.copytree(demo.root, catalog)
     out = tmp_path / "out" / "inventory.gpkg"
     out.parent.mkdir()
     shutil.copy2(undisturbed, out)
     before = out.read_bytes()
     broken_id = sorted(_seconds(undisturbed))[0]
-    item = json.loads((catalog / "items" / f"{broken_id}.json").read_text())
-    cog = (catalog / "items" / item["assets"]["nir"]["href"]).resolve()
+    item = json.loads((catalog_copy / "items" / f"{broken_id}.json").read_text())
+    cog = (catalog_copy / "items" / item["assets"]["nir"]["href"]).resolve()
     good = cog.read_bytes()
     break_cog(cog, "random")
-    argv = [*_map_argv(demo, catalog / "items", weights, out, client), "--overwrite"]
+    argv = [*_map_argv(demo, catalog_copy / "items", weights, out, client), "--overwrite"]
 
     code, _, err = _cli(argv, capsys)
 
@@ -266,43 +265,74 @@ def test_resume_scenes_with_retry_failed_computes_only_the_failed_scenes(tmp_pat
     assert asked[-1] == ["never"] and not results.failed and results.retried == []
 
 
-def _run_file(path: Path, catalog: Path, weights: Path, bbox: tuple[float, ...]) -> Path:
-    lines = [
-        'out = "out/inv.gpkg"',
-        f"years = [{YEAR}]",
-        f'stac = "{catalog}"',
-        f'weights = "{weights}"',
-        "[[regions]]",
-        'name = "demo"',
-        f"bbox = {list(bbox)}",
-        "[search]",
-        "months = [6, 7, 8]",
-        "[predict]",
-        "tile_size = 128",
-        'device = "cpu"',
+def test_retry_failed_recomputes_tried_scenes_whose_records_cannot_be_reused(
+    tmp_path: Path,
+) -> None:
+    """After an upgrade (records of manifest version 1) or when the regions grew (a record of
+    a smaller part of the scene), --retry-failed computes the scenes an earlier run tried
+    instead of counting them as never tried; a scene no run tried is still left out."""
+    import json
+
+    import geopandas as gpd
+    import shapely
+    import shapely.geometry
+
+    from arctic_rts.manifest import MANIFEST_VERSION
+
+    props = {"datetime": "2021-07-13T20:49:19Z", "s2:mgrs_tile": "07WFS"}
+    footprint = shapely.box(-138.1, 69.0, -137.9, 69.1)
+    ids = ("old-done", "old-failed", "smaller", "never")
+    items = [
+        {"id": i, "properties": props, "geometry": shapely.geometry.mapping(footprint)} for i in ids
     ]
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("\n".join(lines) + "\n")
-    return path
+    by_id = {it["id"]: it for it in items}
+    polygons = gpd.GeoDataFrame(
+        {"scene_id": ["x"]}, geometry=[shapely.box(0, 0, 10, 10)], crs="EPSG:32607"
+    )
+    work = tmp_path / "work"
+    west = shapely.box(-138.1, 69.0, -138.0, 69.1)
+    Manifest(work, "hash", area=west).save(YEAR, by_id, _scene("smaller"), polygons, run_id="1")
+    old = Manifest(work, "hash")
+    old.save(YEAR, by_id, _scene("old-done"), polygons, run_id="1")
+    old.save(YEAR, by_id, _scene("old-failed", "failed"), None, run_id="1")
+    for name in ("old-done", "old-failed"):  # as the previous layout wrote them
+        path = work / "scenes" / str(YEAR) / f"{name}.json"
+        doc = json.loads(path.read_text())
+        doc["manifest_version"] = MANIFEST_VERSION - 1
+        path.write_text(json.dumps(doc))
+    asked: list[list[str]] = []
+
+    def compute(todo: list[dict[str, Any]], on_done: Any) -> list[SceneRecord]:
+        asked.append([it["id"] for it in todo])
+        recs = [_scene(it["id"]) for it in todo]
+        for rec in recs:
+            on_done(rec, polygons)
+        return recs
+
+    whole = Manifest(work, "hash", area=footprint)
+    results = resume_scenes(whole, YEAR, items, run_id="2", compute=compute, retry_failed=True)
+
+    assert asked == [["old-done", "old-failed", "smaller"]]
+    assert results.failed == [("never", NOT_RETRIED)]
 
 
 @pytest.mark.slow
 def test_inventory_run_retry_failed_recomputes_only_the_failed_scene(
     demo: DemoCatalog,
+    catalog_copy: Path,
     weights: Path,
     client: Any,
     tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    catalog = tmp_path / "catalog"
-    shutil.copytree(demo.root, catalog)
-    run_file = _run_file(tmp_path / "run" / "run.toml", catalog / "items", weights, demo.bbox)
+    common = dict(weights=weights, regions=[("demo", list(demo.bbox))], years=(YEAR,))
+    run_file = write_run_file(tmp_path / "run" / "run.toml", stac=catalog_copy / "items", **common)
     scheduler = ["--scheduler", client.scheduler.address]
-    clean = _run_file(tmp_path / "clean" / "run.toml", demo.items_dir, weights, demo.bbox)
+    clean = write_run_file(tmp_path / "clean" / "run.toml", stac=demo.items_dir, **common)
     assert main(["inventory", "run", str(clean), "--quiet", *scheduler]) == EXIT_OK
     ids = sorted(_seconds(clean.parent / "out" / "inv.gpkg"))
-    item = json.loads((catalog / "items" / f"{ids[1]}.json").read_text())
-    cog = (catalog / "items" / item["assets"]["nir"]["href"]).resolve()
+    item = json.loads((catalog_copy / "items" / f"{ids[1]}.json").read_text())
+    cog = (catalog_copy / "items" / item["assets"]["nir"]["href"]).resolve()
     good = cog.read_bytes()
     break_cog(cog, "truncated")
     capsys.readouterr()

@@ -287,6 +287,46 @@ def test_inventory_dry_run_lists_scenes_and_pixels_and_writes_nothing(
     assert _files(tmp_path) == before  # no out/, no work folder, no lock
 
 
+def test_inventory_dry_run_with_retry_failed_lists_only_the_scenes_that_failed(
+    tmp_path: Path, weights: Path, demo: DemoCatalog, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from arctic_rts.catalog import stac_endpoint
+    from arctic_rts.inventory_run import inventory_work_dir
+    from arctic_rts.manifest import Manifest, scene_hash
+    from arctic_rts.model.weights import resolve_weights
+    from arctic_rts.pipeline import scene_record
+    from arctic_rts.runfile import read_inventory_run
+    from arctic_rts.search import search_scenes
+
+    run_file = _run_file(tmp_path, demo, weights)
+    argv = ["inventory", "run", str(run_file), "--years", "2021-2022", "--dry-run"]
+
+    def listed(*extra: str) -> list[tuple[str, str, str]]:
+        assert main([*argv, *extra]) == 0
+        lines = capsys.readouterr().out.splitlines()
+        return [(r[0], r[1], r[-1]) for r in (line.split() for line in lines[1:-2])]
+
+    assert len(listed()) == 4
+    assert listed("--retry-failed") == []  # no earlier run: nothing to retry
+    # One 2022 scene recorded as failed, as a run that failed on it records it.
+    cfg = read_inventory_run(run_file)
+    work = inventory_work_dir(Path(cfg.out))
+    manifest = Manifest(work, scene_hash(cfg.map, resolve_weights([weights])))
+    failed_id = next(r[2] for r in listed() if r[:2] == ("2022", "08WLB"))
+    # The item as a run gets it from the search (which writes ``updated`` its own way)
+    with stac_endpoint(cfg.stac) as url:
+        found = search_scenes(demo.bbox, 2022, stac_url=url, config=cfg.map.search)
+    item = next(it for it in found if it["id"] == failed_id)
+    record = scene_record(item)
+    record.status, record.error = "failed", "LoadError: unreadable"
+    manifest.save(2022, {failed_id: item}, record, None, run_id="earlier")
+    before = {p: p.read_bytes() for p in work.rglob("*") if p.is_file()}
+
+    assert listed("--retry-failed") == [("2022", "08WLB", failed_id)]
+    assert len(listed()) == 4  # without the flag: every scene, as before
+    assert {p: p.read_bytes() for p in work.rglob("*") if p.is_file()} == before
+
+
 def test_map_dry_run_as_geojson(
     tmp_path: Path,
     weights: Path,

@@ -11,17 +11,15 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import re
-import threading
 import time
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import numpy as np
 import pytest
+from range_server import RangeHandler, RangeServer
 from test_load import _expected_red, _item, _write_rasters
 from test_search_edges import write_items
 
@@ -48,73 +46,31 @@ def sign(item: dict[str, Any]) -> dict[str, Any]:
     return item
 
 
-class _TokenServer(ThreadingHTTPServer):
-    daemon_threads = True
-    root: Path
+class _TokenServer(RangeServer):
     refused: int = 0
-    served: int = 0
 
 
-class _Handler(BaseHTTPRequestHandler):
+class _Handler(RangeHandler):
     server: _TokenServer
 
-    def log_message(self, *args: Any) -> None:
-        pass
-
-    def _authorised(self) -> bool:
+    def refused(self, first: bool, body: bool) -> bool:
         parts = urlsplit(self.path)
         query = parse_qs(parts.query)
         expires = (query.get("se") or [""])[0]
         sig = (query.get("sig") or [""])[0]
         fresh = bool(expires) and float(expires) > time.time()
         if fresh and hmac.compare_digest(sig, _token(parts.path, expires)):
-            return True
+            return False
         self.server.refused += 1
-        self.send_response(403)
-        self.send_header("Content-Length", "0")
-        self.end_headers()
-        return False
-
-    def do_HEAD(self) -> None:
-        self._serve(body=False)
-
-    def do_GET(self) -> None:
-        self._serve(body=True)
-
-    def _serve(self, body: bool) -> None:
-        if not self._authorised():
-            return
-        data = (self.server.root / urlsplit(self.path).path.lstrip("/")).read_bytes()
-        rng = re.fullmatch(r"bytes=(\d+)-(\d*)", self.headers.get("Range", ""))
-        if rng:
-            start = int(rng.group(1))
-            end = min(int(rng.group(2) or len(data) - 1), len(data) - 1)
-            chunk = data[start : end + 1]
-            self.send_response(206)
-            self.send_header("Content-Range", f"bytes {start}-{end}/{len(data)}")
-        else:
-            chunk = data
-            self.send_response(200)
-        self.send_header("Accept-Ranges", "bytes")
-        self.send_header("Content-Length", str(len(chunk)))
-        self.end_headers()
-        self.server.served += 1
-        if body:
-            self.wfile.write(chunk)
+        self._send(403, b"", {}, body)
+        return True
 
 
 @pytest.fixture()
 def token_server(tmp_path: Path) -> Iterator[tuple[_TokenServer, str]]:
     _write_rasters(tmp_path / "r")
-    server = _TokenServer(("127.0.0.1", 0), _Handler)
-    server.root = tmp_path
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield server, f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
+    with _TokenServer(tmp_path, handler=_Handler) as server:
+        yield server, server.url
 
 
 def _searched(tmp_path: Path, base: str) -> list[dict[str, Any]]:
@@ -144,9 +100,9 @@ def test_expired_search_time_tokens_are_renewed_when_blocks_are_read(
     assert "sig=" in asset["href"] and asset[UNSIGNED_HREF] == f"{base}/r/B04.tif"
     time.sleep(LIFETIME + 0.5)  # every search-time token has expired now
     [da] = load_scenes(found, ["B11", "B04", "B08"], sign=sign)
-    assert server.served == 0  # lazy: nothing read yet
+    assert server.traffic.served == 0  # lazy: nothing read yet
     np.testing.assert_allclose(da.values[1], _expected_red(), rtol=0, atol=1e-7)
-    assert server.served > 0 and server.refused == 0
+    assert server.traffic.served > 0 and server.refused == 0
     # Read again after the read-time tokens expired too: signed afresh, read again.
     time.sleep(LIFETIME + 0.5)
     np.testing.assert_allclose(da.values[1], _expected_red(), rtol=0, atol=1e-7)

@@ -100,16 +100,15 @@ def fold_config(
 
 def finished_run(config: TrainConfig) -> Path | None:
     """The weights of ``config``'s run when it finished with this very recipe, else None."""
-    from arctic_rts.train.loop import WEIGHTS, config_to_dict
+    from arctic_rts.train.loop import NOT_IN_RECIPE, WEIGHTS, config_to_dict
 
     out = Path(config.out_dir)
     done = out / "recipe.json"
     if not (out / WEIGHTS).is_file() or not done.is_file():
         return None
-    # notes are prose about the run, not part of what it trains
-    recipe = {k: v for k, v in config_to_dict(config).items() if k != "notes"}
+    recipe = {k: v for k, v in config_to_dict(config).items() if k not in NOT_IN_RECIPE}
     try:
-        earlier = {k: v for k, v in json.loads(done.read_text()).items() if k != "notes"}
+        earlier = {k: v for k, v in json.loads(done.read_text()).items() if k not in NOT_IN_RECIPE}
     except ValueError:
         return None
     return out / WEIGHTS if earlier == json.loads(json.dumps(recipe)) else None

@@ -68,6 +68,12 @@ _SECTIONS: dict[str, type] = {
     "elevation": ElevationConfig,
 }
 _PATH_KEYS = ("dataset", "images", "masks", "unlabelled", "val_images", "val_masks")
+#: Configuration keys that don't change what a run trains: a finished run with other values is
+#: the same run (prose about the run).
+NOT_IN_RECIPE = ("notes",)
+#: Keys a run may change on resuming from its checkpoint besides those: its length and where
+#: and how it runs.
+_RESUME_MAY_CHANGE = ("steps", "out_dir", "resume", "device", "val_every", "checkpoint_every")
 
 
 # --- configuration -----------------------------------------------------------------------------
@@ -462,8 +468,7 @@ def _restore_checkpoint(run: _Run, ckpt_path: Path) -> None:
     state = load_state(ckpt_path)
     saved = json.loads(state["config"])
     mine = json.loads(run.config_json)
-    # what a run may change on resuming (its length, where and how it runs, its notes)
-    for k in ("steps", "out_dir", "resume", "device", "val_every", "checkpoint_every", "notes"):
+    for k in _RESUME_MAY_CHANGE + NOT_IN_RECIPE:
         saved.pop(k, None)
         mine.pop(k, None)
     if saved != mine:
