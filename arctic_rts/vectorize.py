@@ -115,8 +115,9 @@ def vectorize_windows(
     Every dask block of ``prob`` (with the few pixels of context that hysteresis, the opening
     and the ``touches_invalid`` flag need from its neighbours) becomes one task that returns
     its objects' pieces and the pixels along its borders; one last task joins the pieces cut
-    by block seams and measures the objects. No task holds more than a block and its context,
-    so memory does not grow with the scene, and the result is the same GeoDataFrame that
+    by block seams and measures the objects. A block's task receives its neighbours' whole
+    blocks (up to 9 blocks) and cuts its context from them, so what a task holds depends on the
+    block size, not on the scene's, and the result is the same GeoDataFrame that
     :func:`vectorize` gives for the whole array. ``optimize_graph=False`` keeps the model
     tasks' ``GPU`` resource annotation (see :func:`arctic_rts.cluster.as_delayed`).
 
