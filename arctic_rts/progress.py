@@ -2,7 +2,7 @@
 
 Model tasks report their tiles as Dask worker events on :data:`PROGRESS_TOPIC`
 (:func:`arctic_rts.predict.predict`'s ``progress``); :class:`StageProgress` counts them in the
-client and logs each stage through this module's logger.
+client and logs each stage through the map run's logger, ``arctic_rts.pipeline``.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ PROGRESS_TOPIC = "arctic-rts-progress"
 
 
 class StageProgress:
-    """Progress inside the scenes of a run, per stage, as log records of this module.
+    """Progress inside the scenes of a run, per stage, as log records (``arctic_rts.pipeline``).
 
     ``predict``: model tiles done of the scene's total, at every quarter (every tile at
     DEBUG); ``vectorise``: logged as started once the last tile is in (its blocks have been
