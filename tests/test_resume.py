@@ -221,33 +221,55 @@ def _scene(item_id: str, status: str = "done") -> SceneRecord:
     )
 
 
-def test_resume_scenes_with_retry_failed_computes_only_the_failed_scenes(tmp_path: Path) -> None:
-    import geopandas as gpd
+#: The footprint of the items of the manifest tests below (lon/lat).
+FOOTPRINT = (-138.1, 69.0, -137.9, 69.1)
+
+
+def _items(*ids: str) -> list[dict[str, Any]]:
+    """STAC items of one scene footprint, one per id."""
     import shapely
     import shapely.geometry
 
     props = {"datetime": "2021-07-13T20:49:19Z", "s2:mgrs_tile": "07WFS"}
-    footprint = shapely.geometry.mapping(shapely.box(-138.1, 69.0, -137.9, 69.1))
-    items = [
-        {"id": i, "properties": props, "geometry": footprint} for i in ("done", "failed", "never")
-    ]
-    polygons = gpd.GeoDataFrame(
+    footprint = shapely.geometry.mapping(shapely.box(*FOOTPRINT))
+    return [{"id": i, "properties": props, "geometry": footprint} for i in ids]
+
+
+def _polygons() -> Any:
+    import geopandas as gpd
+    import shapely
+
+    return gpd.GeoDataFrame(
         {"scene_id": ["x"]}, geometry=[shapely.box(0, 0, 10, 10)], crs="EPSG:32607"
     )
+
+
+class _Compute:
+    """A stand-in for ``map_scenes`` in ``resume_scenes``: every scene it is asked for finishes
+    with the same polygons; ``asked`` keeps each call's item ids."""
+
+    def __init__(self) -> None:
+        self.asked: list[list[str]] = []
+        self.polygons = _polygons()
+
+    def __call__(self, todo: list[dict[str, Any]], on_done: Any) -> list[SceneRecord]:
+        self.asked.append([it["id"] for it in todo])
+        recs = [_scene(it["id"]) for it in todo]
+        for rec in recs:
+            on_done(rec, self.polygons)
+        return recs
+
+
+def test_resume_scenes_with_retry_failed_computes_only_the_failed_scenes(tmp_path: Path) -> None:
+    items = _items("done", "failed", "never")
     manifest = Manifest(tmp_path / "work", "hash")
     by_id = {it["id"]: it for it in items}
-    manifest.save(YEAR, by_id, _scene("done"), polygons, run_id="first")
+    manifest.save(YEAR, by_id, _scene("done"), _polygons(), run_id="first")
     failed = _scene("failed", "failed")
     failed.error = "LoadError: unreadable"
     manifest.save(YEAR, by_id, failed, None, run_id="first")
-    asked: list[list[str]] = []
-
-    def compute(todo: list[dict[str, Any]], on_done: Any) -> list[SceneRecord]:
-        asked.append([it["id"] for it in todo])
-        recs = [_scene(it["id"]) for it in todo]
-        for rec in recs:
-            on_done(rec, polygons)
-        return recs
+    compute = _Compute()
+    asked = compute.asked
 
     results = resume_scenes(
         manifest, YEAR, items, run_id="retry", compute=compute, retry_failed=True
@@ -273,22 +295,13 @@ def test_retry_failed_recomputes_tried_scenes_whose_records_cannot_be_reused(
     instead of counting them as never tried; a scene no run tried is still left out."""
     import json
 
-    import geopandas as gpd
     import shapely
-    import shapely.geometry
 
     from arctic_rts.manifest import MANIFEST_VERSION
 
-    props = {"datetime": "2021-07-13T20:49:19Z", "s2:mgrs_tile": "07WFS"}
-    footprint = shapely.box(-138.1, 69.0, -137.9, 69.1)
-    ids = ("old-done", "old-failed", "smaller", "never")
-    items = [
-        {"id": i, "properties": props, "geometry": shapely.geometry.mapping(footprint)} for i in ids
-    ]
+    items = _items("old-done", "old-failed", "smaller", "never")
     by_id = {it["id"]: it for it in items}
-    polygons = gpd.GeoDataFrame(
-        {"scene_id": ["x"]}, geometry=[shapely.box(0, 0, 10, 10)], crs="EPSG:32607"
-    )
+    polygons = _polygons()
     work = tmp_path / "work"
     west = shapely.box(-138.1, 69.0, -138.0, 69.1)
     Manifest(work, "hash", area=west).save(YEAR, by_id, _scene("smaller"), polygons, run_id="1")
@@ -300,19 +313,12 @@ def test_retry_failed_recomputes_tried_scenes_whose_records_cannot_be_reused(
         doc = json.loads(path.read_text())
         doc["manifest_version"] = MANIFEST_VERSION - 1
         path.write_text(json.dumps(doc))
-    asked: list[list[str]] = []
+    compute = _Compute()
 
-    def compute(todo: list[dict[str, Any]], on_done: Any) -> list[SceneRecord]:
-        asked.append([it["id"] for it in todo])
-        recs = [_scene(it["id"]) for it in todo]
-        for rec in recs:
-            on_done(rec, polygons)
-        return recs
-
-    whole = Manifest(work, "hash", area=footprint)
+    whole = Manifest(work, "hash", area=shapely.box(*FOOTPRINT))
     results = resume_scenes(whole, YEAR, items, run_id="2", compute=compute, retry_failed=True)
 
-    assert asked == [["old-done", "old-failed", "smaller"]]
+    assert compute.asked == [["old-done", "old-failed", "smaller"]]
     assert results.failed == [("never", NOT_RETRIED)]
 
 
