@@ -75,6 +75,15 @@ def _regions(demo: DemoCatalog) -> list[tuple[str, list[float]]]:
     return [("west", [w, s, mid, n]), ("east", [mid, s, e, n])]
 
 
+def _demo_run_file(
+    path: Path, demo: DemoCatalog, weights: Path, years: tuple[int, ...] = YEARS
+) -> Path:
+    """A run file of the demo catalog's two halves (:func:`_regions`) and ``weights``."""
+    return write_run_file(
+        path, stac=demo.items_dir, weights=weights, regions=_regions(demo), years=years
+    )
+
+
 def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
@@ -424,13 +433,7 @@ def reference(
     tmp_path_factory: pytest.TempPathFactory, demo: DemoCatalog, weights: Path, client: Any
 ) -> InventoryRunResult:
     """One uninterrupted two-year run: the inventory the other runs must reproduce."""
-    run_file = write_run_file(
-        tmp_path_factory.mktemp("reference") / "run.toml",
-        stac=demo.items_dir,
-        weights=weights,
-        regions=_regions(demo),
-        years=YEARS,
-    )
+    run_file = _demo_run_file(tmp_path_factory.mktemp("reference") / "run.toml", demo, weights)
     return run_inventory(run_file, progress=False, client=client)
 
 
@@ -568,13 +571,7 @@ def test_a_failed_scene_is_reported_recorded_and_retried(
 def test_sigkill_part_way_then_rerun_gives_the_uninterrupted_inventory(
     reference: InventoryRunResult, demo: DemoCatalog, weights: Path, tmp_path: Path
 ) -> None:
-    run_file = write_run_file(
-        tmp_path / "run.toml",
-        stac=demo.items_dir,
-        weights=weights,
-        regions=_regions(demo),
-        years=YEARS,
-    )
+    run_file = _demo_run_file(tmp_path / "run.toml", demo, weights)
     out = tmp_path / "out" / "inv.gpkg"
     work = out.with_name("inv.gpkg.work")
     proc = _start_cli(run_file, tmp_path / "killed")
@@ -615,23 +612,11 @@ def test_sigkill_inside_the_write_leaves_the_previous_file_and_a_free_lock(
 ) -> None:
     # A previous inventory holding 2021, and every scene already in the manifest.
     shutil.copytree(reference.work_dir, tmp_path / "out" / "inv.gpkg.work")
-    first = write_run_file(
-        tmp_path / "first.toml",
-        stac=demo.items_dir,
-        weights=weights,
-        regions=_regions(demo),
-        years=(2021,),
-    )
+    first = _demo_run_file(tmp_path / "first.toml", demo, weights, years=(2021,))
     run_inventory(first, progress=False, client=client)
     out = tmp_path / "out" / "inv.gpkg"
     previous = out.read_bytes()
-    both = write_run_file(
-        tmp_path / "run.toml",
-        stac=demo.items_dir,
-        weights=weights,
-        regions=_regions(demo),
-        years=YEARS,
-    )
+    both = _demo_run_file(tmp_path / "run.toml", demo, weights)
 
     logs = tmp_path / "paused"
     proc = _start_cli(both, logs, pause_s=120)
