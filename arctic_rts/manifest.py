@@ -97,6 +97,8 @@ class Manifest:
         self.scene_hash = scene_hash
         self.area = area
         self.margin_m = margin_m
+        #: What each record of this run says it mapped (serialised once, not per scene).
+        self.mapped = None if area is None else {"wkb": area.wkb_hex, "margin_m": margin_m}
         if read_only:  # records are only looked up (a dry run): no folder made, nothing tidied
             return
         (root / "scenes").mkdir(parents=True, exist_ok=True)
@@ -132,7 +134,10 @@ class Manifest:
     def lookup(self, year: int, item: dict[str, Any]) -> dict[str, Any] | None:
         """The scene's finished record from an earlier run, or None when it must be computed."""
         rec = self._record(year, item, "done")
-        if rec is None or not covers(rec.get("area"), self.area, self.margin_m, item):
+        if rec is None:
+            return None
+        done = rec.get("area")  # the same area as this run's needs no geometry at all
+        if done != self.mapped and not covers(done, self.area, self.margin_m, item):
             return None
         try:
             data = self._path(year, str(item["id"]), ".parquet").read_bytes()
@@ -218,9 +223,7 @@ class Manifest:
             "finished": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
             "record": record,
             "footprint": mapping(rec.footprint) if rec.footprint is not None else None,
-            "area": None
-            if self.area is None
-            else {"wkb": self.area.wkb_hex, "margin_m": self.margin_m},
+            "area": self.mapped,
         }
         if gdf is not None:
             with atomic_path(self._path(year, rec.item_id, ".parquet")) as tmp:
