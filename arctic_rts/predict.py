@@ -506,17 +506,33 @@ class _Gated:
 
 class _InputGraph:
     """A part of the input's graph carried by a read task as data (dask does not look inside):
-    its chunk is computed where the read task runs, when it runs."""
+    its chunk is computed where the read task runs, when it runs.
+
+    The part is kept pickled. A worker keeps the arguments of a finished task for as long as a
+    task that depends on it is alive, and gated reads chain a scene's tasks (read, model,
+    done, a later read), so every read's arguments stayed on the worker until its scene ended:
+    a read's part of a stackstac graph is several hundred Python objects, and at 10980^2 px
+    the worker's memory grew through the scene by about the size of them all (the map run
+    memory rows of BENCHMARKS.md). Pickled, a part is one bytes object, compressed because
+    each part repeats what the scene's reads share (hrefs, GDAL options)."""
 
     def __init__(self, graph: dict[Any, Any], key: Any) -> None:
-        self.graph, self.key = graph, key
+        import zlib
+
+        import cloudpickle
+
+        self.graph, self.key = zlib.compress(cloudpickle.dumps(graph), 1), key
 
 
 def _read_chunk(part: _InputGraph, gate: None) -> np.ndarray:
     """One input chunk, computed here (``gate``: the model task it waited for)."""
+    import pickle
+    import zlib
+
     import dask.local
 
-    return np.asarray(dask.local.get_sync(part.graph, part.key))  # type: ignore[arg-type]
+    graph = pickle.loads(zlib.decompress(part.graph))
+    return np.asarray(dask.local.get_sync(graph, part.key))
 
 
 def _done(prob: np.ndarray) -> None:

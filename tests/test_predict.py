@@ -485,6 +485,10 @@ def test_gated_reads_wait_for_the_model_read_each_chunk_once_and_change_nothing(
             d for k in needs if key_split(k) == "rts-piece" for d in get_dependencies(graph, k)
         }
         assert needs & set(reads) <= ungated  # the first window's reads wait for nothing
+        # a read carries its part of the input graph as one bytes object: a worker keeps the
+        # arguments of finished tasks while later ones depend on them, and gated reads chain
+        # a scene's tasks, so graph objects here stayed on the worker until the scene's end
+        assert all(isinstance(graph[k][1].graph, bytes) for k in reads)
         for scheduler in ("sync", "threads"):
             got = prob.compute(scheduler=scheduler)
             np.testing.assert_array_equal(got.values, ref.values)
