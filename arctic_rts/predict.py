@@ -519,9 +519,9 @@ class _InputGraph:
     def __init__(self, graph: dict[Any, Any], key: Any) -> None:
         import zlib
 
-        import cloudpickle
+        from distributed.protocol.pickle import dumps  # pickle, cloudpickle where it must
 
-        self.graph, self.key = zlib.compress(cloudpickle.dumps(graph), 1), key
+        self.graph, self.key = zlib.compress(dumps(graph), 1), key
 
 
 def _read_chunk(part: _InputGraph, gate: None) -> np.ndarray:
