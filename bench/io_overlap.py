@@ -2,9 +2,9 @@
 
 Usage::
 
-    .venv/bin/python bench/io_overlap.py [--only map|http|reads] [--scenes 6]
-        [--resolution 100] [--full-size] [--rates 20 1] [--rounds 2] [--latency 0.05]
-        [--windows 2048x2048 10980x2048] [--size 3072]
+    .venv/bin/python bench/io_overlap.py [--only map|http] [--scenes 6] [--resolution 100]
+        [--full-size] [--rates 20 1] [--rounds 2] [--latency 0.05]
+        [--windows 2048x2048 10980x2048]
 
 ``map``: ``--scenes`` copies of the real 29RKH item (other ids and dates, the same local COGs of
 ``../shared/data/s2_l2a_cogs_29RKH``) mapped with ``pipeline.map_scenes`` on one default local
@@ -22,8 +22,6 @@ model's wait share (defined in the section text written to BENCHMARKS.md). ``--f
 reads the full-size COGs of the ``http`` part from the local disk instead (at 10 m, the
 reads a full Sentinel-2 scene costs: its 10 m bands as they are, its 20 m ones resampled).
 
-``reads``: what reading costs per kind of band, in one thread, from both sets of COGs.
-
 ``http``: the same COGs, upsampled with GDAL to the full-size layout Earth Search serves
 (10980^2 px 10 m bands, 5490^2 px 20 m bands, 1024 px deflate tiles with overviews), served by
 ``tests/range_server.py`` on loopback with ``--latency`` seconds before each answer. Parts of
@@ -40,7 +38,6 @@ import copy
 import dataclasses
 import importlib
 import json
-import math
 import os
 import platform
 import statistics
@@ -68,7 +65,6 @@ from arctic_rts.model.weights import resolve_weights  # noqa: E402
 predict_mod = importlib.import_module("arctic_rts.predict")
 
 MAP_HEADING = "## Model-wait share in the map run (bench/io_overlap.py --only map, {res:g} m{cogs})"
-READS_HEADING = "## Read rate per band (bench/io_overlap.py --only reads)"
 HTTP_HEADING = "## Remote COG reads per GDAL setting (bench/io_overlap.py --only http)"
 COGS = Path(os.environ.get("ARCTIC_RTS_SHARED_DATA", ROOT.parent / "shared" / "data"))
 RKH = COGS / "s2_l2a_cogs_29RKH"
@@ -407,45 +403,6 @@ def full_size_cogs(folder: Path) -> Path:
     return folder
 
 
-#: What ``--only reads`` reads: (row label, bands, with the SCL mask).
-READ_SETS = [
-    ("B04 (a 10 m band)", ["B04"], False),
-    ("B11 (a 20 m band, bilinear to 10 m)", ["B11"], False),
-    ("B04 + SCL mask (SCL: 20 m, nearest to 10 m)", ["B04"], True),
-    ("B04 B03 B02 B08 B11, no mask", ["B04", "B03", "B02", "B08", "B11"], False),
-    ("B04 B03 B02 B08 B11 + SCL mask (the map run's reads)",
-     ["B04", "B03", "B02", "B08", "B11"], True),
-]  # fmt: skip
-
-
-def read_rates(cogs: Path, size: int, rounds: int) -> list[dict[str, Any]]:
-    """Seconds to read the north-west ``size`` x ``size`` px of the scene at 10 m through
-    ``load.load_scenes`` (stackstac, GDAL) in this process, one thread (Dask's synchronous
-    scheduler), in the map run's input chunks: each of ``READ_SETS`` from the decimated and the
-    full-size COGs, taking turns, best of ``rounds``."""
-    real = resolve_weights(REAL_WEIGHTS)
-    pconf = predict_mod.resolve_halo(PredictConfig(), real)
-    best: dict[tuple[str, str], float] = {}
-    for _ in range(rounds):
-        for files, folder in (("decimated", RKH), ("full-size", cogs)):
-            for label, bands, mask in READ_SETS:
-                cfg = LoadConfig(
-                    resolution=10,
-                    masked_scl_classes=LoadConfig().masked_scl_classes if mask else (),
-                )
-                da = load.load_scenes(
-                    items(1, folder), bands, cfg,
-                    chunks=lambda s: predict_mod.input_chunks(s.shape[1], s.shape[2], pconf),
-                )[0][:, :size, :size]  # fmt: skip
-                t0 = time.perf_counter()
-                with dask.config.set(scheduler="synchronous"):
-                    da.data.compute()
-                key = (files, label)
-                best[key] = min(best.get(key, math.inf), time.perf_counter() - t0)
-    return [{"files": f, "read": label, "seconds": sec, "mpx_s": size * size / sec / 1e6}
-            for (f, label), sec in best.items()]  # fmt: skip
-
-
 def http_child(url: str, setting: str, window: str, rate: float) -> dict[str, float]:
     """One map run (``map_scenes`` with ``area``) of a ``window`` ("WIDTHxHEIGHT" px) part of
     the scene read from ``url`` on a fresh local cluster, with one GDAL setting; seconds."""
@@ -545,13 +502,12 @@ def _window_lines(rows: list[dict[str, Any]], window: str) -> list[str]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--only", choices=("map", "http", "reads"), default=None)
+    parser.add_argument("--only", choices=("map", "http"), default=None)
     parser.add_argument(
         "--full-size",
         action="store_true",
         help="map: read the full-size COGs (--cogs), not the decimated ones",
     )
-    parser.add_argument("--size", type=int, default=3072, help="reads: the square read, px")
     parser.add_argument("--scenes", type=int, default=6)
     parser.add_argument("--resolution", type=float, default=100.0)
     parser.add_argument("--rates", type=float, nargs="+", default=[20.0, 1.0],
@@ -612,27 +568,6 @@ def main() -> None:
             "model-wait share (per round) | load |",
             "|---|---|---|---|---|---|---|---|",
             *map_lines(rows),
-            "",
-        ])  # fmt: skip
-        print(section)
-    if args.only in (None, "reads"):
-        rows = read_rates(full_size_cogs(args.cogs), args.size, args.rounds)
-        section = rewrite_section(READS_HEADING, [
-            READS_HEADING,
-            "",
-            f"`bench/io_overlap.py --only reads --size {args.size} --rounds {args.rounds}` on "
-            f"{machine} shared with other work (load average {os.getloadavg()[0]:.1f} at the "
-            f"end). The north-west {args.size}^2 px of the real 29RKH scene read at 10 m "
-            "through `load.load_scenes` (stackstac, GDAL; the map run's input chunks) in one "
-            "process on one thread, from the 10x decimated COGs in the shared data and from the "
-            "same COGs upsampled to their full-size layout (10980^2 px 10 m bands, 5490^2 px "
-            "20 m bands, as Earth Search serves them; see the http part), files in the page "
-            "cache. Best of the rounds; Mpx/s: output pixels (of the 10 m grid) per second.",
-            "",
-            "| files | read | s | Mpx/s |",
-            "|---|---|---|---|",
-            *[f"| {r['files']} | {r['read']} | {r['seconds']:.2f} | {r['mpx_s']:.1f} |"
-              for r in rows],
             "",
         ])  # fmt: skip
         print(section)
