@@ -526,12 +526,14 @@ class _InputGraph:
 
 def _read_chunk(part: _InputGraph, gate: None) -> np.ndarray:
     """One input chunk, computed here (``gate``: the model task it waited for)."""
-    import pickle
     import zlib
 
     import dask.local
+    from distributed.protocol.pickle import loads
 
-    graph = pickle.loads(zlib.decompress(part.graph))
+    # Bytes that _InputGraph made from this run's own graph, carried inside the task as Dask
+    # carries every task (pickled); never bytes from a file or from a user.
+    graph = loads(zlib.decompress(part.graph))
     return np.asarray(dask.local.get_sync(graph, part.key))
 
 
