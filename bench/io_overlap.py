@@ -145,6 +145,9 @@ class Setting:
     #: Workers declare a GPU resource (the product's GPU path: model tasks ask for it, reads
     #: are not gated, the graph is not optimised).
     gpu: bool = False
+    #: Every file read through stackstac's own reader (a ``WarpedVRT`` wherever the file's grid
+    #: is not the output's), not ``load.NestedGridReader``.
+    warped: bool = False
 
 
 SETTINGS = [
@@ -155,6 +158,7 @@ SETTINGS = [
     Setting("scenes_in_flight = 1", scenes_in_flight=1),
     Setting("chunks = model blocks", chunks="blocks"),
     Setting("GPU path: workers declare a GPU (reads not gated, no fusion)", gpu=True),
+    Setting("20 m bands and SCL read through stackstac's WarpedVRT", warped=True),
 ]
 
 
@@ -162,6 +166,7 @@ SETTINGS = [
 def applied(setting: Setting, threads: int) -> Iterator[None]:
     """The setting in force in this (the client's) process, where the graphs are built."""
     saved = (pipeline._scene_graph, predict_mod.input_chunks, load.gdal_http_options)
+    reader = load.NestedGridReader
     graph = saved[0]
     if setting.read_ahead != "threads":
         ahead = {"2threads": 2 * threads}.get(str(setting.read_ahead), setting.read_ahead)
@@ -179,11 +184,14 @@ def applied(setting: Setting, threads: int) -> Iterator[None]:
     if setting.gdal:
         options = saved[2]
         load.gdal_http_options = lambda net: {**options(net), **dict(setting.gdal)}  # type: ignore[assignment]
+    if setting.warped:
+        load.NestedGridReader = load.AutoParallelRioReader  # type: ignore[misc]
     try:
         with dask.config.set({"optimization.fuse.active": False} if not setting.fuse else {}):
             yield
     finally:
         pipeline._scene_graph, predict_mod.input_chunks, load.gdal_http_options = saved
+        load.NestedGridReader = reader  # type: ignore[misc]
 
 
 def union(spans: list[tuple[float, float]]) -> float:

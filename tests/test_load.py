@@ -221,10 +221,13 @@ def rkh_api(shared_data: Path, rkh_folder: Path) -> Any:
         yield url, cogs
 
 
-def _reference(path: Path, transform: Any, shape: tuple[int, int], method: Resampling) -> Any:
-    """Read a COG with rasterio and warp it onto the requested grid, at its own dtype."""
+def _reference(
+    path: Path, transform: Any, shape: tuple[int, int], method: Resampling, dtype: Any = None
+) -> Any:
+    """Read a COG with rasterio and warp it onto the requested grid, at its own dtype (or
+    ``dtype``: a float type keeps the interpolated values unrounded)."""
     with rasterio.open(path) as src:
-        out = np.zeros(shape, src.dtypes[0])
+        out = np.zeros(shape, dtype or src.dtypes[0])
         reproject(
             rasterio.band(src, 1),
             out,
@@ -235,6 +238,59 @@ def _reference(path: Path, transform: Any, shape: tuple[int, int], method: Resam
             dst_nodata=0,
         )
     return out
+
+
+def test_nesting_needs_whole_output_pixels_per_file_pixel() -> None:
+    from affine import Affine
+    from rasterio.crs import CRS
+
+    from arctic_rts.load import _nesting
+
+    utm = CRS.from_epsg(32629)
+    src = Affine(20.0, 0, 199980.0, 0, -20.0, 2800020.0)
+    assert _nesting(utm, src, 32629, Affine(10.0, 0, 200000.0, 0, -10.0, 2800000.0)) == (2, 2, 2)
+    assert _nesting(utm, src, 32629, Affine(10.0, 0, 199985.0, 0, -10.0, 2800020.0)) is None
+    assert _nesting(utm, src, 32629, Affine(30.0, 0, 199980.0, 0, -30.0, 2800020.0)) is None
+    assert _nesting(utm, src, 32629, Affine(20.0, 0, 199980.0, 0, -20.0, 2800020.0)) is None
+    assert _nesting(utm, src, 32630, Affine(10.0, 0, 199980.0, 0, -10.0, 2800020.0)) is None
+
+
+@pytest.mark.realdata
+@pytest.mark.parametrize(("resolution", "nested"), [(100.0, True), (30.0, False)])
+def test_coarser_bands_skip_the_warper_only_where_their_pixels_nest(
+    rkh_api: Any, monkeypatch: pytest.MonkeyPatch, resolution: float, nested: bool
+) -> None:
+    """B11 (200 m in these decimated files) onto a 100 m grid is read through GDAL's RasterIO
+    resampling, window by window; onto a 30 m grid (no whole number of pixels) through
+    stackstac's warped read, unchanged."""
+    import arctic_rts.load as load_mod
+
+    url, _ = rkh_api
+    config = SearchConfig(months=(2,), max_cloud_cover=20.0)
+    items = select_scenes(
+        search_scenes((-11.5, 24.7, -11.3, 24.9), 2020, stac_url=url, config=config)
+    )
+    calls: list[Any] = []
+    real_read = load_mod._NestedRead.read
+
+    def counted(self: Any, window: Any, **kwargs: Any) -> Any:
+        calls.append(window)
+        return real_read(self, window, **kwargs)
+
+    monkeypatch.setattr(load_mod._NestedRead, "read", counted)
+    cfg = LoadConfig(resolution=resolution, chunksize=256)
+    [da] = load_scenes(items, ["B11"], cfg)
+    got = da[:, :600, :600].values
+    assert bool(calls) == nested
+    monkeypatch.setattr(load_mod, "NestedGridReader", load_mod.AutoParallelRioReader)
+    [warped] = load_scenes(items, ["B11"], cfg)
+    ref = warped[:, :600, :600].values
+    np.testing.assert_array_equal(np.isnan(got), np.isnan(ref))
+    apart = np.abs(got - ref)[~np.isnan(got)]
+    if nested:  # rounding at exact halves only (the test above): one digital number at most
+        assert apart.max() <= 1e-4 + 1e-7
+    else:
+        assert apart.max() == 0
 
 
 @pytest.mark.realdata
@@ -263,7 +319,20 @@ def test_real_29rkh_via_api_equals_direct_rasterio_read(rkh_api: Any) -> None:
         dn = _reference(cogs / f"{band}.tif", transform, shape, Resampling.bilinear)
         expected = dn.astype(np.float32) * np.float32(1e-4)  # baseline 02.14: no offset
         expected[masked | (dn == 0)] = np.nan
-        np.testing.assert_allclose(values[index], expected, rtol=0, atol=1e-7, err_msg=band)
+        if band in ("B04", "B02"):  # on the files' own grid: read as they are
+            np.testing.assert_allclose(values[index], expected, rtol=0, atol=1e-7, err_msg=band)
+            continue
+        # Coarser bands are resampled by GDAL's RasterIO (load.NestedGridReader), the reference
+        # by its warper: the same bilinear weights, rounded to whole digital numbers, but where
+        # the interpolated value is an exact half either may round either way. Masks agree
+        # exactly; values differ only there, and then by one number.
+        got = values[index]
+        np.testing.assert_array_equal(np.isnan(got), np.isnan(expected), err_msg=band)
+        valid = ~np.isnan(got)
+        apart = np.rint(np.abs(got - expected)[valid] * 1e4)
+        exact = _reference(cogs / f"{band}.tif", transform, shape, Resampling.bilinear, "f8")
+        halves = np.abs(exact[valid] % 1 - 0.5) < 1e-3
+        assert apart.max() <= 1 and not (apart.astype(bool) & ~halves).any(), band
     invalid = np.isnan(values[1]).mean()
     # The item states 4.05 % cloud cover (cirrus included); the SCL mask agrees.
     assert 0.02 < invalid < 0.08
