@@ -51,11 +51,11 @@ FIVE = ["B04", "B03", "B02", "B08", "B11"]
 READ_SETS = [
     ("B04 (a 10 m band)", ["B04"], False, False),
     ("B11 (a 20 m band, bilinear to 10 m)", ["B11"], False, False),
-    ("B11, stackstac's WarpedVRT", ["B11"], False, True),
+    ("B11 through stackstac's own reader (a WarpedVRT)", ["B11"], False, True),
     ("B04 + SCL mask (SCL: 20 m, nearest to 10 m)", ["B04"], True, False),
     ("B04 B03 B02 B08 B11, no mask", FIVE, False, False),
     ("B04 B03 B02 B08 B11 + SCL mask (the map run's reads)", FIVE, True, False),
-    ("the same, stackstac's WarpedVRT for B11 and SCL", FIVE, True, True),
+    ("the same through stackstac's own reader", FIVE, True, True),
 ]
 
 
