@@ -200,6 +200,8 @@ class NestedGridReader(AutoParallelRioReader):  # type: ignore[misc]
 
     @property
     def dataset(self) -> Any:
+        # stackstac's per-thread dataset and its VRT parameters: internals of stackstac 0.5.1,
+        # its last release, which pyproject.toml pins
         inner = AutoParallelRioReader.dataset.fget(self)
         params = getattr(inner, "_vrt_params", None)
         if not isinstance(inner, ThreadLocalRioDataset) or not params:

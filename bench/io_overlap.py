@@ -163,10 +163,23 @@ SETTINGS = [
 
 
 @contextlib.contextmanager
+def stackstac_reader(warped: bool = True) -> Iterator[None]:
+    """Graphs built inside read every file through stackstac's own reader (a ``WarpedVRT``
+    wherever the file's grid is not the output's) instead of ``load.NestedGridReader``: a graph
+    names its reader class when it is built."""
+    product = load.NestedGridReader
+    if warped:
+        load.NestedGridReader = load.AutoParallelRioReader  # type: ignore[misc]
+    try:
+        yield
+    finally:
+        load.NestedGridReader = product  # type: ignore[misc]
+
+
+@contextlib.contextmanager
 def applied(setting: Setting, threads: int) -> Iterator[None]:
     """The setting in force in this (the client's) process, where the graphs are built."""
     saved = (pipeline._scene_graph, predict_mod.input_chunks, load.gdal_http_options)
-    reader = load.NestedGridReader
     graph = saved[0]
     if setting.read_ahead != "threads":
         ahead = {"2threads": 2 * threads}.get(str(setting.read_ahead), setting.read_ahead)
@@ -184,14 +197,12 @@ def applied(setting: Setting, threads: int) -> Iterator[None]:
     if setting.gdal:
         options = saved[2]
         load.gdal_http_options = lambda net: {**options(net), **dict(setting.gdal)}  # type: ignore[assignment]
-    if setting.warped:
-        load.NestedGridReader = load.AutoParallelRioReader  # type: ignore[misc]
+    fuse = {"optimization.fuse.active": False} if not setting.fuse else {}
     try:
-        with dask.config.set({"optimization.fuse.active": False} if not setting.fuse else {}):
+        with stackstac_reader(setting.warped), dask.config.set(fuse):
             yield
     finally:
         pipeline._scene_graph, predict_mod.input_chunks, load.gdal_http_options = saved
-        load.NestedGridReader = reader  # type: ignore[misc]
 
 
 def union(spans: list[tuple[float, float]]) -> float:

@@ -21,6 +21,7 @@ read into the 10 m shape), and how far apart the two are. Files are in the page 
 from __future__ import annotations
 
 import argparse
+import functools
 import math
 import os
 import platform
@@ -36,9 +37,15 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(Path(__file__).parent)]
 
 import dask  # noqa: E402
-from io_overlap import REAL_WEIGHTS, RKH, full_size_cogs, items, predict_mod  # noqa: E402
+from io_overlap import (  # noqa: E402
+    REAL_WEIGHTS,
+    RKH,
+    full_size_cogs,
+    items,
+    predict_mod,
+    stackstac_reader,
+)
 from report import rewrite_section  # noqa: E402
-from stackstac.rio_reader import AutoParallelRioReader  # noqa: E402
 
 import arctic_rts.load as load  # noqa: E402
 from arctic_rts.config import LoadConfig, PredictConfig  # noqa: E402
@@ -59,8 +66,9 @@ READ_SETS = [
 ]
 
 
+@functools.cache
 def chunks(size: int) -> tuple[tuple[int, ...], tuple[int, ...]]:
-    """The map run's input chunks of a 10980^2 scene (the real model's halo)."""
+    """The map run's input chunks of a ``size``^2 scene (the real model's halo)."""
     pconf = predict_mod.resolve_halo(PredictConfig(), resolve_weights(REAL_WEIGHTS))
     return predict_mod.input_chunks(size, size, pconf)  # type: ignore[no-any-return]
 
@@ -75,15 +83,10 @@ def load_rates(cogs: Path, size: int, rounds: int) -> list[dict[str, Any]]:
                     resolution=10,
                     masked_scl_classes=LoadConfig().masked_scl_classes if mask else (),
                 )
-                # the graph names its reader class when it is built
-                product = load.NestedGridReader
-                load.NestedGridReader = AutoParallelRioReader if warped else product
-                try:
+                with stackstac_reader(warped):
                     da = load.load_scenes(
                         items(1, folder), bands, cfg, chunks=lambda s: chunks(s.shape[1])
                     )[0][:, :size, :size]
-                finally:
-                    load.NestedGridReader = product
                 t0 = time.perf_counter()
                 with dask.config.set(scheduler="synchronous"):
                     da.data.compute()
@@ -111,7 +114,6 @@ def gdal_paths(cogs: Path, size: int, rounds: int) -> dict[str, float]:
         if ox[j] < size
     ]
     best = {"warped": math.inf, "rasterio": math.inf}
-    out: dict[str, Any] = {}
     with rasterio.open(cogs / "B11.tif") as src:
         k = 2  # 20 m pixels onto the 10 m grid
         grid = Affine(src.transform.a / k, 0, src.transform.c, 0, src.transform.e / k,
@@ -136,12 +138,13 @@ def gdal_paths(cogs: Path, size: int, rounds: int) -> dict[str, float]:
     b = np.ma.concatenate([c.ravel() for c in direct])
     both = ~np.ma.getmaskarray(a) & ~np.ma.getmaskarray(b)
     diff = np.abs(a.data - b.data)[both]
-    out.update(best)
-    out["chunks"] = len(wins)
-    out["max_dn"] = float(diff.max()) if diff.size else 0.0
-    out["share"] = float((diff > 0).mean()) if diff.size else 0.0
-    out["mask_mismatch"] = int((np.ma.getmaskarray(a) != np.ma.getmaskarray(b)).sum())
-    return out
+    return {
+        **best,
+        "chunks": len(wins),
+        "max_dn": float(diff.max()) if diff.size else 0.0,
+        "share": float((diff > 0).mean()) if diff.size else 0.0,
+        "mask_mismatch": int((np.ma.getmaskarray(a) != np.ma.getmaskarray(b)).sum()),
+    }
 
 
 def main() -> None:

@@ -221,6 +221,15 @@ def rkh_api(shared_data: Path, rkh_folder: Path) -> Any:
         yield url, cogs
 
 
+def _rkh_scenes(url: str) -> list[dict[str, Any]]:
+    """The real 29RKH item as a user's search finds it on the API: a February scene (explicit
+    months), the tile at about 11.4 W, 24.8 N."""
+    config = SearchConfig(months=(2,), max_cloud_cover=20.0)
+    return select_scenes(
+        search_scenes((-11.5, 24.7, -11.3, 24.9), 2020, stac_url=url, config=config)
+    )
+
+
 def _reference(
     path: Path, transform: Any, shape: tuple[int, int], method: Resampling, dtype: Any = None
 ) -> Any:
@@ -266,10 +275,7 @@ def test_coarser_bands_skip_the_warper_only_where_their_pixels_nest(
     import arctic_rts.load as load_mod
 
     url, _ = rkh_api
-    config = SearchConfig(months=(2,), max_cloud_cover=20.0)
-    items = select_scenes(
-        search_scenes((-11.5, 24.7, -11.3, 24.9), 2020, stac_url=url, config=config)
-    )
+    items = _rkh_scenes(url)
     calls: list[Any] = []
     real_read = load_mod._NestedRead.read
 
@@ -296,11 +302,7 @@ def test_coarser_bands_skip_the_warper_only_where_their_pixels_nest(
 @pytest.mark.realdata
 def test_real_29rkh_via_api_equals_direct_rasterio_read(rkh_api: Any) -> None:
     url, cogs = rkh_api
-    # February scene: explicit months; the tile lies at about 11.4 W, 24.8 N.
-    config = SearchConfig(months=(2,), max_cloud_cover=20.0)
-    items = select_scenes(
-        search_scenes((-11.5, 24.7, -11.3, 24.9), 2020, stac_url=url, config=config)
-    )
+    items = _rkh_scenes(url)
     assert [i["id"] for i in items] == ["S2A_29RKH_20200219_0_L2A"]
     bands = ["B11", "B04", "B01", "B02", "B8A"]
     # The COGs were decimated 10x: load at their 100 m grid.
@@ -375,10 +377,7 @@ def test_odc_stac_gives_the_same_arrays(tmp_path: Path, style: str) -> None:
 @pytest.mark.realdata
 def test_odc_stac_gives_the_same_arrays_on_real_cogs(rkh_api: Any) -> None:
     url, _ = rkh_api
-    config = SearchConfig(months=(2,), max_cloud_cover=20.0)
-    items = select_scenes(
-        search_scenes((-11.5, 24.7, -11.3, 24.9), 2020, stac_url=url, config=config)
-    )
+    items = _rkh_scenes(url)
     stack, odc = _both_loaders(items, ["B11", "B04", "B8A"], resolution=100.0)
     # odc-stac resamples in the files' integer type: up to half a digital number (1e-4) apart
     _assert_same(stack, odc, atol=0.5e-4 + 1e-6)
