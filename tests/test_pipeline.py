@@ -579,7 +579,7 @@ def test_the_map_run_frees_probability_blocks_as_the_model_goes(
     # Block (i, j) is last needed by window (i+1, j+1), which needs block (i+2, j+2): two rows
     # and three blocks (15 here) once the model has gone two rows on. More finish while a
     # ready window waits for a thread (one read runs ahead per thread): the scheduler sets no
-    # bound on that, and runs of this test held 18-22 with 2 threads (22 in a CI run under
-    # load, where 2 * cols + 3 + 3 * threads = 21 had been the bound). What must not come
-    # back is vectorising that waits for the scene's end: all 36 held.
+    # bound on that, and a CI run under load went past the bound this test had
+    # (2 * cols + 3 + 3 * threads). What must not come back is vectorising that waits for the
+    # scene's end: all 36 held.
     assert 2 * cols <= most < rows * cols - cols
