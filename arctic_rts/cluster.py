@@ -127,9 +127,16 @@ MIMALLOC_DIST = "cmeel-mimalloc"
 #: one task's activations and reads resident while the other allocated its own, and the
 #: worker's peak grew with the run's length (the map run memory rows of BENCHMARKS.md).
 MIMALLOC_ENV: dict[str, str] = {"MIMALLOC_PURGE_DELAY": "0"}
+#: GDAL's cache of decoded raster blocks, in MiB, per worker process. The reads of a scene
+#: share its open files (:func:`arctic_rts.predict.predict`), whose decoded tiles stay in this
+#: cache while the scene runs; GDAL's default (5 % of the machine's memory, per process)
+#: would let a 10980^2 scene's tiles fill it. 64 MiB trades worker memory against tiles
+#: fetched and decoded again (the remote reads rows and notes of BENCHMARKS.md: 256 MiB, which
+#: a user can export, fetched less than half as much over a 2048^2 px part).
+GDAL_CACHE_ENV: dict[str, str] = {"GDAL_CACHEMAX": "64"}
 #: Every variable :func:`connect` puts into the environment of the workers it starts, besides
 #: ``LD_PRELOAD``; ``deploy/dask/arctic-rts.yaml`` gives workers of your own the same.
-WORKER_ENV: dict[str, str] = {**ALLOCATOR_ENV, **MIMALLOC_ENV}
+WORKER_ENV: dict[str, str] = {**ALLOCATOR_ENV, **MIMALLOC_ENV, **GDAL_CACHE_ENV}
 #: Dask settings for the clusters :func:`connect` starts (and, through ``deploy/dask``, for
 #: yours): the periodic work of every scheduler's and worker's event loop (a tick every 20 ms,
 #: a system monitor every 500 ms, a profiler sample every 10 ms by default) takes CPU from

@@ -21,7 +21,7 @@ import functools
 import importlib.util
 import itertools
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any, TypeAlias
 
 import dask.array as dsa
@@ -468,6 +468,7 @@ class _Gated:
         self.input = ensure_dict(
             arr.__dask_optimize__(arr.__dask_graph__(), list(flatten(arr.__dask_keys__())))
         )
+        self.parts = _split_input(self.input, list(flatten(arr.__dask_keys__())))
         self.order: list[tuple[int, int]] = []
         self.dsk: dict[Any, Any] = {}
 
@@ -478,8 +479,6 @@ class _Gated:
         """The keys of the pieces of window (i, j), rows ``y0:y1``, columns ``x0:x1``, as
         ``_predict_window`` takes them: input chunks it covers whole are read tasks, the
         others small tasks that copy the part needed from a read task."""
-        from dask.optimization import cull
-
         gate = None
         if len(self.order) >= self.ahead:
             gate = (self._name("done"), *self.order[-self.ahead])
@@ -491,8 +490,9 @@ class _Gated:
                 read = (self._name("read"), ky, kx)
                 if read not in self.dsk:  # the first window that needs the chunk reads it
                     src = (self.arr.name, 0, ky, kx)
-                    graph, _ = cull(self.input, [src])
-                    self.dsk[read] = (_read_chunk, _InputGraph(graph, src), gate)
+                    part = self.parts.pop(src)
+                    self.dsk.update({k: self.input[k] for k in part.needs})
+                    self.dsk[read] = (_read_chunk, part, gate, *part.needs)
                 if whole_y and whole_x:
                     row.append(read)
                     continue
@@ -504,9 +504,28 @@ class _Gated:
         return rows
 
 
+def _split_input(graph: dict[Any, Any], keys: list[Any]) -> dict[Any, _InputGraph]:
+    """Each of ``keys``' part of ``graph``, less the tasks that every part needs (none for a
+    single key): those stay tasks of the cluster, computed once and given to each read. For
+    a stackstac scene they are its reader tables, so every read of the scene on a worker goes
+    through the same open files (and GDAL's cache of their decoded tiles), instead of opening
+    the files again and decoding again the tiles it shares with its neighbours."""
+    from dask.optimization import cull
+
+    culled = {key: cull(graph, [key])[0] for key in keys}
+    shared: set[Any] = set()
+    if len(keys) > 1:
+        shared = set.intersection(*(set(part) for part in culled.values()))
+    return {
+        key: _InputGraph({k: v for k, v in part.items() if k not in shared}, key, shared)
+        for key, part in culled.items()
+    }
+
+
 class _InputGraph:
     """A part of the input's graph carried by a read task as data (dask does not look inside):
-    its chunk is computed where the read task runs, when it runs.
+    its chunk is computed where the read task runs, when it runs, from the part and the
+    values of the tasks it ``needs`` (tasks of the cluster, shared by every read).
 
     The part is kept pickled. A worker keeps the arguments of a finished task for as long as a
     task that depends on it is alive, and gated reads chain a scene's tasks (read, model,
@@ -516,24 +535,29 @@ class _InputGraph:
     memory rows of BENCHMARKS.md). Pickled, a part is one bytes object, compressed because
     each part repeats what the scene's reads share (hrefs, GDAL options)."""
 
-    def __init__(self, graph: dict[Any, Any], key: Any) -> None:
+    def __init__(self, graph: dict[Any, Any], key: Any, needs: Iterable[Any] = ()) -> None:
         import zlib
 
         from distributed.protocol.pickle import dumps  # pickle, cloudpickle where it must
 
         self.graph, self.key = zlib.compress(dumps(graph), 1), key
+        self.needs = sorted(needs, key=str)  # the order _Gated.add passes their values in
 
 
-def _read_chunk(part: _InputGraph, gate: None) -> np.ndarray:
-    """One input chunk, computed here (``gate``: the model task it waited for)."""
+def _read_chunk(part: _InputGraph, gate: None, *given: Any) -> np.ndarray:
+    """One input chunk, computed here (``gate``: the model task it waited for; ``given``: the
+    values of the tasks ``part`` needs, in ``part.needs`` order)."""
     import zlib
 
     import dask.local
+    from dask._task_spec import DataNode
     from distributed.protocol.pickle import loads
 
     # Bytes that _InputGraph made from this run's own graph, carried inside the task as Dask
     # carries every task (pickled); never bytes from a file or from a user.
     graph = loads(zlib.decompress(part.graph))
+    # as data nodes: a bare value that looks like a task (a tuple led by a callable) would run
+    graph.update({k: DataNode(k, v) for k, v in zip(part.needs, given, strict=True)})
     return np.asarray(dask.local.get_sync(graph, part.key))
 
 

@@ -362,6 +362,12 @@ HTTP_SETTINGS: dict[str, tuple[dict[str, str], dict[str, str], dict[str, str]]] 
         {},
         {},
     ),
+    "GDAL_CACHEMAX = 256 MiB in the workers' environment (the product's: 64)": ({}, {}, {}),
+    "GDAL_CACHEMAX = 256 MiB and CPL_VSIL_CURL_CACHE_SIZE = 256 MiB": (
+        {"CPL_VSIL_CURL_CACHE_SIZE": str(256 * 2**20)},
+        {},
+        {},
+    ),
     "CPL_VSIL_CURL_CACHE_SIZE = 1024 MiB": ({"CPL_VSIL_CURL_CACHE_SIZE": str(2**30)}, {}, {}),
     "GDAL_DISABLE_READDIR_ON_OPEN = FALSE (GDAL's own default)": (
         {"GDAL_DISABLE_READDIR_ON_OPEN": "FALSE"},
@@ -383,8 +389,13 @@ HTTP_SETTINGS: dict[str, tuple[dict[str, str], dict[str, str], dict[str, str]]] 
 }
 
 
+#: Variables set in the environment of a row's run (so of its workers, whose nannies take
+#: them over the product's ``cluster.WORKER_ENV``, as they take a user's).
+HTTP_ENVIRON: dict[str, dict[str, str]] = {
+    name: {"GDAL_CACHEMAX": "256"} for name in HTTP_SETTINGS if name.startswith("GDAL_CACHEMAX")
+}
 #: Rows of HTTP_SETTINGS run on every window of ``--windows`` (the rest on the first only).
-CACHE_ROWS = 2
+CACHE_ROWS = 4
 
 
 def full_size_cogs(folder: Path) -> Path:
@@ -478,7 +489,8 @@ def http_bench(args: argparse.Namespace) -> list[str]:
                 traffic.reset()
                 cmd = [sys.executable, __file__, "--http-child", name, "--url", url,
                        "--window", window, "--rates", str(args.rates[0])]  # fmt: skip
-                done = subprocess.run(cmd, capture_output=True, text=True, check=False)
+                env = {**os.environ, **HTTP_ENVIRON.get(name, {})}
+                done = subprocess.run(cmd, capture_output=True, text=True, check=False, env=env)
                 if done.returncode:
                     raise RuntimeError(done.stderr[-2000:])
                 seconds = json.loads(done.stdout.strip().splitlines()[-1])["seconds"]
@@ -608,7 +620,9 @@ def main() -> None:
             "stand-in model at "
             f"{args.rates[0]:g} Mpx/s), with one GDAL setting added to stackstac's environment "
             "(stackstac's own: GDAL_DISABLE_READDIR_ON_OPEN=EMPTY_DIR and VSI_CACHE=TRUE when "
-            "opening, VSI_CACHE=FALSE when reading, multi-range and merged ranges on). "
+            "opening, VSI_CACHE=FALSE when reading, multi-range and merged ranges on) or, for "
+            "GDAL_CACHEMAX (GDAL's cache of decoded tiles, MiB per process), to the workers' "
+            "environment (`cluster.WORKER_ENV` sets 64). "
             "Requests and MiB: what the server answered; other: requests for anything but the "
             "six COGs (directory listings, .aux.xml, .msk). Time ratio: over the first row's.",
             "",

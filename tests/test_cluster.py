@@ -217,6 +217,23 @@ def test_allocator_choice_holds_for_clusters_started_one_after_another() -> None
 
 
 @pytest.mark.slow
+def test_a_gdal_cache_size_exported_before_the_cluster_starts_wins(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Workers get GDAL_CACHEMAX from WORKER_ENV unless it is in this process's environment
+    (what docs/yearly-runs.md tells users of remote stores to do)."""
+    config = ClusterConfig(n_workers=1, threads_per_worker=1)
+    for exported, expected in ((None, WORKER_ENV["GDAL_CACHEMAX"]), ("256", "256")):
+        if exported is None:
+            monkeypatch.delenv("GDAL_CACHEMAX", raising=False)
+        else:
+            monkeypatch.setenv("GDAL_CACHEMAX", exported)
+        with connect(config) as client:
+            got = client.run(startup_environ)
+        assert [env.get("GDAL_CACHEMAX") for env in got.values()] == [expected]
+
+
+@pytest.mark.slow
 def test_a_local_cluster_listens_on_loopback_only() -> None:
     """Scheduler, dashboard, nannies and workers: nothing a local run starts is reachable from
     another machine (Dask's own default puts the dashboard on every interface)."""

@@ -485,6 +485,9 @@ def test_the_map_run_vectorises_block_by_block_as_whole_scenes(
     """Each demo scene through the map run's graph (reads in the model's input chunks, each
     window's reads waiting for the model, windowed vectorising over 2 x 2 blocks) gives the
     polygons of whole-scene vectorising of the same probabilities."""
+    from dask.core import get_dependencies
+    from dask.utils import key_split
+
     from arctic_rts.load import load_scenes
     from arctic_rts.model.weights import resolve_weights
     from arctic_rts.pipeline import _scene_graph
@@ -500,6 +503,13 @@ def test_the_map_run_vectorises_block_by_block_as_whole_scenes(
     n_polygons = 0
     for item in found:
         graph, _ = _scene_graph(item, model, config, "r", read_ahead=1)  # reads wait for the model
+        # every read gets the scene's stackstac reader tables from tasks of their own, so a
+        # worker opens the scene's files once, not once per input chunk
+        dsk = dict(graph.__dask_graph__())
+        tables = {k for k in dsk if key_split(k) == "asset_table_to_reader_and_window"}
+        reads = [k for k in dsk if key_split(k) == "rts-read"]
+        assert tables and len(reads) > 1
+        assert all(tables <= get_dependencies(dsk, k) for k in reads)
         windowed = client.compute(graph).result()
         scene = load_scenes([item], model.bands, config.load)[0]
         prob = predict(scene, model, config.predict).compute(scheduler="sync")

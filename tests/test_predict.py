@@ -469,7 +469,12 @@ def test_gated_reads_wait_for_the_model_read_each_chunk_once_and_change_nothing(
         reads = sorted(k for k in graph if key_split(k) == "rts-read")
         models = sorted(k for k in graph if key_split(k) == "rts-predict")
         assert len(models) == 9 and len(reads) == n_chunks  # 3 x 3 windows; each chunk once
-        gates = {k: get_dependencies(graph, k) for k in reads}
+        deps_of = {k: get_dependencies(graph, k) for k in reads}
+        gates = {k: {d for d in deps if key_split(d) == "rts-done"} for k, deps in deps_of.items()}
+        # besides its gate, a read depends on the input tasks every chunk needs (the numpy
+        # array here), the same for every read, and never on another read or input chunk
+        given = {frozenset(deps - gates[k]) for k, deps in deps_of.items()}
+        assert len(given) == 1 and not any(key_split(d).startswith("rts-") for d in given.pop())
         # the chunks of the first `ahead` windows are read at once; every other read waits
         # for one model task
         assert any(not deps for deps in gates.values())
@@ -492,3 +497,43 @@ def test_gated_reads_wait_for_the_model_read_each_chunk_once_and_change_nothing(
         for scheduler in ("sync", "threads"):
             got = prob.compute(scheduler=scheduler)
             np.testing.assert_array_equal(got.values, ref.values)
+
+
+def test_gated_reads_compute_what_every_chunk_needs_once(tmp_path: Path) -> None:
+    """A task that every input chunk needs (a stackstac scene's reader table, which opens the
+    scene's files) stays a task of the graph, computed once and given to every read: not once
+    per read, as it would be inside each read's own part of the input graph."""
+    import dask
+
+    config = PredictConfig(tile_size=64, halo=16)
+    data = np.random.default_rng(5).normal(size=(3, 200, 190)).astype(np.float32)
+    log = tmp_path / "opened"  # a file: a read's part of the graph runs from a pickled copy
+
+    def table() -> np.ndarray:
+        with log.open("a") as f:
+            f.write("x")
+        return np.ones(3, dtype=np.float32)
+
+    shared = dask.delayed(table)()
+    ys, xs = input_chunks(200, 190, config)
+    oy, ox = np.cumsum((0, *ys)), np.cumsum((0, *xs))
+    blocks = [
+        [
+            dsa.from_delayed(
+                dask.delayed(np.multiply)(
+                    data[:, oy[i] : oy[i + 1], ox[j] : ox[j + 1]], shared[:, None, None]
+                ),
+                (3, ys[i], xs[j]),
+                np.float32,
+            )
+            for j in range(len(xs))
+        ]
+        for i in range(len(ys))
+    ]
+    lazy = _scene(200, 190).copy(data=dsa.block([blocks]))
+    ref = predict(lazy.copy(data=dsa.from_array(data)), _small_conv(), config).compute()
+    for scheduler in ("sync", "threads"):
+        log.write_text("")
+        got = predict(lazy, _small_conv(), config, read_ahead=2).compute(scheduler=scheduler)
+        assert len(log.read_text()) == 1 < len(ys) * len(xs)
+        np.testing.assert_array_equal(got.values, ref.values)
