@@ -186,6 +186,16 @@ def _unsigned(item: dict[str, Any]) -> dict[str, Any]:
     return {**item, "assets": assets}
 
 
+#: GDAL settings while stackstac opens a file, over stackstac's own (which turn ``VSI_CACHE`` on
+#: when opening, so that a COG's header is read once): the cache that wraps each open file
+#: handle keeps up to ``VSI_CACHE_SIZE`` bytes of the file (GDAL's default: 25 MB) for as long as
+#: the handle is open, and the reads of a scene keep its files open, one handle per file and
+#: reading thread, for the whole scene (:func:`arctic_rts.predict.predict`). 1 MiB holds a
+#: COG's header and tile index; decoded tiles are cached by GDAL's block cache
+#: (``GDAL_CACHEMAX``, :data:`arctic_rts.cluster.WORKER_ENV`).
+OPEN_GDAL_ENV: dict[str, str] = {"VSI_CACHE_SIZE": str(2**20)}
+
+
 class NestedGridReader(AutoParallelRioReader):  # type: ignore[misc]
     """stackstac's reader, but a file whose pixels hold a whole number of the output grid's
     (a 20 m band or SCL onto the 10 m grid, same CRS, aligned edges) is read with GDAL's
@@ -330,7 +340,7 @@ def _stack(
         band_coords=False,
         # A missing or unreadable file is an error, not silent NaN.
         errors_as_nodata=(),
-        gdal_env=stackstac.DEFAULT_GDAL_ENV.updated(always=grid["gdal"]),
+        gdal_env=stackstac.DEFAULT_GDAL_ENV.updated(always=grid["gdal"], open=OPEN_GDAL_ENV),
         reader=reader,
     )
     da = stacked.isel(time=0, drop=True).sel(band=assets)

@@ -174,6 +174,32 @@ def test_nothing_is_read_before_compute(tmp_path: Path) -> None:
     np.testing.assert_allclose(da.values[0], _expected_red(), rtol=0, atol=1e-7)
 
 
+def test_files_are_opened_with_a_bounded_vsi_cache(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """stackstac opens files with GDAL's VSI cache on, which keeps up to VSI_CACHE_SIZE bytes
+    of a file for as long as its handle is open, and a scene's reads keep its files open for
+    the whole scene: the product's bound must be in effect when GDAL opens each file."""
+    from rasterio.env import get_gdal_config
+    from stackstac import rio_reader
+
+    from arctic_rts.load import OPEN_GDAL_ENV
+
+    _write_rasters(tmp_path)
+    seen: list[tuple[Any, Any]] = []
+    real = rio_reader.SelfCleaningDatasetReader.__init__
+
+    def opened(self: Any, *args: Any, **kwargs: Any) -> None:
+        seen.append((get_gdal_config("VSI_CACHE"), get_gdal_config("VSI_CACHE_SIZE")))
+        real(self, *args, **kwargs)
+
+    monkeypatch.setattr(rio_reader.SelfCleaningDatasetReader, "__init__", opened)
+    [da] = load_scenes([_item(tmp_path)], ["B04", "B11"])
+    da.compute(scheduler="sync")
+    assert len(seen) >= 3  # B04, B11 and SCL
+    assert set(seen) == {(True, int(OPEN_GDAL_ENV["VSI_CACHE_SIZE"]))}
+
+
 def test_each_item_keeps_its_own_utm_zone(tmp_path: Path) -> None:
     _write_rasters(tmp_path / "z33", epsg=32633)
     _write_rasters(tmp_path / "z34", epsg=32634)
