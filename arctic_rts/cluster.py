@@ -131,8 +131,8 @@ MIMALLOC_ENV: dict[str, str] = {"MIMALLOC_PURGE_DELAY": "0"}
 #: share its open files (:func:`arctic_rts.predict.predict`), whose decoded tiles stay in this
 #: cache while the scene runs; GDAL's default (5 % of the machine's memory, per process)
 #: would let a 10980^2 scene's tiles fill it. 64 MiB trades worker memory against tiles
-#: fetched and decoded again (the remote reads rows and notes of BENCHMARKS.md: 256 MiB, which
-#: a user can export, fetched less than half as much over a 2048^2 px part).
+#: fetched and decoded again (the remote reads rows and notes of BENCHMARKS.md: with 256 MiB,
+#: which a user can export, a remote read made about a third fewer requests).
 GDAL_CACHE_ENV: dict[str, str] = {"GDAL_CACHEMAX": "64"}
 #: Every variable :func:`connect` puts into the environment of the workers it starts, besides
 #: ``LD_PRELOAD``; ``deploy/dask/arctic-rts.yaml`` gives workers of your own the same.
