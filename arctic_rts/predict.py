@@ -21,7 +21,7 @@ import functools
 import importlib.util
 import itertools
 import uuid
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, TypeAlias
 
 import dask.array as dsa
@@ -468,9 +468,9 @@ class _Gated:
         self.input = ensure_dict(
             arr.__dask_optimize__(arr.__dask_graph__(), list(flatten(arr.__dask_keys__())))
         )
-        self.parts = _split_input(self.input, list(flatten(arr.__dask_keys__())))
+        self.parts, shared = _split_input(self.input, list(flatten(arr.__dask_keys__())))
         self.order: list[tuple[int, int]] = []
-        self.dsk: dict[Any, Any] = {}
+        self.dsk: dict[Any, Any] = {k: self.input[k] for k in shared}
 
     def _name(self, kind: str) -> str:
         return self.model.replace("rts-predict-", f"rts-{kind}-")
@@ -491,7 +491,6 @@ class _Gated:
                 if read not in self.dsk:  # the first window that needs the chunk reads it
                     src = (self.arr.name, 0, ky, kx)
                     part = self.parts.pop(src)
-                    self.dsk.update({k: self.input[k] for k in part.needs})
                     self.dsk[read] = (_read_chunk, part, gate, *part.needs)
                 if whole_y and whole_x:
                     row.append(read)
@@ -504,22 +503,27 @@ class _Gated:
         return rows
 
 
-def _split_input(graph: dict[Any, Any], keys: list[Any]) -> dict[Any, _InputGraph]:
+def _split_input(
+    graph: dict[Any, Any], keys: list[Any]
+) -> tuple[dict[Any, _InputGraph], list[Any]]:
     """Each of ``keys``' part of ``graph``, less the tasks that every part needs (none for a
-    single key): those stay tasks of the cluster, computed once and given to each read. For
-    a stackstac scene they are its reader tables, so every read of the scene on a worker goes
-    through the same open files (and GDAL's cache of their decoded tiles), instead of opening
-    the files again and decoding again the tiles it shares with its neighbours."""
+    single key), and those tasks' keys: they stay tasks of the cluster, computed once and
+    given to each read. For a stackstac scene they are its reader tables, so every read of
+    the scene on a worker goes through the same open files (and GDAL's cache of their decoded
+    tiles), instead of opening the files again and decoding again the tiles it shares with
+    its neighbours."""
     from dask.optimization import cull
 
     culled = {key: cull(graph, [key])[0] for key in keys}
-    shared: set[Any] = set()
+    shared: list[Any] = []
     if len(keys) > 1:
-        shared = set.intersection(*(set(part) for part in culled.values()))
-    return {
-        key: _InputGraph({k: v for k, v in part.items() if k not in shared}, key, shared)
+        shared = sorted(set.intersection(*(set(part) for part in culled.values())), key=str)
+    omit = set(shared)
+    parts = {
+        key: _InputGraph({k: v for k, v in part.items() if k not in omit}, key, shared)
         for key, part in culled.items()
     }
+    return parts, shared
 
 
 class _InputGraph:
@@ -535,13 +539,13 @@ class _InputGraph:
     memory rows of BENCHMARKS.md). Pickled, a part is one bytes object, compressed because
     each part repeats what the scene's reads share (hrefs, GDAL options)."""
 
-    def __init__(self, graph: dict[Any, Any], key: Any, needs: Iterable[Any] = ()) -> None:
+    def __init__(self, graph: dict[Any, Any], key: Any, needs: Sequence[Any] = ()) -> None:
         import zlib
 
         from distributed.protocol.pickle import dumps  # pickle, cloudpickle where it must
 
         self.graph, self.key = zlib.compress(dumps(graph), 1), key
-        self.needs = sorted(needs, key=str)  # the order _Gated.add passes their values in
+        self.needs = needs  # in the order the read task passes their values
 
 
 def _read_chunk(part: _InputGraph, gate: None, *given: Any) -> np.ndarray:

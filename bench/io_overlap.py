@@ -392,8 +392,12 @@ HTTP_SETTINGS: dict[str, tuple[dict[str, str], dict[str, str], dict[str, str]]] 
 #: Variables set in the environment of a row's run (so of its workers, whose nannies take
 #: them over the product's ``cluster.WORKER_ENV``, as they take a user's).
 HTTP_ENVIRON: dict[str, dict[str, str]] = {
-    name: {"GDAL_CACHEMAX": "256"} for name in HTTP_SETTINGS if name.startswith("GDAL_CACHEMAX")
+    "GDAL_CACHEMAX = 256 MiB in the workers' environment (the product's: 64)": {
+        "GDAL_CACHEMAX": "256"
+    },
+    "GDAL_CACHEMAX = 256 MiB and CPL_VSIL_CURL_CACHE_SIZE = 256 MiB": {"GDAL_CACHEMAX": "256"},
 }
+assert set(HTTP_ENVIRON) <= set(HTTP_SETTINGS), "HTTP_ENVIRON names a row HTTP_SETTINGS lacks"
 #: Rows of HTTP_SETTINGS run on every window of ``--windows`` (the rest on the first only).
 CACHE_ROWS = 4
 

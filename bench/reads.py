@@ -122,9 +122,8 @@ def per_chunk_graphs(cogs: Path, size: int, rounds: int) -> dict[str, float]:
         dask.local.get_sync(graph, keys)
         best["one_graph"] = min(best["one_graph"], time.perf_counter() - t0)
         t0 = time.perf_counter()
-        parts = predict_mod._split_input(graph, keys)
-        needs = parts[keys[0]].needs
-        given = dask.local.get_sync({k: graph[k] for k in cull(graph, needs)[0]}, needs)
+        parts, needs = predict_mod._split_input(graph, keys)
+        given = dask.local.get_sync({k: graph[k] for k in needs}, needs)
         for key in keys:
             predict_mod._read_chunk(parts[key], None, *given)
         best["shared"] = min(best["shared"], time.perf_counter() - t0)
