@@ -9,12 +9,16 @@ the tests check where polygons land without a trained model.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
 import shutil
 import sqlite3
-from collections.abc import Iterator
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -441,6 +445,43 @@ class _InFlight(SchedulerPlugin):
             self.others_at_finish.append(len(self.open))
 
 
+@contextlib.contextmanager
+def _workers_busy_until(client: Any, ready: Callable[[], bool], timeout: float) -> Iterator[None]:
+    """Keep every thread of the cluster on a task that waits for an event; a thread here sets
+    it once ``ready()`` or after ``timeout`` seconds."""
+    from distributed import Event, Queue
+
+    name = f"busy-{uuid.uuid4().hex}"
+    go, started = Event(name, client=client), Queue(name, client=client)
+
+    def busy(name: str) -> None:
+        Queue(name).put(1)
+        Event(name).wait(timeout=timeout + 60)
+
+    holds = [
+        client.submit(busy, name, key=f"{name}-{w}-{i}", workers=[addr], allow_other_workers=False)
+        for w, (addr, n) in enumerate(client.nthreads().items())
+        for i in range(n)
+    ]
+    for _ in holds:
+        started.get(timeout=30)
+
+    def release() -> None:
+        end = time.monotonic() + timeout
+        while time.monotonic() < end and not ready():
+            time.sleep(0.1)
+        go.set()
+
+    releaser = threading.Thread(target=release, daemon=True)
+    releaser.start()
+    try:
+        yield
+    finally:
+        go.set()
+        releaser.join()
+        client.gather(holds)
+
+
 @pytest.mark.parametrize("limit", [2, None])
 def test_scenes_in_flight_are_bounded_and_the_next_one_always_waits(
     limit: int | None, demo: DemoCatalog, weights: Path, client: Any
@@ -460,12 +501,27 @@ def test_scenes_in_flight_are_bounded_and_the_next_one_always_waits(
     )
     expected = 2 if limit == 2 else 3
     assert scenes_in_flight(config.cluster, client) == expected
-    plugin = _InFlight()
-    client.register_plugin(plugin, name=_InFlight.name)
-    try:
-        records, frames = map_scenes(
-            items, resolve_weights(weights), config, client, run_id="r", progress=False
+
+    def seen() -> int:
+        return int(
+            client.run_on_scheduler(
+                lambda dask_scheduler: getattr(
+                    dask_scheduler.plugins.get(_InFlight.name), "most", 0
+                )
+            )
         )
+
+    try:
+        # Every worker thread stays busy until the scheduler has seen the configured number of
+        # scenes (or 60 s have passed): without it a demo scene can finish while the next
+        # one's graph is still being built, and the count would depend on the machine's load.
+        with _workers_busy_until(client, lambda: seen() >= expected, timeout=60):
+            client.register_plugin(
+                _InFlight(), name=_InFlight.name
+            )  # the waiting tasks are not scenes
+            records, frames = map_scenes(
+                items, resolve_weights(weights), config, client, run_id="r", progress=False
+            )
         most, others = client.run_on_scheduler(
             lambda dask_scheduler: (
                 dask_scheduler.plugins[_InFlight.name].most,
@@ -473,7 +529,12 @@ def test_scenes_in_flight_are_bounded_and_the_next_one_always_waits(
             )
         )
     finally:
-        client.run_on_scheduler(lambda dask_scheduler: dask_scheduler.remove_plugin(_InFlight.name))
+        client.run_on_scheduler(
+            lambda dask_scheduler: (
+                _InFlight.name in dask_scheduler.plugins
+                and dask_scheduler.remove_plugin(_InFlight.name)
+            )
+        )
     assert [r.status for r in records] == ["done"] * 6 and len(frames) == 6
     assert most == expected
     assert len(others) == 6
