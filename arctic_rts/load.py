@@ -7,8 +7,10 @@ is read until ``.compute()``: the arrays are dask graphs built by stackstac from
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import os
+import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
@@ -196,6 +198,43 @@ def _unsigned(item: dict[str, Any]) -> dict[str, Any]:
 OPEN_GDAL_ENV: dict[str, str] = {"VSI_CACHE_SIZE": str(2**20)}
 
 
+class _SharedDataset:
+    """One open dataset (and its VRT) for every thread of the process, read by one thread at a
+    time: GDAL caches decoded tiles per dataset, so with stackstac's dataset per thread a tile
+    that two threads need is fetched and decoded twice (what that costs over HTTP:
+    BENCHMARKS.md, "Remote COG reads"). Same interface as the ThreadLocalRioDataset it wraps,
+    which it takes from the thread that opened it."""
+
+    def __init__(self, inner: ThreadLocalRioDataset) -> None:
+        # stackstac 0.5.1 internals (pinned in pyproject.toml): the environment, VRT parameters
+        # and, for the thread that opened it, the open dataset or VRT
+        self._env, self._vrt_params = inner._env, inner._vrt_params
+        self.scale_offset = inner.scale_offset
+        self.dataset = inner.dataset
+        self.lock = threading.Lock()
+        self._inner = inner
+
+    def read(self, window: Any, **kwargs: Any) -> Any:
+        with self.lock, self._env.read:
+            return self.dataset.read(window=window, **kwargs)
+
+    def close(self) -> None:
+        with self.lock:
+            self.dataset = None
+            self._inner.close()
+
+
+def _remote(url: str) -> bool:
+    """Whether GDAL reads ``url`` over a network: a URL (http, s3, gs...) or a GDAL network
+    path (/vsicurl/...), not a local path, a file:// URL or an in-memory file."""
+    from urllib.parse import urlsplit
+
+    scheme = urlsplit(url).scheme.lower()
+    if len(scheme) > 1:  # one letter: a Windows drive
+        return scheme != "file"
+    return url.startswith("/vsi") and not url.startswith("/vsimem/")
+
+
 class NestedGridReader(AutoParallelRioReader):  # type: ignore[misc]
     """stackstac's reader, but a file whose pixels hold a whole number of the output grid's
     (a 20 m band or SCL onto the 10 m grid, same CRS, aligned edges) is read with GDAL's
@@ -207,6 +246,17 @@ class NestedGridReader(AutoParallelRioReader):  # type: ignore[misc]
 
     #: (k, column and row offset) once worked out for this file; None: not nested.
     _nest: tuple[int, int, int] | bool | None = False
+    #: Which files a worker opens once and reads one thread at a time (:class:`_SharedDataset`):
+    #: "remote" (the others get stackstac's dataset per reading thread), "all" or "none";
+    #: ``bench/io_overlap.py`` compares them.
+    shared_files: str = "remote"
+
+    def _open(self) -> Any:
+        opened = super()._open()
+        share = self.shared_files == "all" or (self.shared_files == "remote" and _remote(self.url))
+        if isinstance(opened, ThreadLocalRioDataset) and share:
+            return _SharedDataset(opened)
+        return opened
 
     @property
     def dataset(self) -> Any:
@@ -214,10 +264,10 @@ class NestedGridReader(AutoParallelRioReader):  # type: ignore[misc]
         # its last release, which pyproject.toml pins
         inner = AutoParallelRioReader.dataset.fget(self)
         params = getattr(inner, "_vrt_params", None)
-        if not isinstance(inner, ThreadLocalRioDataset) or not params:
+        if not isinstance(inner, ThreadLocalRioDataset | _SharedDataset) or not params:
             return inner  # no warp needed, or a driver stackstac reads on one thread
         if self._nest is False:
-            with inner._env.read:
+            with getattr(inner, "lock", contextlib.nullcontext()), inner._env.read:
                 src = inner.dataset.src_dataset
                 self._nest = _nesting(src.crs, src.transform, self.spec.epsg, params["transform"])
         if not isinstance(self._nest, tuple):
@@ -252,7 +302,7 @@ class _NestedRead:
         k = self.k
         col, row = (window.col_off + self.cols) / k, (window.row_off + self.rows) / k
         width, height = window.width / k, window.height / k
-        with self.inner._env.read:
+        with getattr(self.inner, "lock", contextlib.nullcontext()), self.inner._env.read:
             src = self.inner.dataset.src_dataset
             if col < 0 or row < 0 or col + width > src.width or row + height > src.height:
                 return self.inner.dataset.read(window=window, **kwargs)

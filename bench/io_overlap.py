@@ -148,6 +148,9 @@ class Setting:
     #: Every file read through stackstac's own reader (a ``WarpedVRT`` wherever the file's grid
     #: is not the output's), not ``load.NestedGridReader``.
     warped: bool = False
+    #: Local files opened once per worker and read by one thread at a time, as remote ones are
+    #: (``load.NestedGridReader.shared_files = "all"``), not once per reading thread.
+    share_local: bool = False
 
 
 SETTINGS = [
@@ -159,7 +162,13 @@ SETTINGS = [
     Setting("chunks = model blocks", chunks="blocks"),
     Setting("GPU path: workers declare a GPU (reads not gated, no fusion)", gpu=True),
     Setting("20 m bands and SCL read through stackstac's WarpedVRT", warped=True),
+    Setting("local files opened once per worker, read by one thread at a time", share_local=True),
 ]
+
+
+def share_files(which: str) -> None:
+    """In a worker: which files its readers open once and read one thread at a time."""
+    load.NestedGridReader.shared_files = which
 
 
 @contextlib.contextmanager
@@ -317,6 +326,7 @@ def map_bench(args: argparse.Namespace) -> tuple[list[dict[str, Any]], str]:
                         base, cluster=ClusterConfig(scenes_in_flight=setting.scenes_in_flight)
                     )
                     client.run(declare_gpu, 1 if setting.gpu else 0)
+                    client.run(share_files, "all" if setting.share_local else "remote")
                     with applied(setting, threads):
                         row = map_run(client, weights, cfg, scenes)
                     rows.append({**row, "name": setting.name, "rate": rate, "round": r})
@@ -357,6 +367,11 @@ def map_lines(rows: list[dict[str, Any]]) -> list[str]:
 HTTP_SETTINGS: dict[str, tuple[dict[str, str], dict[str, str], dict[str, str]]] = {
     "product (stackstac's env + net.gdal_http_options)": ({}, {}, {}),
     # the first CACHE_ROWS rows also run on the other windows (--windows)
+    "each reading thread opens the files itself (stackstac's reader; the product shares them)": (
+        {},
+        {},
+        {},
+    ),
     "CPL_VSIL_CURL_CACHE_SIZE = 256 MiB (GDAL's default: 16)": (
         {"CPL_VSIL_CURL_CACHE_SIZE": str(256 * 2**20)},
         {},
@@ -398,8 +413,15 @@ HTTP_ENVIRON: dict[str, dict[str, str]] = {
     "GDAL_CACHEMAX = 256 MiB and CPL_VSIL_CURL_CACHE_SIZE = 256 MiB": {"GDAL_CACHEMAX": "256"},
 }
 assert set(HTTP_ENVIRON) <= set(HTTP_SETTINGS), "HTTP_ENVIRON names a row HTTP_SETTINGS lacks"
+#: Rows whose workers' readers share other files than the product's (``shared_files``).
+HTTP_SHARED: dict[str, str] = {
+    "each reading thread opens the files itself (stackstac's reader; the product shares them)": (
+        "none"
+    ),
+}
+assert set(HTTP_SHARED) <= set(HTTP_SETTINGS), "HTTP_SHARED names a row HTTP_SETTINGS lacks"
 #: Rows of HTTP_SETTINGS run on every window of ``--windows`` (the rest on the first only).
-CACHE_ROWS = 4
+CACHE_ROWS = 5
 
 
 def full_size_cogs(folder: Path) -> Path:
@@ -467,6 +489,7 @@ def http_child(url: str, setting: str, window: str, rate: float) -> dict[str, fl
     weights = dataclasses.replace(resolve_weights(REAL_WEIGHTS), references=(GpuStandIn(rate),))
     config = MapConfig(area_margin_m=0.0)
     with cluster(local_workers(ClusterConfig()), None) as client:
+        client.run(share_files, HTTP_SHARED.get(setting, "remote"))
         t0 = time.perf_counter()
         records, _ = pipeline.map_scenes(
             [item], weights, config, client, run_id="io-http", progress=False,
@@ -626,7 +649,9 @@ def main() -> None:
             "(stackstac's own: GDAL_DISABLE_READDIR_ON_OPEN=EMPTY_DIR and VSI_CACHE=TRUE when "
             "opening, VSI_CACHE=FALSE when reading, multi-range and merged ranges on) or, for "
             "GDAL_CACHEMAX (GDAL's cache of decoded tiles, MiB per process), to the workers' "
-            "environment (`cluster.WORKER_ENV` sets 64). "
+            "environment (`cluster.WORKER_ENV` sets 64). A worker's threads read each remote "
+            "file through one open dataset, one thread at a time (`load.NestedGridReader`); the "
+            "second row gives each reading thread a dataset of its own, as stackstac does. "
             "Requests and MiB: what the server answered; other: requests for anything but the "
             "six COGs (directory listings, .aux.xml, .msk). Time ratio: over the first row's.",
             "",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -441,3 +442,69 @@ def test_odc_stac_reads_on_dask_workers_use_the_network_retries(tmp_path: Path) 
     asked = {path for path in requests if path.startswith("b/")}
     assert asked == {"b/B04.tif", "b/SCL.tif"}  # no folder listing, no side-car file probed
     assert all(requests[path] >= 3 for path in asked)  # two 503s, then the reads
+
+
+@pytest.mark.parametrize("remote", [True, False])
+def test_threads_share_one_open_remote_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, remote: bool
+) -> None:
+    """A file read over HTTP is opened once per process and read by one thread at a time (GDAL
+    caches decoded tiles per open dataset, so a dataset per thread fetches shared tiles again);
+    a local file keeps stackstac's dataset per reading thread. Either way every thread reads
+    the file's pixels, 10 m (no warp) and 20 m (GDAL's resampling onto the 10 m grid) alike."""
+    import stackstac
+    from range_server import serve_folder
+    from rasterio.enums import Resampling as Rs
+    from rasterio.windows import Window
+    from stackstac import rio_reader
+    from stackstac.raster_spec import RasterSpec
+
+    from arctic_rts.load import NestedGridReader, _remote
+
+    _write_rasters(tmp_path)
+    opened: list[str] = []
+    real = rio_reader.SelfCleaningDatasetReader.__init__
+
+    def counted(self: Any, path: Any, *args: Any, **kwargs: Any) -> None:
+        opened.append(str(path))
+        real(self, path, *args, **kwargs)
+
+    monkeypatch.setattr(rio_reader.SelfCleaningDatasetReader, "__init__", counted)
+    spec = RasterSpec(
+        epsg=32633, bounds=(X0, Y0 - 10 * N10, X0 + 10 * N10, Y0), resolutions_xy=(10.0, 10.0)
+    )
+    windows = [Window(c, r, 16, 16) for r in (0, 8, 16) for c in (0, 8, 16)] * 4
+    with serve_folder(tmp_path) as (url, _):
+        for band in ("B04", "B11"):
+            href = f"{url}/{band}.tif" if remote else str(tmp_path / f"{band}.tif")
+            assert _remote(href) == remote
+            reader = NestedGridReader(
+                url=href, spec=spec, resampling=Rs.nearest, dtype=np.dtype("float32"),
+                fill_value=np.float32(np.nan), scale_offset=(1.0, 0.0),
+                gdal_env=stackstac.DEFAULT_GDAL_ENV,
+            )  # fmt: skip
+            whole = reader.read(Window(0, 0, N10, N10))
+            opened.clear()
+            with ThreadPoolExecutor(4) as pool:
+                parts = list(pool.map(reader.read, windows))
+            for w, part in zip(windows, parts, strict=True):
+                rows, cols = slice(w.row_off, w.row_off + 16), slice(w.col_off, w.col_off + 16)
+                np.testing.assert_array_equal(part, whole[rows, cols])
+            # remote: no file opened again; local: one dataset per other thread that read
+            assert (len(opened) == 0) if remote else (1 <= len(opened) <= 4)
+            reader.close()
+            with rasterio.open(tmp_path / f"{band}.tif") as src:
+                dn = src.read(1).astype("float32")
+            dn[dn == 0] = np.nan
+            np.testing.assert_array_equal(
+                whole, np.kron(dn, np.ones((2, 2))) if band == "B11" else dn
+            )
+
+
+def test_remote_hrefs() -> None:
+    from arctic_rts.load import _remote
+
+    for href in ("https://e.org/a.tif", "s3://b/k.tif", "gs://b/k.tif", "/vsicurl/https://e/a"):
+        assert _remote(href), href
+    for href in ("/data/a.tif", "a.tif", "file:///data/a.tif", "C:\\data\\a.tif", "/vsimem/a"):
+        assert not _remote(href), href
