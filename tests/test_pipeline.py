@@ -516,9 +516,8 @@ def test_scenes_in_flight_are_bounded_and_the_next_one_always_waits(
         # scenes (or 60 s have passed): without it a demo scene can finish while the next
         # one's graph is still being built, and the count would depend on the machine's load.
         with _workers_busy_until(client, lambda: seen() >= expected, timeout=60):
-            client.register_plugin(
-                _InFlight(), name=_InFlight.name
-            )  # the waiting tasks are not scenes
+            # registered after the waiting tasks went out: they are not scenes
+            client.register_plugin(_InFlight(), name=_InFlight.name)
             records, frames = map_scenes(
                 items, resolve_weights(weights), config, client, run_id="r", progress=False
             )
