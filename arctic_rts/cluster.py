@@ -125,8 +125,10 @@ MIMALLOC_DIST = "cmeel-mimalloc"
 #: was tried, so that a window's activations would be reused by the next window instead of
 #: being faulted in again), a map run with two model tasks per worker kept the memory freed by
 #: one task's activations and reads resident while the other allocated its own, and the
-#: worker's peak grew with the run's length (the map run memory rows of BENCHMARKS.md).
-MIMALLOC_ENV: dict[str, str] = {"MIMALLOC_PURGE_DELAY": "0"}
+#: worker's peak grew with the run's length (the map run memory rows of BENCHMARKS.md). No
+#: transparent huge pages: with them a map run's worker peaked higher at every scene size and
+#: ran slower (BENCHMARKS.md, "Map run memory: transparent huge pages").
+MIMALLOC_ENV: dict[str, str] = {"MIMALLOC_PURGE_DELAY": "0", "MIMALLOC_ALLOW_THP": "0"}
 #: GDAL's cache of decoded raster blocks, in MiB, per worker process. The reads of a scene
 #: share its open files (:func:`arctic_rts.predict.predict`), whose decoded tiles stay in this
 #: cache while the scene runs; GDAL's default (5 % of the machine's memory, per process)
