@@ -11,7 +11,7 @@ import contextlib
 import copy
 import os
 import threading
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -215,13 +215,21 @@ class _SharedDataset:
         self._inner = inner
 
     def read(self, window: Any, **kwargs: Any) -> Any:
-        with self.lock, self._env.read:
+        with _reading(self):
             return self.dataset.read(window=window, **kwargs)
 
     def close(self) -> None:
         with self.lock:
             self.dataset = None
             self._inner.close()
+
+
+@contextlib.contextmanager
+def _reading(inner: Any) -> Iterator[None]:
+    """What a read through ``inner`` (stackstac's dataset per thread, or a shared one) holds:
+    the shared dataset's lock, where it has one, and the GDAL environment of its reads."""
+    with getattr(inner, "lock", contextlib.nullcontext()), inner._env.read:
+        yield
 
 
 def _remote(url: str) -> bool:
@@ -252,6 +260,8 @@ class NestedGridReader(AutoParallelRioReader):  # type: ignore[misc]
     shared_files: str = "remote"
 
     def _open(self) -> Any:
+        if self.shared_files not in ("remote", "all", "none"):
+            raise ValueError(f"shared_files must be remote, all or none, got {self.shared_files!r}")
         opened = super()._open()
         share = self.shared_files == "all" or (self.shared_files == "remote" and _remote(self.url))
         if isinstance(opened, ThreadLocalRioDataset) and share:
@@ -267,7 +277,7 @@ class NestedGridReader(AutoParallelRioReader):  # type: ignore[misc]
         if not isinstance(inner, ThreadLocalRioDataset | _SharedDataset) or not params:
             return inner  # no warp needed, or a driver stackstac reads on one thread
         if self._nest is False:
-            with getattr(inner, "lock", contextlib.nullcontext()), inner._env.read:
+            with _reading(inner):
                 src = inner.dataset.src_dataset
                 self._nest = _nesting(src.crs, src.transform, self.spec.epsg, params["transform"])
         if not isinstance(self._nest, tuple):
@@ -302,7 +312,7 @@ class _NestedRead:
         k = self.k
         col, row = (window.col_off + self.cols) / k, (window.row_off + self.rows) / k
         width, height = window.width / k, window.height / k
-        with getattr(self.inner, "lock", contextlib.nullcontext()), self.inner._env.read:
+        with _reading(self.inner):
             src = self.inner.dataset.src_dataset
             if col < 0 or row < 0 or col + width > src.width or row + height > src.height:
                 return self.inner.dataset.read(window=window, **kwargs)

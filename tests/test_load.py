@@ -508,3 +508,25 @@ def test_remote_hrefs() -> None:
         assert _remote(href), href
     for href in ("/data/a.tif", "a.tif", "file:///data/a.tif", "C:\\data\\a.tif", "/vsimem/a"):
         assert not _remote(href), href
+
+
+def test_unknown_file_sharing_is_refused(tmp_path: Path) -> None:
+    import stackstac
+    from rasterio.enums import Resampling as Rs
+    from rasterio.windows import Window
+    from stackstac.raster_spec import RasterSpec
+
+    from arctic_rts.load import NestedGridReader
+
+    _write_rasters(tmp_path)
+    spec = RasterSpec(
+        epsg=32633, bounds=(X0, Y0 - 10 * N10, X0 + 10 * N10, Y0), resolutions_xy=(10.0, 10.0)
+    )
+    reader = NestedGridReader(
+        url=str(tmp_path / "B04.tif"), spec=spec, resampling=Rs.nearest,
+        dtype=np.dtype("float32"), fill_value=np.float32(np.nan), scale_offset=(1.0, 0.0),
+        gdal_env=stackstac.DEFAULT_GDAL_ENV,
+    )  # fmt: skip
+    reader.shared_files = "some"
+    with pytest.raises(ValueError, match="shared_files must be remote, all or none"):
+        reader.read(Window(0, 0, 16, 16))
