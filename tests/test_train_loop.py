@@ -140,6 +140,12 @@ def test_each_method_learns_and_its_weights_predict_identically(
         assert torch.equal(model(x), net(x))
 
 
+def _logged(weights: Path) -> list[tuple[int, float]]:
+    """(step, loss) of every line of a run's log."""
+    lines = (weights.parent / "log.jsonl").read_text().splitlines()
+    return [(r["step"], r["loss"]) for r in map(json.loads, lines)]
+
+
 @pytest.mark.parametrize("method", ["pixeldino", "adversarial"])
 def test_a_stopped_run_resumes_exactly(
     folders: dict[str, Path], tmp_path: Path, method: str
@@ -148,7 +154,11 @@ def test_a_stopped_run_resumes_exactly(
     cfg_b = _config(folders, tmp_path / "b", method, steps=6)
     ckpt = train(cfg_b, progress=False, stop_after=3)
     assert ckpt.name == "checkpoint.safetensors"
+    # a stop after the checkpoint: steps logged that the resumed run takes again, one line cut
+    with (ckpt.parent / "log.jsonl").open("a") as log:
+        log.write('{"step": 4, "loss": 1.0}\n{"step": 5, "lo')
     resumed = train(cfg_b, progress=False)
+    assert _logged(straight) == _logged(resumed)  # each step once, as the straight run's
     a, b = load_file(straight), load_file(resumed)
     assert a.keys() == b.keys()
     for k in a:

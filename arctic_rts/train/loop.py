@@ -396,11 +396,37 @@ def train(
             "starts over.",
             out / "checkpoint.pt",
         )
+    _keep_log_until(out / LOG, run.step)
     with (out / LOG).open("a") as log_file:
         finished = _train_steps(run, ckpt_path, log_file, progress, stop_after, on_log)
     if not finished:
         return ckpt_path
     return _finish(run, out / WEIGHTS)
+
+
+def _keep_log_until(path: Path, step: int) -> None:
+    """Drop the records of steps after ``step`` from a run's log: those a stopped run wrote
+    after its last checkpoint, which the resumed run takes again (all of them when it starts
+    over), so that the log holds each step once. Rewritten whole and then renamed, so a stop
+    in between leaves the old log."""
+    if not path.exists():
+        return
+    lines = path.read_text().splitlines(keepends=True)
+    kept = [line for line in lines if _logged_step(line) <= step]
+    if len(kept) == len(lines):
+        return
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text("".join(kept))
+    tmp.replace(path)
+
+
+def _logged_step(line: str) -> float:
+    """The step of one log line; an unreadable line (cut short by a stop) counts as after
+    every step."""
+    try:
+        return float(json.loads(line)["step"])
+    except (ValueError, KeyError, TypeError):
+        return math.inf
 
 
 def _start_run(config: TrainConfig) -> _Run:
