@@ -66,6 +66,10 @@ predict_mod = importlib.import_module("arctic_rts.predict")
 
 MAP_HEADING = "## Model-wait share in the map run (bench/io_overlap.py --only map, {res:g} m{cogs})"
 HTTP_HEADING = "## Remote COG reads per GDAL setting (bench/io_overlap.py --only http)"
+HTTP_THREADS_HEADING = (
+    "## Remote COG reads, {threads} threads per worker "
+    "(bench/io_overlap.py --only http --threads {threads})"
+)
 COGS = Path(os.environ.get("ARCTIC_RTS_SHARED_DATA", ROOT.parent / "shared" / "data"))
 RKH = COGS / "s2_l2a_cogs_29RKH"
 ITEM = RKH / "S2A_29RKH_20200219_0_L2A.json"
@@ -459,9 +463,12 @@ def full_size_cogs(folder: Path) -> Path:
     return folder
 
 
-def http_child(url: str, setting: str, window: str, rate: float) -> dict[str, float]:
+def http_child(
+    url: str, setting: str, window: str, rate: float, threads: int | None = None
+) -> dict[str, float]:
     """One map run (``map_scenes`` with ``area``) of a ``window`` ("WIDTHxHEIGHT" px) part of
-    the scene read from ``url`` on a fresh local cluster, with one GDAL setting; seconds."""
+    the scene read from ``url`` on a fresh local cluster (``threads`` per worker, None: the
+    cores), with one GDAL setting; seconds."""
     import stackstac
     from inference import cluster
     from pyproj import Transformer
@@ -488,7 +495,7 @@ def http_child(url: str, setting: str, window: str, rate: float) -> dict[str, fl
     (x0, x1), (y0, y1) = lon_lat.transform([west, west + 10 * width], [north - 10 * height, north])
     weights = dataclasses.replace(resolve_weights(REAL_WEIGHTS), references=(GpuStandIn(rate),))
     config = MapConfig(area_margin_m=0.0)
-    with cluster(local_workers(ClusterConfig()), None) as client:
+    with cluster(local_workers(ClusterConfig()), threads) as client:
         client.run(share_files, HTTP_SHARED.get(setting, "remote"))
         t0 = time.perf_counter()
         records, _ = pipeline.map_scenes(
@@ -507,29 +514,40 @@ def http_bench(args: argparse.Namespace) -> list[str]:
     cogs = full_size_cogs(args.cogs)
     rows = []
     with serve_folder(cogs, latency_s=args.latency) as (url, traffic):
+        names = list(HTTP_SETTINGS)
+        if args.http_settings:
+            names = [names[k] for k in args.http_settings]
         for r in range(args.rounds):
-            for k, (window, name) in enumerate(
-                [(w, n) for w in args.windows for n in HTTP_SETTINGS]
-            ):
-                if window != args.windows[0] and k % len(HTTP_SETTINGS) >= CACHE_ROWS:
-                    continue  # other windows: only the cache sizes
-                traffic.reset()
-                cmd = [sys.executable, __file__, "--http-child", name, "--url", url,
-                       "--window", window, "--rates", str(args.rates[0])]  # fmt: skip
-                env = {**os.environ, **HTTP_ENVIRON.get(name, {})}
-                done = subprocess.run(cmd, capture_output=True, text=True, check=False, env=env)
-                if done.returncode:
-                    raise RuntimeError(done.stderr[-2000:])
-                seconds = json.loads(done.stdout.strip().splitlines()[-1])["seconds"]
-                row = {
-                    "name": name, "window": window, "round": r, "seconds": seconds,
-                    "requests": traffic.total_requests(), "mib": traffic.total_bytes() / 2**20,
-                    "other": sum(n for p, n in traffic.requests.items() if not p.endswith(".tif")),
-                    "load": os.getloadavg()[0],
-                }  # fmt: skip
-                rows.append(row)
-                print(row, flush=True)
+            for window in args.windows:
+                for name in names:
+                    if window != args.windows[0] and list(HTTP_SETTINGS).index(name) >= CACHE_ROWS:
+                        continue  # other windows: only the cache sizes
+                    rows.append(http_run(args, url, traffic, name, window, r))
     return http_lines(rows)
+
+
+def http_run(
+    args: argparse.Namespace, url: str, traffic: Any, name: str, window: str, r: int
+) -> dict[str, Any]:
+    """One row's run in a fresh process (GDAL reads some options once per process)."""
+    traffic.reset()
+    cmd = [sys.executable, __file__, "--http-child", name, "--url", url,
+           "--window", window, "--rates", str(args.rates[0])]  # fmt: skip
+    if args.threads:
+        cmd += ["--threads", str(args.threads)]
+    env = {**os.environ, **HTTP_ENVIRON.get(name, {})}
+    done = subprocess.run(cmd, capture_output=True, text=True, check=False, env=env)
+    if done.returncode:
+        raise RuntimeError(done.stderr[-2000:])
+    seconds = json.loads(done.stdout.strip().splitlines()[-1])["seconds"]
+    row = {
+        "name": name, "window": window, "round": r, "seconds": seconds,
+        "requests": traffic.total_requests(), "mib": traffic.total_bytes() / 2**20,
+        "other": sum(n for p, n in traffic.requests.items() if not p.endswith(".tif")),
+        "load": os.getloadavg()[0],
+    }  # fmt: skip
+    print(row, flush=True)
+    return row
 
 
 def http_lines(rows: list[dict[str, Any]]) -> list[str]:
@@ -579,9 +597,16 @@ def main() -> None:
     parser.add_argument("--http-child", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--url", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--settings", type=int, nargs="+", default=None, help="rows of SETTINGS")
+    parser.add_argument("--http-settings", type=int, nargs="+", default=None,
+                        help="http: rows of HTTP_SETTINGS (default: all)")  # fmt: skip
+    parser.add_argument("--threads", type=int, default=None,
+                        help="http: threads per worker (default: the cores; a section of its "
+                        "own)")  # fmt: skip
     args = parser.parse_args()
     if args.http_child is not None:
-        print(json.dumps(http_child(args.url, args.http_child, args.window, args.rates[0])))
+        print(json.dumps(http_child(
+            args.url, args.http_child, args.window, args.rates[0], args.threads
+        )))  # fmt: skip
         return
     if args.settings:
         SETTINGS[:] = [SETTINGS[k] for k in args.settings]
@@ -631,18 +656,27 @@ def main() -> None:
         print(section)
     if args.only in (None, "http"):
         lines = http_bench(args)
-        section = rewrite_section(HTTP_HEADING, [
-            HTTP_HEADING,
+        heading, options = HTTP_HEADING, ""
+        if args.threads:
+            heading = HTTP_THREADS_HEADING.format(threads=args.threads)
+            options += f" --threads {args.threads}"
+        if args.http_settings:
+            options += f" --http-settings {' '.join(map(str, args.http_settings))}"
+        section = rewrite_section(heading, [
+            heading,
             "",
             f"`bench/io_overlap.py --only http --windows {' '.join(args.windows)} --latency "
             f"{args.latency:g} "
-            f"--rounds {args.rounds}` on {machine} shared with other work (load average after "
-            "each run in the last column). The real 29RKH COGs upsampled with GDAL to the "
+            f"--rounds {args.rounds}{options}` on {machine} shared with other work (load "
+            "average after each run in the last column). The real 29RKH COGs upsampled with "
+            "GDAL to the "
             "full-size layout Earth Search serves (10980^2 px 10 m bands, 5490^2 px 20 m bands "
             "and SCL, 1024 px deflate tiles, overviews), served on loopback by "
             f"`tests/range_server.py` with {1000 * args.latency:g} ms before every answer (an "
             "object store's first-byte latency). Each row is one `map_scenes` run in a fresh "
-            "process and local cluster over a part of the scene at 10 m (width x height px: a "
+            "process and local cluster"
+            f"{f' ({args.threads} threads per worker)' if args.threads else ''}"
+            " over a part of the scene at 10 m (width x height px: a "
             "square 2048 px from the north-west corner, or a full-width strip; the GPU "
             "stand-in model at "
             f"{args.rates[0]:g} Mpx/s), with one GDAL setting added to stackstac's environment "
