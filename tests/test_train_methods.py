@@ -75,6 +75,15 @@ def test_every_method_is_selectable_by_name() -> None:
         _config("mean-teacher")
 
 
+@pytest.mark.parametrize("name", ["fixmatchseg", "adversarial", "pixeldino"])
+def test_a_semi_supervised_step_without_unlabelled_data_names_the_setting(name: str) -> None:
+    method, net = _method(name)
+    labelled, _ = _batches()
+    method.begin_step()
+    with pytest.raises(ValueError, match=f"^{name} needs unlabelled data: set data.unlabelled"):
+        method.loss(net, labelled, None, 0, torch.Generator().manual_seed(3))
+
+
 def test_teacher_labels_are_probability_maps() -> None:
     method, _ = _method("pixeldino")
     assert isinstance(method, PixelDINO)

@@ -131,11 +131,7 @@ class Adversarial(Method):
     ) -> StepResult:
         """Supervised BCE + D's judgement on labelled and unlabelled predictions + self-taught."""
         sup, heads_l, batch_l = self.supervised_part(net, labelled, generator)
-        if unlabelled is None:
-            raise ValueError(
-                "adversarial needs unlabelled data: set data.unlabelled in the config."
-            )
-        weak = weak_augment(unlabelled, generator)
+        weak = weak_augment(self.unlabelled_batch(unlabelled), generator)
         heads_u = net.forward_heads(weak["image"])
         valid_u = weak.get("valid", torch.ones_like(heads_u["logits"]))
         self.records.append((heads_u, weak))

@@ -136,6 +136,15 @@ class Method:
         self.records.append((heads, batch))
         return bce_loss(heads["logits"], batch["mask"], batch["valid"]), heads, batch
 
+    def unlabelled_batch(self, unlabelled: Batch | None) -> Batch:
+        """The unlabelled batch a semi-supervised method's step needs (the training loop
+        refuses such a method without unlabelled data before its first step)."""
+        if unlabelled is None:
+            raise ValueError(
+                f"{self.name} needs unlabelled data: set data.unlabelled in the config."
+            )
+        return unlabelled
+
     def loss(
         self,
         net: NormalizedNet,

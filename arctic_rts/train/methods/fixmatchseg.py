@@ -48,11 +48,7 @@ class FixMatchSeg(Method):
     ) -> StepResult:
         """Supervised BCE + weight * BCE(student on strong view, pseudo-labels of weak view)."""
         sup, _, _ = self.supervised_part(net, labelled, generator)
-        if unlabelled is None:
-            raise ValueError(
-                "fixmatchseg needs unlabelled data: set data.unlabelled in the config."
-            )
-        weak = weak_augment(unlabelled, generator)
+        weak = weak_augment(self.unlabelled_batch(unlabelled), generator)
         mask, confident = self.pseudo_labels(net, weak["image"])
         valid = confident * weak.get("valid", torch.ones_like(confident))
         strong = strong_augment(

@@ -117,9 +117,7 @@ class PixelDINO(Method):
     ) -> StepResult:
         """Eq. (4): supervised BCE + beta * PixelDINO loss."""
         sup, _, _ = self.supervised_part(net, labelled, generator)
-        if unlabelled is None:
-            raise ValueError("pixeldino needs unlabelled data: set data.unlabelled in the config.")
-        dino = self.dino_loss(net, unlabelled, generator)
+        dino = self.dino_loss(net, self.unlabelled_batch(unlabelled), generator)
         total = sup + self.config.pixeldino.beta * dino
         logs = {"sup": float(sup.detach()), "dino": float(dino.detach()), **self._entropies}
         return StepResult(total, logs)
