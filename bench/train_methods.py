@@ -403,16 +403,25 @@ def loso_table() -> list[str]:
                 "",
             ]
     if "pixeldino" in results:
-        last = [
-            _last_logged(Path(f["weights"]).parent / "log.jsonl", "dino")
-            for f in results["pixeldino"]["folds"]
+        logs = [Path(f["weights"]).parent / "log.jsonl" for f in results["pixeldino"]["folds"]]
+        last = {
+            key: [_last_logged(log, key) for log in logs]
+            for key in ("dino", "teacher_entropy", "teacher_marginal_entropy")
+        }
+        information = [
+            m - p
+            for m, p in zip(last["teacher_marginal_entropy"], last["teacher_entropy"], strict=True)
         ]
         k = loso_config("pixeldino").pixeldino.classes
         lines += [
-            f"PixelDINO's self-distillation loss at the end of training: {mean_std(last)} over the "
-            f"runs; ln {k} = {math.log(k):.3f} is its value for uniform teacher targets (no "
-            "signal). What the teacher's targets carry at other temperatures: the section "
-            '"PixelDINO\'s teacher targets on the real chips".',
+            f"PixelDINO's self-distillation loss at the end of training: {mean_std(last['dino'])} "
+            f"over the runs; ln {k} = {math.log(k):.3f} is its value for uniform teacher targets "
+            "(no signal). The teacher's targets at the last logged step: entropy per pixel "
+            f"{mean_std(last['teacher_entropy'])}, of their batch mean "
+            f"{mean_std(last['teacher_marginal_entropy'])}, the difference (what the targets tell "
+            f"about the pixel; 0 when every pixel gets the same distribution) "
+            f"{mean_std(information)} nats. What the teacher's targets carry at other "
+            'temperatures: the section "PixelDINO\'s teacher targets on the real chips".',
             "",
         ]
     for method in ("supervised", "supervised+aug"):
