@@ -4,7 +4,7 @@ Usage::
 
     .venv/bin/python bench/io_overlap.py [--only map|http] [--scenes 6] [--resolution 100]
         [--full-size] [--rates 20 1] [--rounds 2] [--latency 0.05]
-        [--windows 2048x2048 10980x2048]
+        [--windows 2048x2048 10980x2048] [--http-settings K ...] [--threads N]
 
 ``map``: ``--scenes`` copies of the real 29RKH item (other ids and dates, the same local COGs of
 ``../shared/data/s2_l2a_cogs_29RKH``) mapped with ``pipeline.map_scenes`` on one default local
@@ -27,7 +27,9 @@ reads a full Sentinel-2 scene costs: its 10 m bands as they are, its 20 m ones r
 ``tests/range_server.py`` on loopback with ``--latency`` seconds before each answer. Parts of
 the scene (``--windows``, width x height px) are mapped at 10 m, one fresh process and local
 cluster per GDAL setting (GDAL reads some options once per process); the server counts
-requests and bytes. Each part rewrites its own section of BENCHMARKS.md.
+requests and bytes. ``--http-settings`` picks rows of ``HTTP_SETTINGS``; ``--threads`` sets the
+workers' threads (as a GPU node's many) and writes a section of its own. Each part rewrites its
+own section of BENCHMARKS.md.
 """
 
 from __future__ import annotations
