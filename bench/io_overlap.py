@@ -516,15 +516,16 @@ def http_bench(args: argparse.Namespace) -> list[str]:
     cogs = full_size_cogs(args.cogs)
     rows = []
     with serve_folder(cogs, latency_s=args.latency) as (url, traffic):
-        names = list(HTTP_SETTINGS)
+        ranks = list(range(len(HTTP_SETTINGS)))
         if args.http_settings:
-            names = [names[k] for k in args.http_settings]
+            ranks = args.http_settings
+        names = list(HTTP_SETTINGS)
         for r in range(args.rounds):
             for window in args.windows:
-                for name in names:
-                    if window != args.windows[0] and list(HTTP_SETTINGS).index(name) >= CACHE_ROWS:
+                for k in ranks:
+                    if window != args.windows[0] and k >= CACHE_ROWS:
                         continue  # other windows: only the cache sizes
-                    rows.append(http_run(args, url, traffic, name, window, r))
+                    rows.append(http_run(args, url, traffic, names[k], window, r))
     return http_lines(rows)
 
 

@@ -444,6 +444,24 @@ def test_odc_stac_reads_on_dask_workers_use_the_network_retries(tmp_path: Path) 
     assert all(requests[path] >= 3 for path in asked)  # two 503s, then the reads
 
 
+def _reader_10m(href: str) -> Any:
+    """The product's reader of one file onto the 10 m grid of ``_write_rasters``' files."""
+    import stackstac
+    from rasterio.enums import Resampling as Rs
+    from stackstac.raster_spec import RasterSpec
+
+    from arctic_rts.load import NestedGridReader
+
+    spec = RasterSpec(
+        epsg=32633, bounds=(X0, Y0 - 10 * N10, X0 + 10 * N10, Y0), resolutions_xy=(10.0, 10.0)
+    )
+    return NestedGridReader(
+        url=href, spec=spec, resampling=Rs.nearest, dtype=np.dtype("float32"),
+        fill_value=np.float32(np.nan), scale_offset=(1.0, 0.0),
+        gdal_env=stackstac.DEFAULT_GDAL_ENV,
+    )  # fmt: skip
+
+
 @pytest.mark.parametrize("remote", [True, False])
 def test_threads_share_one_open_remote_file(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, remote: bool
@@ -452,14 +470,11 @@ def test_threads_share_one_open_remote_file(
     caches decoded tiles per open dataset, so a dataset per thread fetches shared tiles again);
     a local file keeps stackstac's dataset per reading thread. Either way every thread reads
     the file's pixels, 10 m (no warp) and 20 m (GDAL's resampling onto the 10 m grid) alike."""
-    import stackstac
     from range_server import serve_folder
-    from rasterio.enums import Resampling as Rs
     from rasterio.windows import Window
     from stackstac import rio_reader
-    from stackstac.raster_spec import RasterSpec
 
-    from arctic_rts.load import NestedGridReader, _remote
+    from arctic_rts.load import _remote
 
     _write_rasters(tmp_path)
     opened: list[str] = []
@@ -470,19 +485,12 @@ def test_threads_share_one_open_remote_file(
         real(self, path, *args, **kwargs)
 
     monkeypatch.setattr(rio_reader.SelfCleaningDatasetReader, "__init__", counted)
-    spec = RasterSpec(
-        epsg=32633, bounds=(X0, Y0 - 10 * N10, X0 + 10 * N10, Y0), resolutions_xy=(10.0, 10.0)
-    )
     windows = [Window(c, r, 16, 16) for r in (0, 8, 16) for c in (0, 8, 16)] * 4
     with serve_folder(tmp_path) as (url, _):
         for band in ("B04", "B11"):
             href = f"{url}/{band}.tif" if remote else str(tmp_path / f"{band}.tif")
             assert _remote(href) == remote
-            reader = NestedGridReader(
-                url=href, spec=spec, resampling=Rs.nearest, dtype=np.dtype("float32"),
-                fill_value=np.float32(np.nan), scale_offset=(1.0, 0.0),
-                gdal_env=stackstac.DEFAULT_GDAL_ENV,
-            )  # fmt: skip
+            reader = _reader_10m(href)
             whole = reader.read(Window(0, 0, N10, N10))
             opened.clear()
             with ThreadPoolExecutor(4) as pool:
@@ -511,22 +519,10 @@ def test_remote_hrefs() -> None:
 
 
 def test_unknown_file_sharing_is_refused(tmp_path: Path) -> None:
-    import stackstac
-    from rasterio.enums import Resampling as Rs
     from rasterio.windows import Window
-    from stackstac.raster_spec import RasterSpec
-
-    from arctic_rts.load import NestedGridReader
 
     _write_rasters(tmp_path)
-    spec = RasterSpec(
-        epsg=32633, bounds=(X0, Y0 - 10 * N10, X0 + 10 * N10, Y0), resolutions_xy=(10.0, 10.0)
-    )
-    reader = NestedGridReader(
-        url=str(tmp_path / "B04.tif"), spec=spec, resampling=Rs.nearest,
-        dtype=np.dtype("float32"), fill_value=np.float32(np.nan), scale_offset=(1.0, 0.0),
-        gdal_env=stackstac.DEFAULT_GDAL_ENV,
-    )  # fmt: skip
+    reader = _reader_10m(str(tmp_path / "B04.tif"))
     reader.shared_files = "some"
     with pytest.raises(ValueError, match="shared_files must be remote, all or none"):
         reader.read(Window(0, 0, 16, 16))
