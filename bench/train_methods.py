@@ -211,20 +211,20 @@ def make_config(
 
 # --- leave-one-site-out on the real Sentinel-2 chips -------------------------------------------
 
-#: In the order they run: PixelDINO first, compared with supervised+aug (the bundled model's own
-#: cross-validation, reused when ``make real-weights`` has run).
+#: In the order they run: PixelDINO first (the bundled model's own cross-validation, reused when
+#: ``make real-weights`` has run), compared with supervised+aug.
 LOSO_METHODS = ("pixeldino", "supervised+aug", "supervised", "fixmatchseg", "adversarial")
 LOSO_SEEDS = (1, 2, 3)
 #: The bundled real-imagery model's recipe: every method trains with it, only the method (and,
 #: for the semi-supervised ones, the unlabelled chips) differ.
 RECIPE_TOML = ROOT / "deploy" / "real_weights" / "train.toml"
-#: Where ``make real-weights`` trains (its cross-validation is the supervised+aug arm).
+#: Where ``make real-weights`` trains (its cross-validation is the PixelDINO arm).
 REAL_TRAIN = (ROOT / ".real-train").resolve()
 
 
 def loso_config(method: str) -> TrainConfig:
-    """The bundled model's recipe with ``method``; semi-supervised methods also read every chip
-    as unlabelled data (each fold drops its held-out site's)."""
+    """The bundled model's recipe with ``method``; semi-supervised methods read every chip as
+    unlabelled data (each fold drops its held-out site's), the others none."""
     import dataclasses
 
     from arctic_rts.train.loop import load_train_config
@@ -233,9 +233,8 @@ def loso_config(method: str) -> TrainConfig:
     config = load_train_config(RECIPE_TOML)
     if method == config.method:
         return config
-    data = config.data
-    if METHODS[method].uses_unlabelled:
-        data = dataclasses.replace(data, unlabelled=data.images)
+    unlabelled = config.data.images if METHODS[method].uses_unlabelled else None
+    data = dataclasses.replace(config.data, unlabelled=unlabelled)
     out = REAL_TRAIN / "methods" / method.replace("+", "_") / "final"
     # the recipe's notes say why the bundled model is its method: not these runs' story
     return dataclasses.replace(config, method=method, data=data, out_dir=str(out), notes="")
@@ -352,7 +351,7 @@ def loso_table() -> list[str]:
         f"{'/'.join(map(str, recipe.widths))} + {recipe.bottleneck}, {recipe.data.patch_size} px "
         f"patches, batch {recipe.batch_size} labelled (+ {recipe.unlabelled_batch_size} "
         f"unlabelled), AdamW lr {recipe.lr:g} warmup-cosine, the paper's PixelDINO settings); "
-        "the supervised+aug rows are the bundled model's own cross-validation. The "
+        "the PixelDINO rows are the bundled model's own cross-validation. The "
         "semi-supervised methods also see every chip of the other sites (s001, s005, s008 and "
         "the labelled sites' images) as unlabelled data. Threshold (best pixel IoU), then "
         "minimum area, opening and hysteresis (best object F1) chosen on each fold's training "
@@ -516,10 +515,10 @@ def measure_timing(data: dict[str, str], steps: int = 20, rounds: int = 3) -> di
 
 
 def _pass_times(reps: int = 20) -> dict[str, float]:
-    """Seconds of the two network passes a PixelDINO step adds to a supervised one: a student
-    forward and backward on a batch of 8 patches of 96 px, and the teacher's forward up to its
-    DINO head without gradient (the recipe's network); and the student's two passes (labelled,
-    unlabelled) against one pass over both batches joined."""
+    """Seconds of the two network passes a PixelDINO step adds to a supervised one, as PixelDINO
+    runs them on a batch of 8 patches of 96 px (the recipe's network): the student's forward and
+    backward to its DINO head, and the teacher's forward to its DINO head without gradient; and
+    the student's two passes (labelled, unlabelled) against one pass over both batches joined."""
     from arctic_rts.model.unet import UNet
     from arctic_rts.train.methods.base import NormalizedNet
 
@@ -528,20 +527,19 @@ def _pass_times(reps: int = 20) -> dict[str, float]:
     )
     x, u = torch.rand(8, 5, 96, 96), torch.rand(8, 5, 96, 96)
 
-    def student() -> None:
-        heads = net.forward_heads(x)
-        (heads["logits"].mean() + heads["dino"].mean()).backward()
+    def student() -> None:  # the unlabelled pass: the DINO head alone
+        net.forward_heads(u, ("dino",))["dino"].mean().backward()
 
     def teacher() -> None:
         with torch.no_grad():
             net.forward_dino(x)
 
     def two_passes() -> None:  # the student as PixelDINO runs it: labelled, then unlabelled
-        a, b = net.forward_heads(x), net.forward_heads(u)
+        a, b = net.forward_heads(x, ("logits",)), net.forward_heads(u, ("dino",))
         (a["logits"].mean() + b["dino"].mean()).backward()
 
     def joined_pass() -> None:  # both batches in one pass (the network is per sample)
-        heads = net.forward_heads(torch.cat([x, u]))
+        heads = net.forward_heads(torch.cat([x, u]), ("logits", "dino"))
         (heads["logits"][:8].mean() + heads["dino"][8:].mean()).backward()
 
     out = {}
@@ -650,7 +648,8 @@ def timing_table() -> list[str]:
             "rounds of 20 steps, the methods taking turns in one process. The "
             "semi-supervised methods also pass a batch of 8 unlabelled patches through the "
             "student each step, so their floor is about 2x a supervised step before any teacher, "
-            "discriminator or augmentation work.",
+            "discriminator or augmentation work (PixelDINO's a little less: its unlabelled pass "
+            "stops at the half-resolution decoder stage that its DINO head reads).",
             "",
             "| method | s/step | ratio to supervised | ratio to supervised+aug |",
             "|---|---|---|---|",
@@ -665,8 +664,9 @@ def timing_table() -> list[str]:
             student, teacher = parts["student_pass"], parts["teacher_pass"]
             floor = 1 + (student + teacher) / base
             lines += [
-                f"Measured in the same rounds: a student forward and backward on 8 patches takes "
-                f"{student:.3f} s, the teacher's forward to its DINO head {teacher:.3f} s. A "
+                "Measured in the same rounds: the student's forward and backward to its DINO head "
+                f"on 8 patches takes {student:.3f} s, the teacher's forward to its DINO head "
+                f"{teacher:.3f} s. A "
                 "PixelDINO step is a supervised step plus both (eqs. 1-4: the student sees the "
                 "unlabelled batch, the teacher labels it), so without augmentation, warping or "
                 f"EMA it costs at least 1 + ({student:.3f} + {teacher:.3f}) / {base:.3f} = "

@@ -56,6 +56,27 @@ def test_unet_shapes_all_heads() -> None:
     assert torch.equal(logits, out["logits"])
 
 
+def test_unet_computes_only_the_heads_asked_for() -> None:
+    """A subset of heads equals the full pass's; the full-resolution decoder stage runs only
+    for heads that read it (a PixelDINO pass needs the half-resolution stage alone)."""
+    model = UNet(4, widths=(4, 8, 16, 32), bottleneck=32, dino_classes=6, elevation=True).eval()
+    last_stage_runs = []
+    model.up[-1].register_forward_hook(lambda *_: last_stage_runs.append(1))
+    x = torch.randn(2, 4, 48, 40)
+    with torch.inference_mode():
+        full = model.forward_heads(x)
+        assert len(last_stage_runs) == 1
+        for heads in (["logits"], ["dino"], ["elevation"], ["dino", "elevation"]):
+            out = model.forward_heads(x, heads)
+            assert set(out) == set(heads)
+            for name in heads:
+                assert torch.equal(out[name], full[name]), (heads, name)
+        # every subset but the DINO head alone ran the full-resolution stage
+        assert len(last_stage_runs) == 1 + 3
+        with pytest.raises(ValueError, match="no head"):
+            UNet(4).forward_heads(x, ["dino"])
+
+
 def test_unet_without_optional_heads() -> None:
     out = UNet(3).eval().forward_heads(torch.randn(1, 3, 32, 32))
     assert set(out) == {"logits"}

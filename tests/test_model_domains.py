@@ -15,6 +15,7 @@ from arctic_rts.model.domain import demo_weights, real_weights
 from arctic_rts.model.weights import read_card
 from arctic_rts.pipeline import map_region
 from arctic_rts.train.loop import load_train_config
+from arctic_rts.train.methods import METHODS
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -104,6 +105,9 @@ def test_the_bundled_real_model_card() -> None:
     recipe = load_train_config(ROOT / "deploy" / "real_weights" / "train.toml")
     assert card["training"]["method"] == recipe.method
     assert card["training"]["notes"] == recipe.notes and "PixelDINO" in recipe.notes
+    # a semi-supervised model names its unlabelled data as well
+    if METHODS[recipe.method].uses_unlabelled:
+        assert data["n_unlabelled"] > 0 and not data["unlabelled"].startswith("/")
 
 
 @pytest.mark.realdata

@@ -96,11 +96,15 @@ def test_teacher_labels_are_probability_maps() -> None:
 
 
 def test_teacher_entropies_are_logged_and_bounded_by_ln_k() -> None:
-    method, net = _method("pixeldino")
+    method, net = _method("pixeldino", log_every=2)
     assert isinstance(method, PixelDINO)
     labelled, unlabelled = _batches()
     method.begin_step()
+    # the first step (0 done before it) is not logged with log_every=2: no entropies computed
     logs = method.loss(net, labelled, unlabelled, 0, torch.Generator().manual_seed(3)).logs
+    assert "teacher_entropy" not in logs and "dino" in logs
+    method.begin_step()
+    logs = method.loss(net, labelled, unlabelled, 1, torch.Generator().manual_seed(3)).logs
     ln_k = math.log(24)
     assert 0 < logs["teacher_entropy"] <= logs["teacher_marginal_entropy"] + 1e-6
     assert logs["teacher_marginal_entropy"] <= ln_k + 1e-6
@@ -271,6 +275,32 @@ def test_labelled_augmentation_can_be_weak_only() -> None:
     assert not torch.equal(got_strong["image"], expected["image"])
     with pytest.raises(ConfigError, match=r"augment\.labelled"):
         AugmentConfig(labelled="none")
+
+
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [
+        ("pixeldino", [{"logits"}, {"dino"}]),
+        ("pixeldino+elevation", [{"logits", "elevation"}, {"dino", "elevation"}]),
+    ],
+)
+def test_a_pixeldino_step_computes_the_heads_its_losses_read(
+    name: str, expected: list[set[str]]
+) -> None:
+    """The student's labelled pass skips the DINO head and its unlabelled pass the segmentation
+    head and full-resolution stage, unless the elevation pretext reads that stage's head."""
+    method, net = _method(name)
+    last_stage_runs = []
+    net.unet.up[-1].register_forward_hook(lambda *_: last_stage_runs.append(1))
+    labelled, unlabelled = _batches()
+    for batch in (labelled, unlabelled):
+        batch["dem"] = torch.rand(2, 1, S, S)
+    method.begin_step()
+    method.loss(net, labelled, unlabelled, 0, torch.Generator().manual_seed(7))
+    records = getattr(method, "base", method).records
+    assert [set(heads) for heads, _ in records] == expected
+    # the teacher is a copy with its own modules: only the student's passes are counted
+    assert len(last_stage_runs) == sum("logits" in h or "elevation" in h for h in expected)
 
 
 def test_teacher_head_alone_equals_the_full_pass() -> None:

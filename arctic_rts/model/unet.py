@@ -8,6 +8,7 @@ halo of >= 128 px equals whole-scene inference (see DESIGN.md).
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from itertools import pairwise
 
 import torch
@@ -259,30 +260,43 @@ class UNet(nn.Module):
         features, _ = self._decode(x)
         return self.head(features)
 
-    def forward_heads(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        """All heads: ``"logits"``, plus ``"dino"`` (N, K, H, W) and ``"elevation"`` (N, 1, H, W).
+    def head_names(self) -> tuple[str, ...]:
+        """The heads this network has: ``"logits"``, then ``"dino"``, ``"elevation"`` if built."""
+        optional = {"dino": self.dino_head, "elevation": self.elevation_head}
+        return ("logits", *(name for name, head in optional.items() if head is not None))
+
+    def forward_heads(
+        self, x: torch.Tensor, heads: Collection[str] | None = None
+    ) -> dict[str, torch.Tensor]:
+        """The ``heads`` asked for (all by default): ``"logits"`` (N, 1, H, W), ``"dino"``
+        (N, K, H, W), ``"elevation"`` (N, 1, H, W).
 
         The PixelDINO head reads the last-but-one decoder stage (half resolution) and is
-        upsampled bilinearly to the input size.
+        upsampled bilinearly to the input size; when only it is asked for, the full-resolution
+        decoder stage is skipped (a PixelDINO student's or teacher's unlabelled pass needs no more).
+        Heads not asked for cost nothing and the ones returned are the same either way.
         """
-        features, half = self._decode(x)
-        out = {"logits": self.head(features)}
-        if self.dino_head is not None:
+        wanted = set(self.head_names() if heads is None else heads)
+        unknown = wanted - set(self.head_names())
+        if unknown:
+            raise ValueError(
+                f"this UNet has no head {sorted(unknown)}; it has {list(self.head_names())}."
+            )
+        features, half = self._decode(x, last_stage=bool(wanted & {"logits", "elevation"}))
+        out = {}
+        if "logits" in wanted:
+            out["logits"] = self.head(features)
+        if self.dino_head is not None and "dino" in wanted:
             out["dino"] = upsample2(self.dino_head(half), x.shape[-2:])
-        if self.elevation_head is not None:
+        if self.elevation_head is not None and "elevation" in wanted:
             out["elevation"] = self.elevation_head(features)
         return out
 
     def forward_dino(self, x: torch.Tensor) -> torch.Tensor:
-        """The PixelDINO head alone, ``(N, K, H, W)``; skips the full-resolution decoder stage.
-
-        Equals ``forward_heads(x)["dino"]`` without the work no other head needs (the PixelDINO
-        teacher's pass).
-        """
+        """The PixelDINO head alone, ``(N, K, H, W)``: ``forward_heads(x, ["dino"])["dino"]``."""
         if self.dino_head is None:
             raise ValueError("this UNet has no PixelDINO head (dino_classes=None).")
-        _, half = self._decode(x, last_stage=False)
-        return upsample2(self.dino_head(half), x.shape[-2:])
+        return self.forward_heads(x, ("dino",))["dino"]
 
 
 def build_unet(architecture: dict[str, object]) -> UNet:

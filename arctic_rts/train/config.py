@@ -278,3 +278,8 @@ class TrainConfig:
             raise ConfigError(
                 f"unknown domain {self.domain!r}; choose one of {', '.join(DOMAINS)}."
             )
+
+    def logs_step(self, step: int) -> bool:
+        """Whether the run's log records the step that brings it to ``step`` steps done (every
+        ``log_every`` and the last); methods compute log-only figures on those steps alone."""
+        return step % self.log_every == 0 or step == self.steps

@@ -562,7 +562,7 @@ def _train_steps(
         t_steps += 1
         step = run.step
         record: dict[str, Any] | None = None
-        if step % config.log_every == 0 or step == config.steps:
+        if config.logs_step(step):
             record = {
                 "step": step,
                 "loss": float(result.loss.detach()),

@@ -132,7 +132,7 @@ class Adversarial(Method):
         """Supervised BCE + D's judgement on labelled and unlabelled predictions + self-taught."""
         sup, heads_l, batch_l = self.supervised_part(net, labelled, generator)
         weak = weak_augment(self.unlabelled_batch(unlabelled), generator)
-        heads_u = net.forward_heads(weak["image"])
+        heads_u = net.forward_heads(weak["image"], self.heads("logits"))
         valid_u = weak.get("valid", torch.ones_like(heads_u["logits"]))
         self.records.append((heads_u, weak))
         gen, logs = self.generator_loss(

@@ -9,7 +9,7 @@ checkpoints. Batches hold raw reflectance (NaN already filled); the network the 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -51,9 +51,11 @@ class NormalizedNet(NormalizedModel):
         """The device the network's tensors live on."""
         return self.mean.device
 
-    def forward_heads(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        """All heads of the UNet for raw reflectance ``x`` (N, C, H, W)."""
-        return self.unet.forward_heads(self.normalize(x))  # type: ignore[no-any-return]
+    def forward_heads(
+        self, x: torch.Tensor, heads: Collection[str] | None = None
+    ) -> dict[str, torch.Tensor]:
+        """The UNet's ``heads`` (all by default) for raw reflectance ``x`` (N, C, H, W)."""
+        return self.unet.forward_heads(self.normalize(x), heads)  # type: ignore[no-any-return]
 
     def forward_dino(self, x: torch.Tensor) -> torch.Tensor:
         """The PixelDINO head alone for raw reflectance ``x`` (see :meth:`UNet.forward_dino`)."""
@@ -97,6 +99,9 @@ class Method:
     uses_unlabelled: bool = False
     #: Whether the labelled batch is augmented (weak then strong).
     augments_labelled: bool = True
+    #: Heads that an add-on reads from :attr:`records` besides those the method's own loss
+    #: needs (the elevation pretext sets ``("elevation",)``); every student pass computes them.
+    record_heads: tuple[str, ...] = ()
 
     def __init__(self, config: TrainConfig) -> None:
         self.config = config
@@ -132,9 +137,14 @@ class Method:
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor], Batch]:
         """The labelled loss every method shares: augmented batch -> BCE over valid pixels."""
         batch = self.augment_labelled(labelled, generator)
-        heads = net.forward_heads(batch["image"])
+        heads = net.forward_heads(batch["image"], self.heads("logits"))
         self.records.append((heads, batch))
         return bce_loss(heads["logits"], batch["mask"], batch["valid"]), heads, batch
+
+    def heads(self, *needed: str) -> tuple[str, ...]:
+        """The heads a student pass computes: those its loss ``needed`` plus :attr:`record_heads`;
+        the others cost nothing."""
+        return (*needed, *self.record_heads)
 
     def unlabelled_batch(self, unlabelled: Batch | None) -> Batch:
         """The unlabelled batch a semi-supervised method's step needs (the training loop

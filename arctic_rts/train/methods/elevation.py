@@ -51,6 +51,7 @@ class WithElevation(Method):
     def __init__(self, base: Method) -> None:
         super().__init__(base.config)
         self.base = base
+        base.record_heads = ("elevation",)  # read from the base method's student passes
         self.name = f"{base.name}+elevation"
         self.uses_unlabelled = base.uses_unlabelled
         self.augments_labelled = base.augments_labelled

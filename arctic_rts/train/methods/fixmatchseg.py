@@ -54,7 +54,7 @@ class FixMatchSeg(Method):
         strong = strong_augment(
             {**weak, "mask": mask, "valid": valid}, generator, self.config.augment
         )
-        heads = net.forward_heads(strong["image"])
+        heads = net.forward_heads(strong["image"], self.heads("logits"))
         self.records.append((heads, strong))
         unsup = bce_loss(heads["logits"], strong["mask"], strong["valid"])
         total = sup + self.config.fixmatch.weight * unsup

@@ -74,10 +74,11 @@ class PixelDINO(Method):
         k = self.config.pixeldino.classes
         self.centre = torch.zeros(1, k, 1, 1, device=net.device)
 
-    def teacher_probabilities(self, x: torch.Tensor) -> torch.Tensor:
+    def teacher_probabilities(self, x: torch.Tensor, entropies: bool = True) -> torch.Tensor:
         """Eq. (1): centred, sharpened teacher probabilities (N, K, H, W), summing to 1 over K.
 
-        Also remembers the batch mean of the raw teacher output for the centre update.
+        Also remembers the batch mean of the raw teacher output for the centre update and, with
+        ``entropies``, the targets' entropies for the log.
         """
         if self.teacher is None or self.centre is None:
             raise RuntimeError("PixelDINO.setup(net) must run before the first step.")
@@ -85,23 +86,31 @@ class PixelDINO(Method):
         with torch.no_grad():
             out = self.teacher.forward_dino(x).float()
             self._batch_centre = out.mean(dim=(0, 2, 3), keepdim=True)
-            probs = F.softmax((out - self.centre) / cfg.teacher_temperature, dim=1)
-            self._entropies = {
-                "teacher_entropy": float(_entropy(probs).mean()),
-                "teacher_marginal_entropy": float(_entropy(probs.mean(dim=(0, 2, 3)), dim=0)),
-            }
+            # in place: the raw output is not needed again
+            probs = F.softmax(out.sub_(self.centre).div_(cfg.teacher_temperature), dim=1)
+            self._entropies = {}
+            if entropies:
+                self._entropies = {
+                    "teacher_entropy": float(_entropy(probs).mean()),
+                    "teacher_marginal_entropy": float(_entropy(probs.mean(dim=(0, 2, 3)), dim=0)),
+                }
             return probs
 
     def dino_loss(
-        self, net: NormalizedNet, unlabelled: Batch, generator: torch.Generator
+        self,
+        net: NormalizedNet,
+        unlabelled: Batch,
+        generator: torch.Generator,
+        entropies: bool = True,
     ) -> torch.Tensor:
-        """Eqs. (1)-(3) on one unlabelled batch; the teacher runs only up to its DINO head."""
+        """Eqs. (1)-(3) on one unlabelled batch; the teacher runs only up to its DINO head
+        (``entropies``: as in :meth:`teacher_probabilities`)."""
         cfg = self.config.pixeldino
         weak = weak_augment(unlabelled, generator)
-        p_teacher = self.teacher_probabilities(weak["image"])
+        p_teacher = self.teacher_probabilities(weak["image"], entropies)
         strong, grid = strong_augment_with_grid(weak, generator, self.config.augment)
         target = warp(p_teacher, grid)
-        heads = net.forward_heads(strong["image"])
+        heads = net.forward_heads(strong["image"], self.heads("dino"))
         self.records.append((heads, strong))
         log_student = F.log_softmax(heads["dino"].float() / cfg.student_temperature, dim=1)
         cross_entropy = -(target * log_student).sum(dim=1, keepdim=True)
@@ -117,7 +126,8 @@ class PixelDINO(Method):
     ) -> StepResult:
         """Eq. (4): supervised BCE + beta * PixelDINO loss."""
         sup, _, _ = self.supervised_part(net, labelled, generator)
-        dino = self.dino_loss(net, self.unlabelled_batch(unlabelled), generator)
+        logged = self.config.logs_step(step + 1)  # entropies only where the log keeps them
+        dino = self.dino_loss(net, self.unlabelled_batch(unlabelled), generator, logged)
         total = sup + self.config.pixeldino.beta * dino
         logs = {"sup": float(sup.detach()), "dino": float(dino.detach()), **self._entropies}
         return StepResult(total, logs)
