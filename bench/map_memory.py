@@ -3,7 +3,7 @@
 Usage::
 
     .venv/bin/python bench/map_memory.py [--sizes 1008 3000 10980] [--folder DIR] [--threads N]
-        [--trace DIR]
+        [--tile-size PX] [--trace DIR]
 
 Each size is one ``map_region`` run (search on the local item folder, load, predict,
 vectorize, merge, write; whole scenes, ``clip=False``) with the bundled demo weights on a fresh
@@ -42,7 +42,7 @@ from inference import MIB, _rss, _vm_hwm, cluster  # noqa: E402
 from report import rewrite_section  # noqa: E402
 
 from arctic_rts.cluster import local_workers  # noqa: E402
-from arctic_rts.config import ClusterConfig, LoadConfig, MapConfig  # noqa: E402
+from arctic_rts.config import ClusterConfig, LoadConfig, MapConfig, PredictConfig  # noqa: E402
 from arctic_rts.demo import generate_demo  # noqa: E402
 from arctic_rts.model.weights import bundled_weights, resolve_weights  # noqa: E402
 from arctic_rts.pipeline import map_region  # noqa: E402
@@ -114,12 +114,15 @@ def enlarge(catalog: Any, size: int, folder: Path) -> tuple[Path, list[float]]:
     return folder / "items", bbox
 
 
-def map_peak(stac: Path, bbox: list[float], out: Path, threads: int | None) -> dict[str, Any]:
-    """One map run on a fresh local cluster (default layout, or ``threads`` per worker): the
-    worker's peak RSS and more."""
+def map_peak(
+    stac: Path, bbox: list[float], out: Path, threads: int | None, tile_size: int | None = None
+) -> dict[str, Any]:
+    """One map run on a fresh local cluster (default layout, or ``threads`` per worker; the
+    default tile size, or ``tile_size``): the worker's peak RSS and more."""
     model = resolve_weights(bundled_weights())
     config = MapConfig(
         cluster=ClusterConfig(gpu="no", threads_per_worker=threads),
+        predict=PredictConfig(tile_size=tile_size or PredictConfig().tile_size),
         # the scene's files lie beside its item folder, not in it
         load=LoadConfig(asset_roots=(str(stac.parent),)),
     )
@@ -187,6 +190,7 @@ def main() -> None:
     parser.add_argument("--sizes", type=int, nargs="+", default=[1008, 3000, 10980])
     parser.add_argument("--folder", type=Path, default=None, help="keeps the scenes for reuse")
     parser.add_argument("--threads", type=int, default=None, help="per worker (default: all)")
+    parser.add_argument("--tile-size", type=int, default=None, help="PredictConfig.tile_size")
     parser.add_argument(
         "--trace",
         type=Path,
@@ -196,7 +200,8 @@ def main() -> None:
     args = parser.parse_args()
     folder = args.folder or Path(tempfile.mkdtemp(prefix="arctic-rts-mapmem-"))
     # rows of earlier invocations on this folder and layout are kept: sizes can be run apart
-    store = folder / f"rows-{args.threads or 'default'}.json"
+    tile = "" if args.tile_size is None else f"-tile{args.tile_size}"
+    store = folder / f"rows-{args.threads or 'default'}{tile}.json"
     kept: dict[str, Any] = json.loads(store.read_text()) if store.exists() else {}
     for size in args.sizes:
         catalog = generate_demo(folder / f"demo-{GENERATED}", size_px=GENERATED)
@@ -206,11 +211,11 @@ def main() -> None:
             enlarge(catalog, size, target)
         stac = target / "items"
         bbox = json.loads(next(stac.glob("*.json")).read_text())["bbox"]
-        got = map_peak(stac, bbox, folder / f"map-{size}.gpkg", args.threads)
+        got = map_peak(stac, bbox, folder / f"map-{size}.gpkg", args.threads, args.tile_size)
         trace = got.pop("trace")
         if args.trace is not None:
             args.trace.mkdir(parents=True, exist_ok=True)
-            name = f"trace-{size}-{args.threads or 'default'}.json"
+            name = f"trace-{size}-{args.threads or 'default'}{tile}.json"
             (args.trace / name).write_text(json.dumps(trace))
         got["load"] = os.getloadavg()[0]
         got["what"] = "as generated" if size == GENERATED else f"the {GENERATED}^2 scene mirrored"
@@ -228,16 +233,15 @@ def main() -> None:
     ]
     peaks = [kept[str(n)]["peak_mib"] for n in sizes]
     spread = max(peaks) / min(peaks)
-    heading = (
-        HEADING if args.threads is None else HEADING.replace(")", f" --threads {args.threads})")
-    )
+    options = "" if args.threads is None else f" --threads {args.threads}"
+    options += "" if args.tile_size is None else f" --tile-size {args.tile_size}"
+    heading = HEADING.replace(")", f"{options})")
     rewrite_section(
         heading,
         [
             heading,
             "",
-            f"`bench/map_memory.py --sizes {' '.join(map(str, sizes))}"
-            f"{'' if args.threads is None else f' --threads {args.threads}'}` on "
+            f"`bench/map_memory.py --sizes {' '.join(map(str, sizes))}{options}` on "
             f"{platform.machine()} CPU, {time.strftime('%Y-%m-%d')}, {os.cpu_count()} cores "
             "shared with others' work (load average after each run in the table; it slows "
             "the runs, not their memory). One `map_region` run per size "

@@ -319,3 +319,20 @@ def test_windowed_vectorize_joins_one_object_cut_by_every_seam() -> None:
     assert got.geometry.is_valid.all()
     ring = got.loc[got["n_pixels"] == 256].geometry.iloc[0]
     assert len(ring.interiors) == 1  # the hole is kept: pieces are unioned, not hulled
+
+
+def test_a_windows_parts_tell_dask_their_size() -> None:
+    """The parts a vectorise window keeps for the seam join count in Dask's memory accounting
+    (the map-run memory traces read it): their arrays' bytes and their pieces' vertices."""
+    from dask.sizeof import sizeof
+
+    from arctic_rts.vectorize import _window_parts
+
+    prob = np.zeros((64, 64), dtype=np.float32)
+    prob[10:30, 10:30] = 0.9
+    prob[40:60, 5:25] = 0.8
+    parts = _window_parts(prob, (0, 0, 0, 0), (0, 0), (64, 64), 0.5, VectorizeConfig())
+    arrays = sum(v.nbytes for v in vars(parts).values() if isinstance(v, np.ndarray))
+    vertices = int(shapely.get_num_coordinates(np.asarray(parts.geoms, dtype=object)).sum())
+    assert len(parts.geoms) == 2 and vertices >= 8
+    assert sizeof(parts) >= arrays + 16 * vertices
