@@ -516,10 +516,8 @@ def http_bench(args: argparse.Namespace) -> list[str]:
     cogs = full_size_cogs(args.cogs)
     rows = []
     with serve_folder(cogs, latency_s=args.latency) as (url, traffic):
-        ranks = list(range(len(HTTP_SETTINGS)))
-        if args.http_settings:
-            ranks = args.http_settings
         names = list(HTTP_SETTINGS)
+        ranks = args.http_settings or range(len(names))
         for r in range(args.rounds):
             for window in args.windows:
                 for k in ranks:

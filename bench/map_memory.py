@@ -122,7 +122,7 @@ def map_peak(
     model = resolve_weights(bundled_weights())
     config = MapConfig(
         cluster=ClusterConfig(gpu="no", threads_per_worker=threads),
-        predict=PredictConfig(tile_size=tile_size or PredictConfig().tile_size),
+        predict=PredictConfig() if tile_size is None else PredictConfig(tile_size=tile_size),
         # the scene's files lie beside its item folder, not in it
         load=LoadConfig(asset_roots=(str(stac.parent),)),
     )
