@@ -273,6 +273,7 @@ def map_scenes(
 
     from arctic_rts.cluster import gpu_workers, task_error
     from arctic_rts.progress import PROGRESS_TOPIC, StageProgress
+    from arctic_rts.worker_plugins import prepare_workers
 
     # Graph optimisation (fusion) drops the model tasks' GPU resource annotation.
     optimize = not gpu_workers(client)
@@ -340,6 +341,7 @@ def map_scenes(
     # replaces this run's handler, so this run's tiles are no longer counted (its scenes still
     # finish and report as usual).
     client.subscribe_topic(PROGRESS_TOPIC, stages.event)
+    prepare_workers(client)
     try:
         with console or contextlib.nullcontext():
             submit_next()

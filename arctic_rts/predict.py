@@ -531,13 +531,14 @@ class _InputGraph:
     its chunk is computed where the read task runs, when it runs, from the part and the
     values of the tasks it ``needs`` (tasks of the cluster, shared by every read).
 
-    The part is kept pickled. A worker keeps the arguments of a finished task for as long as a
-    task that depends on it is alive, and gated reads chain a scene's tasks (read, model,
-    done, a later read), so every read's arguments stayed on the worker until its scene ended:
-    a read's part of a stackstac graph is several hundred Python objects, and at 10980^2 px
-    the worker's memory grew through the scene by about the size of them all (the map run
-    memory rows of BENCHMARKS.md). Pickled, a part is one bytes object, compressed because
-    each part repeats what the scene's reads share (hrefs, GDAL options)."""
+    The part is kept pickled: one bytes object in the graph, on the scheduler and on the
+    worker, instead of the several hundred Python objects of a read's part of a stackstac
+    graph; compressed, because each part repeats what the scene's reads share (hrefs, GDAL
+    options). A worker keeps a finished task's arguments for as long as a task that depends on
+    it is on the worker, and a scene's tasks are chained (read, model, done, a later read, and
+    the vectorise windows' parts until the seam join), so on a worker without
+    :class:`~arctic_rts.worker_plugins.DropFinishedSpecs` every read's part stays until the
+    scene ends (the map run memory sections of BENCHMARKS.md)."""
 
     def __init__(self, graph: dict[Any, Any], key: Any, needs: Sequence[Any] = ()) -> None:
         import zlib

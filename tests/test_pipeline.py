@@ -125,6 +125,16 @@ def test_stand_in_model_is_the_ndvi_rule(weights: Path) -> None:
     np.testing.assert_array_less(0.99, prob[:, 2:])
 
 
+def test_the_map_run_drops_finished_task_definitions_on_its_workers(
+    mapped: MapResult, client: Any
+) -> None:
+    from arctic_rts.worker_plugins import DropFinishedSpecs
+
+    registered = client.run(lambda dask_worker: DropFinishedSpecs.name in dask_worker.plugins)
+    assert mapped.n_failed == 0
+    assert registered and all(registered.values())
+
+
 def test_inventory_is_a_valid_geopackage(mapped: MapResult) -> None:
     layers = dict(pyogrio.list_layers(mapped.out))
     assert set(layers) >= {f"rts_{YEAR}", "scenes", "runs", "layer_styles"}
