@@ -265,7 +265,9 @@ def map_scenes(
     here. ``area`` (a lon/lat geometry) limits each scene to the pixels over it, plus the halo
     and ``config.area_margin_m`` (see :func:`crop_to_area`). ``progress`` shows a bar of
     scenes; the stages inside each scene (model tiles done of total, vectorise) are logged
-    whatever ``progress`` says (see :class:`~arctic_rts.progress.StageProgress`).
+    whatever ``progress`` says (see :class:`~arctic_rts.progress.StageProgress`). The run
+    registers its worker plugins on the client's cluster, where they stay
+    (:func:`~arctic_rts.worker_plugins.prepare_workers`).
     """
     from distributed import as_completed
     from tqdm.auto import tqdm

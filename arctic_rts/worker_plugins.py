@@ -18,7 +18,8 @@ from typing import Any
 from distributed.diagnostics.plugin import WorkerPlugin
 
 #: The states after which a task's definition is not needed on the worker (its result is
-#: held, or it was let go); a task that is still running is "executing" or "cancelled".
+#: held, or it was let go); a task still running is "executing", "long-running", "cancelled"
+#: or "resumed", and a failed one ("error") keeps its definition for the error report.
 _FINISHED = frozenset({"memory", "released"})
 
 
