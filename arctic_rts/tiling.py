@@ -16,6 +16,7 @@ are reliable, which hides seams for models that are not exactly tiling-invariant
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
@@ -211,6 +212,28 @@ def block_windows(size: int, blocks: tuple[int, ...], halo: int) -> list[tuple[i
         lo, hi = max(0, start - halo), min(size, start + n + halo)
         out.append((lo, hi, start - lo, hi - start - n))
         start += n
+    return out
+
+
+def trailing_windows(
+    size: int, blocks: tuple[int, ...], halo: int
+) -> list[tuple[int, int, int, int]]:
+    """Windows along one axis whose cores are the blocks moved ``halo`` px on (the first one
+    longer, the last shorter; a last core of ``halo`` px or less joins the one before), as
+    :func:`block_windows` gives them: start, stop, context before and after. With its context
+    a window then lies in its own block and the next one (where blocks are longer than
+    ``2 * halo``), so a block is let go once the window that starts in it has run, not the
+    one after."""
+    cuts, start = [0], 0
+    for n in blocks[:-1]:
+        start += n
+        if start + halo < size:
+            cuts.append(start + halo)
+    cuts.append(size)
+    out = []
+    for core0, core1 in itertools.pairwise(cuts):
+        lo, hi = max(0, core0 - halo), min(size, core1 + halo)
+        out.append((lo, hi, core0 - lo, hi - core1))
     return out
 
 

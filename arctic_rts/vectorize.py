@@ -113,12 +113,14 @@ def vectorize_windows(
 ) -> Delayed:
     """:func:`vectorize` of a dask-backed probability map, lazily and one block at a time.
 
-    Every dask block of ``prob`` (with the few pixels of context that hysteresis, the opening
-    and the ``touches_invalid`` flag need from its neighbours) becomes one task that returns
-    its objects' pieces and the pixels along its borders; one last task joins the pieces cut
-    by block seams and measures the objects. A block's task receives its neighbours' whole
-    blocks (up to 9 blocks) and cuts its context from them, so what a task holds depends on the
-    block size, not on the scene's, and the result is the same GeoDataFrame that
+    Every dask block of ``prob``, moved on by the few pixels of context that hysteresis, the
+    opening and the ``touches_invalid`` flag need (:func:`~arctic_rts.tiling.trailing_windows`),
+    becomes one window task that returns its objects' pieces and the pixels along its borders;
+    one last task joins the pieces cut by window seams and measures the objects. A window's
+    task receives the whole blocks its window and context overlap (up to 4: its own block and
+    those after it) and cuts them, so what a task holds depends on the block size, not on the
+    scene's; a block is let go once the window that starts in it has run (about one row of
+    blocks held while the model goes on), and the result is the same GeoDataFrame that
     :func:`vectorize` gives for the whole array. ``optimize_graph=False`` keeps the model
     tasks' ``GPU`` resource annotation (see :func:`arctic_rts.cluster.as_delayed`).
 
@@ -128,7 +130,7 @@ def vectorize_windows(
     import dask
     import dask.array as dsa
 
-    from arctic_rts.tiling import axis_pieces, block_windows
+    from arctic_rts.tiling import axis_pieces, trailing_windows
 
     cut = _check(prob, threshold, config)
     if not isinstance(prob.data, dsa.Array):
@@ -141,8 +143,8 @@ def vectorize_windows(
     # context: 2 * opening radius (erosion, then dilation), at least 1 px (seams, NaN flags)
     halo = max(1, 2 * (config.opening_px or 0))
     ywins, xwins = (
-        block_windows(shape[0], arr.chunks[0], halo),
-        block_windows(shape[1], arr.chunks[1], halo),
+        trailing_windows(shape[0], arr.chunks[0], halo),
+        trailing_windows(shape[1], arr.chunks[1], halo),
     )
     window = dask.delayed(_window_task, pure=True)
     parts = []

@@ -6,7 +6,7 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from arctic_rts.tiling import FLOOR, Blender, blend_weights, tile_windows
+from arctic_rts.tiling import FLOOR, Blender, blend_weights, tile_windows, trailing_windows
 
 
 @st.composite
@@ -76,3 +76,27 @@ def test_without_ramp_tiles_paste_a_whole_array_back(
     for w in tile_windows(shape, window, halo, 0):
         blender.add(w, values[w.slices])
     np.testing.assert_allclose(blender.result(np.float64), values, rtol=0, atol=1e-12)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.integers(1, 40), min_size=1, max_size=8), st.integers(0, 6))
+def test_trailing_windows_tile_the_axis_and_reach_only_the_next_block(
+    blocks: list[int], halo: int
+) -> None:
+    """The cores tile the axis in order; each window is its core plus ``halo`` px of context
+    on each side (less at the axis' ends); and where blocks are longer than ``2 * halo`` a
+    window reaches no block before the one it starts in, and none after the next."""
+    size = sum(blocks)
+    windows = trailing_windows(size, tuple(blocks), halo)
+    edges = np.cumsum([0, *blocks])
+    core_end = 0
+    for lo, hi, before, after in windows:
+        core0, core1 = lo + before, hi - after
+        assert core0 == core_end < core1  # in order, no gap, not empty
+        assert (before, after) == (min(halo, core0), min(halo, size - core1))
+        core_end = core1
+        if min(blocks) > 2 * halo:
+            first = np.searchsorted(edges, lo, side="right") - 1  # the block the window starts in
+            last = np.searchsorted(edges, hi, side="left") - 1  # the block its last pixel is in
+            assert last - first <= 1
+    assert core_end == size
