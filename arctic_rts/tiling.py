@@ -203,16 +203,20 @@ def axis_pieces(chunks: tuple[int, ...], start: int, stop: int) -> list[tuple[in
     return out
 
 
+def _around(cuts: list[int], size: int, halo: int) -> list[tuple[int, int, int, int]]:
+    """Windows around the cores between successive ``cuts``: start and stop (core +- ``halo``,
+    within ``size``) and how much context to cut off before and after."""
+    out = []
+    for core0, core1 in itertools.pairwise(cuts):
+        lo, hi = max(0, core0 - halo), min(size, core1 + halo)
+        out.append((lo, hi, core0 - lo, hi - core1))
+    return out
+
+
 def block_windows(size: int, blocks: tuple[int, ...], halo: int) -> list[tuple[int, int, int, int]]:
     """Per output block along one axis: window start and stop (block +- halo, within the
     scene) and how much context to cut off before and after."""
-    out = []
-    start = 0
-    for n in blocks:
-        lo, hi = max(0, start - halo), min(size, start + n + halo)
-        out.append((lo, hi, start - lo, hi - start - n))
-        start += n
-    return out
+    return _around([0, *itertools.accumulate(blocks)], size, halo)
 
 
 def trailing_windows(
@@ -220,21 +224,11 @@ def trailing_windows(
 ) -> list[tuple[int, int, int, int]]:
     """Windows along one axis whose cores are the blocks moved ``halo`` px on (the first one
     longer, the last shorter; a last core of ``halo`` px or less joins the one before), as
-    :func:`block_windows` gives them: start, stop, context before and after. With its context
-    a window then lies in its own block and the next one (where blocks are longer than
-    ``2 * halo``), so a block is let go once the window that starts in it has run, not the
-    one after."""
-    cuts, start = [0], 0
-    for n in blocks[:-1]:
-        start += n
-        if start + halo < size:
-            cuts.append(start + halo)
-    cuts.append(size)
-    out = []
-    for core0, core1 in itertools.pairwise(cuts):
-        lo, hi = max(0, core0 - halo), min(size, core1 + halo)
-        out.append((lo, hi, core0 - lo, hi - core1))
-    return out
+    :func:`block_windows` gives them. With its context a window then lies in its own block and
+    the next one (where blocks are longer than ``2 * halo``), so a block is let go once the
+    window that starts in it has run, not the one after."""
+    inner = [edge + halo for edge in itertools.accumulate(blocks[:-1]) if edge + halo < size]
+    return _around([0, *inner, size], size, halo)
 
 
 def pad_to_multiple(size: int, multiple: int) -> int:

@@ -42,28 +42,27 @@ def _once_released(client: Any, key: str) -> dict[str, tuple[str, bool]]:
         time.sleep(0.05)
 
 
-def _chain(tag: str) -> tuple[Any, Any]:
-    """A task and one that depends on it, with keys of their own."""
+def _held_chain(client: Any, tag: str) -> tuple[Any, Any, dict[str, tuple[str, bool]]]:
+    """A task ``first-<tag>`` and one that depends on it, ``second-<tag>``, whose result the
+    cluster keeps: the first task, the kept result and the worker's tasks once the first
+    one's result is let go (:func:`_once_released`)."""
     first = dask.delayed(list, pure=True)(range(5), dask_key_name=f"first-{tag}")
-    return first, dask.delayed(_double, pure=True)(first, dask_key_name=f"second-{tag}")
+    second = dask.delayed(_double, pure=True)(first, dask_key_name=f"second-{tag}")
+    held = client.persist(second)
+    assert held.compute() == [0, 2, 4, 6, 8]
+    return first, held, _once_released(client, f"first-{tag}")
 
 
 def test_finished_tasks_keep_no_definition_on_the_worker(client: Any) -> None:
     """What Dask does without the plugin: a finished task whose dependent's result is held
     stays on the worker, definition and all; with it, no finished task keeps one."""
-    _, second = _chain("bare")
-    held = client.persist(second)
-    assert held.compute() == [0, 2, 4, 6, 8]
-    before = _once_released(client, "first-bare")
+    _, held, before = _held_chain(client, "bare")
     assert before["first-bare"] == ("released", True)
     assert before["second-bare"] == ("memory", True)
     del held
 
     client.register_plugin(DropFinishedSpecs())
-    _, second = _chain("dropped")
-    held = client.persist(second)
-    assert held.compute() == [0, 2, 4, 6, 8]
-    after = _once_released(client, "first-dropped")
+    _, _held, after = _held_chain(client, "dropped")  # kept: the result stays held
     assert after["first-dropped"] == ("released", False)
     assert after["second-dropped"] == ("memory", False)
 
@@ -72,9 +71,6 @@ def test_a_task_asked_for_again_runs_with_the_definition_sent_again(client: Any)
     """The worker still knows the released task whose definition was dropped; asked for it
     again, it runs it with the definition the scheduler sends with the request."""
     client.register_plugin(DropFinishedSpecs())
-    first, second = _chain("again")
-    held = client.persist(second)
-    assert held.compute() == [0, 2, 4, 6, 8]
-    state = _once_released(client, "first-again")
+    first, _held, state = _held_chain(client, "again")  # kept: the result stays held
     assert state["first-again"] == ("released", False)
     assert client.compute(first).result() == [0, 1, 2, 3, 4]
