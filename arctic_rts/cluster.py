@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from arctic_rts.config import ClusterConfig
 from arctic_rts.errors import ClusterError, ConfigError, WeightsError
+from arctic_rts.model_tasks import MODEL_TASKS_ENV, TORCH_THREADS_ENV, usable_cores
 
 if TYPE_CHECKING:
     import torch
@@ -39,63 +40,6 @@ _cache: dict[tuple[str, str, str], NormalizedModel] = {}
 _loads: dict[str, int] = {}
 _lock = threading.Lock()
 _allocator_tuned: bool | None = None
-
-
-#: Environment variable with the torch threads per model task in a worker process; ``connect``
-#: sets it for the workers it starts.
-TORCH_THREADS_ENV = "ARCTIC_RTS_TORCH_THREADS"
-
-
-def task_threads(concurrent_tasks: int) -> int | None:
-    """Torch (intra-op) threads for a model task run by the calling thread, or None to keep
-    the thread's own setting.
-
-    * :data:`TORCH_THREADS_ENV` set (workers started by :func:`connect`, deploy recipes): that.
-    * another distributed worker, or the calling program's main thread (the synchronous
-      scheduler): None.
-    * a thread of Dask's local threaded scheduler: the cores shared out over the model tasks
-      that can run at once (``concurrent_tasks``, at most the pool's ``num_workers``): model
-      tasks side by side on one torch thread each ran faster than one at a time on all of
-      them in ``bench/inference.py`` (the bare forward alone is not always faster so).
-    """
-    value = os.environ.get(TORCH_THREADS_ENV, "")
-    if value:
-        if value.isdigit() and int(value) >= 1:
-            return int(value)
-        _warn_threads_env(value)
-    if threading.current_thread() is threading.main_thread():
-        return None
-    from distributed import get_worker
-
-    try:
-        get_worker()
-        return None
-    except ValueError:
-        pass
-    import dask
-    from dask.system import CPU_COUNT
-
-    pool = int(dask.config.get("num_workers", None) or CPU_COUNT)
-    return max(1, _usable_cores() // max(1, min(pool, concurrent_tasks)))
-
-
-@functools.cache
-def _warn_threads_env(value: str) -> None:
-    """Warn once per process and value, not on every model task."""
-    logger.warning("ignoring %s=%r: not a positive integer", TORCH_THREADS_ENV, value)
-
-
-def use_task_threads(concurrent_tasks: int) -> None:
-    """Apply :func:`task_threads` to the calling thread. Torch keeps its thread count per
-    thread (set from the process-wide value at the thread's first parallel operation), so
-    this runs in every model task rather than once per process."""
-    n = task_threads(concurrent_tasks)
-    if n is None:
-        return
-    import torch
-
-    if torch.get_num_threads() != n:
-        torch.set_num_threads(n)
 
 
 #: glibc malloc settings for processes that run the model. By default glibc hands every
@@ -357,16 +301,9 @@ def release_free_memory() -> bool:
     return True
 
 
-def _usable_cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
-
-
 def local_workers(config: ClusterConfig) -> int:
     """Worker processes of a local CPU cluster: ``config.n_workers``, or one per two cores."""
-    return config.n_workers or max(1, _usable_cores() // 2)
+    return config.n_workers or max(1, usable_cores() // 2)
 
 
 def worker_threads(config: ClusterConfig, n_workers: int) -> int:
@@ -374,16 +311,23 @@ def worker_threads(config: ClusterConfig, n_workers: int) -> int:
     out over ``n_workers`` (at least 1)."""
     if config.threads_per_worker is not None:
         return config.threads_per_worker
-    return max(1, _usable_cores() // n_workers)
+    return max(1, usable_cores() // n_workers)
+
+
+def concurrent_model_tasks(config: ClusterConfig, n_workers: int) -> int:
+    """Model tasks that run at once in one local CPU worker: ``config.model_tasks_per_worker``
+    (None: one per thread), at most :func:`worker_threads`."""
+    threads = worker_threads(config, n_workers)
+    return min(config.model_tasks_per_worker or threads, threads)
 
 
 def torch_threads(config: ClusterConfig, n_workers: int) -> int:
     """Torch threads per model task: ``config.torch_threads``, or this host's cores shared out
-    over ``n_workers`` x :func:`worker_threads` concurrent tasks (at least 1), so that
+    over ``n_workers`` x :func:`concurrent_model_tasks` concurrent tasks (at least 1), so that
     tasks never oversubscribe the cores and no core is left idle."""
     if config.torch_threads is not None:
         return config.torch_threads
-    return max(1, _usable_cores() // (n_workers * worker_threads(config, n_workers)))
+    return max(1, usable_cores() // (n_workers * concurrent_model_tasks(config, n_workers)))
 
 
 def get_model(ref: ModelRef, device: str | torch.device = "auto") -> NormalizedModel:
@@ -418,21 +362,6 @@ def get_model(ref: ModelRef, device: str | torch.device = "auto") -> NormalizedM
             _loads[ref.path] = _loads.get(ref.path, 0) + 1
             logger.info("loaded %s on %s in process %d", ref.path, dev, os.getpid())
     return model
-
-
-_device_locks: dict[str, threading.Lock] = {}
-
-
-def device_lock(device: torch.device) -> threading.Lock:
-    """One lock per GPU in this process: model tasks take turns on the device, while the
-    worker's other threads go on reading and vectorising.
-
-    This holds whatever the scheduler does with the ``GPU`` resource annotation (Dask's
-    low-level graph fusion drops layer annotations; see ``predict``).
-    """
-    key = str(device)
-    with _lock:
-        return _device_locks.setdefault(key, threading.Lock())
 
 
 def model_loads() -> dict[str, int]:
@@ -530,11 +459,11 @@ def connect(config: ClusterConfig | None = None) -> Client:
     * otherwise: a ``LocalCluster`` of worker processes (``config.n_workers``, default one
       per two cores) with :func:`worker_threads` threads each (default: the cores shared out).
 
-    Local workers give each model task :func:`torch_threads` torch threads: by default the
-    cores are shared out, so on 2 cores the default is 1 worker x 2 threads, each model task
-    on 1 torch thread (the fastest layout when a scene has enough blocks; the scaling rows of
-    BENCHMARKS.md compare it with 1 worker x 1 thread and 2 workers x 1 thread);
-    ``threads_per_worker=1`` gives 1 worker on 2. Their schedulers and workers run the
+    Local CPU workers run :func:`concurrent_model_tasks` model tasks at once (default one,
+    ``ClusterConfig.model_tasks_per_worker``), each on :func:`torch_threads` torch threads
+    (default: the worker's cores shared out over them), while their other threads read and
+    vectorise; on 2 cores the default is 1 worker x 2 threads, one model task at a time on
+    2 torch threads (``arctic_rts.model_tasks``). Their schedulers and workers run the
     periodic work of their event loops at the intervals of :func:`cluster_dask_config`.
 
     Clusters started here are closed when the returned client is closed.
@@ -617,7 +546,10 @@ def _start_local(config: ClusterConfig) -> Client:
         n_workers=n_workers,
         threads_per_worker=worker_threads(config, n_workers),
         processes=True,
-        env={TORCH_THREADS_ENV: str(torch_threads(config, n_workers))},
+        env={
+            TORCH_THREADS_ENV: str(torch_threads(config, n_workers)),
+            MODEL_TASKS_ENV: str(concurrent_model_tasks(config, n_workers)),
+        },
         dashboard_address=LOOPBACK_DASHBOARD,
         memory_limit=config.memory_limit,
         scheduler_kwargs={"allowed_failures": config.allowed_failures},

@@ -465,15 +465,21 @@ class ClusterConfig:
     scheduler: str | None = None
     #: Local worker processes (None: one per GPU, or one per 2 cores on CPU).
     n_workers: int | None = None
-    #: Threads per local worker (None: the cores shared out over the workers, so each model
-    #: task runs torch on one thread: measured faster than fewer tasks on more threads, see
-    #: BENCHMARKS.md; a GPU worker's other threads read and vectorise while it runs).
+    #: Threads per local worker (None: the cores shared out over the workers). Threads that
+    #: no model task holds read and vectorise, on GPU and CPU workers alike.
     threads_per_worker: int | None = None
+    #: Model tasks that run at once in one local CPU worker, each on the worker's cores shared
+    #: out over them (None: one per thread, each on its share). The default, one at a time on
+    #: all of the worker's cores as on a GPU, holds one window's activations per worker
+    #: instead of one per thread; on 2 cores a full tile's map run took about 5 % longer than
+    #: with two tasks side by side and its worker peaked 21 % lower (BENCHMARKS.md, map run
+    #: memory). Workers of an existing scheduler read ``ARCTIC_RTS_MODEL_TASKS`` instead.
+    model_tasks_per_worker: int | None = 1
     #: Use GPUs (LocalCUDACluster from the ``gpu`` extra) when visible: "auto", "yes", "no".
     gpu: str = "auto"
     #: Torch (intra-op) threads per model task in local workers; None shares this host's cores
-    #: out over all worker threads (at least 1). Workers of an existing scheduler read the
-    #: ``ARCTIC_RTS_TORCH_THREADS`` environment variable instead.
+    #: out over the model tasks that run at once (at least 1). Workers of an existing
+    #: scheduler read the ``ARCTIC_RTS_TORCH_THREADS`` environment variable instead.
     torch_threads: int | None = None
     #: Memory allocator of local workers: "auto" (mimalloc where the ``cmeel-mimalloc`` wheel
     #: is installed, a dependency on Linux; else glibc), "mimalloc" or "glibc" (its malloc
@@ -504,6 +510,10 @@ class ClusterConfig:
             )
         if self.n_workers is not None and self.n_workers < 1:
             raise ConfigError(f"n_workers must be at least 1, got {self.n_workers}.")
+        if self.model_tasks_per_worker is not None and self.model_tasks_per_worker < 1:
+            raise ConfigError(
+                f"model_tasks_per_worker must be at least 1, got {self.model_tasks_per_worker}."
+            )
         if self.torch_threads is not None and self.torch_threads < 1:
             raise ConfigError(f"torch_threads must be at least 1, got {self.torch_threads}.")
         if self.threads_per_worker is not None and self.threads_per_worker < 1:

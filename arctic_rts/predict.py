@@ -15,7 +15,6 @@ bottom/right edge is padded (reflect) to a multiple of 16.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import functools
 import importlib.util
@@ -35,17 +34,16 @@ from dask.highlevelgraph import HighLevelGraph, MaterializedLayer
 from arctic_rts.cluster import (
     GPU_RESOURCE,
     active_client,
-    device_lock,
     get_model,
     gpu_workers,
     release_free_memory,
-    use_task_threads,
 )
 from arctic_rts.config import PredictConfig
 from arctic_rts.errors import ConfigError
 from arctic_rts.model.halo import ALIGN, EXACT_HALO
 from arctic_rts.model.runners import backend_runner
 from arctic_rts.model.weights import ModelRef, NormalizedModel, Weights, check_bands
+from arctic_rts.model_tasks import model_turn, use_task_threads
 from arctic_rts.tiling import (
     Blender,
     aligned_chunks,
@@ -186,7 +184,7 @@ def _probabilities(batch: torch.Tensor, models: list[Any], config: PredictConfig
         net, device = _resolve(spec, config)
         on_gpu = device.type == "cuda"
         bf16 = config.precision == "bf16" or (config.precision == "auto" and on_gpu)
-        with device_lock(device) if on_gpu else contextlib.nullcontext():
+        with model_turn(device):
             x = x_cpu.to(device, non_blocking=True)
             if not isinstance(net, NormalizedModel) and not isinstance(spec, ModelRef):
                 x = torch.nan_to_num(x, nan=0.0)  # stand-in models get the normalized band mean
@@ -271,7 +269,7 @@ def _predict_window(
 ) -> np.ndarray:
     """Probability of one block from the pieces of its window (the block and ``halo`` px of
     context where the scene goes on); the context is cut off again. ``tasks``: model tasks in
-    the graph (how many could run at once, for :func:`~arctic_rts.cluster.use_task_threads`).
+    the graph (how many could run at once, for :func:`~arctic_rts.model_tasks.use_task_threads`).
     ``report``: ``(topic, label, tiles)`` of a progress event (see :func:`predict`)."""
     use_task_threads(tasks)
     window, invalid = _assemble(pieces)
@@ -654,7 +652,7 @@ def predict(
             without holding the probabilities.
 
     Without a distributed Client, Dask's threaded scheduler runs the model tasks side by side,
-    each on its share of the cores (:func:`~arctic_rts.cluster.use_task_threads`); the
+    each on its share of the cores (:func:`~arctic_rts.model_tasks.use_task_threads`); the
     synchronous scheduler runs them one after the other on the caller's torch threads.
 
     Returns:

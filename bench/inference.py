@@ -368,9 +368,14 @@ def monai_loop(
 
 @contextlib.contextmanager
 def cluster(
-    n_workers: int, threads: int | None, torch_threads: int | None = None, allocator: str = "auto"
+    n_workers: int,
+    threads: int | None,
+    torch_threads: int | None = None,
+    allocator: str = "auto",
+    model_tasks: int | None = 1,
 ) -> Iterator[Any]:
-    """A fresh LocalCluster (fresh worker processes: their peak RSS starts from nothing)."""
+    """A fresh LocalCluster (fresh worker processes: their peak RSS starts from nothing);
+    ``model_tasks`` per worker at once (None: one per thread)."""
     import distributed  # noqa: F401  (its config defaults must be loaded before config.set)
 
     from arctic_rts.cluster import connect
@@ -381,6 +386,7 @@ def cluster(
         gpu="no",
         torch_threads=torch_threads,
         allocator=allocator,
+        model_tasks_per_worker=model_tasks,
     )
     with (
         dask.config.set({"distributed.worker.memory.terminate": False}),
@@ -466,8 +472,9 @@ def cluster_rates(
     rounds: int,
 ) -> list[tuple[float, list[int], float]]:
     """Predict on one LocalCluster per ``(workers, threads, torch threads per task)`` layout,
-    all alive at once (models loaded, one warm-up run each), timed in ``rounds`` alternating
-    rounds: drift of the machine's other load lands on every layout alike, not in the ratio.
+    one model task per thread (side by side), all alive at once (models loaded, one warm-up
+    run each), timed in ``rounds`` alternating rounds: drift of the machine's other load lands
+    on every layout alike, not in the ratio.
     Per layout: best Mpx/s, and the model tasks per worker and concurrency of that run."""
     from distributed import get_task_stream
 
@@ -478,7 +485,9 @@ def cluster_rates(
     with contextlib.ExitStack() as stack:
         clients = []
         for n_workers, threads, torch_threads in layouts:
-            client = stack.enter_context(cluster(n_workers, threads, torch_threads=torch_threads))
+            client = stack.enter_context(
+                cluster(n_workers, threads, torch_threads=torch_threads, model_tasks=None)
+            )
             client.run(get_model, ref, "cpu")
             stream(client, predict(da, ref, config))  # warm: allocator, imports
             clients.append(client)
@@ -1252,14 +1261,21 @@ def _cluster_rows(b: Bench, whole: dict[str, np.ndarray], monai_rates: dict[str,
     real = b.real_scene
     px = b.real_scene.sizes["y"] ** 2 / 1e6
     tif = write_geotiff(real, tmp / "real.tif")
-    from arctic_rts.cluster import get_model, local_workers, torch_threads, worker_threads
+    from arctic_rts.cluster import (
+        concurrent_model_tasks,
+        get_model,
+        local_workers,
+        torch_threads,
+        worker_threads,
+    )
 
     layout = ClusterConfig(gpu="no")
     n_default = local_workers(layout)
     default_layout = (
         f"the default local cluster ({n_default} worker x "
         f"{worker_threads(layout, n_default)} threads, "
-        f"{torch_threads(layout, n_default)} torch thread per task)"
+        f"{concurrent_model_tasks(layout, n_default)} model task at a time per worker on "
+        f"{torch_threads(layout, n_default)} torch threads)"
     )
     with cluster(n_default, None) as client:
         client.run(get_model, ref, "cpu")

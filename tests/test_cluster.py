@@ -27,18 +27,17 @@ from distributed.diagnostics.plugin import SchedulerPlugin
 import arctic_rts.cluster
 from arctic_rts.cluster import (
     QUIET_DASK_CONFIG,
-    TORCH_THREADS_ENV,
     WORKER_ENV,
     as_delayed,
     clear_model_cache,
     cluster_dask_config,
+    concurrent_model_tasks,
     connect,
     get_model,
     mimalloc_library,
     model_loads,
     release_free_memory,
     startup_environ,
-    task_threads,
     torch_threads,
     tune_allocator,
     under_mimalloc,
@@ -49,6 +48,7 @@ from arctic_rts.cluster import (
 from arctic_rts.config import ClusterConfig, PredictConfig
 from arctic_rts.errors import ConfigError, WeightsError
 from arctic_rts.model import ModelRef, UNet, load_model, save_weights
+from arctic_rts.model_tasks import MODEL_TASKS_ENV, TORCH_THREADS_ENV, model_turn, task_threads
 from arctic_rts.predict import predict
 
 BANDS = ["B03", "B04", "B08"]
@@ -518,6 +518,86 @@ def test_two_worker_processes_run_model_tasks_at_the_same_time(
     assert overlapping, spans  # ... and at the same time
 
 
+def _model_spans(
+    config: ClusterConfig, tmp_path: Path
+) -> tuple[dict[str, str | None], list[tuple[float, float, int]]]:
+    """Run 4 model tasks (a 256^2 scene in 128 px tiles) with a stand-in that sleeps and logs
+    its start, end and torch threads, on a fresh cluster of ``config``; the workers'
+    :data:`MODEL_TASKS_ENV` and the logged spans."""
+
+    def sleepy(x: torch.Tensor) -> torch.Tensor:
+        # Sleeping, not computing: concurrency shows even on a loaded machine.
+        import time
+
+        start = time.time()
+        time.sleep(0.4)
+        with open(tmp_path / "spans.log", "a") as log:
+            log.write(f"{start} {time.time()} {torch.get_num_threads()}\n")
+        return x[:, :1]
+
+    with connect(config) as client:
+        env = client.run(lambda: os.environ.get(MODEL_TASKS_ENV))
+        prob = predict(_scene(7, size=256), sleepy, PredictConfig(tile_size=128, halo=32))
+        assert np.isfinite(client.compute(prob.data, sync=True)[20:, 30:]).all()
+    lines = (tmp_path / "spans.log").read_text().splitlines()
+    spans = [(float(a), float(b), int(n)) for a, b, n in (line.split() for line in lines)]
+    return env, spans
+
+
+def _overlaps(spans: list[tuple[float, float, int]]) -> int:
+    return sum(
+        1 for i, a in enumerate(spans) for b in spans[i + 1 :] if a[0] < b[1] and b[0] < a[1]
+    )
+
+
+@pytest.mark.slow
+def test_a_cpu_worker_runs_one_model_task_at_a_time_on_all_its_cores(tmp_path: Path) -> None:
+    config = ClusterConfig(n_workers=1, threads_per_worker=2, gpu="no")
+    env, spans = _model_spans(config, tmp_path)
+    assert set(env.values()) == {"1"}
+    assert len(spans) == 4
+    assert _overlaps(spans) == 0, spans  # two threads, yet the model tasks took turns
+    assert {n for _, _, n in spans} == {torch_threads(config, 1)} == {len(os.sched_getaffinity(0))}
+
+
+@pytest.mark.slow
+def test_model_tasks_run_side_by_side_when_asked(tmp_path: Path) -> None:
+    config = ClusterConfig(n_workers=1, threads_per_worker=2, gpu="no", model_tasks_per_worker=2)
+    env, spans = _model_spans(config, tmp_path)
+    assert set(env.values()) == {"2"}
+    assert len(spans) == 4 and _overlaps(spans) > 0, spans
+
+
+def test_model_turn_limits_cpu_tasks_as_the_environment_says(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    import contextlib
+    import threading
+
+    cpu = torch.device("cpu")
+    monkeypatch.delenv(MODEL_TASKS_ENV, raising=False)
+    assert isinstance(model_turn(cpu), contextlib.nullcontext)  # no limit
+    monkeypatch.setenv(MODEL_TASKS_ENV, "1")
+    turn = model_turn(cpu)
+    assert model_turn(cpu) is turn  # one per process: every task waits on the same
+    with turn:
+        other = threading.Thread(
+            target=lambda: turn.__enter__() and turn.__exit__(None, None, None)
+        )
+        other.start()
+        other.join(timeout=0.3)
+        assert other.is_alive()  # the second task waits for the first one's turn
+    other.join(timeout=5)
+    assert not other.is_alive()
+    monkeypatch.setenv(MODEL_TASKS_ENV, "0")
+    with caplog.at_level("WARNING"):
+        assert isinstance(model_turn(cpu), contextlib.nullcontext)
+    assert MODEL_TASKS_ENV in caplog.text
+    # GPUs: one lock per device, whatever the variable says
+    assert model_turn(torch.device("cuda", 0)) is model_turn(torch.device("cuda", 0))
+    assert model_turn(torch.device("cuda", 0)) is not model_turn(torch.device("cuda", 1))
+
+
 def test_task_threads_env_main_thread_and_local_pool(monkeypatch: pytest.MonkeyPatch) -> None:
     import threading
 
@@ -567,7 +647,21 @@ def test_local_worker_threads_share_out_the_cores() -> None:
     cores = len(os.sched_getaffinity(0))
     assert worker_threads(ClusterConfig(), 1) == cores
     assert worker_threads(ClusterConfig(threads_per_worker=3), 1) == 3
-    assert torch_threads(ClusterConfig(), 1) == 1  # one torch thread per concurrent task
+    # by default one model task at a time per worker, on all of its cores
+    assert concurrent_model_tasks(ClusterConfig(), 1) == 1
+    assert torch_threads(ClusterConfig(), 1) == cores
+    assert torch_threads(ClusterConfig(), 2) == max(1, cores // 2)
+    # one model task per thread, each on its share of the cores
+    side_by_side = ClusterConfig(model_tasks_per_worker=None, threads_per_worker=4)
+    assert concurrent_model_tasks(side_by_side, 1) == 4
+    assert torch_threads(side_by_side, 1) == max(1, cores // 4)
+    # never more tasks at once than threads
+    assert (
+        concurrent_model_tasks(ClusterConfig(model_tasks_per_worker=8, threads_per_worker=2), 1)
+        == 2
+    )
     assert torch_threads(ClusterConfig(threads_per_worker=1), 1) == cores
+    with pytest.raises(ConfigError, match="model_tasks_per_worker"):
+        ClusterConfig(model_tasks_per_worker=0)
     with pytest.raises(ConfigError, match="threads_per_worker"):
         ClusterConfig(threads_per_worker=0)
