@@ -473,7 +473,8 @@ class ClusterConfig:
     #: all of the worker's cores as on a GPU, holds one window's activations per worker
     #: instead of one per thread; on 2 cores a full tile's map run took about 5 % longer than
     #: with two tasks side by side and its worker peaked 21 % lower (BENCHMARKS.md, map run
-    #: memory). Workers of an existing scheduler read ``ARCTIC_RTS_MODEL_TASKS`` instead.
+    #: memory). A model task waiting for its turn holds a thread, so with many threads per
+    #: worker raise this too. Workers of an existing scheduler read ``ARCTIC_RTS_MODEL_TASKS``.
     model_tasks_per_worker: int | None = 1
     #: Use GPUs (LocalCUDACluster from the ``gpu`` extra) when visible: "auto", "yes", "no".
     gpu: str = "auto"
