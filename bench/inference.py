@@ -372,10 +372,10 @@ def cluster(
     threads: int | None,
     torch_threads: int | None = None,
     allocator: str = "auto",
-    model_tasks: int | None = 1,
+    side_by_side: bool = False,
 ) -> Iterator[Any]:
     """A fresh LocalCluster (fresh worker processes: their peak RSS starts from nothing);
-    ``model_tasks`` per worker at once (None: one per thread)."""
+    ``side_by_side``: one model task per thread instead of the default number at once."""
     import distributed  # noqa: F401  (its config defaults must be loaded before config.set)
 
     from arctic_rts.cluster import connect
@@ -386,8 +386,9 @@ def cluster(
         gpu="no",
         torch_threads=torch_threads,
         allocator=allocator,
-        model_tasks_per_worker=model_tasks,
     )
+    if side_by_side:
+        config = dataclasses.replace(config, model_tasks_per_worker=None)
     with (
         dask.config.set({"distributed.worker.memory.terminate": False}),
         connect(config) as client,
@@ -486,7 +487,7 @@ def cluster_rates(
         clients = []
         for n_workers, threads, torch_threads in layouts:
             client = stack.enter_context(
-                cluster(n_workers, threads, torch_threads=torch_threads, model_tasks=None)
+                cluster(n_workers, threads, torch_threads=torch_threads, side_by_side=True)
             )
             client.run(get_model, ref, "cpu")
             stream(client, predict(da, ref, config))  # warm: allocator, imports

@@ -482,14 +482,16 @@ def test_map_scenes_model_tasks_reach_the_scheduler_asking_for_a_gpu(
     assert others and not any(others)
 
 
-def _torch_threads_env() -> str | None:
-    return os.environ.get(TORCH_THREADS_ENV)
+Span = tuple[int, float, float, int]
 
 
-@pytest.mark.slow
-def test_two_worker_processes_run_model_tasks_at_the_same_time(
-    ref: ModelRef, tmp_path: Path
-) -> None:
+def _model_spans(
+    config: ClusterConfig, tmp_path: Path, tile: int = 128
+) -> tuple[dict[str, tuple[str | None, str | None]], list[Span]]:
+    """Model tasks over a 256^2 scene in ``tile`` px tiles on a fresh cluster of ``config``,
+    run by a stand-in that sleeps and logs its process, start, end and torch threads: each
+    worker's (:data:`MODEL_TASKS_ENV`, :data:`TORCH_THREADS_ENV`) and the logged spans."""
+
     def sleepy(x: torch.Tensor) -> torch.Tensor:
         # Sleeping, not computing: concurrency shows even on a loaded machine.
         import os
@@ -497,59 +499,43 @@ def test_two_worker_processes_run_model_tasks_at_the_same_time(
 
         start = time.time()
         time.sleep(0.3)
-        with open(tmp_path / f"{os.getpid()}.log", "a") as log:
-            log.write(f"{start} {time.time()} {torch.get_num_threads()}\n")
-        return x[:, :1]
-
-    config = ClusterConfig(n_workers=2, threads_per_worker=1, gpu="no")
-    with connect(config) as client:
-        env = client.run(_torch_threads_env)
-        prob = predict(_scene(5, size=256), sleepy, PredictConfig(tile_size=64, halo=32))
-        assert np.isfinite(client.compute(prob.data, sync=True)[20:, 30:]).all()
-    assert set(env.values()) == {str(torch_threads(config, 2))}
-    records = {
-        int(p.stem): [line.split() for line in p.read_text().splitlines()]
-        for p in tmp_path.glob("*.log")
-    }
-    # every model task ran torch on the threads its worker was started with
-    assert {int(r[2]) for rs in records.values() for r in rs} == {torch_threads(config, 2)}
-    spans = {pid: [(float(r[0]), float(r[1])) for r in rs] for pid, rs in records.items()}
-    assert len(spans) == 2, spans  # both worker processes ran model tasks
-    assert sum(len(s) for s in spans.values()) == 16  # 4 x 4 blocks, one model call each
-    first, second = spans.values()
-    overlapping = [(a, b) for a in first for b in second if a[0] < b[1] and b[0] < a[1]]
-    assert overlapping, spans  # ... and at the same time
-
-
-def _model_spans(
-    config: ClusterConfig, tmp_path: Path
-) -> tuple[dict[str, str | None], list[tuple[float, float, int]]]:
-    """Run 4 model tasks (a 256^2 scene in 128 px tiles) with a stand-in that sleeps and logs
-    its start, end and torch threads, on a fresh cluster of ``config``; the workers'
-    :data:`MODEL_TASKS_ENV` and the logged spans."""
-
-    def sleepy(x: torch.Tensor) -> torch.Tensor:
-        # Sleeping, not computing: concurrency shows even on a loaded machine.
-        import time
-
-        start = time.time()
-        time.sleep(0.4)
         with open(tmp_path / "spans.log", "a") as log:
-            log.write(f"{start} {time.time()} {torch.get_num_threads()}\n")
+            log.write(f"{os.getpid()} {start} {time.time()} {torch.get_num_threads()}\n")
         return x[:, :1]
 
     with connect(config) as client:
-        env = client.run(lambda: os.environ.get(MODEL_TASKS_ENV))
-        prob = predict(_scene(7, size=256), sleepy, PredictConfig(tile_size=128, halo=32))
+        env = client.run(
+            lambda: (os.environ.get(MODEL_TASKS_ENV), os.environ.get(TORCH_THREADS_ENV))
+        )
+        prob = predict(_scene(5, size=256), sleepy, PredictConfig(tile_size=tile, halo=32))
         assert np.isfinite(client.compute(prob.data, sync=True)[20:, 30:]).all()
     lines = (tmp_path / "spans.log").read_text().splitlines()
-    spans = [(float(a), float(b), int(n)) for a, b, n in (line.split() for line in lines)]
+    spans = [(int(p), float(a), float(b), int(n)) for p, a, b, n in (ln.split() for ln in lines)]
     return env, spans
 
 
-def _overlaps(spans: list[tuple[float, float, int]]) -> int:
+@pytest.mark.slow
+def test_two_worker_processes_run_model_tasks_at_the_same_time(
+    ref: ModelRef, tmp_path: Path
+) -> None:
+    config = ClusterConfig(n_workers=2, threads_per_worker=1, gpu="no")
+    env, spans = _model_spans(config, tmp_path, tile=64)
+    assert {threads for _, threads in env.values()} == {str(torch_threads(config, 2))}
+    # every model task ran torch on the threads its worker was started with
+    assert {n for *_, n in spans} == {torch_threads(config, 2)}
+    by_pid: dict[int, list[Span]] = {}
+    for span in spans:
+        by_pid.setdefault(span[0], []).append(span)
+    assert len(by_pid) == 2, spans  # both worker processes ran model tasks
+    assert len(spans) == 16  # 4 x 4 blocks, one model call each
+    first, second = by_pid.values()
+    assert _overlaps(first + second) > _overlaps(first) + _overlaps(second), spans  # ... at once
+
+
+def _overlaps(spans: list[Span]) -> int:
+    """Pairs of spans that overlap in time."""
     return sum(
-        1 for i, a in enumerate(spans) for b in spans[i + 1 :] if a[0] < b[1] and b[0] < a[1]
+        1 for i, a in enumerate(spans) for b in spans[i + 1 :] if a[1] < b[2] and b[1] < a[2]
     )
 
 
@@ -557,17 +543,17 @@ def _overlaps(spans: list[tuple[float, float, int]]) -> int:
 def test_a_cpu_worker_runs_one_model_task_at_a_time_on_all_its_cores(tmp_path: Path) -> None:
     config = ClusterConfig(n_workers=1, threads_per_worker=2, gpu="no")
     env, spans = _model_spans(config, tmp_path)
-    assert set(env.values()) == {"1"}
+    assert {tasks for tasks, _ in env.values()} == {"1"}
     assert len(spans) == 4
     assert _overlaps(spans) == 0, spans  # two threads, yet the model tasks took turns
-    assert {n for _, _, n in spans} == {torch_threads(config, 1)} == {len(os.sched_getaffinity(0))}
+    assert {n for *_, n in spans} == {torch_threads(config, 1)} == {len(os.sched_getaffinity(0))}
 
 
 @pytest.mark.slow
 def test_model_tasks_run_side_by_side_when_asked(tmp_path: Path) -> None:
     config = ClusterConfig(n_workers=1, threads_per_worker=2, gpu="no", model_tasks_per_worker=2)
     env, spans = _model_spans(config, tmp_path)
-    assert set(env.values()) == {"2"}
+    assert {tasks for tasks, _ in env.values()} == {"2"}
     assert len(spans) == 4 and _overlaps(spans) > 0, spans
 
 
