@@ -49,7 +49,7 @@ import arctic_rts.inventory_run as inventory_run  # noqa: E402
 import arctic_rts.manifest as manifest  # noqa: E402
 import arctic_rts.merge as merge  # noqa: E402
 import arctic_rts.pipeline as pipeline  # noqa: E402
-from arctic_rts.cluster import local_workers  # noqa: E402
+from arctic_rts.cluster import concurrent_model_tasks, local_workers  # noqa: E402
 from arctic_rts.config import (  # noqa: E402
     ClusterConfig,
     InventoryRunConfig,
@@ -234,6 +234,7 @@ def one_run(items: list[Path], bbox: list[float], folder: Path) -> dict[str, Any
         "wall": wall,
         "threads": threads,
         "workers": len(info),
+        "model_tasks": concurrent_model_tasks(cfg.map.cluster, len(info)),
         "computed": year.n_computed,
         "failed": len(year.failed),
         "polygons": year.n_polygons,
@@ -356,7 +357,9 @@ def write(runs: list[dict[str, Any]], args: argparse.Namespace) -> None:
         f"{args.size}^2 px demo scene copied to N MGRS tiles of their own (real COGs, no "
         "overlap), one `run_inventory` per N (the call behind `arctic-rts inventory run`), "
         f"bundled demo model, default local cluster ({last['workers']} worker x "
-        f"{last['threads'] // last['workers']} threads), whole scenes, fresh GeoPackage and "
+        f"{last['threads'] // last['workers']} threads, {last['model_tasks']} model "
+        f"task{'s' if last['model_tasks'] > 1 else ''} at a time per worker), whole scenes, "
+        "fresh GeoPackage and "
         "work folder. Failed scenes: "
         f"{', '.join(str(r['failed']) for r in runs)}.",
         "",
