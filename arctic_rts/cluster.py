@@ -65,14 +65,15 @@ ALLOCATOR_ENV: dict[str, str] = {
 #: unless ``ClusterConfig(allocator="glibc")``; it cannot be loaded into a process that
 #: already runs.
 MIMALLOC_DIST = "cmeel-mimalloc"
-#: mimalloc settings for workers: freed memory goes back to the OS at once. With a delay (30 s
-#: was tried, so that a window's activations would be reused by the next window instead of
-#: being faulted in again), a map run with two model tasks per worker kept the memory freed by
-#: one task's activations and reads resident while the other allocated its own, and the
-#: worker's peak grew with the run's length (the map run memory rows of BENCHMARKS.md). No
-#: transparent huge pages: with them a map run's worker peaked higher at every scene size and
-#: ran slower (BENCHMARKS.md, "Map run memory: transparent huge pages").
-MIMALLOC_ENV: dict[str, str] = {"MIMALLOC_PURGE_DELAY": "0", "MIMALLOC_ALLOW_THP": "0"}
+#: mimalloc settings for workers. Freed memory goes back to the OS after 100 ms: a model task
+#: that follows another within that time reuses its activations' pages instead of faulting
+#: them in again (handing them back at once made map runs about 1.3x as long here), while a
+#: longer delay keeps more of what reads and other tasks freed resident (30 s made a worker's
+#: peak grow with the run's length when two model tasks ran side by side). No transparent huge
+#: pages: with them a map run's worker peaked higher at every scene size and ran slower.
+#: Both measured in BENCHMARKS.md ("Map run speed: mimalloc's purge delay", "Map run memory:
+#: transparent huge pages").
+MIMALLOC_ENV: dict[str, str] = {"MIMALLOC_PURGE_DELAY": "100", "MIMALLOC_ALLOW_THP": "0"}
 #: GDAL's cache of decoded raster blocks, in MiB, per worker process. The reads of a scene
 #: share its open files (:func:`arctic_rts.predict.predict`), whose decoded tiles stay in this
 #: cache while the scene runs; GDAL's default (5 % of the machine's memory, per process)
