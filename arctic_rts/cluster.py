@@ -67,12 +67,11 @@ ALLOCATOR_ENV: dict[str, str] = {
 MIMALLOC_DIST = "cmeel-mimalloc"
 #: mimalloc settings for workers. Freed memory goes back to the OS after 100 ms: a model task
 #: that follows another within that time reuses its activations' pages instead of faulting
-#: them in again (handing them back at once made map runs about 1.3x as long here), while a
-#: longer delay keeps more of what reads and other tasks freed resident (30 s made a worker's
-#: peak grow with the run's length when two model tasks ran side by side). No transparent huge
-#: pages: with them a map run's worker peaked higher at every scene size and ran slower.
-#: Both measured in BENCHMARKS.md ("Map run speed: mimalloc's purge delay", "Map run memory:
-#: transparent huge pages").
+#: them in again (handing them back at once made map runs much slower), while a longer delay
+#: keeps more of what reads and other tasks freed resident (a 30 s delay made a worker's peak
+#: grow with the run's length). No transparent huge pages: with them a map run's worker peaked
+#: higher and ran slower. Both measured in BENCHMARKS.md ("Map run speed: mimalloc's purge
+#: delay", "Map run memory: transparent huge pages").
 MIMALLOC_ENV: dict[str, str] = {"MIMALLOC_PURGE_DELAY": "100", "MIMALLOC_ALLOW_THP": "0"}
 #: GDAL's cache of decoded raster blocks, in MiB, per worker process. The reads of a scene
 #: share its open files (:func:`arctic_rts.predict.predict`), whose decoded tiles stay in this

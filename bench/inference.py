@@ -396,6 +396,17 @@ def cluster(
         yield client
 
 
+def model_tasks_at_once(client: Any) -> int:
+    """Model tasks that run at once in one worker of ``client``'s cluster, as its workers were
+    started (:data:`MODEL_TASKS_ENV`; unset: one per thread): the layout that ran, not the one
+    a config asked for."""
+    from arctic_rts.model_tasks import MODEL_TASKS_ENV
+
+    env = client.run(lambda: os.environ.get(MODEL_TASKS_ENV))
+    threads = {a: w["nthreads"] for a, w in client.scheduler_info()["workers"].items()}
+    return max(int(v) if v else threads[k] for k, v in env.items())
+
+
 def _fill(seed: int, block_info: dict[Any, Any] | None = None) -> np.ndarray:
     """One block of a synthetic reflectance scene, made where it is needed (a root task)."""
     assert block_info is not None

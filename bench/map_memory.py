@@ -38,10 +38,10 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(Path(__file__).parent)]
 
-from inference import MIB, _rss, _vm_hwm, cluster  # noqa: E402
+from inference import MIB, _rss, _vm_hwm, cluster, model_tasks_at_once  # noqa: E402
 from report import rewrite_section  # noqa: E402
 
-from arctic_rts.cluster import concurrent_model_tasks, local_workers  # noqa: E402
+from arctic_rts.cluster import local_workers  # noqa: E402
 from arctic_rts.config import ClusterConfig, LoadConfig, MapConfig, PredictConfig  # noqa: E402
 from arctic_rts.demo import generate_demo  # noqa: E402
 from arctic_rts.model.weights import bundled_weights, resolve_weights  # noqa: E402
@@ -158,7 +158,7 @@ def map_peak(
         peak = max(client.run(_vm_hwm).values())
         workers = len(client.scheduler_info()["workers"])
         threads = sum(w["nthreads"] for w in client.scheduler_info()["workers"].values())
-        tasks = concurrent_model_tasks(config.cluster, workers)
+        tasks = model_tasks_at_once(client)
     return {
         "peak_mib": peak / MIB,
         "idle_mib": idle / MIB,

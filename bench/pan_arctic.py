@@ -42,14 +42,14 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(Path(__file__).parent)]
 
-from inference import MIB, _rss, _vm_hwm, cluster  # noqa: E402
+from inference import MIB, _rss, _vm_hwm, cluster, model_tasks_at_once  # noqa: E402
 from report import rewrite_section  # noqa: E402
 
 import arctic_rts.inventory_run as inventory_run  # noqa: E402
 import arctic_rts.manifest as manifest  # noqa: E402
 import arctic_rts.merge as merge  # noqa: E402
 import arctic_rts.pipeline as pipeline  # noqa: E402
-from arctic_rts.cluster import concurrent_model_tasks, local_workers  # noqa: E402
+from arctic_rts.cluster import local_workers  # noqa: E402
 from arctic_rts.config import (  # noqa: E402
     ClusterConfig,
     InventoryRunConfig,
@@ -216,6 +216,7 @@ def one_run(items: list[Path], bbox: list[float], folder: Path) -> dict[str, Any
         with cluster(local_workers(cfg.map.cluster), None) as client:
             info = client.scheduler_info()["workers"]
             threads = sum(w["nthreads"] for w in info.values())
+            model_tasks = model_tasks_at_once(client)
             Path("/proc/self/clear_refs").write_text("5")
             base = _rss()
             t0 = time.perf_counter()
@@ -234,7 +235,7 @@ def one_run(items: list[Path], bbox: list[float], folder: Path) -> dict[str, Any
         "wall": wall,
         "threads": threads,
         "workers": len(info),
-        "model_tasks": concurrent_model_tasks(cfg.map.cluster, len(info)),
+        "model_tasks": model_tasks,
         "computed": year.n_computed,
         "failed": len(year.failed),
         "polygons": year.n_polygons,
