@@ -7,8 +7,9 @@ holds its window's activations.
 * On a GPU, tasks take turns on the device (:func:`model_turn`), while the worker's other threads
   read and vectorise.
 * On CPU, workers started by :func:`arctic_rts.cluster.connect` run at most
-  ``ClusterConfig.model_tasks_per_worker`` tasks at once (:data:`MODEL_TASKS_ENV`; default one,
-  on all the worker's cores, like a GPU), each on :data:`TORCH_THREADS_ENV` torch threads.
+  ``ClusterConfig.model_tasks_per_worker`` tasks at once (:data:`MODEL_TASKS_ENV`,
+  :func:`model_slot`; default one, on all the worker's cores, like a GPU), each on
+  :data:`TORCH_THREADS_ENV` torch threads.
   Workers of your own read the same two variables (``deploy/README.md``).
 """
 
@@ -109,22 +110,28 @@ def use_task_threads(concurrent_tasks: int) -> None:
         torch.set_num_threads(n)
 
 
-def model_turn(device: torch.device) -> AbstractContextManager[Any]:
-    """The context a model task runs its forward passes in, on ``device``.
+def model_slot() -> AbstractContextManager[Any]:
+    """The context a model task runs in on a CPU worker, from building its window to its
+    last forward pass.
 
-    * A GPU: one lock per device in this process, so tasks take turns on it whatever the
-      scheduler does with the ``GPU`` resource annotation (Dask's low-level graph fusion drops
-      layer annotations; see ``predict``).
-    * The CPU: with :data:`MODEL_TASKS_ENV` set, at most that many tasks at once in this
-      process; a task that waits for its turn holds its thread, not the cores. Unset (Dask's
-      local schedulers, workers of your own without it): no limit.
+    With :data:`MODEL_TASKS_ENV` set, at most that many tasks at once in this process; a task
+    that waits for a slot holds its thread, not the cores, and has not built its window yet
+    (waiting after that held a second window's input copies beside the running task's
+    activations). Unset (Dask's local schedulers, workers of your own without it): no limit.
     """
-    if device.type == "cuda":
-        key = str(device)
-        with _lock:
-            return _device_locks.setdefault(key, threading.Lock())
     slots = _positive_env(MODEL_TASKS_ENV)
     if slots is None:
         return contextlib.nullcontext()
     with _lock:
         return _cpu_slots.setdefault(slots, threading.BoundedSemaphore(slots))
+
+
+def model_turn(device: torch.device) -> AbstractContextManager[Any]:
+    """The context a model task runs its forward passes in, on ``device``: on a GPU one lock
+    per device in this process, so tasks take turns on it whatever the scheduler does with the
+    ``GPU`` resource annotation (Dask's low-level graph fusion drops layer annotations; see
+    ``predict``); on the CPU nothing (:func:`model_slot` limits CPU tasks)."""
+    if device.type != "cuda":
+        return contextlib.nullcontext()
+    with _lock:
+        return _device_locks.setdefault(str(device), threading.Lock())

@@ -43,7 +43,7 @@ from arctic_rts.errors import ConfigError
 from arctic_rts.model.halo import ALIGN, EXACT_HALO
 from arctic_rts.model.runners import backend_runner
 from arctic_rts.model.weights import ModelRef, NormalizedModel, Weights, check_bands
-from arctic_rts.model_tasks import model_turn, use_task_threads
+from arctic_rts.model_tasks import model_slot, model_turn, use_task_threads
 from arctic_rts.tiling import (
     Blender,
     aligned_chunks,
@@ -272,11 +272,12 @@ def _predict_window(
     the graph (how many could run at once, for :func:`~arctic_rts.model_tasks.use_task_threads`).
     ``report``: ``(topic, label, tiles)`` of a progress event (see :func:`predict`)."""
     use_task_threads(tasks)
-    window, invalid = _assemble(pieces)
-    prob = _predict_block(window, invalid, models, config)
-    h, w = prob.shape
-    out = prob[top : h - bottom, left : w - right].copy()
-    del window, invalid, prob
+    with model_slot():
+        window, invalid = _assemble(pieces)
+        prob = _predict_block(window, invalid, models, config)
+        h, w = prob.shape
+        out = prob[top : h - bottom, left : w - right].copy()
+        del window, invalid, prob
     release_free_memory()
     if report is not None:
         _report_tiles(*report)

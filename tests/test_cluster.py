@@ -48,7 +48,13 @@ from arctic_rts.cluster import (
 from arctic_rts.config import ClusterConfig, PredictConfig
 from arctic_rts.errors import ConfigError, WeightsError
 from arctic_rts.model import ModelRef, UNet, load_model, save_weights
-from arctic_rts.model_tasks import MODEL_TASKS_ENV, TORCH_THREADS_ENV, model_turn, task_threads
+from arctic_rts.model_tasks import (
+    MODEL_TASKS_ENV,
+    TORCH_THREADS_ENV,
+    model_slot,
+    model_turn,
+    task_threads,
+)
 from arctic_rts.predict import predict
 
 BANDS = ["B03", "B04", "B08"]
@@ -557,34 +563,75 @@ def test_model_tasks_run_side_by_side_when_asked(tmp_path: Path) -> None:
     assert len(spans) == 4 and _overlaps(spans) > 0, spans
 
 
-def test_model_turn_limits_cpu_tasks_as_the_environment_says(
+def test_model_slot_limits_cpu_tasks_as_the_environment_says(
     monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     import contextlib
     import threading
 
-    cpu = torch.device("cpu")
     monkeypatch.delenv(MODEL_TASKS_ENV, raising=False)
-    assert isinstance(model_turn(cpu), contextlib.nullcontext)  # no limit
+    assert isinstance(model_slot(), contextlib.nullcontext)  # no limit
     monkeypatch.setenv(MODEL_TASKS_ENV, "1")
-    turn = model_turn(cpu)
-    assert model_turn(cpu) is turn  # one per process: every task waits on the same
-    with turn:
+    slot = model_slot()
+    assert model_slot() is slot  # one per process: every task waits on the same
+    with slot:
         other = threading.Thread(
-            target=lambda: turn.__enter__() and turn.__exit__(None, None, None)
+            target=lambda: slot.__enter__() and slot.__exit__(None, None, None)
         )
         other.start()
         other.join(timeout=0.3)
-        assert other.is_alive()  # the second task waits for the first one's turn
+        assert other.is_alive()  # the second task waits for the first one's slot
     other.join(timeout=5)
     assert not other.is_alive()
     monkeypatch.setenv(MODEL_TASKS_ENV, "0")
     with caplog.at_level("WARNING"):
-        assert isinstance(model_turn(cpu), contextlib.nullcontext)
+        assert isinstance(model_slot(), contextlib.nullcontext)
     assert MODEL_TASKS_ENV in caplog.text
-    # GPUs: one lock per device, whatever the variable says
+
+
+def test_model_turn_is_one_lock_per_gpu_and_nothing_on_cpu(monkeypatch: pytest.MonkeyPatch) -> None:
+    import contextlib
+
+    monkeypatch.setenv(MODEL_TASKS_ENV, "1")  # CPU tasks are limited by model_slot, not here
+    assert isinstance(model_turn(torch.device("cpu")), contextlib.nullcontext)
     assert model_turn(torch.device("cuda", 0)) is model_turn(torch.device("cuda", 0))
     assert model_turn(torch.device("cuda", 0)) is not model_turn(torch.device("cuda", 1))
+
+
+def test_a_model_task_waiting_for_its_slot_has_not_built_its_window(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A task that waits holds only its read pieces, not a second window's copies beside the
+    running task's activations."""
+    import importlib
+    import threading
+
+    predict_module = importlib.import_module("arctic_rts.predict")  # the package exports predict()
+    built = threading.Event()
+    real_assemble = predict_module._assemble
+
+    def assemble(pieces: Any) -> Any:
+        built.set()
+        return real_assemble(pieces)
+
+    monkeypatch.setattr(predict_module, "_assemble", assemble)
+    monkeypatch.setenv(MODEL_TASKS_ENV, "1")
+    piece = np.ones((3, 16, 16), dtype=np.float32)
+    stand_in = torch.nn.Conv2d(3, 1, 1)
+    result: list[np.ndarray] = []
+    with model_slot():  # another model task runs
+        task = threading.Thread(
+            target=lambda: result.append(
+                predict_module._predict_window(
+                    [[piece]], 0, 0, 0, 0, models=[stand_in], config=PredictConfig(), tasks=1
+                )
+            )
+        )
+        task.start()
+        task.join(timeout=0.3)
+        assert task.is_alive() and not built.is_set()
+    task.join(timeout=30)
+    assert built.is_set() and result[0].shape == (16, 16)
 
 
 def test_task_threads_env_main_thread_and_local_pool(monkeypatch: pytest.MonkeyPatch) -> None:
