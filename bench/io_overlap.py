@@ -7,8 +7,9 @@ Usage::
         [--windows 2048x2048 10980x2048] [--http-settings K ...] [--threads N]
 
 ``map``: ``--scenes`` copies of the real 29RKH item (other ids and dates, the same local COGs of
-``../shared/data/s2_l2a_cogs_29RKH``) mapped with ``pipeline.map_scenes`` on one default local
-cluster (1 worker x 2 threads on this machine), read at ``--resolution`` metres through
+``../shared/data/s2_l2a_cogs_29RKH``) mapped with ``pipeline.map_scenes`` on one local cluster
+of the default size (1 worker x 2 threads on this machine) without the CPU workers' limit on
+model tasks at once (as on GPU workers), read at ``--resolution`` metres through
 stackstac and GDAL (the COGs are 10x decimated: at 100 m the 10 m bands are read as they are
 and the 20 m ones resampled, as a full-size scene is at 10 m). The model is the bundled real
 model's identity (bands, halo, threshold) run by a stand-in that holds a thread for
@@ -317,7 +318,9 @@ def map_bench(args: argparse.Namespace) -> tuple[list[dict[str, Any]], str]:
     real = resolve_weights(REAL_WEIGHTS)
     scenes = items(args.scenes, full_size_cogs(args.cogs) if args.full_size else RKH)
     rows: list[dict[str, Any]] = []
-    with cluster(local_workers(ClusterConfig()), None) as client:
+    # no CPU model-task limit, as on GPU workers: a task builds its window while another's
+    # forward pass runs, and the stand-in's lock makes forward passes take turns
+    with cluster(local_workers(ClusterConfig()), None, side_by_side=True) as client:
         info = client.scheduler_info()["workers"]
         threads = sum(w["nthreads"] for w in info.values())
         layout = f"{len(info)} worker x {threads} threads"
@@ -497,7 +500,7 @@ def http_child(
     (x0, x1), (y0, y1) = lon_lat.transform([west, west + 10 * width], [north - 10 * height, north])
     weights = dataclasses.replace(resolve_weights(REAL_WEIGHTS), references=(GpuStandIn(rate),))
     config = MapConfig(area_margin_m=0.0)
-    with cluster(local_workers(ClusterConfig()), threads) as client:
+    with cluster(local_workers(ClusterConfig()), threads, side_by_side=True) as client:
         client.run(share_files, HTTP_SHARED.get(setting, "remote"))
         t0 = time.perf_counter()
         records, _ = pipeline.map_scenes(
@@ -631,7 +634,8 @@ def main() -> None:
             f"{' '.join(f'{r:g}' for r in args.rates)}{settings_arg}"
             f"{' --full-size' if args.full_size else ''}` on {machine} shared with "
             "other work "
-            f"(load average after each run in the last column), default local cluster ({layout}). "
+            f"(load average after each run in the last column), local cluster of the default "
+            f"size ({layout}) without the CPU limit on model tasks at once, as on GPU workers. "
             f"{args.scenes} copies of the real 29RKH item ({files}"
             f"local disk, read through stackstac and GDAL at {args.resolution:g} m: "
             "bands B04 B03 B02 B08 B11 + SCL) mapped by `pipeline.map_scenes` with the bundled "
