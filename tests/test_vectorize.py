@@ -321,6 +321,31 @@ def test_windowed_vectorize_joins_one_object_cut_by_every_seam() -> None:
     assert len(ring.interiors) == 1  # the hole is kept: pieces are unioned, not hulled
 
 
+def test_a_probability_block_waits_for_its_windows_in_little_memory() -> None:
+    """What a block keeps for the vectorise windows: NaN where it was NaN, its values at or
+    above the floor, 0 elsewhere (what thresholding at or above the floor cannot tell apart),
+    in far less than the block's 4 bytes per pixel when few pixels pass, and not much more
+    when all do."""
+    from dask.sizeof import sizeof
+
+    from arctic_rts.vectorize import _Sparse
+
+    rng = np.random.default_rng(5)
+    block = (rng.random((300, 257)) ** 8).astype(np.float32)  # few pixels high
+    block[:40, 100:140] = np.nan
+    block[200, 7] = 0.3  # exactly at the floor: kept
+    sparse = _Sparse(block, 0.3)
+    want = np.where(np.isnan(block) | (block >= 0.3), block, np.float32(0))
+    got = sparse.dense()
+    assert got.dtype == np.float32 and got.shape == block.shape
+    np.testing.assert_array_equal(got, want)  # NaN positions equal too
+    assert 0 < (block >= 0.3).mean() < 0.25
+    assert sizeof(sparse) < 0.35 * block.nbytes
+    everywhere = _Sparse(np.full((300, 257), 0.9, dtype=np.float32), 0.3)
+    assert (everywhere.dense() == 0.9).all()
+    assert sizeof(everywhere) < 1.1 * block.nbytes
+
+
 def test_a_windows_parts_tell_dask_their_size() -> None:
     """The parts a vectorise window keeps for the seam join count in Dask's memory accounting
     (the map-run memory traces read it): their arrays' bytes and their pieces' vertices."""
