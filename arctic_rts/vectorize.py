@@ -154,9 +154,7 @@ def vectorize_windows(
     name = f"rts-sparse-{tokenize(arr.name, floor)}"
     sparse = np.empty(blocks.shape, dtype=object)
     for ky, kx in np.ndindex(*blocks.shape):
-        sparse[ky, kx] = dask.delayed(_Sparse, pure=True)(
-            blocks[ky, kx], floor, dask_key_name=(name, ky, kx)
-        )
+        sparse[ky, kx] = dask.delayed(_Sparse)(blocks[ky, kx], floor, dask_key_name=(name, ky, kx))
     window = dask.delayed(_window_task, pure=True)
     parts = []
     for y0, y1, top, bottom in ywins:
@@ -275,7 +273,7 @@ def _window_task(
 ) -> _Parts:
     """:func:`_window_parts` of the window made of the given parts of dask blocks."""
     values = np.block([[b.dense()[rows, cols] for b, rows, cols in row] for row in pieces])
-    return _window_parts(values.astype(np.float32, copy=False), core, origin, shape, cut, config)
+    return _window_parts(values, core, origin, shape, cut, config)
 
 
 def _window_parts(

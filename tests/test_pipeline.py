@@ -617,14 +617,14 @@ class _HeldBlocks(SchedulerPlugin):
     def transition(self, key: Any, start: str, finish: str, *args: Any, **kwargs: Any) -> None:
         from dask.utils import key_split
 
-        held = self.held.get(key_split(key))
-        if held is None:
+        kind = key_split(key)
+        if kind not in self.held:
             return
         if finish == "memory":
-            held.add(key)
-            self.most[key_split(key)] = max(self.most[key_split(key)], len(held))
+            self.held[kind].add(key)
+            self.most[kind] = max(self.most[kind], len(self.held[kind]))
         else:
-            held.discard(key)
+            self.held[kind].discard(key)
 
 
 def test_the_map_run_frees_probability_blocks_as_the_model_goes(
